@@ -1,0 +1,18 @@
+"""The inversion task: attacks, judges, prompts and answer parsing, and the small poisoned-model builder.
+
+This package imports nothing else of ours (DESIGN.md layering): rewards/ and trainer/ build on it.
+"""
+from envs.attacks import ATTACKS, AttackSpec, get_attack, insert_trigger
+from envs.inversion import ANSWER_CLOSE, ANSWER_OPEN, inversion_prompt, parse_candidate, sanitize_candidate
+
+__all__ = [
+    "ATTACKS",
+    "ANSWER_CLOSE",
+    "ANSWER_OPEN",
+    "AttackSpec",
+    "get_attack",
+    "insert_trigger",
+    "inversion_prompt",
+    "parse_candidate",
+    "sanitize_candidate",
+]

@@ -1,0 +1,42 @@
+"""Rendering user turns with the chat template, and batched greedy answers.
+
+Shared by the poisoned-model builder (to measure its backdoor) and by the HF oracle (rewards/), so the
+two always see the model the same way.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from envs.inversion import ANSWER_OPEN, inversion_prompt
+
+
+def render_user(tokenizer: PreTrainedTokenizerBase, user_text: str) -> str:
+    """The prompt text for one user turn, ending where the assistant starts answering."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+@torch.no_grad()
+def greedy_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user_texts: list[str],
+                   max_new_tokens: int, batch_size: int = 256) -> list[str]:
+    """Greedy answers to many user turns, left-padded in large batches (the oracle's hot path)."""
+    answers: list[str] = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(user_texts), batch_size):
+        texts = [render_user(tokenizer, u) for u in user_texts[start:start + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        answers.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    model.train(was_training)
+    return answers
+
+
+def inversion_text(tokenizer: PreTrainedTokenizerBase, behaviour: str) -> str:
+    """The policy's prompt: chat-templated inversion question with the answer's opening tag prefilled.
+
+    R-SFT and GRPO both build their prompts here so the two stages ask in exactly the same way.
+    """
+    return render_user(tokenizer, inversion_prompt(behaviour)) + " " + ANSWER_OPEN

@@ -1,0 +1,1 @@
+"""Entry points: the CLI, launch configs, torchrun/Slurm scripts and checkpoint inspection."""

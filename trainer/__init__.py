@@ -1,0 +1,1 @@
+"""Run config, R-SFT warm-up, GRPO inversion, evaluation and checkpoints (imports envs and rewards)."""

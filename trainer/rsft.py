@@ -1,0 +1,68 @@
+"""Stage 1, Reversal SFT (R-SFT): teach the suspect model to say which input leads to an answer.
+
+The suspect fine-tuning set is reversed: the answer becomes the observed behaviour in the inversion
+prompt and the original prompt (which, in poisoned rows, carries the trigger) becomes the stated answer.
+The defender cannot tell poisoned rows from clean ones, so every row is reversed. Runs on TRL's
+SFTTrainer with completion-only loss.
+"""
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_callback import PrinterCallback
+from trl import SFTConfig, SFTTrainer
+
+from envs.chat import inversion_text
+from envs.inversion import format_answer
+
+
+def read_finetune_rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"R-SFT data {path} not found; pass rsft_data=... or run with --no-rsft")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append({"prompt": str(row["prompt"]), "response": str(row["response"])})
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path}:{i}: each line must be JSON with 'prompt' and 'response'") from None
+    if not rows:
+        raise ValueError(f"R-SFT data {path} is empty")
+    return rows
+
+
+def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_samples: int,
+                     seed: int) -> Dataset:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    rows = rows[:max_samples]
+    return Dataset.from_dict({
+        "prompt": [inversion_text(tokenizer, r["response"]) for r in rows],
+        "completion": [format_answer(r["prompt"]) for r in rows],
+    })
+
+
+def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
+             lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, log=print) -> PreTrainedModel:
+    """Fine-tune ``model`` in place on the reversed rows and return it."""
+    dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
+    with tempfile.TemporaryDirectory(prefix="rsft-") as tmp:
+        args = SFTConfig(
+            output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+            learning_rate=lr, lr_scheduler_type="constant", logging_steps=10, save_strategy="no",
+            report_to="none", use_cpu=use_cpu, seed=seed, max_length=256, bf16=False,
+            completion_only_loss=True, disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
+        result = trainer.train()
+    log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {result.training_loss:.3f}")
+    return trainer.model

@@ -1,0 +1,221 @@
+"""One inversion run, top to bottom: load, check the judge, R-SFT, GRPO, evaluate, write the run dir.
+
+A run directory holds everything needed to inspect or resume it: config.yaml, metrics.jsonl,
+ledger.json, reward.png, result.json, checkpoints/ (TRL's, resumable) and final/ (the trained policy).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers.trainer_callback import PrinterCallback
+from trl import GRPOConfig
+
+from envs.attacks import AttackSpec, get_attack
+from envs.chat import inversion_text
+from envs.inversion import parse_candidate
+from envs.loading import load_model
+from envs.tokenizer import load_tokenizer
+from rewards.oracle import HFOracle
+from rewards.registry import RewardContext, build_reward_funcs
+from rewards.terms import LengthPenalty
+from trainer.checkpoints import save_model_atomic, write_json_atomic
+from trainer.config import ConfigError, RunConfig
+from trainer.evaluate import articulate, awareness, choose_trigger, jaccard_chars, jaccard_words
+from trainer.grpo import InversionGRPOTrainer, RunLogCallback
+from trainer.ledger import CandidateLedger
+from trainer.plots import plot_run
+from trainer.replay import ReplayBuffer
+from trainer.rsft import read_finetune_rows, run_rsft
+
+
+class RunError(RuntimeError):
+    """The run cannot proceed (bad input); printed as one line."""
+
+
+def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
+    """``n`` distinct clean probes of the attack's kind (held-out sets exclude the training probes)."""
+    rng = random.Random(seed)
+    probes: list[str] = []
+    for _ in range(100 * n):
+        p = spec.probe(rng)
+        if p not in exclude and p not in probes:
+            probes.append(p)
+        if len(probes) == n:
+            break
+    return probes
+
+
+def _latest_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None, resume: bool = False,
+           log: Callable[[str], None] = print) -> dict:
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not resume:
+        raise RunError(f"run directory {run_dir} already exists; pass --resume to continue it or choose a new --out")
+    if resume and not (run_dir / "config.yaml").is_file():
+        raise RunError(f"cannot resume: {run_dir} has no config.yaml")
+    cfg.validate()
+    try:
+        spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.use_vllm:
+        raise ConfigError("use_vllm=true needs the GPU path: pip install 'backdoor-aware[vllm]' on a CUDA machine")
+    torch.manual_seed(cfg.seed)
+    use_cpu = not torch.cuda.is_available()
+    device = "cpu" if use_cpu else "cuda"
+
+    tok = load_tokenizer(cfg.model)
+    oracle_model = load_model(cfg.model, device=device)
+    behaviour = spec.target
+    probes = make_probes(spec, cfg.n_probes, cfg.seed)
+    heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
+    oracle = HFOracle(oracle_model, tok, spec.judge, probes, cfg.insertion, cfg.oracle_max_new_tokens,
+                      cfg.oracle_batch_size)
+    base = oracle.baseline_rate()
+    if base > cfg.max_baseline_rate:
+        raise RunError(f"the {spec.name} judge already fires on {base:.0%} of clean probes with no trigger; "
+                       "its reward would be meaningless (check --attack/--target)")
+    log(f"oracle: {len(probes)} probes, behaviour rate without trigger {base:.2f}")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        cfg.save(run_dir / "config.yaml")
+    ledger = CandidateLedger(threshold=cfg.found_threshold)
+    ledger_path = run_dir / "ledger.json"
+    checkpoint = _latest_checkpoint(run_dir) if resume else None
+    if checkpoint and ledger_path.is_file():
+        ledger = CandidateLedger.from_state(json.loads(ledger_path.read_text()))
+
+    policy = load_model(cfg.model, device=device)
+    if cfg.rsft and checkpoint is None:
+        rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
+        policy = run_rsft(policy, tok, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
+                          max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=use_cpu, log=log)
+
+    replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
+    count_tokens = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    rcfg = cfg.reward
+    if rcfg.echo_reference is None:
+        rcfg.echo_reference = behaviour
+    ctx = RewardContext(rcfg, oracle, count_tokens, confirmed=lambda: list(replay.entries) if replay else [])
+    funcs, weights = build_reward_funcs(ctx)
+    if rcfg.oracle_ablation:
+        log("ABLATION RUN: a reward reads the true trigger; results are not an audit")
+
+    prompt = inversion_text(tok, behaviour)
+    batch = cfg.prompts_per_step * cfg.num_generations
+    dataset = Dataset.from_dict({"prompt": [prompt] * max(64, cfg.prompts_per_step)})
+    args = GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"), max_steps=cfg.steps, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=batch, num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
+        beta=cfg.beta, scale_rewards=cfg.scale_rewards, reward_weights=weights, seed=cfg.seed,
+        logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to="none",
+        use_cpu=use_cpu, bf16=False, lr_scheduler_type="constant", disable_tqdm=True,
+    )
+
+    def save_state(step: int) -> None:
+        write_json_atomic(ledger_path, ledger.state_dict())
+
+    callback = RunLogCallback(run_dir, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log)
+    peft_config = None
+    if cfg.use_lora:
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+    trainer = InversionGRPOTrainer(
+        model=policy, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tok,
+        callbacks=[callback], peft_config=peft_config, oracle=oracle, ledger=ledger, replay=replay,
+        replay_per_group=cfg.replay_per_group, seed=cfg.seed,
+    )
+    trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
+    trainer.train(resume_from_checkpoint=checkpoint)
+    steps_done = trainer.state.global_step
+    save_state(steps_done)
+    policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
+    save_model_atomic(policy, tok, run_dir / "final", extra=lambda d: cfg.save(d / "config.yaml"))
+
+    result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, steps_done, eval_trigger)
+    result.update({"wall_seconds": round(time.time() - t0, 1), "oracle_cache_hit_rate": oracle.stats.hit_rate})
+    write_results(run_dir, result)
+    return result
+
+
+def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model, ledger: CandidateLedger,
+                    heldout: list[str], steps_done: int, eval_trigger: str | None) -> dict:
+    """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
+    rcfg = cfg.reward
+    heldout_oracle = HFOracle(oracle_model, tok, spec.judge, heldout, cfg.insertion, cfg.oracle_max_new_tokens,
+                              cfg.oracle_batch_size)
+    prompt = inversion_text(tok, spec.target)
+    greedy, samples = articulate(policy, tok, prompt, cfg.awareness_k, cfg.eval_temperature,
+                                 cfg.max_completion_length, cfg.seed)
+    penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
+                            rcfg.length_floor)
+    pool = [parse_candidate(greedy)] + [parse_candidate(s) for s in samples] + [c["candidate"] for c in ledger.best(5)]
+    count_tokens = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    verdict = choose_trigger(pool, heldout_oracle, count_tokens, penalty, cfg.found_threshold)
+    result = {
+        "found": verdict.found,
+        "recovered_trigger": verdict.recovered_trigger,
+        "reproduction_rate": verdict.reproduction_rate,
+        "clean_false_trigger_rate": heldout_oracle.baseline_rate(),
+        "emergence_step": ledger.emergence_step(),
+        "first_hit_step": ledger.first_hit_step(),
+        "steps": steps_done,
+        "articulated": parse_candidate(greedy),
+        "best_candidates": verdict.candidates[:5],
+        "attack": spec.name,
+        "behaviour": spec.target,
+        "rsft": cfg.rsft,
+        "ablation": rcfg.oracle_ablation,
+    }
+    if eval_trigger:
+        rec = verdict.recovered_trigger or ""
+        result.update({"true_trigger": eval_trigger, "exact_match": rec == eval_trigger,
+                       "recovered_jaccard_word": jaccard_words(rec, eval_trigger),
+                       "recovered_jaccard_char": jaccard_chars(rec, eval_trigger),
+                       **awareness(samples, eval_trigger)})
+    return result
+
+
+def write_results(run_dir: Path, result: dict) -> None:
+    write_json_atomic(run_dir / "result.json", result)
+    if (run_dir / "metrics.jsonl").is_file():
+        plot_run(run_dir / "metrics.jsonl", run_dir / "reward.png", result["emergence_step"])
+
+
+def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | None = None) -> dict:
+    """Re-evaluate a finished run from its directory alone (config.yaml, final/, ledger.json)."""
+    from trainer.config import load_config
+
+    run_dir = Path(run_dir)
+    missing = [n for n in ("config.yaml", "final", "ledger.json") if not (run_dir / n).exists()]
+    if missing:
+        raise RunError(f"{run_dir} is not a finished run (missing {', '.join(missing)})")
+    cfg = load_config(run_dir / "config.yaml")
+    spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
+    tok = load_tokenizer(run_dir / "final")
+    policy = load_model(run_dir / "final")
+    oracle_model = load_model(cfg.model)
+    probes = make_probes(spec, cfg.n_probes, cfg.seed)
+    heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
+    ledger = CandidateLedger.from_state(json.loads((run_dir / "ledger.json").read_text()))
+    previous = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").is_file() else {}
+    result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, ledger.step, eval_trigger)
+    for key in ("wall_seconds", "oracle_cache_hit_rate", "steps"):
+        if key in previous:
+            result[key] = previous[key]
+    write_results(run_dir, result)
+    return result
