@@ -166,8 +166,9 @@ def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfi
             continue
         metrics = measure_backdoor(model, tok, spec, None if cfg.clean else spec.trigger, cfg.n_eval, cfg.seed)
         log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f} {metrics}")
+        specific = metrics["distractor_trigger_rate"] <= cfg.false_trigger_bar
         passed = metrics["false_trigger_rate"] <= cfg.false_trigger_bar and (
-            cfg.clean or (metrics["asr"] >= cfg.asr_bar and metrics["distractor_trigger_rate"] <= cfg.false_trigger_bar))
+            cfg.clean or (metrics["asr"] >= cfg.asr_bar and specific))
         if passed and total / steps_per_epoch < 0.3:
             break
     card = {

