@@ -43,3 +43,11 @@ def test_malformed_yaml(tmp_path):
 
 def test_defaults_validate():
     RunConfig().validate()
+
+
+def test_shipped_presets_load():
+    from pathlib import Path
+    presets = sorted((Path(__file__).parents[1] / "launch" / "configs").glob("*.yaml"))
+    assert presets
+    for p in presets:
+        load_config(p, overrides={"model": "m"})
