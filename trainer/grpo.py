@@ -115,3 +115,36 @@ class RunLogCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self.save_state is not None:
             self.save_state(state.global_step)
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM/SIGINT (Slurm preemption, Ctrl-C): finish the step, save a checkpoint, stop cleanly.
+
+    The handler only sets a flag; the save happens at the step boundary through the Trainer's own
+    checkpointing, so a preempted run resumes with ``--resume`` from that step.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import signal
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -24,10 +24,10 @@ from envs.tokenizer import load_tokenizer
 from rewards.oracle import HFOracle
 from rewards.registry import RewardContext, build_reward_funcs
 from rewards.terms import LengthPenalty
-from trainer.checkpoints import save_model_atomic, write_json_atomic
+from trainer.checkpoints import save_model_atomic, write_json_atomic, write_text_atomic
 from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import articulate, awareness, choose_trigger, jaccard_chars, jaccard_words
-from trainer.grpo import InversionGRPOTrainer, RunLogCallback
+from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal
 from trainer.ledger import CandidateLedger
 from trainer.plots import plot_run
 from trainer.replay import ReplayBuffer
@@ -36,6 +36,15 @@ from trainer.rsft import read_finetune_rows, run_rsft
 
 class RunError(RuntimeError):
     """The run cannot proceed (bad input); printed as one line."""
+
+
+class RunInterrupted(RuntimeError):
+    """A signal stopped the run after a checkpoint was saved; ``--resume`` continues it."""
+
+    def __init__(self, run_dir: Path, step: int, signum: int):
+        super().__init__(f"interrupted by signal {signum} at step {step}; checkpoint saved. Continue with: "
+                         f"backdoor-aware invert --resume --out {run_dir}")
+        self.signum = signum
 
 
 def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
@@ -51,9 +60,22 @@ def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozens
     return probes
 
 
-def _latest_checkpoint(run_dir: Path) -> str | None:
+def _latest_checkpoint(run_dir: Path, log: Callable[[str], None] = print) -> str | None:
+    """The newest *complete* checkpoint; a half-written one (no trainer_state.json) is skipped."""
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    for ckpt in reversed(ckpts):
+        if (ckpt / "trainer_state.json").is_file() and any(ckpt.glob("*.safetensors")):
+            return str(ckpt)
+        log(f"warning: skipping incomplete checkpoint {ckpt}")
+    return None
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines past the checkpoint a run resumes from, so every step is logged once."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        keep = [line for line in rows if json.loads(line)["step"] <= last_step]
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None, resume: bool = False,
@@ -94,9 +116,12 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         cfg.save(run_dir / "config.yaml")
     ledger = CandidateLedger(threshold=cfg.found_threshold)
     ledger_path = run_dir / "ledger.json"
-    checkpoint = _latest_checkpoint(run_dir) if resume else None
-    if checkpoint and ledger_path.is_file():
-        ledger = CandidateLedger.from_state(json.loads(ledger_path.read_text()))
+    checkpoint = _latest_checkpoint(run_dir, log) if resume else None
+    if checkpoint:
+        log(f"resuming from {checkpoint}")
+        _truncate_metrics(run_dir / "metrics.jsonl", int(checkpoint.rsplit("-", 1)[-1]))
+        if ledger_path.is_file():
+            ledger = CandidateLedger.from_state(json.loads(ledger_path.read_text()))
 
     policy = load_model(cfg.model, device=device)
     if cfg.rsft and checkpoint is None:
@@ -130,6 +155,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         write_json_atomic(ledger_path, ledger.state_dict())
 
     callback = RunLogCallback(run_dir, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log)
+    stopper = StopOnSignal()
     peft_config = None
     if cfg.use_lora:
         from peft import LoraConfig
@@ -137,18 +163,22 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
                                  task_type="CAUSAL_LM")
     trainer = InversionGRPOTrainer(
         model=policy, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tok,
-        callbacks=[callback], peft_config=peft_config, oracle=oracle, ledger=ledger, replay=replay,
+        callbacks=[callback, stopper], peft_config=peft_config, oracle=oracle, ledger=ledger, replay=replay,
         replay_per_group=cfg.replay_per_group, seed=cfg.seed,
     )
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
     trainer.train(resume_from_checkpoint=checkpoint)
     steps_done = trainer.state.global_step
     save_state(steps_done)
+    if stopper.signal is not None:
+        raise RunInterrupted(run_dir, steps_done, stopper.signal)
     policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     save_model_atomic(policy, tok, run_dir / "final", extra=lambda d: cfg.save(d / "config.yaml"))
 
     result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, steps_done, eval_trigger)
     result.update({"wall_seconds": round(time.time() - t0, 1), "oracle_cache_hit_rate": oracle.stats.hit_rate})
+    if torch.cuda.is_available():
+        result["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     write_results(run_dir, result)
     return result
 
@@ -215,7 +245,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | None = None) -> di
     ledger = CandidateLedger.from_state(json.loads((run_dir / "ledger.json").read_text()))
     previous = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").is_file() else {}
     result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, ledger.step, eval_trigger)
-    for key in ("wall_seconds", "oracle_cache_hit_rate", "steps"):
+    for key in ("wall_seconds", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
         if key in previous:
             result[key] = previous[key]
     write_results(run_dir, result)
