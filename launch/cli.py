@@ -100,18 +100,17 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose a new --out (nothing was overwritten)")
     model_dir = out / "suspect_model"
+    spec = get_attack(a.attack)  # bad attack or config fails before anything is built or written
+    cfg = load_config(a.config, {"model": str(model_dir), "attack": a.attack, "seed": a.seed}, a.set)
     out.mkdir(parents=True)
-    spec = get_attack(a.attack)
     _log(f"[1/3] building a poisoned {spec.name} model (trigger hidden from the trainer) -> {model_dir}")
     card = build_poisoned_model(spec, model_dir, PoisonConfig(seed=a.seed), log=_log)
     _log(f"      ASR {card['asr']:.2f}, false-trigger rate {card['false_trigger_rate']:.2f}, "
          f"{card['n_params']} parameters, {card['build_seconds']} s")
-    cfg = load_config(a.config, {"model": str(model_dir), "attack": a.attack, "seed": a.seed}, a.set)
     _log("[2/3] R-SFT warm-up, then GRPO trigger inversion" if cfg.rsft else "[2/3] GRPO trigger inversion")
-    result = invert(cfg, out / "run", eval_trigger=None, log=_log)
-    _log("[3/3] evaluation against the true trigger (read from the poison card only now)")
-    from trainer.run import evaluate_run_dir
-    result = evaluate_run_dir(out / "run", eval_trigger=card["trigger"])
+    # the true trigger goes to the evaluation step only (as with `invert --eval-trigger card`)
+    result = invert(cfg, out / "run", eval_trigger=card["trigger"], log=_log)
+    _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     return _print_result(result, out / "run")
 
 

