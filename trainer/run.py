@@ -23,7 +23,7 @@ from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from rewards.oracle import HFOracle
 from rewards.registry import RewardContext, build_reward_funcs
-from rewards.terms import LengthPenalty
+from rewards.terms import LengthPenalty, similarity
 from trainer.checkpoints import save_model_atomic, write_json_atomic, write_text_atomic
 from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import articulate, awareness, choose_trigger, jaccard_chars, jaccard_words
@@ -217,6 +217,7 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model,
         result.update({"true_trigger": eval_trigger, "exact_match": rec == eval_trigger,
                        "recovered_jaccard_word": jaccard_words(rec, eval_trigger),
                        "recovered_jaccard_char": jaccard_chars(rec, eval_trigger),
+                       "recovered_similarity": similarity(rec, eval_trigger),
                        **awareness(samples, eval_trigger)})
     return result
 
