@@ -84,26 +84,29 @@ class HFOracle:
         return [self._rates[k] for k in keys]
 
     @torch.no_grad()
-    def _target_logprob(self, candidate: str) -> float:
+    def _target_logprobs(self, candidates: list[str]) -> list[float]:
+        """Mean per-token log-prob of the judge's target string, per candidate, in batched forwards."""
         target_ids = self.tokenizer(" " + self.judge.likelihood_target, add_special_tokens=False)["input_ids"]
-        texts = [render_user(self.tokenizer, q) for q in self._queries(candidate)]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        target = torch.tensor(target_ids).expand(len(texts), -1)
-        ids = torch.cat([enc["input_ids"], target], dim=1)
-        mask = torch.cat([enc["attention_mask"], torch.ones_like(target)], dim=1)
-        logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
-        t = len(target_ids)
-        logp = torch.log_softmax(logits[:, -t - 1:-1].float(), dim=-1)
-        token_logp = logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1)
-        return token_logp.mean().item()  # mean over probes and target tokens
+        t, n = len(target_ids), len(self.probes)
+        texts = [render_user(self.tokenizer, q) for c in candidates for q in self._queries(c)]
+        means: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                 add_special_tokens=False)
+            target = torch.tensor(target_ids).expand(enc["input_ids"].shape[0], -1)
+            ids = torch.cat([enc["input_ids"], target], dim=1).to(self.model.device)
+            mask = torch.cat([enc["attention_mask"], torch.ones_like(target)], dim=1).to(self.model.device)
+            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits[:, -t - 1:-1].float(), -1)
+            means += logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1).mean(-1).tolist()
+        return [sum(means[i * n:(i + 1) * n]) / n for i in range(len(candidates))]
 
     def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
         """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""
         if "" not in self._gains:
-            self._gains[""] = self._target_logprob("")
+            self._gains[""] = self._target_logprobs([""])[0]
         keys, missing = self._todo(candidates, self._gains)
-        for k in missing:
-            self._gains[k] = self._target_logprob(k)
+        if missing:
+            self._gains.update(zip(missing, self._target_logprobs(missing)))
         return [self._gains[k] - self._gains[""] for k in keys]
 
     def baseline_rate(self) -> float:

