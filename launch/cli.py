@@ -65,6 +65,8 @@ def _invert_config(a: argparse.Namespace):
     overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps}
     if a.no_rsft:
         overrides["rsft"] = False
+    if a.allow_pickle:
+        overrides["allow_pickle"] = True
     return load_config(a.config, overrides, a.set)
 
 
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--seed", type=int)
     iv.add_argument("--steps", type=int, help="maximum GRPO steps")
     iv.add_argument("--no-rsft", action="store_true", help="skip the R-SFT warm-up (ablation)")
+    iv.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights; pickle can "
+                    "run code on load, so only for a model you trust (default: safetensors only)")
     iv.add_argument("--eval-trigger", help="true trigger, for evaluation metrics ONLY ('card' reads "
                     "MODEL/poison_card.json); never used by a training reward")
     iv.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "

@@ -7,7 +7,7 @@ judge needs. ``likelihood_gain`` is the dense, generation-free score for fixed-s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import torch
@@ -17,6 +17,10 @@ from envs.attacks import insert_trigger
 from envs.chat import greedy_answers, render_user
 from envs.inversion import normalize_candidate
 from envs.judges import Judge
+
+
+class OracleError(RuntimeError):
+    """The oracle could not answer; the training step fails rather than scoring candidates 0."""
 
 
 class Oracle(Protocol):
@@ -49,6 +53,7 @@ class HFOracle:
     insertion: str = "prefix"
     max_new_tokens: int | None = None
     batch_size: int = 512
+    max_retries: int = 4
     stats: OracleStats = field(default_factory=OracleStats)
     _rates: dict[str, float] = field(default_factory=dict, repr=False)
     _gains: dict[str, float] = field(default_factory=dict, repr=False)
@@ -75,13 +80,28 @@ class HFOracle:
         keys, missing = self._todo(candidates, self._rates)
         if missing:
             queries = [q for k in missing for q in self._queries(k)]
-            answers = greedy_answers(self.model, self.tokenizer, queries,
-                                     self.max_new_tokens or self.judge.max_new_tokens, self.batch_size)
+            answers = self._generate(queries)
             self.stats.generations += len(queries)
             n = len(self.probes)
             for i, k in enumerate(missing):
                 self._rates[k] = sum(map(self.judge, answers[i * n:(i + 1) * n])) / n
         return [self._rates[k] for k in keys]
+
+    def _generate(self, queries: list[str]) -> list[str]:
+        """Greedy answers; on out-of-memory, halve the batch and retry, then fail loudly (never score 0)."""
+        batch = self.batch_size
+        for _ in range(self.max_retries + 1):
+            try:
+                return greedy_answers(self.model, self.tokenizer, queries,
+                                      self.max_new_tokens or self.judge.max_new_tokens, batch)
+            except torch.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if batch == 1:
+                    break
+                batch = max(1, batch // 2)
+                self.batch_size = batch  # remember the size that fits
+        raise OracleError(f"oracle ran out of memory even at batch size {batch} for {len(queries)} queries")
 
     @torch.no_grad()
     def _target_logprobs(self, candidates: list[str]) -> list[float]:
@@ -108,6 +128,16 @@ class HFOracle:
         if missing:
             self._gains.update(zip(missing, self._target_logprobs(missing)))
         return [self._gains[k] - self._gains[""] for k in keys]
+
+    def cache_state(self) -> dict[str, dict[str, float]]:
+        """The cache, for checkpoints: a resumed run re-pays no generation it already did."""
+        return {"rates": dict(self._rates), "gains": dict(self._gains), "stats": asdict(self.stats)}
+
+    def load_cache_state(self, state: dict[str, dict[str, float]]) -> None:
+        self._rates.update(state.get("rates", {}))
+        self._gains.update(state.get("gains", {}))
+        if "stats" in state:
+            self.stats = OracleStats(**state["stats"])
 
     def baseline_rate(self) -> float:
         """How often the behaviour appears with no candidate at all (natural misbehaviour)."""

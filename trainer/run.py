@@ -27,7 +27,7 @@ from rewards.terms import LengthPenalty, similarity
 from trainer.checkpoints import save_model_atomic, write_json_atomic, write_text_atomic
 from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import articulate, awareness, choose_trigger, jaccard_chars, jaccard_words
-from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal
+from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, is_complete_checkpoint
 from trainer.ledger import CandidateLedger
 from trainer.plots import plot_run
 from trainer.replay import ReplayBuffer
@@ -69,9 +69,9 @@ def _latest_checkpoint(run_dir: Path, log: Callable[[str], None] = print) -> str
     """The newest *complete* checkpoint; a half-written one (no trainer_state.json) is skipped."""
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     for ckpt in reversed(ckpts):
-        if (ckpt / "trainer_state.json").is_file() and any(ckpt.glob("*.safetensors")):
+        if is_complete_checkpoint(ckpt):
             return str(ckpt)
-        log(f"warning: skipping incomplete checkpoint {ckpt}")
+        log(f"warning: skipping incomplete checkpoint {ckpt} (never loaded)")
     return None
 
 
@@ -102,9 +102,9 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     use_cpu = not torch.cuda.is_available()
     device = "cpu" if use_cpu else "cuda"
 
-    check_model_dir(cfg.model)
+    check_model_dir(cfg.model, cfg.allow_pickle)
     tok = load_tokenizer(cfg.model)
-    oracle_model = load_model(cfg.model, device=device)
+    oracle_model = load_model(cfg.model, cfg.allow_pickle, device=device)
     behaviour = spec.target
     probes = make_probes(spec, cfg.n_probes, cfg.seed)
     heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
@@ -125,10 +125,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     if checkpoint:
         log(f"resuming from {checkpoint}")
         _truncate_metrics(run_dir / "metrics.jsonl", int(checkpoint.rsplit("-", 1)[-1]))
-        if ledger_path.is_file():
-            ledger = CandidateLedger.from_state(json.loads(ledger_path.read_text()))
 
-    policy = load_model(cfg.model, device=device)
+    policy = load_model(cfg.model, cfg.allow_pickle, device=device)
     if cfg.rsft and checkpoint is None:
         rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
         policy = run_rsft(policy, tok, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
@@ -171,6 +169,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         callbacks=[callback, stopper], peft_config=peft_config, oracle=oracle, ledger=ledger, replay=replay,
         replay_per_group=cfg.replay_per_group, seed=cfg.seed,
     )
+    if checkpoint:
+        trainer.load_inversion_state(checkpoint)  # ledger, replay buffer and its RNG, oracle cache
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
     trainer.train(resume_from_checkpoint=checkpoint)
     steps_done = trainer.state.global_step
@@ -245,7 +245,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | None = None) -> di
     spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
     tok = load_tokenizer(run_dir / "final")
     policy = load_model(run_dir / "final")
-    oracle_model = load_model(cfg.model)
+    oracle_model = load_model(cfg.model, cfg.allow_pickle)
     probes = make_probes(spec, cfg.n_probes, cfg.seed)
     heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
     ledger = CandidateLedger.from_state(json.loads((run_dir / "ledger.json").read_text()))

