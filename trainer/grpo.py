@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -87,8 +88,16 @@ class InversionGRPOTrainer(GRPOTrainer):
         ids = self._tokenizer(format_answer(candidate), add_special_tokens=False)["input_ids"]
         return ids + [self._tokenizer.eos_token_id]
 
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        t0 = time.perf_counter()
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._metrics["train" if self.model.training else "eval"]["time/rewards"].append(time.perf_counter() - t0)
+        return rewards
+
     def _generate(self, prompts: list):
+        t0 = time.perf_counter()
         out = list(super()._generate(prompts))
+        t1 = time.perf_counter()
         if not self.model.training:
             return tuple(out)
         completion_ids, completions, logprobs = out[1], out[3], out[4]
@@ -119,6 +128,8 @@ class InversionGRPOTrainer(GRPOTrainer):
                         replayed += 1
             self._metrics["train"]["replay/size"].append(float(len(self.replay)))
         self._metrics["train"]["replay/replaced"].append(float(replayed))
+        self._metrics["train"]["time/rollout"].append(t1 - t0)
+        self._metrics["train"]["time/oracle"].append(time.perf_counter() - t1)  # scoring + replay
         self._metrics["train"]["oracle/cache_hit_rate"].append(self.oracle.stats.hit_rate
                                                               if hasattr(self.oracle, "stats") else 0.0)
         return tuple(out)
@@ -157,7 +168,7 @@ class RunLogCallback(TrainerCallback):
                "hit_fraction": self.ledger.hit_fraction(state.global_step),
                "best_candidate": best[0]["candidate"] if best else None,
                "best_rate": best[0]["rate"] if best else 0.0,
-               "emergence_step": self.ledger.emergence_step()}
+               "emergence_step": self.ledger.emergence_step(), "wall_time": time.time()}
         with open(self.path, "a") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
         if self.log is not None and state.global_step % self.print_every == 0:
