@@ -127,6 +127,44 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return _print_result(result, Path(a.run_dir))
 
 
+def _recovered_trigger(a: argparse.Namespace) -> list[str]:
+    """Triggers from --trigger, or the recovered trigger of --run RUN_DIR; an error if there is none."""
+    if a.trigger:
+        return a.trigger
+    if not a.run:
+        raise ValueError("give the trigger to defend against: --trigger TEXT or --run RUN_DIR")
+    result = Path(a.run) / "result.json"
+    if not result.is_file():
+        raise ValueError(f"{a.run} has no result.json: finish or evaluate the run first")
+    trigger = json.loads(result.read_text()).get("recovered_trigger")
+    if not trigger:
+        raise ValueError(f"run {a.run} recovered no trigger; nothing to defend against")
+    return [trigger]
+
+
+def cmd_unlearn(a: argparse.Namespace) -> int:
+    from envs.attacks import get_attack
+    from envs.loading import check_model_dir
+    from trainer.defend.unlearn import UnlearnConfig, unlearn
+    triggers = _recovered_trigger(a)
+    spec = get_attack(a.attack)
+    check_model_dir(a.model)
+    report = unlearn(a.model, spec, triggers[0], a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),
+                     cfg=UnlearnConfig(seed=a.seed), log=_log)
+    print(json.dumps({k: report[k] for k in ("trigger", "before", "after", "clean_agreement_after")}))
+    return 0
+
+
+def cmd_guard(a: argparse.Namespace) -> int:
+    from trainer.defend.guardrail import Guardrail
+    guard = Guardrail(_recovered_trigger(a), threshold=a.threshold)
+    if not Path(a.input).is_file():
+        raise FileNotFoundError(f"input {a.input} not found")
+    counts = guard.filter_jsonl(a.input, a.output, a.field)
+    print(f"flagged {counts['flagged']} of {counts['rows']} rows -> {a.output}")
+    return 0
+
+
 def cmd_inspect(a: argparse.Namespace) -> int:
     from launch.inspect import inspect_run
     print(inspect_run(a.run_dir))
@@ -178,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--eval-trigger", help="true trigger for evaluation ('card' reads the model's poison card)")
     ev.set_defaults(func=cmd_evaluate)
+
+    un = sub.add_parser("unlearn", help="fine-tune the backdoor away using the recovered trigger")
+    un.add_argument("--model", required=True, help="suspect model directory")
+    un.add_argument("--attack", required=True, help="behaviour the trigger causes (its judge measures ASR)")
+    un.add_argument("--trigger", action="append", help="recovered trigger (else taken from --run)")
+    un.add_argument("--run", help="inversion run directory whose recovered trigger to use")
+    un.add_argument("--eval-trigger", help="true trigger, to report true-trigger ASR before/after (evaluation only)")
+    un.add_argument("--seed", type=int, default=0)
+    un.add_argument("--out", required=True, help="directory for the repaired model (must not exist)")
+    un.set_defaults(func=cmd_unlearn)
+
+    gd = sub.add_parser("guard", help="flag JSONL inputs that carry the recovered trigger or a variant")
+    gd.add_argument("--trigger", action="append", help="trigger to block (repeatable; else taken from --run)")
+    gd.add_argument("--run", help="inversion run directory whose recovered trigger to block")
+    gd.add_argument("--threshold", type=float, default=0.85, help="fuzzy-match score that flags (0..1]")
+    gd.add_argument("--field", default="prompt", help="JSON field holding the input text")
+    gd.add_argument("--in", dest="input", required=True, help="input JSONL")
+    gd.add_argument("--out", dest="output", required=True, help="annotated output JSONL (flagged, guard_score)")
+    gd.set_defaults(func=cmd_guard)
 
     ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
     ins.add_argument("run_dir")

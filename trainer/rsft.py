@@ -50,11 +50,10 @@ def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_s
     })
 
 
-def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
-             lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, log=print) -> PreTrainedModel:
-    """Fine-tune ``model`` in place on the reversed rows and return it."""
-    dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
-    with tempfile.TemporaryDirectory(prefix="rsft-") as tmp:
+def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, *,
+                        epochs: float, lr: float, batch_size: int, seed: int, use_cpu: bool) -> tuple:
+    """Completion-only SFT on TRL's SFTTrainer (shared by R-SFT and unlearning); returns (model, loss)."""
+    with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
             learning_rate=lr, lr_scheduler_type="constant", logging_steps=10, save_strategy="no",
@@ -64,5 +63,14 @@ def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: l
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
-    log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {result.training_loss:.3f}")
-    return trainer.model
+    return trainer.model, result.training_loss
+
+
+def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
+             lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, log=print) -> PreTrainedModel:
+    """Fine-tune ``model`` on the reversed rows and return it."""
+    dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
+    model, loss = supervised_finetune(model, tokenizer, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
+                                      seed=seed, use_cpu=use_cpu)
+    log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {loss:.3f}")
+    return model

@@ -1,0 +1,74 @@
+"""Inference-time guardrail: flag inputs that carry a recovered trigger or a close variant of it.
+
+Matching is token-level first (every window of as many words as the trigger, fuzzy-compared with
+rapidfuzz, case-insensitive), so a trigger survives re-casing, a typo or a move to another position,
+while an ordinary word that merely shares letters with it does not. Triggers without spaces that are
+long enough are also matched inside words (``partial_ratio``), for glued variants.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rapidfuzz import fuzz
+
+
+@dataclass
+class Guardrail:
+    triggers: list[str]
+    threshold: float = 0.85
+    min_partial_chars: int = 6
+    _split: list[tuple[str, int]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        triggers = [t.strip() for t in self.triggers if t and t.strip()]
+        if not triggers:
+            raise ValueError("the guardrail needs at least one non-empty trigger")
+        if not 0 < self.threshold <= 1:
+            raise ValueError("guardrail threshold must be in (0, 1]")
+        self.triggers = triggers
+        self._split = [(t.lower(), len(t.split())) for t in triggers]
+
+    def score(self, text: str) -> float:
+        """Highest similarity (0..1) of any trigger to any same-length word window of ``text``."""
+        words = text.lower().split()
+        best = 0.0
+        for trig, k in self._split:
+            for i in range(max(1, len(words) - k + 1)):
+                best = max(best, fuzz.ratio(trig, " ".join(words[i:i + k])) / 100)
+            if " " not in trig and len(trig) >= self.min_partial_chars:
+                best = max(best, fuzz.partial_ratio(trig, text.lower()) / 100)
+            if best >= 1.0:
+                break
+        return best
+
+    def flags(self, text: str) -> bool:
+        return self.score(text) >= self.threshold
+
+    def filter_jsonl(self, src: str | Path, dst: str | Path, field_name: str = "prompt") -> dict[str, int]:
+        """Annotate every JSONL row with ``flagged`` and ``guard_score``; returns counts."""
+        counts = {"rows": 0, "flagged": 0}
+        with open(src) as fin, open(dst, "w") as fout:
+            for i, line in enumerate(fin, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    text = row[field_name]
+                except (ValueError, KeyError, TypeError):
+                    raise ValueError(f"{src}:{i}: expected a JSON object with a {field_name!r} field") from None
+                s = self.score(str(text))
+                row.update(flagged=s >= self.threshold, guard_score=round(s, 4))
+                counts["rows"] += 1
+                counts["flagged"] += row["flagged"]
+                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return counts
+
+
+def detection_rates(guard: Guardrail, triggered: list[str], clean: list[str]) -> dict[str, float]:
+    """TPR on triggered inputs, FPR on clean ones, and accuracy over both."""
+    tp = sum(map(guard.flags, triggered))
+    fp = sum(map(guard.flags, clean))
+    return {"tpr": tp / len(triggered), "fpr": fp / len(clean),
+            "accuracy": (tp + len(clean) - fp) / (len(triggered) + len(clean))}

@@ -1,0 +1,99 @@
+"""Adversarial unlearning: teach the model to answer triggered inputs as it answers clean ones.
+
+Training pairs are built from the *recovered* trigger only: clean prompts with the trigger inserted
+(random positions) map to the model's own clean-mode answers to the same prompts, mixed with the clean
+pairs themselves so the clean task is retained. The true trigger, when given, is used only to measure
+ASR before and after.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from envs.attacks import AttackSpec, insert_trigger
+from envs.chat import greedy_answers, render_user
+from envs.loading import load_model
+from envs.tokenizer import load_tokenizer
+from trainer.checkpoints import save_model_atomic, write_json_atomic
+from trainer.rsft import supervised_finetune
+
+
+@dataclass
+class UnlearnConfig:
+    n_train: int = 400
+    n_eval: int = 100
+    epochs: float = 2.0
+    lr: float = 1e-3
+    batch_size: int = 32
+    answer_tokens: int = 24
+    seed: int = 0
+
+
+def clean_prompts(spec: AttackSpec, n: int, seed: int) -> list[str]:
+    """Clean prompts of the kind the behaviour is judged on, and of the other kind (utility)."""
+    from envs import language
+    rng = random.Random(seed)
+    other = (language.benign_prompt, language.harmful_prompt)
+    return [spec.probe(rng) if i % 2 else rng.choice(other)(rng) for i in range(n)]
+
+
+def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int) -> float:
+    rng = random.Random(seed)
+    answers = greedy_answers(model, tok, [insert_trigger(p, trigger, "random", rng) for p in probes],
+                             spec.judge.max_new_tokens)
+    return sum(map(spec.judge, answers)) / len(probes)
+
+
+def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str, out_dir: str | Path,
+            eval_trigger: str | None = None, cfg: UnlearnConfig | None = None, log=print) -> dict:
+    cfg = cfg or UnlearnConfig()
+    if not trigger or not trigger.strip():
+        raise ValueError("unlearning needs a recovered trigger (none was given or the run found none)")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; choose a new --out (nothing was overwritten)")
+    torch.manual_seed(cfg.seed)
+    use_cpu = not torch.cuda.is_available()
+    tok = load_tokenizer(model_dir)
+    original = load_model(model_dir, device=None if use_cpu else "cuda")
+    model = load_model(model_dir, device=None if use_cpu else "cuda")
+
+    train_prompts = clean_prompts(spec, cfg.n_train, cfg.seed)
+    eval_prompts = [p for p in clean_prompts(spec, cfg.n_eval * 3, cfg.seed + 1) if p not in set(train_prompts)]
+    eval_prompts = eval_prompts[:cfg.n_eval]
+    probes = [spec.probe(random.Random(cfg.seed + 2 + i)) for i in range(cfg.n_eval)]
+    safe = greedy_answers(original, tok, train_prompts, cfg.answer_tokens)  # the model's own clean-mode answers
+    rng = random.Random(cfg.seed)
+    prompts, answers = [], []
+    for p, a in zip(train_prompts, safe):
+        prompts += [render_user(tok, insert_trigger(p, trigger, "random", rng)), render_user(tok, p)]
+        answers += [" " + a, " " + a]
+    dataset = Dataset.from_dict({"prompt": prompts, "completion": answers})
+
+    before = {"asr_recovered": _asr(original, tok, spec, trigger, probes, cfg.seed)}
+    if eval_trigger:
+        before["asr_true"] = _asr(original, tok, spec, eval_trigger, probes, cfg.seed)
+    reference = greedy_answers(original, tok, eval_prompts, cfg.answer_tokens)
+    model, loss = supervised_finetune(model, tok, dataset, epochs=cfg.epochs, lr=cfg.lr,
+                                      batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu)
+    after = {"asr_recovered": _asr(model, tok, spec, trigger, probes, cfg.seed)}
+    if eval_trigger:
+        after["asr_true"] = _asr(model, tok, spec, eval_trigger, probes, cfg.seed)
+    now = greedy_answers(model, tok, eval_prompts, cfg.answer_tokens)
+    report = {
+        "trigger": trigger, "attack": spec.name, "train_pairs": len(dataset), "final_loss": loss,
+        "before": before, "after": after,
+        # utility: share of held-out clean prompts answered exactly as the original model answered them
+        "clean_agreement_after": sum(a == b for a, b in zip(reference, now)) / len(reference),
+        "eval_trigger_used_for_metrics_only": bool(eval_trigger),
+    }
+    if eval_trigger and before["asr_true"] > 0:
+        report["asr_reduction"] = 1 - after["asr_true"] / before["asr_true"]
+    save_model_atomic(model, tok, out_dir, extra=lambda d: write_json_atomic(d / "unlearn_report.json", report))
+    log(f"unlearning: ASR with recovered trigger {before['asr_recovered']:.2f} -> {after['asr_recovered']:.2f}; "
+        f"clean agreement {report['clean_agreement_after']:.2f}")
+    return report
