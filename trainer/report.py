@@ -1,0 +1,55 @@
+"""The Markdown report of a run directory: verdict, metrics table, defenses, and the reward plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainer.checkpoints import write_text_atomic
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return "`" + v.replace("|", "\\|") + "`" if isinstance(v, str) else str(v)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if not result_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no result.json: the run did not finish")
+    r = json.loads(result_path.read_text())
+    verdict = (f"**Trigger recovered: `{r['recovered_trigger']}`** (held-out reproduction "
+               f"{r['reproduction_rate']:.2f}, clean rate {r['clean_false_trigger_rate']:.2f})"
+               if r["found"] else "**No trigger found.** Best candidates are listed below.")
+    rows = [("attack / behaviour", f"{r['attack']} / {r['behaviour']}"),
+            ("recovered trigger", r["recovered_trigger"]), ("held-out reproduction", r["reproduction_rate"]),
+            ("clean false-trigger rate", r["clean_false_trigger_rate"]),
+            ("first hit step", r["first_hit_step"]), ("emergence step", r["emergence_step"]),
+            ("GRPO steps", r["steps"]), ("wall seconds", r.get("wall_seconds")), ("R-SFT", r["rsft"])]
+    if "true_trigger" in r:
+        rows += [("true trigger (evaluation only)", r["true_trigger"]), ("exact match", r["exact_match"]),
+                 ("word Jaccard", r["recovered_jaccard_word"]), ("char Jaccard", r["recovered_jaccard_char"]),
+                 ("rapidfuzz similarity", r.get("recovered_similarity")),
+                 ("Awareness@k (word Jaccard)", r["awareness_jaccard_word"])]
+    defense = run_dir / "defense.json"
+    if defense.is_file():
+        d = json.loads(defense.read_text())
+        u, g = d.get("unlearning", {}), d.get("guardrail", {})
+        rows += [("ASR before unlearning (true trigger)", u.get("before", {}).get("asr_true")),
+                 ("ASR after unlearning (true trigger)", u.get("after", {}).get("asr_true")),
+                 ("clean agreement after unlearning", u.get("clean_agreement_after")),
+                 ("guardrail TPR", g.get("tpr")), ("guardrail FPR", g.get("fpr"))]
+    lines = [f"# backdoor-aware report: {run_dir.name}", "", verdict, "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    lines += ["", "## Best candidates (held-out reproduction)", ""]
+    lines += [f"- {_fmt(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r["best_candidates"]] or ["- none parsed"]
+    if r.get("ablation"):
+        lines += ["", "**ABLATION RUN: a training reward read the true trigger; this is not an audit.**"]
+    if (run_dir / "reward.png").is_file():
+        lines += ["", "![reward vs step](reward.png)"]
+    out = run_dir / "report.md"
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return out
