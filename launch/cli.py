@@ -82,6 +82,8 @@ def cmd_invert(a: argparse.Namespace) -> int:
         cfg = _invert_config(a)
     eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
     result = invert(cfg, a.out, eval_trigger=eval_trigger, resume=a.resume, log=_log)
+    if "found" not in result:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     return _print_result(result, Path(a.out))
 
 

@@ -43,6 +43,27 @@ def is_complete_checkpoint(folder: Path) -> bool:
     return (folder / COMPLETE_MARKER).is_file() and (folder / INVERSION_STATE).is_file()
 
 
+def _reduce(flag: bool, op) -> bool:
+    """Combine a per-rank decision across processes, so every rank stops at the same step."""
+    import torch
+    import torch.distributed as td
+    if not (td.is_available() and td.is_initialized()) or td.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if td.get_backend() == "nccl" else "cpu")
+    td.all_reduce(t, op=op)
+    return bool(t.item())
+
+
+def any_rank(flag: bool) -> bool:
+    import torch.distributed as td
+    return _reduce(flag, td.ReduceOp.MAX)
+
+
+def all_ranks_agree(flag: bool) -> bool:
+    import torch.distributed as td
+    return _reduce(flag, td.ReduceOp.MIN)
+
+
 class InversionGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None,
                  replay_per_group: int = 2, seed: int = 0, **kwargs):
@@ -157,11 +178,11 @@ class RunLogCallback(TrainerCallback):
             return
         hit = self.ledger.hit_fraction(state.global_step) >= self.fraction
         self._streak = self._streak + 1 if hit else 0
-        if self._streak >= self.patience:
+        if all_ranks_agree(self._streak >= self.patience):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs and "reward" not in logs:
+        if not state.is_world_process_zero or not logs or "loss" not in logs and "reward" not in logs:
             return
         best = self.ledger.best(1)
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
@@ -202,7 +223,8 @@ class StopOnSignal(TrainerCallback):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signal is not None:
+        if any_rank(self.signal is not None):
+            self.signal = self.signal or 15  # a rank that did not see the signal stops with its peers
             control.should_save = True
             control.should_training_stop = True
 

