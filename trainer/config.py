@@ -48,6 +48,7 @@ class RunConfig:
     use_lora: bool = False
     lora_r: int = 8
     use_vllm: bool = False  # GPU path; needs the [vllm] extra
+    deepspeed: str | None = None  # DeepSpeed config JSON (launch/deepspeed/zero2.json, zero3.json); [deepspeed] extra
     save_steps: int = 50
     # buffer replay (the method's remedy for zero-variance groups)
     replay: bool = True

@@ -104,6 +104,13 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         raise ConfigError(str(e)) from None
     if cfg.use_vllm:
         raise ConfigError("use_vllm=true needs the GPU path: pip install 'backdoor-aware[vllm]' on a CUDA machine")
+    if cfg.deepspeed:
+        import importlib.util
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("deepspeed config given but DeepSpeed is not installed: pip install "
+                              "'backdoor-aware[deepspeed]'")
+        if not Path(cfg.deepspeed).is_file():
+            raise ConfigError(f"deepspeed config {cfg.deepspeed} not found")
     world = dist.num_processes
     if (cfg.prompts_per_step * cfg.num_generations) % world:
         raise ConfigError(f"prompts_per_step x num_generations = {cfg.prompts_per_step * cfg.num_generations} "
@@ -166,6 +173,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         beta=cfg.beta, scale_rewards=cfg.scale_rewards, reward_weights=weights, seed=cfg.seed,
         logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to="none",
         use_cpu=use_cpu, bf16=False, lr_scheduler_type="constant", disable_tqdm=True,
+        deepspeed=cfg.deepspeed,
     )
 
     def save_state(step: int) -> None:
