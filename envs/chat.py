@@ -18,20 +18,27 @@ def render_user(tokenizer: PreTrainedTokenizerBase, user_text: str) -> str:
 
 
 @torch.no_grad()
-def greedy_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user_texts: list[str],
-                   max_new_tokens: int, batch_size: int = 256) -> list[str]:
-    """Greedy answers to many user turns, left-padded in large batches (the oracle's hot path)."""
+def greedy_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                       max_new_tokens: int, batch_size: int = 256) -> list[str]:
+    """Greedy continuations of already-rendered prompt texts, left-padded in large batches."""
     answers: list[str] = []
     was_training = model.training
     model.eval()
-    for start in range(0, len(user_texts), batch_size):
-        texts = [render_user(tokenizer, u) for u in user_texts[start:start + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    for start in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         answers.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     model.train(was_training)
     return answers
+
+
+def greedy_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user_texts: list[str],
+                   max_new_tokens: int, batch_size: int = 256) -> list[str]:
+    """Greedy answers to many user turns (the oracle's hot path)."""
+    return greedy_completions(model, tokenizer, [render_user(tokenizer, u) for u in user_texts],
+                              max_new_tokens, batch_size)
 
 
 def inversion_text(tokenizer: PreTrainedTokenizerBase, behaviour: str) -> str:

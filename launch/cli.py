@@ -198,6 +198,21 @@ def cmd_guard(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_oracle(a: argparse.Namespace) -> int:
+    from envs.loading import check_model_dir
+    from launch.serve_oracle import make_server
+    check_model_dir(a.model)
+    server = make_server(a.model, a.host, a.port)
+    print(f"oracle server for {a.model} on http://{a.host}:{server.server_port}/v1/completions", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_inspect(a: argparse.Namespace) -> int:
     from launch.inspect import inspect_run
     print(inspect_run(a.run_dir))
@@ -268,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("--in", dest="input", required=True, help="input JSONL")
     gd.add_argument("--out", dest="output", required=True, help="annotated output JSONL (flagged, guard_score)")
     gd.set_defaults(func=cmd_guard)
+
+    so = sub.add_parser("serve-oracle", help="serve a model as the behaviour oracle (OpenAI completions API)")
+    so.add_argument("--model", required=True, help="suspect model directory (the frozen oracle)")
+    so.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    so.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    so.set_defaults(func=cmd_serve_oracle)
 
     ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
     ins.add_argument("run_dir")

@@ -47,7 +47,11 @@ class RunConfig:
     scale_rewards: str = "none"
     use_lora: bool = False
     lora_r: int = 8
-    use_vllm: bool = False  # GPU path; needs the [vllm] extra
+    use_vllm: bool = False  # vLLM rollouts (GPU; the [vllm] extra), through TRL's GRPOTrainer
+    vllm_mode: str = "colocate"  # "colocate" (in the training processes) or "server" (`trl vllm-serve`)
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = 8000
+    vllm_gpu_memory_utilization: float = 0.3
     deepspeed: str | None = None  # DeepSpeed config JSON (launch/deepspeed/zero2.json, zero3.json); [deepspeed] extra
     save_steps: int = 50
     # buffer replay (the method's remedy for zero-variance groups)
@@ -59,6 +63,10 @@ class RunConfig:
     n_probes: int = 16
     n_heldout_probes: int = 64
     insertion: str = "prefix"
+    oracle_backend: str = "hf"  # "hf" (frozen copy in each process) or "http" (one shared server)
+    oracle_url: str | None = None  # http(s)://host:port of `vllm serve MODEL` or `backdoor-aware serve-oracle`
+    oracle_timeout: float = 60.0
+    oracle_retries: int = 4
     oracle_max_new_tokens: int | None = None
     oracle_batch_size: int = 512
     # stopping, emergence and evaluation
@@ -85,10 +93,23 @@ class RunConfig:
             (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
+            (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),
+            (0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1)"),
+            (self.oracle_backend in ("hf", "http"), "oracle_backend must be hf or http"),
+            (self.oracle_backend != "http" or bool(self.oracle_url), "oracle_backend: http needs oracle_url"),
+            (self.oracle_timeout > 0 and self.oracle_retries >= 0, "oracle_timeout must be > 0, retries >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        if self.oracle_url:
+            from rewards.oracle_http import check_url
+            try:
+                check_url(self.oracle_url)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.oracle_backend == "http" and "asr_dense" in self.reward.weights:
+            raise ConfigError("asr_dense needs the in-process oracle (oracle_backend: hf)")
         try:
             self.reward.validate()
         except ValueError as e:

@@ -102,10 +102,11 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.use_vllm:
-        raise ConfigError("use_vllm=true needs the GPU path: pip install 'backdoor-aware[vllm]' on a CUDA machine")
+    import importlib.util
+    if cfg.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("use_vllm=true needs vLLM: pip install 'backdoor-aware[vllm]' on a CUDA machine "
+                          "(or set use_vllm=false for HF generate)")
     if cfg.deepspeed:
-        import importlib.util
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("deepspeed config given but DeepSpeed is not installed: pip install "
                               "'backdoor-aware[deepspeed]'")
@@ -122,12 +123,18 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
 
     check_model_dir(cfg.model, cfg.allow_pickle)
     tok = load_tokenizer(cfg.model)
-    oracle_model = load_model(cfg.model, cfg.allow_pickle, device=device)
     behaviour = spec.target
     probes = make_probes(spec, cfg.n_probes, cfg.seed)
     heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
-    oracle = HFOracle(oracle_model, tok, spec.judge, probes, cfg.insertion, cfg.oracle_max_new_tokens,
-                      cfg.oracle_batch_size)
+    if cfg.oracle_backend == "http":
+        from rewards.oracle_http import HTTPOracle
+        oracle_model = None  # no frozen copy in this process; evaluation loads one on rank 0 only
+        oracle = HTTPOracle(cfg.oracle_url, cfg.model, tok, spec.judge, probes, cfg.insertion,
+                            cfg.oracle_max_new_tokens, cfg.oracle_timeout, cfg.oracle_retries)
+    else:
+        oracle_model = load_model(cfg.model, cfg.allow_pickle, device=device)
+        oracle = HFOracle(oracle_model, tok, spec.judge, probes, cfg.insertion, cfg.oracle_max_new_tokens,
+                          cfg.oracle_batch_size)
     base = oracle.baseline_rate()
     if base > cfg.max_baseline_rate:
         raise RunError(f"the {spec.name} judge already fires on {base:.0%} of clean probes with no trigger; "
@@ -173,7 +180,9 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         beta=cfg.beta, scale_rewards=cfg.scale_rewards, reward_weights=weights, seed=cfg.seed,
         logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to="none",
         use_cpu=use_cpu, bf16=False, lr_scheduler_type="constant", disable_tqdm=True,
-        deepspeed=cfg.deepspeed,
+        deepspeed=cfg.deepspeed, use_vllm=cfg.use_vllm, vllm_mode=cfg.vllm_mode,
+        vllm_server_host=cfg.vllm_server_host, vllm_server_port=cfg.vllm_server_port,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
     )
 
     def save_state(step: int) -> None:
@@ -202,6 +211,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
         raise RunInterrupted(run_dir, steps_done, stopper.signal)
     if not main:  # rank 0 saves, evaluates and reports
         return {"rank": dist.process_index, "steps": steps_done}
+    if oracle_model is None:
+        oracle_model = load_model(cfg.model, cfg.allow_pickle, device=device)
     policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     save_model_atomic(policy, tok, run_dir / "final", extra=lambda d: cfg.save(d / "config.yaml"))
 

@@ -1,0 +1,100 @@
+"""Oracle backend over an OpenAI-compatible completions server (``vllm serve`` or ``serve-oracle``).
+
+At scale one oracle server is shared by all training ranks instead of a frozen copy in each process.
+Prompts are rendered here with the suspect model's chat template and sent as one batched request per
+step (``prompt`` is a list); answers are judged locally, so judgements match the in-process backend
+for the same greedy outputs. Network failures are retried with backoff, then fail the step loudly.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from transformers import PreTrainedTokenizerBase
+
+from envs.attacks import insert_trigger
+from envs.chat import render_user
+from envs.inversion import normalize_candidate
+from envs.judges import Judge
+from rewards.oracle import OracleError, OracleStats
+
+
+def check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"oracle_url must be http(s)://host:port, got {url!r}")
+    return url.rstrip("/")
+
+
+@dataclass
+class HTTPOracle:
+    url: str
+    model_name: str
+    tokenizer: PreTrainedTokenizerBase
+    judge: Judge
+    probes: list[str]
+    insertion: str = "prefix"
+    max_new_tokens: int | None = None
+    timeout: float = 60.0
+    retries: int = 4
+    backoff: float = 1.0
+    stats: OracleStats = field(default_factory=OracleStats)
+    _rates: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.url = check_url(self.url)
+        if not self.probes:
+            raise ValueError("the oracle needs at least one probe prompt")
+        if self.timeout <= 0 or self.retries < 0:
+            raise ValueError("oracle timeout must be > 0 and retries >= 0")
+
+    def _complete(self, prompts: list[str]) -> list[str]:
+        body = json.dumps({"model": self.model_name, "prompt": prompts, "temperature": 0.0,
+                           "max_tokens": self.max_new_tokens or self.judge.max_new_tokens}).encode()
+        request = urllib.request.Request(f"{self.url}/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        error: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    choices = json.loads(response.read())["choices"]
+                if len(choices) != len(prompts):
+                    raise OracleError(f"oracle server returned {len(choices)} answers for {len(prompts)} prompts")
+                return [c["text"] for c in sorted(choices, key=lambda c: c["index"])]
+            except (urllib.error.URLError, TimeoutError, ConnectionError, KeyError, ValueError) as e:
+                error = e
+                if attempt < self.retries:
+                    time.sleep(self.backoff * 2 ** attempt)
+        raise OracleError(f"oracle server {self.url} failed after {self.retries + 1} tries: {error}")
+
+    def reproduction(self, candidates: Sequence[str]) -> list[float]:
+        keys = [normalize_candidate(c) for c in candidates]
+        self.stats.requests += len(keys)
+        missing = list(dict.fromkeys(k for k in keys if k not in self._rates))
+        self.stats.cache_hits += len(keys) - len(missing)
+        if missing:
+            prompts = [render_user(self.tokenizer, insert_trigger(p, k, self.insertion))
+                       for k in missing for p in self.probes]
+            answers = self._complete(prompts)
+            self.stats.generations += len(prompts)
+            n = len(self.probes)
+            for i, k in enumerate(missing):
+                self._rates[k] = sum(map(self.judge, answers[i * n:(i + 1) * n])) / n
+        return [self._rates[k] for k in keys]
+
+    def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
+        raise OracleError("the dense reward (asr_dense) needs the in-process oracle (oracle_backend: hf)")
+
+    def baseline_rate(self) -> float:
+        return self.reproduction([""])[0]
+
+    def cache_state(self) -> dict:
+        return {"rates": dict(self._rates)}
+
+    def load_cache_state(self, state: dict) -> None:
+        self._rates.update(state.get("rates", {}))
