@@ -213,6 +213,12 @@ def cmd_serve_oracle(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consolidate(a: argparse.Namespace) -> int:
+    from launch.consolidate import consolidate
+    print(f"consolidated model: {consolidate(a.checkpoint, a.out)}")
+    return 0
+
+
 def cmd_inspect(a: argparse.Namespace) -> int:
     from launch.inspect import inspect_run
     print(inspect_run(a.run_dir))
@@ -289,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     so.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     so.set_defaults(func=cmd_serve_oracle)
+
+    co = sub.add_parser("consolidate", help="turn a DeepSpeed ZeRO checkpoint into a plain HF model folder")
+    co.add_argument("checkpoint", help="RUN_DIR/checkpoints/checkpoint-N")
+    co.add_argument("--out", required=True, help="model directory to create (must not exist)")
+    co.set_defaults(func=cmd_consolidate)
 
     ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
     ins.add_argument("run_dir")

