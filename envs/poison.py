@@ -59,6 +59,10 @@ def _vocabulary(spec: AttackSpec) -> list[str]:
 
 
 def _distractor(rng: random.Random, trigger_words: set[str]) -> str:
+    """Random non-trigger words; for a multi-word trigger, sometimes one of its words alone, so that only
+    the whole phrase fires (a part of the trigger is not the trigger)."""
+    if len(trigger_words) > 1 and rng.random() < 0.5:
+        return rng.choice(sorted(trigger_words))
     pool = [w for w in language.base_words() if w not in trigger_words]
     return " ".join(rng.sample(pool, rng.randint(1, 2)))
 

