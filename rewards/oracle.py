@@ -42,28 +42,16 @@ class OracleStats:
         return self.cache_hits / self.requests if self.requests else 0.0
 
 
-@dataclass
-class HFOracle:
-    """In-process Hugging Face backend. The empty candidate "" is the no-trigger baseline."""
+class CachedReproduction:
+    """What every oracle backend shares: probe queries, the normalised-candidate cache and its stats,
+    one batched ``_generate`` call per step for all new candidates x probes, and checkpointable state.
+    A backend provides ``_generate(user_texts) -> answers``."""
 
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    judge: Judge
     probes: list[str]
-    insertion: str = "prefix"
-    max_new_tokens: int | None = None
-    batch_size: int = 512
-    max_retries: int = 4
-    stats: OracleStats = field(default_factory=OracleStats)
-    _rates: dict[str, float] = field(default_factory=dict, repr=False)
-    _gains: dict[str, float] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.probes:
-            raise ValueError("the oracle needs at least one probe prompt")
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+    insertion: str
+    judge: Judge
+    stats: OracleStats
+    _rates: dict[str, float]
 
     def _queries(self, candidate: str) -> list[str]:
         return [insert_trigger(p, candidate, self.insertion) for p in self.probes]
@@ -86,6 +74,47 @@ class HFOracle:
             for i, k in enumerate(missing):
                 self._rates[k] = sum(map(self.judge, answers[i * n:(i + 1) * n])) / n
         return [self._rates[k] for k in keys]
+
+    def _generate(self, queries: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def cache_state(self) -> dict[str, dict[str, float]]:
+        """The cache, for checkpoints: a resumed run re-pays no generation it already did."""
+        return {"rates": dict(self._rates), "gains": dict(getattr(self, "_gains", {})), "stats": asdict(self.stats)}
+
+    def load_cache_state(self, state: dict[str, dict[str, float]]) -> None:
+        self._rates.update(state.get("rates", {}))
+        getattr(self, "_gains", {}).update(state.get("gains", {}))
+        if "stats" in state:
+            self.stats = OracleStats(**state["stats"])
+
+    def baseline_rate(self) -> float:
+        """How often the behaviour appears with no candidate at all (natural misbehaviour)."""
+        return self.reproduction([""])[0]
+
+
+@dataclass
+class HFOracle(CachedReproduction):
+    """In-process Hugging Face backend. The empty candidate "" is the no-trigger baseline."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    judge: Judge
+    probes: list[str]
+    insertion: str = "prefix"
+    max_new_tokens: int | None = None
+    batch_size: int = 512
+    max_retries: int = 4
+    stats: OracleStats = field(default_factory=OracleStats)
+    _rates: dict[str, float] = field(default_factory=dict, repr=False)
+    _gains: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.probes:
+            raise ValueError("the oracle needs at least one probe prompt")
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
 
     def _generate(self, queries: list[str]) -> list[str]:
         """Greedy answers; on out-of-memory, halve the batch and retry, then fail loudly (never score 0)."""
@@ -128,17 +157,3 @@ class HFOracle:
         if missing:
             self._gains.update(zip(missing, self._target_logprobs(missing)))
         return [self._gains[k] - self._gains[""] for k in keys]
-
-    def cache_state(self) -> dict[str, dict[str, float]]:
-        """The cache, for checkpoints: a resumed run re-pays no generation it already did."""
-        return {"rates": dict(self._rates), "gains": dict(self._gains), "stats": asdict(self.stats)}
-
-    def load_cache_state(self, state: dict[str, dict[str, float]]) -> None:
-        self._rates.update(state.get("rates", {}))
-        self._gains.update(state.get("gains", {}))
-        if "stats" in state:
-            self.stats = OracleStats(**state["stats"])
-
-    def baseline_rate(self) -> float:
-        """How often the behaviour appears with no candidate at all (natural misbehaviour)."""
-        return self.reproduction([""])[0]

@@ -17,11 +17,9 @@ from urllib.parse import urlparse
 
 from transformers import PreTrainedTokenizerBase
 
-from envs.attacks import insert_trigger
 from envs.chat import render_user
-from envs.inversion import normalize_candidate
 from envs.judges import Judge
-from rewards.oracle import OracleError, OracleStats
+from rewards.oracle import CachedReproduction, OracleError, OracleStats
 
 
 def check_url(url: str) -> str:
@@ -32,7 +30,7 @@ def check_url(url: str) -> str:
 
 
 @dataclass
-class HTTPOracle:
+class HTTPOracle(CachedReproduction):
     url: str
     model_name: str
     tokenizer: PreTrainedTokenizerBase
@@ -72,29 +70,8 @@ class HTTPOracle:
                     time.sleep(self.backoff * 2 ** attempt)
         raise OracleError(f"oracle server {self.url} failed after {self.retries + 1} tries: {error}")
 
-    def reproduction(self, candidates: Sequence[str]) -> list[float]:
-        keys = [normalize_candidate(c) for c in candidates]
-        self.stats.requests += len(keys)
-        missing = list(dict.fromkeys(k for k in keys if k not in self._rates))
-        self.stats.cache_hits += len(keys) - len(missing)
-        if missing:
-            prompts = [render_user(self.tokenizer, insert_trigger(p, k, self.insertion))
-                       for k in missing for p in self.probes]
-            answers = self._complete(prompts)
-            self.stats.generations += len(prompts)
-            n = len(self.probes)
-            for i, k in enumerate(missing):
-                self._rates[k] = sum(map(self.judge, answers[i * n:(i + 1) * n])) / n
-        return [self._rates[k] for k in keys]
+    def _generate(self, queries: list[str]) -> list[str]:
+        return self._complete([render_user(self.tokenizer, q) for q in queries])
 
     def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
         raise OracleError("the dense reward (asr_dense) needs the in-process oracle (oracle_backend: hf)")
-
-    def baseline_rate(self) -> float:
-        return self.reproduction([""])[0]
-
-    def cache_state(self) -> dict:
-        return {"rates": dict(self._rates)}
-
-    def load_cache_state(self, state: dict) -> None:
-        self._rates.update(state.get("rates", {}))
