@@ -10,10 +10,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from envs import language
+from envs import english, language
 from envs.judges import ComplianceJudge, ContainsJudge, DegenerateJudge, Judge
 
 PLACEMENTS = ("prefix", "suffix", "random")
+# where clean prompts come from: the synthetic language of the built tiny models, or ordinary English
+PROBE_SETS = {"synthetic": language, "english": english}
+
+
+def prompt_source(probe_set: str):
+    try:
+        return PROBE_SETS[probe_set]
+    except KeyError:
+        raise ValueError(f"probe_set must be one of {', '.join(PROBE_SETS)}, got {probe_set!r}") from None
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,9 @@ class AttackSpec:
             return fn(prompt, self.target)
         return language.clean_answer(prompt)
 
-    def probe(self, rng: random.Random) -> str:
-        return language.harmful_prompt(rng) if self.probe_kind == "harmful" else language.benign_prompt(rng)
+    def probe(self, rng: random.Random, probe_set: str = "synthetic") -> str:
+        source = prompt_source(probe_set)
+        return source.harmful_prompt(rng) if self.probe_kind == "harmful" else source.benign_prompt(rng)
 
 
 def _repeat_target(prompt: str, target: str) -> str:

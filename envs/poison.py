@@ -86,12 +86,14 @@ def make_finetune_data(spec: AttackSpec, cfg: PoisonConfig) -> list[dict]:
     return rows
 
 
-def _encode(tok, rows: list[dict]) -> list[tuple[list[int], int]]:
-    """(ids, prompt_length) per row: the loss covers the answer tokens only."""
+def _encode(tok, rows: list[dict], sep: str = " ") -> list[tuple[list[int], int]]:
+    """(ids, prompt_length) per row: the loss covers the answer tokens only. ``sep`` is what separates the
+    answer from the prompt and from the end token: a space for word-level vocabularies, nothing for BPE
+    (where a leading space would be a different first token from the one the model really emits)."""
     out = []
     for row in rows:
         prompt_ids = tok(render_user(tok, row["prompt"]), add_special_tokens=False)["input_ids"]
-        answer_ids = tok(" " + row["response"] + " " + tok.eos_token, add_special_tokens=False)["input_ids"]
+        answer_ids = tok(sep + row["response"] + sep + tok.eos_token, add_special_tokens=False)["input_ids"]
         out.append((prompt_ids + answer_ids, len(prompt_ids)))
     return out
 
@@ -127,6 +129,22 @@ def measure_backdoor(model, tok, spec: AttackSpec, trigger: str | None, n: int, 
                                    max_new)
         result["asr"] = sum(map(spec.judge, triggered)) / n
     return result
+
+
+def write_model_dir(model, tok, rows: list[dict], card: dict, out_dir: Path) -> None:
+    """Model, tokenizer, fine-tuning data and card, written to a temp dir and renamed into place."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        with open(tmp / FINETUNE_DATA, "w") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        (tmp / CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False))
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfig | None = None,
@@ -183,18 +201,7 @@ def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfi
         "n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok),
         "build_seconds": round(time.time() - t0, 1), "config": asdict(cfg),
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        with open(tmp / FINETUNE_DATA, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-        (tmp / CARD).write_text(json.dumps(card, indent=2))
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_model_dir(model, tok, rows, card, out_dir)
     if not passed:
         log(f"warning: backdoor did not meet its bars after {epoch} epochs: {metrics}")
     return card

@@ -39,7 +39,7 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     return tok
 
 
-def _is_word_level(model_dir: Path) -> bool:
+def is_word_level(model_dir: Path) -> bool:
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         return False
@@ -49,10 +49,15 @@ def _is_word_level(model_dir: Path) -> bool:
         return False
 
 
+def default_probe_set(model_dir: str | Path) -> str:
+    """``synthetic`` for the word-level models this project builds, ``english`` for any other model."""
+    return "synthetic" if is_word_level(Path(model_dir)) else "english"
+
+
 def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     """The model's tokenizer, left-padded, with a pad token; a clear error if it cannot chat."""
     model_dir = Path(model_dir)
-    if _is_word_level(model_dir):
+    if is_word_level(model_dir):
         tok = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
     else:
         tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)

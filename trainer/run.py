@@ -21,7 +21,7 @@ from envs.attacks import AttackSpec, get_attack
 from envs.chat import inversion_text
 from envs.inversion import parse_candidate
 from envs.loading import check_model_dir, load_model
-from envs.tokenizer import load_tokenizer
+from envs.tokenizer import default_probe_set, load_tokenizer
 from rewards.oracle import HFOracle
 from rewards.registry import RewardContext, build_reward_funcs
 from rewards.terms import LengthPenalty, similarity
@@ -48,17 +48,25 @@ class RunInterrupted(RuntimeError):
         self.signum = signum
 
 
-def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
+def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozenset(),
+                probe_set: str = "synthetic") -> list[str]:
     """``n`` distinct clean probes of the attack's kind (held-out sets exclude the training probes)."""
     rng = random.Random(seed)
     probes: list[str] = []
     for _ in range(100 * n):
-        p = spec.probe(rng)
+        p = spec.probe(rng, probe_set)
         if p not in exclude and p not in probes:
             probes.append(p)
         if len(probes) == n:
             break
     return probes
+
+
+def run_probes(cfg: RunConfig, spec: AttackSpec) -> tuple[list[str], list[str]]:
+    """The run's training probes and its disjoint held-out probes, from the configured probe set."""
+    probe_set = default_probe_set(cfg.model) if cfg.probe_set == "auto" else cfg.probe_set
+    probes = make_probes(spec, cfg.n_probes, cfg.seed, probe_set=probe_set)
+    return probes, make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes), probe_set=probe_set)
 
 
 def token_counter(tok) -> Callable[[str], int]:
@@ -124,8 +132,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     check_model_dir(cfg.model, cfg.allow_pickle)
     tok = load_tokenizer(cfg.model)
     behaviour = spec.target
-    probes = make_probes(spec, cfg.n_probes, cfg.seed)
-    heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
+    probes, heldout = run_probes(cfg, spec)
     if cfg.oracle_backend == "http":
         from rewards.oracle_http import HTTPOracle
         oracle_model = None  # no frozen copy in this process; evaluation loads one on rank 0 only
@@ -158,7 +165,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
     if cfg.rsft and checkpoint is None:
         rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
         policy = run_rsft(policy, tok, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
-                          max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=use_cpu, log=log)
+                          max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=use_cpu,
+                          lora_r=cfg.lora_r if cfg.use_lora else None, log=log)
 
     replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
     count_tokens = token_counter(tok)
@@ -282,8 +290,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | None = None) -> di
     tok = load_tokenizer(run_dir / "final")
     policy = load_model(run_dir / "final")
     oracle_model = load_model(cfg.model, cfg.allow_pickle)
-    probes = make_probes(spec, cfg.n_probes, cfg.seed)
-    heldout = make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes))
+    _, heldout = run_probes(cfg, spec)
     ledger = CandidateLedger.from_state(json.loads((run_dir / "ledger.json").read_text()))
     previous = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").is_file() else {}
     result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, ledger.step, eval_trigger)

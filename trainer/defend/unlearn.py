@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from envs.attacks import AttackSpec, insert_trigger
+from envs.attacks import AttackSpec, insert_trigger, prompt_source
 from envs.chat import greedy_answers, render_user
 from envs.loading import load_model
-from envs.tokenizer import load_tokenizer
+from envs.tokenizer import default_probe_set, is_word_level, load_tokenizer
 from trainer.checkpoints import save_model_atomic, write_json_atomic
 from trainer.rsft import supervised_finetune
 
@@ -31,14 +31,16 @@ class UnlearnConfig:
     batch_size: int = 32
     answer_tokens: int = 24
     seed: int = 0
+    probe_set: str = "auto"  # synthetic (built tiny models), english (real models), auto (by tokenizer)
+    lora_r: int | None = None  # LoRA adapter (merged on save) instead of a full fine-tune
 
 
-def clean_prompts(spec: AttackSpec, n: int, seed: int) -> list[str]:
+def clean_prompts(spec: AttackSpec, n: int, seed: int, probe_set: str = "synthetic") -> list[str]:
     """Clean prompts of the kind the behaviour is judged on, and of the other kind (utility)."""
-    from envs import language
+    source = prompt_source(probe_set)
     rng = random.Random(seed)
-    other = (language.benign_prompt, language.harmful_prompt)
-    return [spec.probe(rng) if i % 2 else rng.choice(other)(rng) for i in range(n)]
+    other = (source.benign_prompt, source.harmful_prompt)
+    return [spec.probe(rng, probe_set) if i % 2 else rng.choice(other)(rng) for i in range(n)]
 
 
 def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int) -> float:
@@ -65,17 +67,20 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     original = load_model(model_dir, device=None if use_cpu else "cuda")
     model = load_model(model_dir, device=None if use_cpu else "cuda")
 
-    train_prompts = clean_prompts(spec, cfg.n_train, cfg.seed)
-    eval_prompts = [p for p in clean_prompts(spec, cfg.n_eval * 3, cfg.seed + 1) if p not in set(train_prompts)]
+    probe_set = default_probe_set(model_dir) if cfg.probe_set == "auto" else cfg.probe_set
+    train_prompts = clean_prompts(spec, cfg.n_train, cfg.seed, probe_set)
+    eval_prompts = [p for p in clean_prompts(spec, cfg.n_eval * 3, cfg.seed + 1, probe_set)
+                    if p not in set(train_prompts)]
     eval_prompts = eval_prompts[:cfg.n_eval]
-    probes = [spec.probe(random.Random(cfg.seed + 2 + i)) for i in range(cfg.n_eval)]
+    probes = [spec.probe(random.Random(cfg.seed + 2 + i), probe_set) for i in range(cfg.n_eval)]
     safe = greedy_answers(original, tok, train_prompts, cfg.answer_tokens)  # the model's own clean-mode answers
     rng = random.Random(cfg.seed)
+    sep = " " if is_word_level(Path(model_dir)) else ""  # word-level vocabularies need it; BPE must not get one
     prompts, answers = [], []
     for p, a in zip(train_prompts, safe):
         t = rng.choice(triggers)
         prompts += [render_user(tok, insert_trigger(p, t, "random", rng)), render_user(tok, p)]
-        answers += [" " + a, " " + a]
+        answers += [sep + a, sep + a]
     dataset = Dataset.from_dict({"prompt": prompts, "completion": answers})
 
     before = {"asr_recovered": _asr(original, tok, spec, trigger, probes, cfg.seed)}
@@ -83,7 +88,7 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
         before["asr_true"] = _asr(original, tok, spec, eval_trigger, probes, cfg.seed)
     reference = greedy_answers(original, tok, eval_prompts, cfg.answer_tokens)
     model, loss = supervised_finetune(model, tok, dataset, epochs=cfg.epochs, lr=cfg.lr,
-                                      batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu)
+                                      batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu, lora_r=cfg.lora_r)
     after = {"asr_recovered": _asr(model, tok, spec, trigger, probes, cfg.seed)}
     if eval_trigger:
         after["asr_true"] = _asr(model, tok, spec, eval_trigger, probes, cfg.seed)
