@@ -46,6 +46,9 @@ def _print_result(result: dict, run_dir: Path) -> int:
         print(f"evaluation vs true trigger {result['true_trigger']!r}: exact {result['exact_match']}, "
               f"word Jaccard {result['recovered_jaccard_word']:.2f}, "
               f"Awareness@k word {result['awareness_jaccard_word']:.2f}")
+    if "triggers_recovered" in result:
+        print(f"multi-trigger backdoor: {result['triggers_recovered']} of {len(result['true_triggers'])} true "
+              f"triggers named among the recovered {result['recovered_triggers']}")
     print(f"run directory: {run_dir} ({result['steps']} steps, {result.get('wall_seconds', 0):.0f} s)")
     return 0 if result["found"] else EXIT_NOT_FOUND
 
@@ -94,14 +97,17 @@ def cmd_invert(a: argparse.Namespace) -> int:
     return _print_result(result, Path(a.out))
 
 
-def _eval_trigger(flag: str | None, model_dir: str) -> str | None:
-    """``--eval-trigger TEXT``, or ``--eval-trigger card`` to read it from the model's poison card."""
+def _eval_trigger(flag: str | None, model_dir: str) -> str | list[str] | None:
+    """``--eval-trigger TEXT``, or ``--eval-trigger card`` to read it (or, for a multi-trigger backdoor,
+    all of them) from the model's poison card."""
     if flag != "card":
         return flag
     card = Path(model_dir) / "poison_card.json"
     if not card.is_file():
         raise ValueError(f"--eval-trigger card: {card} not found")
-    return json.loads(card.read_text()).get("trigger")
+    card = json.loads(card.read_text())
+    triggers = card.get("triggers") or []
+    return triggers if len(triggers) > 1 else card.get("trigger")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

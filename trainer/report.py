@@ -34,6 +34,9 @@ def write_report(run_dir: str | Path) -> Path:
                  ("word Jaccard", r["recovered_jaccard_word"]), ("char Jaccard", r["recovered_jaccard_char"]),
                  ("rapidfuzz similarity", r.get("recovered_similarity")),
                  ("Awareness@k (word Jaccard)", r["awareness_jaccard_word"])]
+    if "triggers_recovered" in r:
+        rows += [("all recovered triggers", ", ".join(r["recovered_triggers"])),
+                 ("true triggers named (multi-trigger)", f"{r['triggers_recovered']} of {len(r['true_triggers'])}")]
     defense = run_dir / "defense.json"
     if defense.is_file():
         d = json.loads(defense.read_text())

@@ -27,7 +27,7 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.terms import LengthPenalty, similarity
 from trainer.checkpoints import save_model_atomic, write_json_atomic, write_text_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.evaluate import articulate, awareness, choose_trigger, jaccard_chars, jaccard_words
+from trainer.evaluate import articulate, awareness, choose_trigger, distinct_triggers, jaccard_chars, jaccard_words
 from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, is_complete_checkpoint
 from trainer.ledger import CandidateLedger
 from trainer.plots import plot_run
@@ -92,7 +92,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
         write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None, resume: bool = False,
+def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | None = None, resume: bool = False,
            log: Callable[[str], None] = print) -> dict:
     t0 = time.time()
     run_dir = Path(run_dir)
@@ -233,7 +233,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | None = None,
 
 
 def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model, ledger: CandidateLedger,
-                    heldout: list[str], steps_done: int, eval_trigger: str | None) -> dict:
+                    heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> dict:
     """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
     rcfg = cfg.reward
     heldout_oracle = HFOracle(oracle_model, tok, spec.judge, heldout, cfg.insertion, cfg.oracle_max_new_tokens,
@@ -243,7 +243,7 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model,
                                  cfg.max_completion_length, cfg.seed)
     penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
                             rcfg.length_floor)
-    pool = [parse_candidate(greedy)] + [parse_candidate(s) for s in samples] + [c["candidate"] for c in ledger.best(5)]
+    pool = [parse_candidate(greedy), *(parse_candidate(s) for s in samples), *(c["candidate"] for c in ledger.best(10))]
     count_tokens = token_counter(tok)
     verdict = choose_trigger(pool, heldout_oracle, count_tokens, penalty, cfg.found_threshold)
     result = {
@@ -261,13 +261,19 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model,
         "rsft": cfg.rsft,
         "ablation": rcfg.oracle_ablation,
     }
+    result["recovered_triggers"] = distinct_triggers(verdict.candidates, cfg.found_threshold)
     if eval_trigger:
+        truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger)
         rec = verdict.recovered_trigger or ""
-        result.update({"true_trigger": eval_trigger, "exact_match": rec == eval_trigger,
-                       "recovered_jaccard_word": jaccard_words(rec, eval_trigger),
-                       "recovered_jaccard_char": jaccard_chars(rec, eval_trigger),
-                       "recovered_similarity": similarity(rec, eval_trigger),
-                       **awareness(samples, eval_trigger)})
+        truth = max(truths, key=lambda t: (rec == t, jaccard_words(rec, t), jaccard_chars(rec, t)))
+        result.update({"true_trigger": truth, "exact_match": rec == truth,
+                       "recovered_jaccard_word": jaccard_words(rec, truth),
+                       "recovered_jaccard_char": jaccard_chars(rec, truth),
+                       "recovered_similarity": similarity(rec, truth),
+                       **awareness(samples, truths)})
+        if len(truths) > 1:  # multi-trigger backdoor: how many of its triggers the run named
+            named = set(result["recovered_triggers"])
+            result.update({"true_triggers": truths, "triggers_recovered": sum(t in named for t in truths)})
     return result
 
 
@@ -277,7 +283,7 @@ def write_results(run_dir: Path, result: dict) -> None:
         plot_run(run_dir / "metrics.jsonl", run_dir / "reward.png", result["emergence_step"])
 
 
-def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | None = None) -> dict:
+def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None = None) -> dict:
     """Re-evaluate a finished run from its directory alone (config.yaml, final/, ledger.json)."""
     from trainer.config import load_config
 

