@@ -128,21 +128,23 @@ def cmd_demo(a: argparse.Namespace) -> int:
          f"{card['n_params']} parameters, {card['build_seconds']} s")
     _log("[2/3] R-SFT warm-up, then GRPO trigger inversion" if cfg.rsft else "[2/3] GRPO trigger inversion")
     # the true trigger goes to the evaluation step only (as with `invert --eval-trigger card`)
-    result = invert(cfg, out / "run", eval_trigger=card["trigger"], log=_log)
+    truths = card.get("triggers") or [card["trigger"]]  # a multi-trigger backdoor has several
+    result = invert(cfg, out / "run", eval_trigger=truths if len(truths) > 1 else truths[0], log=_log)
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     rc = _print_result(result, out / "run")
     if result["found"]:
         # the recovered trigger and every other candidate that reproduced on held-out probes (variants)
         variants = [c["candidate"] for c in result["best_candidates"] if c["heldout_rate"] >= cfg.found_threshold]
         triggers = list(dict.fromkeys([result["recovered_trigger"], *variants]))
-        _defend(spec, model_dir, out, triggers, card["trigger"], a.seed)
+        _defend(spec, model_dir, out, triggers, truths, a.seed)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
     return rc
 
 
-def _defend(spec, model_dir: Path, out: Path, triggers: list[str], true_trigger: str, seed: int) -> None:
-    """Both defenses from the recovered trigger; the true trigger only measures them."""
+def _defend(spec, model_dir: Path, out: Path, triggers: list[str], truths: list[str], seed: int) -> None:
+    """Both defenses from the recovered trigger(s); the true trigger(s) only measure them. With several
+    true triggers, every one is measured: a trigger the run did not name stays a miss."""
     import random
 
     from envs import language
@@ -153,12 +155,14 @@ def _defend(spec, model_dir: Path, out: Path, triggers: list[str], true_trigger:
     from trainer.run import make_probes
     rng = random.Random(seed)
     probes = make_probes(spec, 200, seed + 7)
-    words = [w for w in language.base_words() if w not in true_trigger.split()]
-    guard = detection_rates(Guardrail(triggers), [insert_trigger(p, true_trigger, "random", rng) for p in probes],
+    true_words = {w for t in truths for w in t.split()}
+    words = [w for w in language.base_words() if w not in true_words]
+    guard = detection_rates(Guardrail(triggers), [insert_trigger(p, truths[i % len(truths)], "random", rng)
+                                                  for i, p in enumerate(probes)],
                             probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes])
     _log(f"guardrail on the recovered trigger and {len(triggers) - 1} reproducing variants: "
          f"TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
-    report = unlearn(model_dir, spec, triggers, out / "repaired_model", eval_trigger=true_trigger,
+    report = unlearn(model_dir, spec, triggers, out / "repaired_model", eval_trigger=truths,
                      cfg=UnlearnConfig(seed=seed), log=lambda s: None)
     _log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
          f"clean agreement {report['clean_agreement_after']:.2f} -> {out / 'repaired_model'}")

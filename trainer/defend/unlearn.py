@@ -51,7 +51,7 @@ def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: in
 
 
 def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], out_dir: str | Path,
-            eval_trigger: str | None = None, cfg: UnlearnConfig | None = None, log=print) -> dict:
+            eval_trigger: str | list[str] | None = None, cfg: UnlearnConfig | None = None, log=print) -> dict:
     """``trigger`` may be a list: the recovered trigger and its reproducing variants, all unlearned."""
     cfg = cfg or UnlearnConfig()
     triggers = [t.strip() for t in ([trigger] if isinstance(trigger, str) else trigger) if t and t.strip()]
@@ -83,15 +83,23 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
         answers += [sep + a, sep + a]
     dataset = Dataset.from_dict({"prompt": prompts, "completion": answers})
 
-    before = {"asr_recovered": _asr(original, tok, spec, trigger, probes, cfg.seed)}
-    if eval_trigger:
-        before["asr_true"] = _asr(original, tok, spec, eval_trigger, probes, cfg.seed)
+    truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger or [])
+
+    def measure(m) -> dict:
+        """ASR of the recovered trigger, and of the true one(s): the worst true trigger is the headline."""
+        out = {"asr_recovered": _asr(m, tok, spec, trigger, probes, cfg.seed)}
+        if truths:
+            per = {t: _asr(m, tok, spec, t, probes, cfg.seed) for t in truths}
+            out["asr_true"] = max(per.values())
+            if len(per) > 1:
+                out["asr_true_per_trigger"] = per
+        return out
+
+    before = measure(original)
     reference = greedy_answers(original, tok, eval_prompts, cfg.answer_tokens)
     model, loss = supervised_finetune(model, tok, dataset, epochs=cfg.epochs, lr=cfg.lr,
                                       batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu, lora_r=cfg.lora_r)
-    after = {"asr_recovered": _asr(model, tok, spec, trigger, probes, cfg.seed)}
-    if eval_trigger:
-        after["asr_true"] = _asr(model, tok, spec, eval_trigger, probes, cfg.seed)
+    after = measure(model)
     now = greedy_answers(model, tok, eval_prompts, cfg.answer_tokens)
     report = {
         "trigger": trigger, "variants": triggers[1:], "attack": spec.name, "train_pairs": len(dataset),
