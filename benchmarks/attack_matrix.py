@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
 from benchmarks._common import cell, header, quiet, suspect  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main() -> None:
             out = work / f"{attack}-{seed}"
             t0 = time.time()
             if not (out / "run" / "result.json").is_file():
-                subprocess.run(["backdoor-aware", "demo", "--attack", attack, "--seed", str(seed), "--out", str(out)],
+                subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed), "--out", str(out)],
                                capture_output=True, text=True)
             r = json.loads((out / "run" / "result.json").read_text())
             d_path = out / "run" / "defense.json"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
 from benchmarks._common import cell, header  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
         for seed in args.seeds:
             out = work / f"{attack}-{seed}"
             t0 = time.time()
-            proc = subprocess.run(["backdoor-aware", "demo", "--attack", attack, "--seed", str(seed),
+            proc = subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed),
                                    "--out", str(out)], capture_output=True, text=True)
             total = time.time() - t0
             r = json.loads((out / "run" / "result.json").read_text())

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
 from benchmarks._common import cell, header, quiet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def cli(*args: str, timeout: float | None = None) -> tuple[int, float, str]:
     t0 = time.time()
     try:
-        proc = subprocess.run(["backdoor-aware", *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
         rc, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         rc, out = 124, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")

@@ -74,12 +74,16 @@ def minimise(candidate: str, oracle, threshold: float) -> str:
 
 
 def choose_trigger(pool: list[str], heldout_oracle, count_tokens, penalty: LengthPenalty,
-                   found_threshold: float) -> Verdict:
+                   found_threshold: float, max_minimise: int = 5) -> Verdict:
+    """``max_minimise`` bounds the word-deletion search to the shortest reproducing candidates: on a real
+    model the pool holds sentence-long candidates, and minimising every one of them cost more oracle calls
+    than the whole GRPO run (SmolLM2, benchmarks/real_model.md)."""
     pool = list(dict.fromkeys(c for c in pool if c))
     if not pool:
         return Verdict(False, None, 0.0, [])
     first = heldout_oracle.reproduction(pool)
-    pool += [minimise(c, heldout_oracle, found_threshold) for c, r in zip(pool, first) if r >= found_threshold]
+    hits = sorted((c for c, r in zip(pool, first) if r >= found_threshold), key=lambda c: len(c.split()))
+    pool += [minimise(c, heldout_oracle, found_threshold) for c in hits[:max_minimise]]
     pool = list(dict.fromkeys(pool))
     rates = heldout_oracle.reproduction(pool)
     base = heldout_oracle.reproduction([""])[0]
