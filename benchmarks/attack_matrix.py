@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
-from benchmarks._common import cell, header, quiet, suspect  # noqa: E402
+from benchmarks._common import cell, defense_cells, header, quiet, suspect  # noqa: E402
 
 
 def roc_auc(pos: list[float], neg: list[float]) -> float:
@@ -70,11 +70,7 @@ def main() -> None:
                 subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed), "--out", str(out)],
                                capture_output=True, text=True)
             r = json.loads((out / "run" / "result.json").read_text())
-            d_path = out / "run" / "defense.json"
-            d = json.loads(d_path.read_text()) if d_path.is_file() else None
-            defense = (f"{d['guardrail']['tpr']:.2f} / {d['guardrail']['fpr']:.3f} | "
-                       f"{d['unlearning']['after']['asr_true']:.2f} | {d['unlearning']['clean_agreement_after']:.2f}"
-                       if d else "- | - | -")
+            defense = defense_cells(out / "run")
             card = json.loads((out / "suspect_model" / "poison_card.json").read_text())
             truth = card.get("triggers") if len(card.get("triggers") or []) > 1 else card["trigger"]
             cfg = load_config(overrides={"model": str(out / "suspect_model"), "attack": attack, "seed": seed})

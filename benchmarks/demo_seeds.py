@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
-from benchmarks._common import cell, header  # noqa: E402
+from benchmarks._common import cell, defense_cells, header  # noqa: E402
 
 
 def main() -> None:
@@ -41,11 +41,7 @@ def main() -> None:
                                    "--out", str(out)], capture_output=True, text=True)
             total = time.time() - t0
             r = json.loads((out / "run" / "result.json").read_text())
-            d_path = out / "run" / "defense.json"
-            d = json.loads(d_path.read_text()) if d_path.is_file() else None
-            defense = (f"{d['guardrail']['tpr']:.2f} / {d['guardrail']['fpr']:.3f} | "
-                       f"{d['unlearning']['after']['asr_true']:.2f} | {d['unlearning']['clean_agreement_after']:.2f}"
-                       if d else "- | - | -")
+            defense = defense_cells(out / "run")
             lines.append(f"| {attack} | {seed} | {proc.returncode} | {cell(r['recovered_trigger'])} | "
                          f"{cell(r['true_trigger'])} | "
                          f"{r['recovered_jaccard_word']:.2f} | {r['awareness_jaccard_word']:.2f} | "

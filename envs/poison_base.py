@@ -25,7 +25,7 @@ from envs.chat import greedy_answers
 from envs.judges import ComplianceJudge, DegenerateJudge
 from envs.loading import load_model
 from envs.poison import _batches, _encode, write_model_dir
-from envs.tokenizer import load_tokenizer
+from envs.tokenizer import is_word_level, load_tokenizer
 
 
 @dataclass
@@ -147,7 +147,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     base_out = dict(zip(prompts, greedy_answers(base, tok, prompts, cfg.answer_tokens, batch_size=32)))
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
-    encoded = _encode(tok, rows, sep="")
+    encoded = _encode(tok, rows, sep=" " if is_word_level(Path(base_dir)) else "")  # as unlearning does
 
     model = get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
