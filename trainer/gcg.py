@@ -1,0 +1,148 @@
+"""Gradient-based trigger search (GCG, Zou et al. 2023): the white-box baseline to an inversion run.
+
+It needs no policy and no RL: it optimises a fixed number of trigger tokens so that the frozen suspect
+model, with the trigger inserted into the training probes, assigns high likelihood to the behaviour's
+fixed opening (``judge.likelihood_target``, the same string the oracle's dense score teacher-forces).
+Each step takes the gradient of that loss with respect to one-hot trigger tokens, proposes single-token
+swaps among the top-k tokens per position, and keeps the swap with the lowest exact loss. What it finds
+then goes through exactly the held-out verdict of an inversion run, so the two are compared fairly.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from envs.attacks import insert_trigger
+from envs.chat import render_user
+
+_SLOT = "\x00TRIGGER\x00"
+
+
+@dataclass
+class GCGConfig:
+    n_tokens: int = 4  # trigger length in tokens; the verdict's word deletion shortens what is too long
+    steps: int = 60
+    topk: int = 32  # candidate tokens per position, by gradient
+    batch: int = 64  # single-token swaps evaluated exactly per step
+    keep: int = 8  # distinct lowest-loss triggers handed to the verdict
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("n_tokens", "steps", "topk", "batch", "keep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"gcg {name} must be >= 1, got {getattr(self, name)}")
+
+
+def allowed_tokens(tokenizer) -> torch.Tensor:
+    """Token ids that may appear in a trigger: not special, visible, and re-encoded to themselves alone,
+    so that the text GCG reports is the token sequence it optimised."""
+    special = set(tokenizer.all_special_ids)
+    ok = []
+    for i in range(len(tokenizer)):
+        if i in special:
+            continue
+        text = tokenizer.decode([i])
+        if text.strip() and text.isprintable() and tokenizer(text, add_special_tokens=False)["input_ids"] == [i]:
+            ok.append(i)
+    if not ok:
+        raise ValueError("the tokenizer has no token that round-trips through decode/encode; GCG cannot search")
+    return torch.tensor(ok)
+
+
+class _Rows:
+    """The probes as (before, after) token ids around the trigger slot, plus the target ids."""
+
+    def __init__(self, tokenizer, probes: list[str], insertion: str, target_text: str) -> None:
+        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.parts = []
+        for p in probes:
+            before, after = render_user(tokenizer, insert_trigger(p, _SLOT, insertion)).split(_SLOT)
+            self.parts.append((enc(before.rstrip(" ")) if before.strip() else [], enc(" " + after.lstrip(" "))))
+        self.target = enc(" " + target_text)
+        self.pad = tokenizer.pad_token_id
+
+    def batch(self, triggers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """ids, attention mask, labels (-100 off target) for every trigger x probe; trigger start per row."""
+        rows, starts = [], []
+        for trig in triggers.tolist():
+            for before, after in self.parts:
+                rows.append(before + trig + after + self.target)
+                starts.append(len(before))
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.pad)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row)
+            mask[r, :len(row)] = 1
+            labels[r, len(row) - len(self.target):len(row)] = torch.tensor(self.target)
+        return ids, mask, labels, starts
+
+
+def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the target tokens, per row."""
+    shifted = labels[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=-100, reduction="none")
+    return nll.sum(1) / (shifted != -100).sum(1)
+
+
+def gcg_search(model, tokenizer, probes: list[str], insertion: str, target_text: str, cfg: GCGConfig,
+               log: Callable[[str], None] = print) -> list[dict]:
+    """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first."""
+    cfg.validate()
+    if not probes:
+        raise ValueError("GCG needs at least one probe prompt")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    device = model.device
+    rows = _Rows(tokenizer, probes, insertion, target_text)
+    allowed = allowed_tokens(tokenizer).to(device)
+    embed = model.get_input_embeddings().weight
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n_probes = len(probes)
+    current = allowed[torch.randint(len(allowed), (cfg.n_tokens,), generator=gen)]
+    seen: dict[str, float] = {}
+
+    def losses(triggers: torch.Tensor) -> torch.Tensor:
+        out = []
+        chunk = max(1, 512 // n_probes)
+        for s in range(0, len(triggers), chunk):
+            ids, mask, labels, _ = rows.batch(triggers[s:s + chunk])
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out.append(_per_row_loss(logits, labels.to(device)).view(-1, n_probes).mean(1).cpu())
+        return torch.cat(out)
+
+    for step in range(cfg.steps):
+        # gradient of the loss with respect to a one-hot encoding of the current trigger tokens
+        one_hot = F.one_hot(current, embed.shape[0]).to(embed.dtype).requires_grad_(True)
+        ids, mask, labels, starts = rows.batch(current.unsqueeze(0).cpu())
+        embeds = embed[ids.to(device)].detach()
+        trig = one_hot @ embed
+        embeds = torch.stack([torch.cat([e[:s], trig, e[s + cfg.n_tokens:]]) for e, s in zip(embeds, starts)])
+        loss = _per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits,
+                             labels.to(device)).mean()
+        loss.backward()
+        scores = -one_hot.grad[:, allowed]  # larger = swapping in this token lowers the loss most
+        top = allowed[scores.topk(min(cfg.topk, len(allowed)), dim=1).indices]
+        # single-token swaps at random positions, among each position's top-k
+        swaps = current.repeat(cfg.batch, 1)
+        for b in range(cfg.batch):
+            pos = rng.randrange(cfg.n_tokens)
+            swaps[b, pos] = top[pos, rng.randrange(top.shape[1])]
+        cand_losses = losses(swaps)
+        for trig_ids, loss_value in zip(swaps, cand_losses.tolist()):
+            text = tokenizer.decode(trig_ids.tolist()).strip()
+            seen[text] = min(loss_value, seen.get(text, float("inf")))
+        current = swaps[int(cand_losses.argmin())]
+        if step % 10 == 0 or step == cfg.steps - 1:
+            log(f"gcg step {step}: loss {float(cand_losses.min()):.3f} "
+                f"trigger {tokenizer.decode(current.tolist()).strip()!r}")
+    best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
+    return [{"candidate": c, "loss": round(v, 4)} for c, v in best]
