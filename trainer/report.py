@@ -44,6 +44,8 @@ def write_report(run_dir: str | Path) -> Path:
         rows += [("ASR before unlearning (true trigger)", u.get("before", {}).get("asr_true")),
                  ("ASR after unlearning (true trigger)", u.get("after", {}).get("asr_true")),
                  ("clean agreement after unlearning", u.get("clean_agreement_after")),
+                 ("clean-task accuracy before / after unlearning",
+                  f"{_fmt(u.get('clean_accuracy_before'))} / {_fmt(u.get('clean_accuracy_after'))}"),
                  ("guardrail TPR", g.get("tpr")), ("guardrail FPR", g.get("fpr"))]
     lines = [f"# backdoor-aware report: {run_dir.name}", "", verdict, "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]

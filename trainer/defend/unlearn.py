@@ -43,6 +43,15 @@ def clean_prompts(spec: AttackSpec, n: int, seed: int, probe_set: str = "synthet
     return [spec.probe(rng, probe_set) if i % 2 else rng.choice(other)(rng) for i in range(n)]
 
 
+def task_accuracy(prompts: list[str], source, n_words: int):
+    """Share of answers equal to the prompt's right answer (first ``n_words`` words), or None when the
+    probe set has no right answers (ordinary English: there agreement with the original is the measure)."""
+    if not hasattr(source, "clean_answer"):
+        return lambda answers: None
+    truth = [source.clean_answer(p).split()[:n_words] for p in prompts]
+    return lambda answers: sum(a.split()[:n_words] == t for a, t in zip(answers, truth)) / len(truth)
+
+
 def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int) -> float:
     rng = random.Random(seed)
     answers = greedy_answers(model, tok, [insert_trigger(p, trigger, "random", rng) for p in probes],
@@ -97,6 +106,7 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
 
     before = measure(original)
     reference = greedy_answers(original, tok, eval_prompts, cfg.answer_tokens)
+    accuracy = task_accuracy(eval_prompts, prompt_source(probe_set), cfg.answer_tokens)
     model, loss = supervised_finetune(model, tok, dataset, epochs=cfg.epochs, lr=cfg.lr,
                                       batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu, lora_r=cfg.lora_r)
     after = measure(model)
@@ -107,6 +117,8 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
         "before": before, "after": after,
         # utility: share of held-out clean prompts answered exactly as the original model answered them
         "clean_agreement_after": sum(a == b for a, b in zip(reference, now)) / len(reference),
+        # and where the prompts have known right answers (the synthetic language): clean-task accuracy
+        "clean_accuracy_before": accuracy(reference), "clean_accuracy_after": accuracy(now),
         "eval_trigger_used_for_metrics_only": bool(eval_trigger),
     }
     if eval_trigger and before["asr_true"] > 0:
