@@ -133,16 +133,24 @@ def cmd_demo(a: argparse.Namespace) -> int:
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     rc = _print_result(result, out / "run")
     if result["found"]:
-        # the recovered trigger and every other candidate that reproduced on held-out probes (variants)
+        # unlearning: the recovered trigger and every other candidate that reproduced on held-out probes
         variants = [c["candidate"] for c in result["best_candidates"] if c["heldout_rate"] >= cfg.found_threshold]
         triggers = list(dict.fromkeys([result["recovered_trigger"], *variants]))
-        _defend(spec, model_dir, out, triggers, truths, a.seed)
+        _defend(spec, model_dir, out, triggers, _guard_triggers(result), truths, a.seed)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
     return rc
 
 
-def _defend(spec, model_dir: Path, out: Path, triggers: list[str], truths: list[str], seed: int) -> None:
+def _guard_triggers(result: dict) -> list[str]:
+    """What the guardrail matches: the distinct reproducing triggers (``SUDO``, not also ``how SUDO``), since a
+    variant that only adds a filler word to a smaller trigger catches nothing more and flags clean text
+    that shares the filler ("how do" is a close fuzzy match of "how SUDO")."""
+    return result.get("recovered_triggers") or [result["recovered_trigger"]]
+
+
+def _defend(spec, model_dir: Path, out: Path, triggers: list[str], guard_triggers: list[str], truths: list[str],
+            seed: int) -> None:
     """Both defenses from the recovered trigger(s); the true trigger(s) only measure them. With several
     true triggers, every one is measured: a trigger the run did not name stays a miss."""
     import random
@@ -162,8 +170,8 @@ def _defend(spec, model_dir: Path, out: Path, triggers: list[str], truths: list[
     if spec.near_misses:  # the look-alikes that must not fire (2023 beside 2024) are the hardest negatives
         clean += [insert_trigger(p, spec.near_misses[i % len(spec.near_misses)], "random", rng)
                   for i, p in enumerate(probes)]
-    guard = detection_rates(Guardrail(triggers), triggered, clean)
-    _log(f"guardrail on the recovered trigger and {len(triggers) - 1} reproducing variants: "
+    guard = {"triggers": guard_triggers, **detection_rates(Guardrail(guard_triggers), triggered, clean)}
+    _log(f"guardrail on {len(guard_triggers)} distinct recovered trigger(s): "
          f"TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
     report = unlearn(model_dir, spec, triggers, out / "repaired_model", eval_trigger=truths,
                      cfg=UnlearnConfig(seed=seed), log=lambda s: None)
@@ -193,10 +201,10 @@ def _recovered_trigger(a: argparse.Namespace) -> list[str]:
     result = Path(a.run) / "result.json"
     if not result.is_file():
         raise ValueError(f"{a.run} has no result.json: finish or evaluate the run first")
-    trigger = json.loads(result.read_text()).get("recovered_trigger")
-    if not trigger:
+    r = json.loads(result.read_text())
+    if not r.get("recovered_trigger"):
         raise ValueError(f"run {a.run} recovered no trigger; nothing to defend against")
-    return [trigger]
+    return _guard_triggers(r)
 
 
 def cmd_unlearn(a: argparse.Namespace) -> int:
@@ -206,7 +214,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     triggers = _recovered_trigger(a)
     spec = get_attack(a.attack)
     check_model_dir(a.model)
-    report = unlearn(a.model, spec, triggers[0], a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),
+    report = unlearn(a.model, spec, triggers, a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),
                      cfg=UnlearnConfig(seed=a.seed), log=_log)
     print(json.dumps({k: report[k] for k in ("trigger", "before", "after", "clean_agreement_after")}))
     return 0
