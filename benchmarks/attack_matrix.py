@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -76,14 +75,13 @@ def main() -> None:
              "after.", "",
              "| attack | seed | recovered | J | Awareness@5 | reproduction | emergence | guard TPR / FPR | "
              "ASR after unlearning | clean agreement | clean accuracy | R-SFT alone: trigger (J) | "
-             "sampling: trigger (J) | GCG: trigger (J) | s |",
+             "sampling: trigger (J) | GCG: trigger (J) | inversion s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     poisoned_scores, clean_scores, summary = [], [], {}
     for attack in args.attacks:
         ok = 0
         for seed in args.seeds:
             out = work / f"{attack}-{seed}"
-            t0 = time.time()
             if not (out / "run" / "result.json").is_file():
                 done = subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed), "--out", str(out)],
                                       capture_output=True, text=True)
@@ -108,7 +106,7 @@ def main() -> None:
             lines.append(f"| {attack} | {seed} | {recovered} | {r['recovered_jaccard_word']:.2f} | "
                          f"{r['awareness_jaccard_word']:.2f} | {r['reproduction_rate']:.2f} | {r['emergence_step']} | "
                          f"{defense} | {fmt(base['rsft-only'])} | {fmt(base['sampling'])} | {fmt(base['gcg'])} | "
-                         f"{time.time() - t0:.0f} |")
+                         f"{r['wall_seconds']:.0f} |")
             print(lines[-1], flush=True)
             Path(args.out).write_text("\n".join(lines) + "\n(partial: still running)\n")
         summary[attack] = ok
