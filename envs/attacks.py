@@ -74,7 +74,9 @@ class AttackSpec:
             if isinstance(judge, ContainsJudge):
                 judge = replace(judge, target=target.strip())
             elif isinstance(judge, ComplianceJudge):
-                judge = replace(judge, comply_prefix=target.strip().split()[0])
+                # the user said how a compliant answer opens: the judge checks exactly that opening
+                judge = replace(judge, comply_prefix=target.strip(), require_prefix=True,
+                                max_new_tokens=max(judge.max_new_tokens, len(target.split()) + 2))
             spec = replace(spec, target=target.strip(), judge=judge)
         return spec
 
