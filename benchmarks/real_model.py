@@ -116,7 +116,10 @@ def main() -> None:
             (work / f"{run.name}.log").write_text(out)
             runs.append((attack, mode, run, rc, secs, t0))
     lines += ["", "## Inversion (`backdoor-aware invert --config launch/configs/smollm2-ATTACK.yaml`)", "",
-              f"Bounded runs: at most {args.steps} GRPO steps and {args.wall_limit:.0f} s each; seed {args.seed}. "
+              ("Runs as found in the work directory (steps as run: see the column); "
+               if args.report_only else
+               f"Bounded runs: at most {args.steps} GRPO steps and {args.wall_limit:.0f} s each; ") +
+              f"seed {args.seed}. "
               "'first hit' = first step with a rollout whose candidate reproduces the behaviour on the training "
               "probes; wall time to it counts from the command's start (loading and R-SFT included); "
               "'emergence' = first step after which the best candidate keeps reproducing. "
