@@ -143,7 +143,8 @@ def main() -> None:
             continue
         r = json.loads(result.read_text())
         to_hit = f"{wall - t0:.0f}" if wall and t0 else "-"
-        best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r["best_candidates"][:3])
+        best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r["best_candidates"][:3]) \
+            or "(no parsable candidate)"
         judge = f"opens with {cell(r['behaviour'])}" if mode == "rsft-target" else "the attack's default"
         lines.append(f"| {attack} | {mode} | {judge} | {fmt(rc)} | {r['steps']} | "
                      f"{seconds_per_step(rows)} | {step} | "
