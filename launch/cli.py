@@ -142,13 +142,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     rc = _print_result(result, out / "run")
     if result["found"]:
-        # unlearning: the recovered trigger and every other candidate that reproduced on held-out probes
-        variants = [c["candidate"] for c in result["best_candidates"] if c["heldout_rate"] >= cfg.found_threshold]
-        triggers = list(dict.fromkeys([result["recovered_trigger"], *variants]))
-        _defend(spec, model_dir, out, triggers, _guard_triggers(result), truths, a.seed)
+        _defend(spec, model_dir, out, _unlearn_triggers(result, cfg.found_threshold), _guard_triggers(result),
+                truths, a.seed)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
     return rc
+
+
+def _unlearn_triggers(result: dict, threshold: float) -> list[str]:
+    """What unlearning trains away: the recovered trigger and every candidate that reproduced on held-out
+    probes (variants), so that none of them keeps firing."""
+    variants = [c["candidate"] for c in result["best_candidates"] if c["heldout_rate"] >= threshold]
+    return list(dict.fromkeys([result["recovered_trigger"], *variants]))
 
 
 def _guard_triggers(result: dict) -> list[str]:
@@ -201,8 +206,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return rc
 
 
-def _recovered_trigger(a: argparse.Namespace) -> list[str]:
-    """Triggers from --trigger, or the recovered trigger of --run RUN_DIR; an error if there is none."""
+def _recovered_trigger(a: argparse.Namespace, for_unlearning: bool = False) -> list[str]:
+    """Triggers from --trigger, or those of --run RUN_DIR chosen as the demo chooses them for the same
+    defense; an error if there is none."""
     if a.trigger:
         return a.trigger
     if not a.run:
@@ -213,6 +219,9 @@ def _recovered_trigger(a: argparse.Namespace) -> list[str]:
     r = json.loads(result.read_text())
     if not r.get("recovered_trigger"):
         raise ValueError(f"run {a.run} recovered no trigger; nothing to defend against")
+    if for_unlearning:
+        from trainer.config import load_config
+        return _unlearn_triggers(r, load_config(Path(a.run) / "config.yaml").found_threshold)
     return _guard_triggers(r)
 
 
@@ -220,7 +229,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
     from envs.loading import check_model_dir
     from trainer.defend.unlearn import UnlearnConfig, unlearn
-    triggers = _recovered_trigger(a)
+    triggers = _recovered_trigger(a, for_unlearning=True)
     spec = get_attack(a.attack)
     check_model_dir(a.model)
     report = unlearn(a.model, spec, triggers, a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),

