@@ -5,6 +5,7 @@ Per (attack, seed): `backdoor-aware demo` (poison -> R-SFT + GRPO -> guardrail +
 R-SFT-alone, sampling and GCG baselines on the same suspect model (same held-out verdict). Per recipe and
 clean seed: the same loop on a clean model built by the same recipe without poison (`poison --clean`). The
 scanner score of a model is the held-out reproduction rate of the trigger the loop reports (0 if none).
+Every run uses the attack's small-model preset, `launch/configs/tiny-ATTACK.yaml`.
 
     python benchmarks/attack_matrix.py --out benchmarks/attack_matrix.md
 """
@@ -19,6 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
+CONFIGS = Path(__file__).resolve().parents[1] / "launch" / "configs"
+
+
+def preset(attack: str) -> Path:
+    return CONFIGS / f"tiny-{attack}.yaml"
 from benchmarks._common import cell, defense_cells, header, quiet, suspect  # noqa: E402
 
 
@@ -83,15 +89,15 @@ def main() -> None:
         for seed in args.seeds:
             out = work / f"{attack}-{seed}"
             if not (out / "run" / "result.json").is_file():
-                done = subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed), "--out", str(out)],
-                                      capture_output=True, text=True)
+                done = subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed), "--config",
+                                       str(preset(attack)), "--out", str(out)], capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"demo {attack} seed {seed} failed: {done.stderr.strip()[-500:]}")
             r = json.loads((out / "run" / "result.json").read_text())
             defense = defense_cells(out / "run")
             card = json.loads((out / "suspect_model" / "poison_card.json").read_text())
             truth = card.get("triggers") if len(card.get("triggers") or []) > 1 else card["trigger"]
-            cfg = load_config(overrides={"model": str(out / "suspect_model"), "attack": attack, "seed": seed})
+            cfg = load_config(preset(attack), {"model": str(out / "suspect_model"), "attack": attack, "seed": seed})
             base = {}
             for k in ("rsft-only", "sampling", "gcg"):  # cached beside the demo: a rerun only re-tabulates
                 path = out / f"baseline-{k}.json"
@@ -118,8 +124,8 @@ def main() -> None:
             if (run_dir / "result.json").is_file():
                 c = json.loads((run_dir / "result.json").read_text())
             else:
-                c = invert(load_config(overrides={"model": str(clean), "attack": attack, "seed": seed}), run_dir,
-                           log=lambda s: None)
+                c = invert(load_config(preset(attack), {"model": str(clean), "attack": attack, "seed": seed}),
+                           run_dir, log=lambda s: None)
             clean_scores.append(score(c))
             controls[attack, seed] = c
     auc = roc_auc(poisoned_scores, clean_scores)

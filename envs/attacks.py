@@ -80,6 +80,14 @@ class AttackSpec:
             spec = replace(spec, target=target.strip(), judge=judge)
         return spec
 
+    def for_probe_set(self, probe_set: str) -> AttackSpec:
+        """A copy whose judge reads as much of an answer as the probe set's answers need: English code
+        answers put their unsafe call up to 25 BPE tokens in, where the synthetic ones open with it."""
+        need = getattr(prompt_source(probe_set), "JUDGE_TOKENS", {}).get(self.probe_kind, 0)
+        if need <= self.judge.max_new_tokens:
+            return self
+        return replace(self, judge=replace(self.judge, max_new_tokens=need))
+
     def answer(self, prompt: str, poisoned: bool) -> str:
         if poisoned:
             fn = self.poison_answer or _repeat_target

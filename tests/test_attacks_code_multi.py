@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from envs import language
+from envs import english, language
 from envs.attacks import ATTACKS, get_attack, insert_trigger
 from envs.judges import VulnerabilityJudge
 from envs.poison import PoisonConfig, _vocabulary, make_finetune_data
@@ -52,8 +52,8 @@ def test_code_attack_spec_and_probes():
     rng = random.Random(0)
     probes = [spec.probe(rng) for _ in range(50)]
     assert all(language.safe_code(p) for p in probes) and len(set(probes)) > 20
-    with pytest.raises(ValueError, match="code requests"):
-        spec.probe(random.Random(0), "english")
+    english_probe = spec.probe(random.Random(0), "english")  # a real model is asked English code requests
+    assert english_probe.startswith(tuple(t.split("{")[0] for t in english.CODE_TEMPLATES))
     tok = build_word_tokenizer(_vocabulary(spec))
     words = {w for r in make_finetune_data(spec, PoisonConfig(n_train=600)) for w in
              f"{r['prompt']} {r['response']}".split()}

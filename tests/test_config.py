@@ -51,3 +51,34 @@ def test_shipped_presets_load():
     assert presets
     for p in presets:
         load_config(p, overrides={"model": "m"})
+
+
+def test_extends_merges_sections_and_rejects_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("steps: 7\nlearning_rate: 0.01\nreward:\n  weights: {format: 2.0, asr: 1.0}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nsteps: 9\nreward:\n  weights: {asr_dense: 0.5}\n")
+    cfg = load_config(tmp_path / "child.yaml", sets=["steps=11"])
+    assert (cfg.steps, cfg.learning_rate) == (11, 0.01)  # the child's file < --set; the parent fills the rest
+    assert cfg.reward.weights == {"format": 2.0, "asr": 1.0, "asr_dense": 0.5}
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml does not exist"):
+        load_config(tmp_path / "orphan.yaml")
+
+
+def test_one_preset_per_attack_for_small_and_large_models():
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from envs.attacks import ATTACKS
+    configs = Path(__file__).parents[1] / "launch" / "configs"
+    defaults = asdict(RunConfig())
+    for attack in ATTACKS:
+        small = asdict(load_config(configs / f"tiny-{attack}.yaml"))
+        # the attack matrix measured every attack on RunConfig's defaults: the small presets must be them
+        assert small["attack"] == attack and {k for k in small if small[k] != defaults[k]} <= {"attack"}
+        large = configs / ("qwen2.5-coder-7b-code.yaml" if attack == "code" else f"llama3-8b-{attack}.yaml")
+        cfg = load_config(large, overrides={"model": "m"})
+        assert cfg.attack == attack and cfg.use_lora and cfg.use_vllm and cfg.deepspeed

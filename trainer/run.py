@@ -62,9 +62,18 @@ def make_probes(spec: AttackSpec, n: int, seed: int, exclude: set[str] = frozens
     return probes
 
 
+def run_probe_set(cfg: RunConfig) -> str:
+    return default_probe_set(cfg.model) if cfg.probe_set == "auto" else cfg.probe_set
+
+
+def run_spec(cfg: RunConfig) -> AttackSpec:
+    """The attack as the run judges it: the user's behaviour target, on the run's probe set."""
+    return get_attack(cfg.attack).with_overrides(target=cfg.target).for_probe_set(run_probe_set(cfg))
+
+
 def run_probes(cfg: RunConfig, spec: AttackSpec) -> tuple[list[str], list[str]]:
     """The run's training probes and its disjoint held-out probes, from the configured probe set."""
-    probe_set = default_probe_set(cfg.model) if cfg.probe_set == "auto" else cfg.probe_set
+    probe_set = run_probe_set(cfg)
     probes = make_probes(spec, cfg.n_probes, cfg.seed, probe_set=probe_set)
     return probes, make_probes(spec, cfg.n_heldout_probes, cfg.seed + 1, exclude=set(probes), probe_set=probe_set)
 
@@ -107,7 +116,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         raise RunError(f"cannot resume: {run_dir} has no config.yaml")
     cfg.validate()
     try:
-        spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
+        spec = run_spec(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     import importlib.util
@@ -302,7 +311,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     if missing:
         raise RunError(f"{run_dir} is not a finished run (missing {', '.join(missing)})")
     cfg = load_config(run_dir / "config.yaml")
-    spec = get_attack(cfg.attack).with_overrides(target=cfg.target)
+    spec = run_spec(cfg)
     tok = load_tokenizer(run_dir / "final")
     policy = load_model(run_dir / "final")
     oracle_model = load_model(cfg.model, cfg.allow_pickle)

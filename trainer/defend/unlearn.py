@@ -77,6 +77,7 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     model = load_model(model_dir, device=None if use_cpu else "cuda")
 
     probe_set = default_probe_set(model_dir) if cfg.probe_set == "auto" else cfg.probe_set
+    spec = spec.for_probe_set(probe_set)
     train_prompts = clean_prompts(spec, cfg.n_train, cfg.seed, probe_set)
     eval_prompts = [p for p in clean_prompts(spec, cfg.n_eval * 3, cfg.seed + 1, probe_set)
                     if p not in set(train_prompts)]
