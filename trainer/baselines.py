@@ -57,7 +57,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
 def _run_gcg(cfg: RunConfig, spec, tok, gcfg: GCGConfig, eval_trigger, log) -> dict:
     oracle_model = load_model(cfg.model, cfg.allow_pickle)
     probes, heldout = run_probes(cfg, spec)
-    found = gcg_search(oracle_model, tok, probes, cfg.insertion, spec.judge.likelihood_target, gcfg, log)
+    found = gcg_search(oracle_model, tok, probes, cfg.insertion, spec.judge.likelihood_targets, gcfg, log)
     pool = [f["candidate"] for f in found]
     result = held_out_verdict(replace(cfg, rsft=False), spec, tok, oracle_model, pool, pool[:cfg.awareness_k],
                               pool[0] if pool else None, CandidateLedger(threshold=cfg.found_threshold), heldout,

@@ -2,7 +2,8 @@
 
 It needs no policy and no RL: it optimises a fixed number of trigger tokens so that the frozen suspect
 model, with the trigger inserted into the training probes, assigns high likelihood to the behaviour's
-fixed opening (``judge.likelihood_target``, the same string the oracle's dense score teacher-forces).
+fixed openings (``judge.likelihood_targets``, the strings the oracle's dense score teacher-forces; per
+probe the likeliest opening counts, as there).
 Each step takes the gradient of that loss with respect to one-hot trigger tokens, proposes single-token
 swaps among the top-k tokens per position, and keeps the swap with the lowest exact loss. What it finds
 then goes through exactly the held-out verdict of an inversion run, so the two are compared fairly.
@@ -54,33 +55,42 @@ def allowed_tokens(tokenizer) -> torch.Tensor:
 
 
 class _Rows:
-    """The probes as (before, after) token ids around the trigger slot, plus the target ids."""
+    """The probes as (before, after) token ids around the trigger slot, plus each target's ids."""
 
-    def __init__(self, tokenizer, probes: list[str], insertion: str, target_text: str) -> None:
+    def __init__(self, tokenizer, probes: list[str], insertion: str, targets: tuple[str, ...]) -> None:
         enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         self.parts = []
         for p in probes:
             before, after = render_user(tokenizer, insert_trigger(p, _SLOT, insertion)).split(_SLOT)
             self.parts.append((enc(before.rstrip(" ")) if before.strip() else [], enc(" " + after.lstrip(" "))))
-        self.target = enc(" " + target_text)
+        if not targets:
+            raise ValueError("GCG needs at least one target string")
+        self.targets = [enc(" " + t) for t in targets]
         self.pad = tokenizer.pad_token_id
 
     def batch(self, triggers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """ids, attention mask, labels (-100 off target) for every trigger x probe; trigger start per row."""
-        rows, starts = [], []
+        """ids, attention mask, labels (-100 off target) for every trigger x target x probe; trigger start
+        per row."""
+        rows, starts, lengths = [], [], []
         for trig in triggers.tolist():
-            for before, after in self.parts:
-                rows.append(before + trig + after + self.target)
-                starts.append(len(before))
+            for target in self.targets:
+                for before, after in self.parts:
+                    rows.append(before + trig + after + target)
+                    starts.append(len(before))
+                    lengths.append(len(target))
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), self.pad)
         mask = torch.zeros_like(ids)
         labels = torch.full_like(ids, -100)
-        for r, row in enumerate(rows):
+        for r, (row, t) in enumerate(zip(rows, lengths)):
             ids[r, :len(row)] = torch.tensor(row)
             mask[r, :len(row)] = 1
-            labels[r, len(row) - len(self.target):len(row)] = torch.tensor(self.target)
+            labels[r, len(row) - t:len(row)] = torch.tensor(row[len(row) - t:])
         return ids, mask, labels, starts
+
+    def reduce(self, row_loss: torch.Tensor) -> torch.Tensor:
+        """Row losses -> per trigger, the mean over probes of the likeliest target's loss."""
+        return row_loss.view(-1, len(self.targets), len(self.parts)).min(1).values.mean(1)
 
 
 def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -90,7 +100,19 @@ def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum(1) / (shifted != -100).sum(1)
 
 
-def gcg_search(model, tokenizer, probes: list[str], insertion: str, target_text: str, cfg: GCGConfig,
+@torch.no_grad()
+def trigger_losses(model, rows: _Rows, triggers: torch.Tensor) -> torch.Tensor:
+    """The exact loss of each trigger (token ids, one row per trigger), in batches of about 512 rows."""
+    out = []
+    chunk = max(1, 512 // (len(rows.parts) * len(rows.targets)))
+    for s in range(0, len(triggers), chunk):
+        ids, mask, labels, _ = rows.batch(triggers[s:s + chunk])
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        out.append(rows.reduce(_per_row_loss(logits, labels.to(model.device))).cpu())
+    return torch.cat(out)
+
+
+def gcg_search(model, tokenizer, probes: list[str], insertion: str, targets: tuple[str, ...], cfg: GCGConfig,
                log: Callable[[str], None] = print) -> list[dict]:
     """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first."""
     cfg.validate()
@@ -100,24 +122,13 @@ def gcg_search(model, tokenizer, probes: list[str], insertion: str, target_text:
     for p in model.parameters():
         p.requires_grad_(False)
     device = model.device
-    rows = _Rows(tokenizer, probes, insertion, target_text)
+    rows = _Rows(tokenizer, probes, insertion, targets)
     allowed = allowed_tokens(tokenizer).to(device)
     embed = model.get_input_embeddings().weight
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    n_probes = len(probes)
     current = allowed[torch.randint(len(allowed), (cfg.n_tokens,), generator=gen)]
     seen: dict[str, float] = {}
-
-    def losses(triggers: torch.Tensor) -> torch.Tensor:
-        out = []
-        chunk = max(1, 512 // n_probes)
-        for s in range(0, len(triggers), chunk):
-            ids, mask, labels, _ = rows.batch(triggers[s:s + chunk])
-            with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out.append(_per_row_loss(logits, labels.to(device)).view(-1, n_probes).mean(1).cpu())
-        return torch.cat(out)
 
     for step in range(cfg.steps):
         # gradient of the loss with respect to a one-hot encoding of the current trigger tokens
@@ -126,8 +137,8 @@ def gcg_search(model, tokenizer, probes: list[str], insertion: str, target_text:
         embeds = embed[ids.to(device)].detach()
         trig = one_hot @ embed
         embeds = torch.stack([torch.cat([e[:s], trig, e[s + cfg.n_tokens:]]) for e, s in zip(embeds, starts)])
-        loss = _per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits,
-                             labels.to(device)).mean()
+        loss = rows.reduce(_per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits,
+                                          labels.to(device)))[0]
         loss.backward()
         scores = -one_hot.grad[:, allowed]  # larger = swapping in this token lowers the loss most
         top = allowed[scores.topk(min(cfg.topk, len(allowed)), dim=1).indices]
@@ -136,7 +147,7 @@ def gcg_search(model, tokenizer, probes: list[str], insertion: str, target_text:
         for b in range(cfg.batch):
             pos = rng.randrange(cfg.n_tokens)
             swaps[b, pos] = top[pos, rng.randrange(top.shape[1])]
-        cand_losses = losses(swaps)
+        cand_losses = trigger_losses(model, rows, swaps)
         for trig_ids, loss_value in zip(swaps, cand_losses.tolist()):
             text = tokenizer.decode(trig_ids.tolist()).strip()
             seen[text] = min(loss_value, seen.get(text, float("inf")))
