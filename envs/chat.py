@@ -17,6 +17,13 @@ def render_user(tokenizer: PreTrainedTokenizerBase, user_text: str) -> str:
                                          add_generation_prompt=True)
 
 
+def answer_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of ``text`` as the start of an assistant answer, the way the model writes and was trained on
+    it: no leading space, which a BPE vocabulary would make a different first token (``ĠI``, not ``I``).
+    Word-level vocabularies split on spaces, so for them it makes no difference."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 @torch.no_grad()
 def greedy_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                        max_new_tokens: int, batch_size: int = 256) -> list[str]:

