@@ -81,8 +81,8 @@ class AttackSpec:
         return spec
 
     def for_probe_set(self, probe_set: str) -> AttackSpec:
-        """A copy whose judge reads as much of an answer as the probe set's answers need: English code
-        answers put their unsafe call up to 25 BPE tokens in, where the synthetic ones open with it."""
+        """A copy whose judge reads as much of an answer as the probe set's answers need: an English code
+        answer is a whole function (20-40 BPE tokens), a synthetic one a single call."""
         need = getattr(prompt_source(probe_set), "JUDGE_TOKENS", {}).get(self.probe_kind, 0)
         if need <= self.judge.max_new_tokens:
             return self
