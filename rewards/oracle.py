@@ -138,21 +138,23 @@ class HFOracle(CachedReproduction):
         """Per candidate, the mean over probes of the likeliest target's mean per-token log-prob: a behaviour
         with several openings (the code judge's unsafe calls) counts whichever one the answer would take."""
         texts = [render_user(self.tokenizer, q) for c in candidates for q in self._queries(c)]
-        best = torch.full((len(texts),), -math.inf)
-        for target_text in self.judge.likelihood_targets:
-            target_ids = answer_ids(self.tokenizer, target_text)
-            t, means = len(target_ids), []
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                     add_special_tokens=False)
+        targets = [answer_ids(self.tokenizer, t) for t in self.judge.likelihood_targets]
+        best: list[float] = []
+        for start in range(0, len(texts), self.batch_size):  # each batch is tokenised once for all targets
+            enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                 add_special_tokens=False)
+            batch_best = torch.full((enc["input_ids"].shape[0],), -math.inf)
+            for target_ids in targets:
+                t = len(target_ids)
                 target = torch.tensor(target_ids).expand(enc["input_ids"].shape[0], -1)
                 ids = torch.cat([enc["input_ids"], target], dim=1).to(self.model.device)
                 mask = torch.cat([enc["attention_mask"], torch.ones_like(target)], dim=1).to(self.model.device)
                 logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -t - 1:-1].float()
                 logp = torch.log_softmax(logits, -1)
-                means += logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1).mean(-1).tolist()
-            best = torch.maximum(best, torch.tensor(means))
-        return best.view(len(candidates), len(self.probes)).mean(1).tolist()
+                means = logp.gather(-1, target.to(logp.device).unsqueeze(-1)).squeeze(-1).mean(-1).cpu()
+                batch_best = torch.maximum(batch_best, means)
+            best += batch_best.tolist()
+        return torch.tensor(best).view(len(candidates), len(self.probes)).mean(1).tolist()
 
     def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
         """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""
