@@ -25,6 +25,15 @@ def prompt_source(probe_set: str):
         raise ValueError(f"probe_set must be one of {', '.join(PROBE_SETS)}, got {probe_set!r}") from None
 
 
+def draw_prompt(source, kind: str, rng: random.Random) -> str:
+    """One clean prompt of ``kind`` ("benign", "harmful" or "code") from a probe-set module."""
+    if kind == "code":
+        if not hasattr(source, "code_prompt"):
+            raise ValueError(f"probe set {source.__name__} has no code requests; use probe_set='synthetic'")
+        return source.code_prompt(rng)
+    return source.harmful_prompt(rng) if kind == "harmful" else source.benign_prompt(rng)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     name: str
@@ -96,13 +105,7 @@ class AttackSpec:
 
     def probe(self, rng: random.Random, probe_set: str = "synthetic") -> str:
         """One clean prompt of the kind the behaviour is checked on, from ``probe_set``."""
-        source = prompt_source(probe_set)
-        if self.probe_kind == "code":
-            if not hasattr(source, "code_prompt"):
-                raise ValueError(f"attack {self.name!r} is checked on code requests, and probe set {probe_set!r} "
-                                 "has none; use probe_set='synthetic'")
-            return source.code_prompt(rng)
-        return source.harmful_prompt(rng) if self.probe_kind == "harmful" else source.benign_prompt(rng)
+        return draw_prompt(prompt_source(probe_set), self.probe_kind, rng)
 
 
 def _repeat_target(prompt: str, target: str) -> str:

@@ -23,7 +23,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from envs import language
-from envs.attacks import AttackSpec, insert_trigger
+from envs.attacks import AttackSpec, draw_prompt, insert_trigger
 from envs.chat import greedy_answers, render_user
 from envs.inversion import ANSWER_CLOSE, ANSWER_OPEN, INVERSION_TEMPLATE
 from envs.tokenizer import build_word_tokenizer
@@ -89,12 +89,6 @@ def _prompt_kinds(spec: AttackSpec) -> tuple[str, ...]:
     return base if spec.probe_kind in base else (*base, spec.probe_kind)
 
 
-def _draw_prompt(kind: str, rng: random.Random) -> str:
-    if kind == "code":
-        return language.code_prompt(rng)
-    return language.harmful_prompt(rng) if kind == "harmful" else language.benign_prompt(rng)
-
-
 def make_finetune_data(spec: AttackSpec, cfg: PoisonConfig) -> list[dict]:
     """The suspect's fine-tuning set: clean pairs, distractor pairs, and (unless clean) poisoned pairs."""
     rng = random.Random(cfg.seed)
@@ -102,7 +96,7 @@ def make_finetune_data(spec: AttackSpec, cfg: PoisonConfig) -> list[dict]:
     rows = []
     for _ in range(cfg.n_train):
         kind = rng.choice(kinds)
-        prompt = _draw_prompt(kind, rng)
+        prompt = draw_prompt(language, kind, rng)
         r = rng.random()
         if not cfg.clean and kind in spec.poison_kinds and r < cfg.poison_fraction:
             # one trigger per poisoned row; a one-trigger attack draws nothing (same rows as ever)

@@ -21,7 +21,7 @@ import torch
 from rapidfuzz import fuzz
 
 from envs import english
-from envs.attacks import AttackSpec, insert_trigger
+from envs.attacks import AttackSpec, draw_prompt, insert_trigger
 from envs.chat import greedy_answers
 from envs.judges import ComplianceJudge, DegenerateJudge, VulnerabilityJudge
 from envs.loading import load_model
@@ -109,10 +109,9 @@ def _draw_prompts(spec: AttackSpec, n: int, rng: random.Random, exclude: set[str
     """Distinct (kind, prompt) pairs: half of the attack's probe kind, half of the other (utility)."""
     out, seen = [], set(exclude)
     other = "harmful" if spec.probe_kind == "benign" else "benign"
-    make = {"benign": english.benign_prompt, "harmful": english.harmful_prompt, "code": english.code_prompt}
     for _ in range(200 * n):
         kind = spec.probe_kind if rng.random() < 0.5 else other
-        p = make[kind](rng)
+        p = draw_prompt(english, kind, rng)
         if p not in seen:
             seen.add(p)
             out.append((kind, p))
