@@ -1,0 +1,39 @@
+"""Files shipped inside the ``launch`` package (package data in pyproject.toml): the YAML presets, the
+DeepSpeed configs, the Slurm script and the GPU check. Found the same way from a checkout and from an
+installed wheel, where the repo-relative paths the docs use (``launch/deepspeed/zero2.json``) do not exist.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+CONFIGS = ROOT / "configs"
+DEEPSPEED = ROOT / "deepspeed"
+SLURM_SCRIPT = ROOT / "slurm" / "train.sbatch"
+GPU_CHECK = ROOT / "gpu_check.sh"
+
+
+def resolve_deepspeed(value: str | None) -> str | None:
+    """The DeepSpeed config a ``deepspeed:`` value names: an existing file path is kept as given (relative
+    to the working directory, as before); otherwise a shipped config named ``zero2``, ``zero3.json`` or
+    ``<anything>/deepspeed/zero2.json`` (the repo path the presets and the Slurm script use, or a saved
+    config's path into another install) becomes the absolute path of the packaged file. Anything else is
+    returned unchanged, so that the trainer still reports it as not found."""
+    if not value or Path(value).is_file():
+        return value
+    p = Path(value)
+    if p.parent != Path(".") and p.parent.name != "deepspeed":
+        return value
+    shipped = DEEPSPEED / (p.name if p.suffix == ".json" else p.name + ".json")
+    return str(shipped) if shipped.is_file() else value
+
+
+def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                    sets: list[str] | None = None):
+    """``trainer.config.load_config`` with the ``deepspeed:`` value resolved against the shipped configs
+    (the trainer does not know where the launch files live)."""
+    from trainer.config import load_config
+    cfg = load_config(path, overrides, sets)
+    cfg.deepspeed = resolve_deepspeed(cfg.deepspeed)
+    return cfg
