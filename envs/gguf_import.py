@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from envs.chat import greedy_answers
-from envs.loading import ModelDirError, load_model
+from envs.loading import ModelDirError, load_model, one_line
 from envs.tokenizer import load_tokenizer
 
 IMPORT_CARD = "import_card.json"
@@ -38,13 +39,27 @@ def find_packaged_gguf(package: str) -> Path:
     return max(files, key=lambda f: f.stat().st_size)
 
 
+def _check_gguf(gguf: Path) -> None:
+    """Parse the file's header, metadata and tensor table first, so that a truncated or non-GGUF file is one
+    clear error naming it (the parsers below fail on one with struct, numpy or index errors)."""
+    from gguf import GGUFReader
+    try:
+        GGUFReader(str(gguf))
+    except (ValueError, IndexError, KeyError, OverflowError, struct.error, OSError) as e:
+        raise ModelDirError(f"{gguf} is not a readable GGUF file (truncated or corrupt?): {one_line(e)}") from e
+
+
 def _load_gguf(gguf: Path):
     if importlib.util.find_spec("gguf") is None:
         raise ModelDirError("reading GGUF files needs the gguf package: pip install gguf")
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    _check_gguf(gguf)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except (ValueError, OSError, struct.error) as e:  # e.g. an architecture transformers cannot convert
+        raise ModelDirError(f"cannot convert {gguf}: {one_line(e)}") from e
     # a fresh model from the same config minus the GGUF quantisation note, so that it can be saved
-    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config.quantization_config = None
     if hasattr(config, "_name_or_path"):
         config._name_or_path = ""
@@ -88,6 +103,8 @@ def import_gguf(gguf: str | Path, out_dir: str | Path, check_prompt: str = CHECK
                 "n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok),
                 "check_prompt": check_prompt, "check_answer": after, "seconds": round(time.time() - t0, 1)}
         (tmp / IMPORT_CARD).write_text(json.dumps(card, indent=2))
+        if out_dir.exists():  # made while converting: still never overwritten
+            raise FileExistsError(f"{out_dir} already exists; choose a new --out (nothing was overwritten)")
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

