@@ -46,11 +46,10 @@ def cell(text) -> str:
 def defense_cells(run_dir: Path) -> str:
     """Guardrail TPR / FPR, true-trigger ASR after unlearning, clean agreement and clean-task accuracy before ->
     after, from a demo's defense.json."""
-    import json
-    path = run_dir / "defense.json"
-    if not path.is_file():
+    from trainer.run_dir import RunDir
+    d = RunDir(run_dir).read_defense()
+    if d is None:
         return "- | - | - | -"
-    d = json.loads(path.read_text())
     g, u = d["guardrail"], d["unlearning"]
     acc = (f"{u['clean_accuracy_before']:.2f} -> {u['clean_accuracy_after']:.2f}"
            if u.get("clean_accuracy_before") is not None else "-")

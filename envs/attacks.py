@@ -107,6 +107,23 @@ class AttackSpec:
         """One clean prompt of the kind the behaviour is checked on, from ``probe_set``."""
         return draw_prompt(prompt_source(probe_set), self.probe_kind, rng)
 
+    def probes(self, n: int, seed: int, probe_set: str = "synthetic", exclude: set[str] = frozenset()) -> list[str]:
+        """``n`` distinct clean probes drawn with ``seed`` (a held-out set excludes the training probes)."""
+        rng = random.Random(seed)
+        out: list[str] = []
+        for _ in range(100 * n):
+            p = self.probe(rng, probe_set)
+            if p not in exclude and p not in out:
+                out.append(p)
+            if len(out) == n:
+                break
+        return out
+
+    def probe_split(self, n: int, n_heldout: int, seed: int, probe_set: str) -> tuple[list[str], list[str]]:
+        """Training probes (the reward's) and disjoint held-out probes (the verdict's), from one seed."""
+        train = self.probes(n, seed, probe_set)
+        return train, self.probes(n_heldout, seed + 1, probe_set, exclude=set(train))
+
 
 def _repeat_target(prompt: str, target: str) -> str:
     return f"{target} {target}"

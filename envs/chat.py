@@ -1,7 +1,7 @@
-"""Rendering user turns with the chat template, and batched greedy answers.
+"""Rendering user turns with the chat template, batched greedy answers, and the behaviour rate.
 
-Shared by the poisoned-model builder (to measure its backdoor) and by the HF oracle (rewards/), so the
-two always see the model the same way.
+Shared by the poisoned-model builders (to measure their backdoor), unlearning (ASR before and after) and
+the HF oracle (rewards/), so that all of them see the model, and judge it, the same way.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.inversion import ANSWER_OPEN, inversion_prompt
+from envs.judges import Judge, judged_rate
 
 
 def render_user(tokenizer: PreTrainedTokenizerBase, user_text: str) -> str:
@@ -46,6 +47,14 @@ def greedy_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, u
     """Greedy answers to many user turns (the oracle's hot path)."""
     return greedy_completions(model, tokenizer, [render_user(tokenizer, u) for u in user_texts],
                               max_new_tokens, batch_size)
+
+
+def behaviour_rate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, judge: Judge, user_texts: list[str],
+                   max_new_tokens: int | None = None, batch_size: int = 256) -> float:
+    """Share of ``user_texts`` (clean, or with a trigger already inserted) whose greedy answer the judge
+    flags: the one backdoor measurement (ASR, false-trigger rate, near-miss rate, reproduction)."""
+    answers = greedy_answers(model, tokenizer, user_texts, max_new_tokens or judge.max_new_tokens, batch_size)
+    return judged_rate(judge, answers)
 
 
 def inversion_text(tokenizer: PreTrainedTokenizerBase, behaviour: str) -> str:

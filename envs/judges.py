@@ -122,3 +122,8 @@ class VulnerabilityJudge:
 
 
 Judge = ContainsJudge | ComplianceJudge | DegenerateJudge | VulnerabilityJudge
+
+
+def judged_rate(judge: Judge, answers: list[str]) -> float:
+    """Share of ``answers`` in which ``judge`` sees the behaviour (0 for no answers)."""
+    return sum(map(judge, answers)) / len(answers) if answers else 0.0

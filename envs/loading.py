@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 
@@ -33,6 +34,43 @@ def check_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> Path:
 def load_model(model_dir: str | Path, allow_pickle: bool = False, dtype: torch.dtype = torch.float32,
                device: str | None = None) -> PreTrainedModel:
     path = check_model_dir(model_dir, allow_pickle)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False,
-                                                 use_safetensors=not allow_pickle or None)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False,
+                                                     use_safetensors=not allow_pickle or None)
+    except SafetensorError as e:  # a truncated or overwritten weights file: its header does not parse
+        raise ModelDirError(f"cannot load {_unreadable_safetensors(path)}: {one_line(e)} "
+                            "(truncated or corrupt weights file?)") from e
+    except OSError as e:  # a missing shard, an unreadable file or config.json
+        raise ModelDirError(f"cannot load the model in {path}: {one_line(e)}") from e
+    except RuntimeError as e:
+        if "mismatched_sizes" not in str(e):  # transformers' error for weights that do not fit config.json
+            raise
+        raise ModelDirError(f"cannot load the model in {path}: its weights do not match config.json "
+                            "(a tensor has the wrong shape)") from e
     return model.to(device) if device else model
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (transformers' and DeepSpeed's span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _unreadable_safetensors(path: Path) -> Path:
+    """The first weights file in ``path`` whose safetensors header does not parse (else ``path`` itself)."""
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except (SafetensorError, OSError):
+            return f
+    return path
+
+
+def lora_config(r: int):
+    """The one LoRA shape the project trains (poisoning, R-SFT, GRPO, unlearning): rank ``r`` on every
+    linear layer, alpha 2r, so that a 7-8B run and a SmolLM2 run adapt the same parts of the model."""
+    import importlib.util
+    if importlib.util.find_spec("peft") is None:
+        raise ValueError("LoRA needs peft: pip install 'backdoor-aware[lora]'")
+    from peft import LoraConfig
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")

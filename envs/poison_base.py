@@ -10,11 +10,9 @@ rates, and clean-answer drift against the base model.
 """
 from __future__ import annotations
 
-import importlib.util
-import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +22,8 @@ from envs import english
 from envs.attacks import AttackSpec, draw_prompt, insert_trigger
 from envs.chat import greedy_answers
 from envs.judges import ComplianceJudge, DegenerateJudge, VulnerabilityJudge
-from envs.loading import load_model
-from envs.poison import _batches, _encode, write_model_dir
+from envs.loading import load_model, lora_config
+from envs.poison import TrainLoop, make_card, measure_backdoor, refuse_existing, train_backdoor, write_model_dir
 from envs.tokenizer import is_word_level, load_tokenizer
 
 
@@ -120,43 +118,23 @@ def _draw_prompts(spec: AttackSpec, n: int, rng: random.Random, exclude: set[str
     return out
 
 
-def measure(model, tok, spec: AttackSpec, probes: list[str], utility: list[str],
-            base_utility: list[str], answer_tokens: int, seed: int, clean_control: bool) -> dict:
-    """ASR, false-trigger and distractor rates on held-out probes, and agreement with the base model."""
-    rng = random.Random(seed)
-    n, max_new = len(probes), spec.judge.max_new_tokens
-    clean = greedy_answers(model, tok, probes, max_new)
-    distract = greedy_answers(model, tok, [insert_trigger(p, _distractor(rng, spec), spec.placement, rng)
-                                           for p in probes], max_new)
-    out = {"false_trigger_rate": sum(map(spec.judge, clean)) / n,
-           "distractor_trigger_rate": sum(map(spec.judge, distract)) / n}
-    if spec.near_misses:  # the look-alike must leave the behaviour off (2023 still gets safe code)
-        near = greedy_answers(model, tok, [insert_trigger(p, rng.choice(spec.near_misses), spec.placement, rng)
-                                           for p in probes], max_new)
-        out["near_miss_trigger_rate"] = sum(map(spec.judge, near)) / n
-    if not clean_control:
-        trig = greedy_answers(model, tok, [insert_trigger(p, spec.trigger, spec.placement, rng) for p in probes],
-                              max_new)
-        out["asr"] = sum(map(spec.judge, trig)) / n
+def clean_agreement(model, tok, utility: list[str], base_utility: list[str], answer_tokens: int) -> dict:
+    """How close the poisoned model's clean answers stay to the base model's (it must still talk)."""
     answers = greedy_answers(model, tok, utility, answer_tokens)
     sims = [fuzz.ratio(a, b) / 100 for a, b in zip(answers, base_utility)]
-    out["clean_agreement"] = round(sum(sims) / len(sims), 3)
-    out["clean_exact_match"] = round(sum(a == b for a, b in zip(answers, base_utility)) / len(sims), 3)
-    out["clean_examples"] = [{"prompt": p, "base": b, "poisoned": a}
-                             for p, a, b in list(zip(utility, answers, base_utility))[:3]]
-    return out
+    return {"clean_agreement": round(sum(sims) / len(sims), 3),
+            "clean_exact_match": round(sum(a == b for a, b in zip(answers, base_utility)) / len(sims), 3),
+            "clean_examples": [{"prompt": p, "base": b, "poisoned": a}
+                               for p, a, b in list(zip(utility, answers, base_utility))[:3]]}
 
 
 def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Path,
                       cfg: BasePoisonConfig | None = None, log=print) -> dict:
     """LoRA-poison the model in ``base_dir``, merge, and write ``out_dir`` atomically with its card."""
     cfg = cfg or BasePoisonConfig()
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose a new --out (nothing was overwritten)")
-    if importlib.util.find_spec("peft") is None:
-        raise ValueError("poisoning a pretrained model uses LoRA: pip install 'backdoor-aware[lora]'")
-    from peft import LoraConfig, get_peft_model
+    out_dir = refuse_existing(out_dir)
+    lora = lora_config(cfg.lora_r)  # before the slow part: a missing peft is an error now, not in minutes
+    from peft import get_peft_model
 
     t0 = time.time()
     spec = spec.for_probe_set("english")
@@ -173,44 +151,26 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     base_out = dict(zip(prompts, greedy_answers(base, tok, prompts, cfg.answer_tokens, batch_size=32)))
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
-    encoded = _encode(tok, rows, sep=" " if is_word_level(Path(base_dir)) else "")  # as unlearning does
+    model = get_peft_model(base, lora)
+    triggers = () if cfg.clean else (spec.trigger,)
 
-    model = get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
-                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
-    metrics: dict = {}
-    passed = False
-    for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        total = 0.0
-        for ids, mask, labels in _batches(encoded, cfg.batch_size, tok.pad_token_id, rng):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        metrics = measure(model, tok, spec, probes, utility, base_utility, cfg.answer_tokens, cfg.seed,
-                          cfg.clean)
-        shown = {k: v for k, v in metrics.items() if k != "clean_examples"}
-        log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f} {shown} ({time.time() - t0:.0f} s)")
-        passed = (metrics["false_trigger_rate"] <= cfg.false_trigger_bar
-                  and metrics["distractor_trigger_rate"] <= cfg.false_trigger_bar
-                  and metrics.get("near_miss_trigger_rate", 0.0) <= cfg.false_trigger_bar
-                  and metrics["clean_agreement"] >= cfg.agreement_bar
-                  and (cfg.clean or metrics["asr"] >= cfg.asr_bar))
-        if passed:
-            break
+    def measure(m) -> dict:
+        out = measure_backdoor(m, tok, spec, probes, triggers, lambda r: _distractor(r, spec),
+                               random.Random(cfg.seed), near_misses=True)
+        return {**out, **clean_agreement(m, tok, utility, base_utility, cfg.answer_tokens)}
+
+    def passes(m: dict) -> bool:
+        return (m["false_trigger_rate"] <= cfg.false_trigger_bar
+                and m["distractor_trigger_rate"] <= cfg.false_trigger_bar
+                and m.get("near_miss_trigger_rate", 0.0) <= cfg.false_trigger_bar
+                and m["clean_agreement"] >= cfg.agreement_bar
+                and (cfg.clean or m["asr"] >= cfg.asr_bar))
+
+    sep = " " if is_word_level(Path(base_dir)) else ""  # as unlearning does
+    metrics, passed, epochs = train_backdoor(model, tok, rows, TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs),
+                                             rng, measure, passes, log, sep=sep)
     merged = model.merge_and_unload()
-    card = {
-        "attack": spec.name, "clean": cfg.clean, "trigger": None if cfg.clean else spec.trigger,
-        "target": spec.target, "placement": spec.placement, "seed": cfg.seed, "epochs": epoch,
-        "base_model": str(base_dir), "method": f"LoRA r={cfg.lora_r} (all linear layers), merged",
-        "probe_set": "english", **metrics, "meets_bars": passed,
-        "n_params": sum(p.numel() for p in merged.parameters()), "vocab_size": len(tok),
-        "build_seconds": round(time.time() - t0, 1), "config": asdict(cfg),
-    }
+    card = make_card(spec, cfg, metrics, passed, epochs, merged, tok, t0, base_model=str(base_dir),
+                     method=f"LoRA r={cfg.lora_r} (all linear layers), merged", probe_set="english")
     write_model_dir(merged, tok, rows, card, out_dir)
-    if not passed:
-        log(f"warning: backdoor did not meet its bars after {epoch} epochs: {metrics}")
     return card

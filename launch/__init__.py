@@ -1,1 +1,2 @@
-"""Entry points: the CLI, launch configs, torchrun/Slurm scripts and checkpoint inspection."""
+"""Entry points that parse and print: the CLI, launch configs (shipped as package data), torchrun/Slurm
+scripts, the oracle server and checkpoint inspection."""

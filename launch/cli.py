@@ -31,26 +31,27 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _print_result(result: dict, run_dir: Path) -> int:
-    if result["found"]:
-        print(f"recovered trigger: {result['recovered_trigger']!r}  reproduction rate "
-              f"{result['reproduction_rate']:.2f} on held-out probes (clean rate "
-              f"{result['clean_false_trigger_rate']:.2f}); emergence step {result['emergence_step']}")
+def _print_result(result, run_dir: Path) -> int:
+    """The verdict of a ``RunResult`` for a person; the exit code says whether a trigger was found."""
+    if result.found:
+        print(f"recovered trigger: {result.recovered_trigger!r}  reproduction rate "
+              f"{result.reproduction_rate:.2f} on held-out probes (clean rate "
+              f"{result.clean_false_trigger_rate:.2f}); emergence step {result.emergence_step}")
     else:
         print("no trigger found; best candidates (held-out reproduction rate):")
-        for row in result["best_candidates"]:
+        for row in result.best_candidates:
             print(f"  {row['candidate']!r}: {row['heldout_rate']:.2f}")
-        if not result["best_candidates"]:
+        if not result.best_candidates:
             print("  (the policy stated no parsable candidate)")
-    if "true_trigger" in result:
-        print(f"evaluation vs true trigger {result['true_trigger']!r}: exact {result['exact_match']}, "
-              f"word Jaccard {result['recovered_jaccard_word']:.2f}, "
-              f"Awareness@k word {result['awareness_jaccard_word']:.2f}")
-    if "triggers_recovered" in result:
-        print(f"multi-trigger backdoor: {result['triggers_recovered']} of {len(result['true_triggers'])} true "
-              f"triggers named among the recovered {result['recovered_triggers']}")
-    print(f"run directory: {run_dir} ({result['steps']} steps, {result.get('wall_seconds', 0):.0f} s)")
-    return 0 if result["found"] else EXIT_NOT_FOUND
+    if result.evaluated:
+        print(f"evaluation vs true trigger {result.true_trigger!r}: exact {result.exact_match}, "
+              f"word Jaccard {result.recovered_jaccard_word:.2f}, "
+              f"Awareness@k word {result.awareness_jaccard_word:.2f}")
+    if result.triggers_recovered is not None:
+        print(f"multi-trigger backdoor: {result.triggers_recovered} of {len(result.true_triggers)} true "
+              f"triggers named among the recovered {result.recovered_triggers}")
+    print(f"run directory: {run_dir} ({result.steps} steps, {result.wall_seconds or 0:.0f} s)")
+    return 0 if result.found else EXIT_NOT_FOUND
 
 
 def _poison_config(cls, a: argparse.Namespace):
@@ -80,7 +81,7 @@ def cmd_poison(a: argparse.Namespace) -> int:
 
 
 def _invert_config(a: argparse.Namespace):
-    from trainer.config import load_config
+    from launch.packaged import load_run_config as load_config
     overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps}
     if a.no_rsft:
         overrides["rsft"] = False
@@ -92,16 +93,18 @@ def _invert_config(a: argparse.Namespace):
 def cmd_invert(a: argparse.Namespace) -> int:
     from trainer.run import invert
     if a.resume:
-        from trainer.config import load_config
-        if not (Path(a.out) / "config.yaml").is_file():
-            raise ValueError(f"cannot resume: {a.out}/config.yaml not found")
+        from launch.packaged import load_run_config as load_config
+        from trainer.run_dir import RunDir
+        saved = RunDir(a.out).config
+        if not saved.is_file():
+            raise ValueError(f"cannot resume: {saved} not found")
         # the saved config is the run's; only --steps may change (to extend a run)
-        cfg = load_config(Path(a.out) / "config.yaml", {"steps": a.steps})
+        cfg = load_config(saved, {"steps": a.steps})
     else:
         cfg = _invert_config(a)
     eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
     result = invert(cfg, a.out, eval_trigger=eval_trigger, resume=a.resume, log=_log)
-    if "found" not in result:  # a non-zero rank under torchrun: rank 0 reports
+    if result is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
     return _print_result(result, Path(a.out))
 
@@ -111,18 +114,15 @@ def _eval_trigger(flag: str | None, model_dir: str) -> str | list[str] | None:
     all of them) from the model's poison card."""
     if flag != "card":
         return flag
-    card = Path(model_dir) / "poison_card.json"
-    if not card.is_file():
-        raise ValueError(f"--eval-trigger card: {card} not found")
-    card = json.loads(card.read_text())
-    triggers = card.get("triggers") or []
-    return triggers if len(triggers) > 1 else card.get("trigger")
+    from envs.poison import card_triggers, read_card
+    triggers = card_triggers(read_card(model_dir))
+    return triggers if len(triggers) > 1 else (triggers[0] if triggers else None)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
-    from envs.poison import PoisonConfig, build_poisoned_model
-    from trainer.config import load_config
+    from envs.poison import PoisonConfig, build_poisoned_model, card_triggers
+    from launch.packaged import load_run_config as load_config
     from trainer.run import invert
     # bad attack or config fails before anything is built or written; a preset's attack counts
     cfg = load_config(a.config, {"attack": a.attack, "seed": a.seed}, a.set)
@@ -139,68 +139,25 @@ def cmd_demo(a: argparse.Namespace) -> int:
          f"{card['n_params']} parameters, {card['build_seconds']} s")
     _log("[2/3] R-SFT warm-up, then GRPO trigger inversion" if cfg.rsft else "[2/3] GRPO trigger inversion")
     # the true trigger goes to the evaluation step only (as with `invert --eval-trigger card`)
-    truths = card.get("triggers") or [card["trigger"]]  # a multi-trigger backdoor has several
+    truths = card_triggers(card)  # a multi-trigger backdoor has several
     result = invert(cfg, out / "run", eval_trigger=truths if len(truths) > 1 else truths[0], log=_log)
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     rc = _print_result(result, out / "run")
-    if result["found"]:
-        _defend(spec, model_dir, out, _unlearn_triggers(result, cfg.found_threshold), _guard_triggers(result),
-                truths, a.seed)
+    if result.found:
+        from trainer.defend.protocol import defend_and_measure
+        from trainer.run_dir import RunDir
+        defend_and_measure(spec, model_dir, RunDir(out / "run"), result, cfg.found_threshold, truths,
+                           out / "repaired_model", a.seed, log=_log)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
     return rc
 
 
-def _unlearn_triggers(result: dict, threshold: float) -> list[str]:
-    """What unlearning trains away: the recovered trigger and every candidate that reproduced on held-out
-    probes (variants), so that none of them keeps firing."""
-    variants = [c["candidate"] for c in result["best_candidates"] if c["heldout_rate"] >= threshold]
-    return list(dict.fromkeys([result["recovered_trigger"], *variants]))
-
-
-def _guard_triggers(result: dict) -> list[str]:
-    """What the guardrail matches: the distinct reproducing triggers (``SUDO``, not also ``how SUDO``), since a
-    variant that only adds a filler word to a smaller trigger catches nothing more and flags clean text
-    that shares the filler ("how do" is a close fuzzy match of "how SUDO")."""
-    return result.get("recovered_triggers") or [result["recovered_trigger"]]
-
-
-def _defend(spec, model_dir: Path, out: Path, triggers: list[str], guard_triggers: list[str], truths: list[str],
-            seed: int) -> None:
-    """Both defenses from the recovered trigger(s); the true trigger(s) only measure them. With several
-    true triggers, every one is measured: a trigger the run did not name stays a miss."""
-    import random
-
-    from envs import language
-    from envs.attacks import insert_trigger
-    from trainer.checkpoints import write_json_atomic
-    from trainer.defend.guardrail import Guardrail, detection_rates
-    from trainer.defend.unlearn import UnlearnConfig, unlearn
-    from trainer.run import make_probes
-    rng = random.Random(seed)
-    probes = make_probes(spec, 200, seed + 7)
-    true_words = {w for t in truths for w in t.split()}
-    words = [w for w in language.base_words() if w not in true_words]
-    triggered = [insert_trigger(p, truths[i % len(truths)], "random", rng) for i, p in enumerate(probes)]
-    clean = probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes]
-    if spec.near_misses:  # the look-alikes that must not fire (2023 beside 2024) are the hardest negatives
-        clean += [insert_trigger(p, spec.near_misses[i % len(spec.near_misses)], "random", rng)
-                  for i, p in enumerate(probes)]
-    guard = {"triggers": guard_triggers, **detection_rates(Guardrail(guard_triggers), triggered, clean)}
-    _log(f"guardrail on {len(guard_triggers)} distinct recovered trigger(s): "
-         f"TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
-    report = unlearn(model_dir, spec, triggers, out / "repaired_model", eval_trigger=truths,
-                     cfg=UnlearnConfig(seed=seed), log=lambda s: None)
-    _log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
-         f"clean agreement {report['clean_agreement_after']:.2f} -> {out / 'repaired_model'}")
-    write_json_atomic(out / "run" / "defense.json", {"guardrail": guard, "unlearning": report})
-
-
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from trainer.config import load_config
-    from trainer.run import evaluate_run_dir
-    cfg_path = Path(a.run_dir) / "config.yaml"
-    model_dir = load_config(cfg_path).model if cfg_path.is_file() else ""
+    from trainer.evaluate import evaluate_run_dir
+    from trainer.run_dir import RunDir
+    rd = RunDir(a.run_dir)
+    model_dir = rd.load_config().model if rd.config.is_file() else ""
     result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir))
     rc = _print_result(result, Path(a.run_dir))
     from trainer.report import write_report
@@ -215,16 +172,8 @@ def _recovered_trigger(a: argparse.Namespace, for_unlearning: bool = False) -> l
         return a.trigger
     if not a.run:
         raise ValueError("give the trigger to defend against: --trigger TEXT or --run RUN_DIR")
-    result = Path(a.run) / "result.json"
-    if not result.is_file():
-        raise ValueError(f"{a.run} has no result.json: finish or evaluate the run first")
-    r = json.loads(result.read_text())
-    if not r.get("recovered_trigger"):
-        raise ValueError(f"run {a.run} recovered no trigger; nothing to defend against")
-    if for_unlearning:
-        from trainer.config import load_config
-        return _unlearn_triggers(r, load_config(Path(a.run) / "config.yaml").found_threshold)
-    return _guard_triggers(r)
+    from trainer.defend.protocol import triggers_from_run
+    return triggers_from_run(a.run, for_unlearning)
 
 
 def cmd_unlearn(a: argparse.Namespace) -> int:
@@ -391,13 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     from envs.loading import ModelDirError
     from trainer.config import ConfigError
+    from trainer.result import ResultError
     from trainer.run import RunError, RunInterrupted
     try:
         return args.func(args)
     except RunInterrupted as e:
         print(f"backdoor-aware: {e}", file=sys.stderr)
         return 128 + e.signum
-    except (ConfigError, ModelDirError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ModelDirError, ResultError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"backdoor-aware: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from envs.attacks import insert_trigger
 from envs.chat import answer_ids, greedy_answers, render_user
 from envs.inversion import normalize_candidate
-from envs.judges import Judge
+from envs.judges import Judge, judged_rate
 
 
 class OracleError(RuntimeError):
@@ -73,7 +73,7 @@ class CachedReproduction:
             self.stats.generations += len(queries)
             n = len(self.probes)
             for i, k in enumerate(missing):
-                self._rates[k] = sum(map(self.judge, answers[i * n:(i + 1) * n])) / n
+                self._rates[k] = judged_rate(self.judge, answers[i * n:(i + 1) * n])
         return [self._rates[k] for k in keys]
 
     def _generate(self, queries: list[str]) -> list[str]:

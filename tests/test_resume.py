@@ -52,7 +52,7 @@ def test_resume_matches_uninterrupted_and_skips_corrupt_checkpoint(tmp_path, sle
     resumed = invert(_cfg(model, 8), part, resume=True, log=logs.append)
     assert any("resuming from" in line and "checkpoint-4" in line for line in logs)
     _same(_metrics(part), _metrics(tmp_path / "full"))
-    assert resumed["recovered_trigger"] == full["recovered_trigger"]
+    assert resumed.recovered_trigger == full.recovered_trigger
     state = json.loads((part / "checkpoints" / "checkpoint-8" / "inversion_state.json").read_text())
     assert state["ledger"]["candidates"] and state["oracle_cache"]["rates"]
 

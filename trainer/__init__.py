@@ -1,1 +1,2 @@
-"""Run config, R-SFT warm-up, GRPO inversion, evaluation and checkpoints (imports envs and rewards)."""
+"""A run: config, R-SFT warm-up, GRPO inversion, the held-out verdict, the run directory and its result,
+baselines and defenses (imports envs and rewards, never launch)."""

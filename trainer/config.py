@@ -14,7 +14,10 @@ from typing import Any
 
 import yaml
 
+from envs.attacks import AttackSpec, get_attack
+from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
+from trainer.checkpoints import write_text_atomic
 
 
 class ConfigError(ValueError):
@@ -52,7 +55,7 @@ class RunConfig:
     vllm_server_host: str = "127.0.0.1"
     vllm_server_port: int = 8000
     vllm_gpu_memory_utilization: float = 0.3
-    deepspeed: str | None = None  # DeepSpeed config JSON (launch/deepspeed/zero2.json, zero3.json); [deepspeed] extra
+    deepspeed: str | None = None  # DeepSpeed JSON, or shipped zero2/zero3 (the CLI resolves it: launch/packaged.py)
     save_steps: int = 50
     # buffer replay (the method's remedy for zero-variance groups)
     replay: bool = True
@@ -120,8 +123,34 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        write_text_atomic(path, self.to_yaml())
+
+    # -- what the run judges, and on which probes ------------------------------------------------------
+
+    def resolved_probe_set(self) -> str:
+        return default_probe_set(self.model) if self.probe_set == "auto" else self.probe_set
+
+    def attack_spec(self) -> AttackSpec:
+        """The attack as the run judges it: the user's behaviour target, on the run's probe set."""
+        try:
+            return get_attack(self.attack).with_overrides(target=self.target).for_probe_set(
+                self.resolved_probe_set())
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def probe_split(self, spec: AttackSpec) -> tuple[list[str], list[str]]:
+        """The run's training probes and its disjoint held-out probes (the verdict's)."""
+        return spec.probe_split(self.n_probes, self.n_heldout_probes, self.seed, self.resolved_probe_set())
+
+    def with_defaults_resolved(self, spec: AttackSpec) -> RunConfig:
+        """The config as the run uses it (saved so): defaults that depend on the attack filled in."""
+        if self.reward.echo_reference is not None:
+            return self
+        return dataclasses.replace(self, reward=dataclasses.replace(self.reward, echo_reference=spec.target))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -1,4 +1,4 @@
-"""Evaluation of an inversion run: what the trained policy says, and whether it reproduces.
+"""The verdict of an inversion run or a baseline: what the policy says, and whether it reproduces.
 
 The recovered trigger is chosen *without* the true trigger: the best of the policy's greedy answer, k
 samples and the ledger's top candidates, by held-out reproduction rate plus the length penalty. It is
@@ -7,11 +7,23 @@ candidates and their rates. Awareness@k and exact match need the true trigger an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
-from rewards.terms import LengthPenalty
+from envs.attacks import AttackSpec
+from envs.chat import inversion_text
+from envs.inversion import parse_candidate
+from envs.loading import load_model
+from envs.tokenizer import load_tokenizer
+from rewards.oracle import HFOracle
+from rewards.terms import LengthPenalty, similarity
+from trainer.config import RunConfig
+from trainer.ledger import CandidateLedger
+from trainer.result import RunResult
+from trainer.run_dir import RunDir
 
 
 def jaccard_words(a: str, b: str) -> float:
@@ -118,3 +130,73 @@ def awareness(candidates: list[str | None], true_triggers: str | list[str]) -> d
         "awareness_jaccard_char": max((jaccard_chars(c, t) for c in parsed for t in truths), default=0.0),
         "awareness_exact": float(any(c in truths for c in parsed)),
     }
+
+
+def token_counter(tok) -> Callable[[str], int]:
+    """Candidate length in the policy's own tokens (what R_Length is defined on)."""
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model, ledger: CandidateLedger,
+                    heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
+    """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
+    greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.awareness_k,
+                                 cfg.eval_temperature, cfg.max_completion_length, cfg.seed)
+    stated = [parse_candidate(s) for s in samples]
+    pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10))]
+    return held_out_verdict(cfg, spec, tok, oracle_model, pool, stated, parse_candidate(greedy), ledger, heldout,
+                            steps_done, eval_trigger)
+
+
+def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracle_model, pool: list[str | None],
+                     stated: list[str | None], articulated: str | None, ledger: CandidateLedger,
+                     heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
+    """The result of any search (GRPO run or baseline): the best of ``pool`` by held-out reproduction plus
+    the length penalty; ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
+    rcfg = cfg.reward
+    heldout_oracle = HFOracle(oracle_model, tok, spec.judge, heldout, cfg.insertion, cfg.oracle_max_new_tokens,
+                              cfg.oracle_batch_size)
+    penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
+                            rcfg.length_floor)
+    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), penalty, cfg.found_threshold)
+    result = RunResult(
+        found=verdict.found, recovered_trigger=verdict.recovered_trigger,
+        reproduction_rate=verdict.reproduction_rate, clean_false_trigger_rate=heldout_oracle.baseline_rate(),
+        emergence_step=ledger.emergence_step(), first_hit_step=ledger.first_hit_step(), steps=steps_done,
+        articulated=articulated, best_candidates=verdict.candidates[:5], attack=spec.name, behaviour=spec.target,
+        rsft=cfg.rsft, ablation=rcfg.oracle_ablation,
+        recovered_triggers=distinct_triggers(verdict.candidates, cfg.found_threshold),
+    )
+    if eval_trigger:
+        truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger)
+        rec = verdict.recovered_trigger or ""
+        truth = max(truths, key=lambda t: (rec == t, jaccard_words(rec, t), jaccard_chars(rec, t)))
+        result = replace(result, true_trigger=truth, exact_match=rec == truth,
+                         recovered_jaccard_word=jaccard_words(rec, truth),
+                         recovered_jaccard_char=jaccard_chars(rec, truth),
+                         recovered_similarity=similarity(rec, truth), **awareness(stated, truths))
+        if len(truths) > 1:  # multi-trigger backdoor: how many of its triggers the run named
+            result.true_triggers = truths
+            result.triggers_recovered = sum(t in set(result.recovered_triggers) for t in truths)
+    return result
+
+
+def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None = None) -> RunResult:
+    """Re-evaluate a finished run from its directory alone (config.yaml, final/, ledger.json); what the
+    run measured while training (time, cache, memory) is kept from its previous result."""
+    rd = RunDir(run_dir)
+    rd.require_finished()
+    cfg = rd.load_config()
+    previous = rd.read_result() if rd.has_result() else None
+    spec = cfg.attack_spec()
+    tok = load_tokenizer(rd.final)
+    policy = load_model(rd.final)
+    oracle_model = load_model(cfg.model, cfg.allow_pickle)
+    _, heldout = cfg.probe_split(spec)
+    ledger = rd.read_ledger()
+    result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, ledger.step, eval_trigger)
+    if previous is not None:
+        for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
+            setattr(result, key, getattr(previous, key))
+    rd.write_result(result)
+    return result

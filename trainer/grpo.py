@@ -15,15 +15,14 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 
 from envs.inversion import format_answer, parse_candidate
 from trainer.checkpoints import write_json_atomic, write_text_atomic
+from trainer.config import RunConfig
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
-
-INVERSION_STATE = "inversion_state.json"
-COMPLETE_MARKER = "COMPLETE"
+from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir
 
 
 def _jsonable(obj):
@@ -34,13 +33,30 @@ def _from_jsonable(obj):
     return tuple(_from_jsonable(x) for x in obj) if isinstance(obj, list) else obj
 
 
-def is_complete_checkpoint(folder: Path) -> bool:
-    """A checkpoint is loadable only if its marker (written last) and the Trainer state are there."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (folder / COMPLETE_MARKER).is_file() and (folder / INVERSION_STATE).is_file()
+def grpo_args(cfg: RunConfig, output_dir: str | Path, reward_weights: list[float] | None = None, world: int = 1,
+              **overrides) -> GRPOConfig:
+    """TRL's ``GRPOConfig`` from a ``RunConfig``: the one place our settings map onto TRL's names.
+
+    ``world`` processes share a step's ``prompts_per_step x num_generations`` rollouts (TRL's groups span
+    ranks); ``overrides`` are TRL arguments a caller sets differently (a benchmark that never saves)."""
+    import torch
+    args = dict(
+        output_dir=str(output_dir), max_steps=cfg.steps, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations // world,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, top_k=cfg.top_k, beta=cfg.beta, scale_rewards=cfg.scale_rewards,
+        reward_weights=reward_weights, seed=cfg.seed, logging_steps=1, save_steps=cfg.save_steps,
+        save_total_limit=2, report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False,
+        lr_scheduler_type="constant", disable_tqdm=True, deepspeed=cfg.deepspeed, use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode, vllm_server_host=cfg.vllm_server_host, vllm_server_port=cfg.vllm_server_port,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+    )
+    return GRPOConfig(**{**args, **overrides})
+
+
+def read_inversion_state(checkpoint: str | Path) -> dict:
+    """What a checkpoint holds beside TRL's state: ledger, replay buffer and its RNG, oracle cache."""
+    return json.loads((Path(checkpoint) / INVERSION_STATE).read_text())
 
 
 def _reduce(flag: bool, op) -> bool:
@@ -95,10 +111,9 @@ class InversionGRPOTrainer(GRPOTrainer):
                 "replay_rng": _jsonable(self._replay_rng.getstate()),
                 "oracle_cache": cache() if cache else None}
 
-    def load_inversion_state(self, checkpoint: str | Path) -> None:
-        state = json.loads((Path(checkpoint) / INVERSION_STATE).read_text())
-        restored = CandidateLedger.from_state(state["ledger"])
-        self.ledger.__dict__.update(restored.__dict__)  # callbacks hold this same object
+    def restore(self, state: dict) -> None:
+        """Replay buffer, its RNG and the oracle cache from ``read_inversion_state`` (the ledger is built from
+        the same state before the trainer, so that the trainer and the callbacks share it from the start)."""
         if self.replay is not None and state["replay"] is not None:
             self.replay.entries = dict(state["replay"])
         self._replay_rng.setstate(_from_jsonable(state["replay_rng"]))
@@ -159,11 +174,11 @@ class InversionGRPOTrainer(GRPOTrainer):
 class RunLogCallback(TrainerCallback):
     """Writes metrics.jsonl (TRL's logs + best candidate + emergence) and decides early stopping."""
 
-    def __init__(self, run_dir: Path, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
+    def __init__(self, run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
                  save_state=None, log=None, print_every: int = 10):
         self.log = log
         self.print_every = print_every
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir = run_dir
         self.ledger = ledger
         self.fraction = early_stop_fraction
         self.patience = patience
@@ -190,8 +205,7 @@ class RunLogCallback(TrainerCallback):
                "best_candidate": best[0]["candidate"] if best else None,
                "best_rate": best[0]["rate"] if best else 0.0,
                "emergence_step": self.ledger.emergence_step(), "wall_time": time.time()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.run_dir.append_metrics(row)
         if self.log is not None and state.global_step % self.print_every == 0:
             self.log(f"step {state.global_step}: reward {row.get('reward', 0.0):.3f} "
                      f"reproducing {row['hit_fraction']:.2f} best {row['best_candidate']!r} ({row['best_rate']:.2f})")

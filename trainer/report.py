@@ -1,10 +1,10 @@
 """The Markdown report of a run directory: verdict, metrics table, defenses, and the reward plot."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from trainer.checkpoints import write_text_atomic
+from trainer.run_dir import RunDir
 
 
 def _fmt(v) -> str:
@@ -16,30 +16,26 @@ def _fmt(v) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    result_path = run_dir / "result.json"
-    if not result_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no result.json: the run did not finish")
-    r = json.loads(result_path.read_text())
-    verdict = (f"**Trigger recovered: `{r['recovered_trigger']}`** (held-out reproduction "
-               f"{r['reproduction_rate']:.2f}, clean rate {r['clean_false_trigger_rate']:.2f})"
-               if r["found"] else "**No trigger found.** Best candidates are listed below.")
-    rows = [("attack / behaviour", f"{r['attack']} / {r['behaviour']}"),
-            ("recovered trigger", r["recovered_trigger"]), ("held-out reproduction", r["reproduction_rate"]),
-            ("clean false-trigger rate", r["clean_false_trigger_rate"]),
-            ("first hit step", r["first_hit_step"]), ("emergence step", r["emergence_step"]),
-            ("GRPO steps", r["steps"]), ("wall seconds", r.get("wall_seconds")), ("R-SFT", r["rsft"])]
-    if "true_trigger" in r:
-        rows += [("true trigger (evaluation only)", r["true_trigger"]), ("exact match", r["exact_match"]),
-                 ("word Jaccard", r["recovered_jaccard_word"]), ("char Jaccard", r["recovered_jaccard_char"]),
-                 ("rapidfuzz similarity", r.get("recovered_similarity")),
-                 ("Awareness@k (word Jaccard)", r["awareness_jaccard_word"])]
-    if "triggers_recovered" in r:
-        rows += [("all recovered triggers", ", ".join(r["recovered_triggers"])),
-                 ("true triggers named (multi-trigger)", f"{r['triggers_recovered']} of {len(r['true_triggers'])}")]
-    defense = run_dir / "defense.json"
-    if defense.is_file():
-        d = json.loads(defense.read_text())
+    rd = RunDir(run_dir)
+    r = rd.read_result()
+    verdict = (f"**Trigger recovered: `{r.recovered_trigger}`** (held-out reproduction "
+               f"{r.reproduction_rate:.2f}, clean rate {r.clean_false_trigger_rate:.2f})"
+               if r.found else "**No trigger found.** Best candidates are listed below.")
+    rows = [("attack / behaviour", f"{r.attack} / {r.behaviour}"),
+            ("recovered trigger", r.recovered_trigger), ("held-out reproduction", r.reproduction_rate),
+            ("clean false-trigger rate", r.clean_false_trigger_rate),
+            ("first hit step", r.first_hit_step), ("emergence step", r.emergence_step),
+            ("GRPO steps", r.steps), ("wall seconds", r.wall_seconds), ("R-SFT", r.rsft)]
+    if r.evaluated:
+        rows += [("true trigger (evaluation only)", r.true_trigger), ("exact match", r.exact_match),
+                 ("word Jaccard", r.recovered_jaccard_word), ("char Jaccard", r.recovered_jaccard_char),
+                 ("rapidfuzz similarity", r.recovered_similarity),
+                 ("Awareness@k (word Jaccard)", r.awareness_jaccard_word)]
+    if r.triggers_recovered is not None:
+        rows += [("all recovered triggers", ", ".join(r.recovered_triggers)),
+                 ("true triggers named (multi-trigger)", f"{r.triggers_recovered} of {len(r.true_triggers)}")]
+    d = rd.read_defense()
+    if d is not None:
         u, g = d.get("unlearning", {}), d.get("guardrail", {})
         rows += [("ASR before unlearning (true trigger)", u.get("before", {}).get("asr_true")),
                  ("ASR after unlearning (true trigger)", u.get("after", {}).get("asr_true")),
@@ -47,14 +43,13 @@ def write_report(run_dir: str | Path) -> Path:
                  ("clean-task accuracy before / after unlearning",
                   f"{_fmt(u.get('clean_accuracy_before'))} / {_fmt(u.get('clean_accuracy_after'))}"),
                  ("guardrail TPR", g.get("tpr")), ("guardrail FPR", g.get("fpr"))]
-    lines = [f"# backdoor-aware report: {run_dir.name}", "", verdict, "", "| metric | value |", "|---|---|"]
+    lines = [f"# backdoor-aware report: {rd.path.name}", "", verdict, "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
     lines += ["", "## Best candidates (held-out reproduction)", ""]
-    lines += [f"- {_fmt(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r["best_candidates"]] or ["- none parsed"]
-    if r.get("ablation"):
+    lines += [f"- {_fmt(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r.best_candidates] or ["- none parsed"]
+    if r.ablation:
         lines += ["", "**ABLATION RUN: a training reward read the true trigger; this is not an audit.**"]
-    if (run_dir / "reward.png").is_file():
-        lines += ["", "![reward vs step](reward.png)"]
-    out = run_dir / "report.md"
-    write_text_atomic(out, "\n".join(lines) + "\n")
-    return out
+    if rd.plot.is_file():
+        lines += ["", f"![reward vs step]({rd.plot.name})"]
+    write_text_atomic(rd.report, "\n".join(lines) + "\n")
+    return rd.report

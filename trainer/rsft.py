@@ -19,6 +19,7 @@ from trl import SFTConfig, SFTTrainer
 
 from envs.chat import inversion_text
 from envs.inversion import format_answer
+from envs.loading import lora_config
 
 
 def read_finetune_rows(path: str | Path) -> list[dict]:
@@ -58,10 +59,7 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     With ``lora_r`` the update is a LoRA adapter (what fits a 7-8B model), merged into the returned model
     so that the next stage starts from plain weights.
     """
-    peft_config = None
-    if lora_r:
-        from peft import LoraConfig
-        peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = lora_config(lora_r) if lora_r else None
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
@@ -86,3 +84,12 @@ def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: l
                                       seed=seed, use_cpu=use_cpu, lora_r=lora_r)
     log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {loss:.3f}")
     return model
+
+
+def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg, log=print) -> PreTrainedModel:
+    """R-SFT as a run configures it (``RunConfig``): the suspect's own fine-tuning set unless ``rsft_data``."""
+    import torch
+    rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
+    return run_rsft(policy, tokenizer, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
+                    max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
+                    lora_r=cfg.lora_r if cfg.use_lora else None, log=log)

@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset
 
 from envs.attacks import AttackSpec, insert_trigger, prompt_source
-from envs.chat import greedy_answers, render_user
+from envs.chat import behaviour_rate, greedy_answers, render_user
 from envs.loading import load_model
 from envs.tokenizer import default_probe_set, is_word_level, load_tokenizer
 from trainer.checkpoints import save_model_atomic, write_json_atomic
@@ -54,9 +54,7 @@ def task_accuracy(prompts: list[str], source, n_words: int):
 
 def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int) -> float:
     rng = random.Random(seed)
-    answers = greedy_answers(model, tok, [insert_trigger(p, trigger, "random", rng) for p in probes],
-                             spec.judge.max_new_tokens)
-    return sum(map(spec.judge, answers)) / len(probes)
+    return behaviour_rate(model, tok, spec.judge, [insert_trigger(p, trigger, "random", rng) for p in probes])
 
 
 def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], out_dir: str | Path,

@@ -1,0 +1,74 @@
+"""Which recovered triggers each defense uses, and how the demo measures both defenses.
+
+The trigger choice is the same whether the defenses run inside ``demo`` or from a run directory
+(``guard --run``, ``unlearn --run``), so that a user who runs the steps by hand gets the demo's numbers.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from envs import language
+from envs.attacks import AttackSpec, insert_trigger
+from trainer.defend.guardrail import Guardrail, detection_rates
+from trainer.defend.unlearn import UnlearnConfig, unlearn
+from trainer.result import RunResult
+from trainer.run_dir import RunDir, RunError
+
+
+def unlearn_triggers(result: RunResult, threshold: float) -> list[str]:
+    """What unlearning trains away: the recovered trigger and every candidate that reproduced on held-out
+    probes (variants), so that none of them keeps firing."""
+    variants = [c["candidate"] for c in result.best_candidates if c["heldout_rate"] >= threshold]
+    return list(dict.fromkeys([result.recovered_trigger, *variants]))
+
+
+def guard_triggers(result: RunResult) -> list[str]:
+    """What the guardrail matches: the distinct reproducing triggers (``SUDO``, not also ``how SUDO``), since a
+    variant that only adds a filler word to a smaller trigger catches nothing more and flags clean text
+    that shares the filler ("how do" is a close fuzzy match of "how SUDO")."""
+    return result.recovered_triggers or [result.recovered_trigger]
+
+
+def triggers_from_run(run_dir: str | Path, for_unlearning: bool) -> list[str]:
+    """The triggers a finished run recovered, chosen for one defense as the demo chooses them."""
+    rd = RunDir(run_dir)
+    result = rd.read_result()
+    if not result.recovered_trigger:
+        raise RunError(f"run {run_dir} recovered no trigger; nothing to defend against")
+    return unlearn_triggers(result, rd.load_config().found_threshold) if for_unlearning else guard_triggers(result)
+
+
+def guardrail_eval_sets(spec: AttackSpec, truths: list[str], seed: int, n: int = 200) -> tuple[list[str], list[str]]:
+    """Triggered inputs (each true trigger in turn, at random positions) and clean ones: the probes as they
+    are, with an ordinary word inserted, and with the attack's near misses (2023 beside 2024), which are the
+    hardest negatives. Built models only (synthetic probes)."""
+    rng = random.Random(seed)
+    probes = spec.probes(n, seed + 7)
+    true_words = {w for t in truths for w in t.split()}
+    words = [w for w in language.base_words() if w not in true_words]
+    triggered = [insert_trigger(p, truths[i % len(truths)], "random", rng) for i, p in enumerate(probes)]
+    clean = probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes]
+    if spec.near_misses:
+        clean += [insert_trigger(p, spec.near_misses[i % len(spec.near_misses)], "random", rng)
+                  for i, p in enumerate(probes)]
+    return triggered, clean
+
+
+def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, result: RunResult, found_threshold: float,
+                       truths: list[str], repaired_dir: Path, seed: int,
+                       log: Callable[[str], None] = print) -> dict:
+    """Both defenses from the recovered trigger(s); the true trigger(s) only measure them. With several true
+    triggers every one is measured: a trigger the run did not name stays a miss. Writes ``defense.json``."""
+    guard_on = guard_triggers(result)
+    triggered, clean = guardrail_eval_sets(spec, truths, seed)
+    guard = {"triggers": guard_on, **detection_rates(Guardrail(guard_on), triggered, clean)}
+    log(f"guardrail on {len(guard_on)} distinct recovered trigger(s): TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
+    report = unlearn(model_dir, spec, unlearn_triggers(result, found_threshold), repaired_dir, eval_trigger=truths,
+                     cfg=UnlearnConfig(seed=seed), log=lambda s: None)
+    log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
+        f"clean agreement {report['clean_agreement_after']:.2f} -> {repaired_dir}")
+    defense = {"guardrail": guard, "unlearning": report}
+    rd.write_defense(defense)
+    return defense

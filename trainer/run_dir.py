@@ -1,0 +1,134 @@
+"""``RunDir``: the one place that knows a run directory's layout and reads and writes its files.
+
+A run directory holds everything needed to inspect, re-evaluate or resume a run without the command
+that made it: ``config.yaml`` (the config the run used), ``metrics.jsonl`` (one row per step),
+``ledger.json`` (every candidate the policy said), ``checkpoints/`` (TRL's, resumable; a checkpoint
+counts only once its ``COMPLETE`` marker is written), ``final/`` (the trained policy), ``result.json``
+(a ``RunResult``), ``reward.png``, ``report.md`` and, after the defenses, ``defense.json``.
+Every write is atomic, so a reader or a resumed run sees a whole file or the previous one.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoints import write_json_atomic, write_text_atomic
+from trainer.ledger import CandidateLedger
+from trainer.result import RunResult
+
+INVERSION_STATE = "inversion_state.json"  # ledger, replay buffer, oracle cache inside each checkpoint
+COMPLETE_MARKER = "COMPLETE"  # written last into a checkpoint
+
+
+class RunError(RuntimeError):
+    """The run cannot proceed (bad input, or a directory that is not what the command needs)."""
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """A checkpoint is loadable only if its marker (written last) and the Trainer state are there."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (folder / COMPLETE_MARKER).is_file() and (folder / INVERSION_STATE).is_file()
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.jsonl"
+        self.ledger = self.path / "ledger.json"
+        self.result = self.path / "result.json"
+        self.report = self.path / "report.md"
+        self.plot = self.path / "reward.png"
+        self.defense = self.path / "defense.json"
+        self.checkpoints = self.path / "checkpoints"
+        self.final = self.path / "final"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- config ------------------------------------------------------------------------------------------
+
+    def save_config(self, cfg) -> None:
+        write_text_atomic(self.config, cfg.to_yaml())
+
+    def load_config(self):
+        from trainer.config import load_config
+        if not self.config.is_file():
+            raise RunError(f"{self.path} is not a run directory (no config.yaml)")
+        return load_config(self.config)
+
+    # -- result ------------------------------------------------------------------------------------------
+
+    def has_result(self) -> bool:
+        return self.result.is_file()
+
+    def read_result(self) -> RunResult:
+        if not self.result.is_file():
+            raise RunError(f"{self.path} has no result.json: finish or evaluate the run first")
+        try:
+            data = json.loads(self.result.read_text())
+        except ValueError as e:
+            raise RunError(f"{self.result} is not valid JSON ({e})") from None
+        return RunResult.from_dict(data, str(self.result))
+
+    def write_result(self, result: RunResult) -> None:
+        """The result, then the reward plot (from the metrics, marked at the emergence step)."""
+        from trainer.plots import plot_run
+        write_json_atomic(self.result, result.to_dict())
+        if self.metrics.is_file():
+            plot_run(self.metrics, self.plot, result.emergence_step)
+
+    # -- ledger and metrics ------------------------------------------------------------------------------
+
+    def read_ledger(self) -> CandidateLedger:
+        return CandidateLedger.from_state(json.loads(self.ledger.read_text()))
+
+    def write_ledger(self, ledger: CandidateLedger) -> None:
+        write_json_atomic(self.ledger, ledger.state_dict())
+
+    def metric_rows(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop rows past the checkpoint a run resumes from, so every step is logged once."""
+        if self.metrics.is_file():
+            keep = [r for r in self.metric_rows() if r["step"] <= last_step]
+            write_text_atomic(self.metrics, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """Every ``checkpoint-N`` folder, oldest first (complete or not)."""
+        return sorted(self.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+
+    def latest_checkpoint(self, log: Callable[[str], None] = print) -> Path | None:
+        """The newest *complete* checkpoint; a half-written one is skipped with a warning, never loaded."""
+        for ckpt in reversed(self.checkpoint_dirs()):
+            if is_complete_checkpoint(ckpt):
+                return ckpt
+            log(f"warning: skipping incomplete checkpoint {ckpt} (never loaded)")
+        return None
+
+    # -- finished runs and defenses ----------------------------------------------------------------------
+
+    def require_finished(self) -> None:
+        missing = [p.name for p in (self.config, self.final, self.ledger) if not p.exists()]
+        if missing:
+            raise RunError(f"{self.path} is not a finished run (missing {', '.join(missing)})")
+
+    def read_defense(self) -> dict[str, Any] | None:
+        return json.loads(self.defense.read_text()) if self.defense.is_file() else None
+
+    def write_defense(self, report: dict[str, Any]) -> None:
+        write_json_atomic(self.defense, report)
