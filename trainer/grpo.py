@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer import grpo_trainer
 
 from envs.inversion import format_answer, parse_candidate
 from trainer.checkpoints import write_json_atomic, write_text_atomic
@@ -23,6 +24,7 @@ from trainer.config import RunConfig
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
 from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir
+from trainer.vllm_rollouts import RolloutGeneration, rebind
 
 
 def _jsonable(obj):
@@ -81,9 +83,17 @@ def all_ranks_agree(flag: bool) -> bool:
 
 
 class InversionGRPOTrainer(GRPOTrainer):
+    vllm_sync_checks = 2  # how many of a process's first vLLM weight syncs ``check_vllm_sync`` verifies
+
     def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None,
                  replay_per_group: int = 2, seed: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
+        # GRPOTrainer builds its vLLM backend inline, as ``VLLMGeneration(...)`` looked up in its module;
+        # rebinding that name while it does makes it build ours (trainer/vllm_rollouts.py: the engine in the
+        # policy's dtype, a weight sync that works on CPU) from exactly TRL's arguments.
+        with rebind(grpo_trainer, "VLLMGeneration", RolloutGeneration):
+            super().__init__(*args, **kwargs)
+        self._vllm_checks_left = self.vllm_sync_checks
+        self.vllm_checked_steps: list[int] = []
         self.oracle = oracle
         self.ledger = ledger
         self.replay = replay
@@ -129,6 +139,31 @@ class InversionGRPOTrainer(GRPOTrainer):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._metrics["train" if self.model.training else "eval"]["time/rewards"].append(time.perf_counter() - t0)
         return rewards
+
+    # -- vLLM: rollouts must come from the policy's current weights ----------------------------------
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        synced = self.use_vllm and self.state.global_step != self._last_loaded_step  # TRL syncs in super()
+        out = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        if synced and self._vllm_checks_left > 0 and self.vllm_generation.can_check():
+            self._vllm_checks_left -= 1
+            self.check_vllm_sync(prompt_ids[0])
+        return out
+
+    def check_vllm_sync(self, prompt_ids: list[int]) -> None:
+        """Raise ``RuntimeError`` if the vLLM engine does not answer ``prompt_ids`` as the policy does.
+
+        A broken weight sync raises nothing by itself: GRPO then trains on rollouts from other weights
+        (the checkpoint's, another dtype's, a stale packed layer's) and the run just learns less or wrongly.
+        The first ``vllm_sync_checks`` syncs are checked (the first tests the engine's build and dtype,
+        the second that updates reach it), on the step's first prompt and a few greedy tokens: about one
+        short generation and one forward pass, so it stays on by default."""
+        from trl.models import unwrap_model_for_generation
+        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation) as policy,
+              self._dist.summon_full_params(self.model_wrapped, recurse=False)):
+            self.vllm_generation.check_sync(policy, prompt_ids, self.state.global_step)
+        self.vllm_checked_steps.append(self.state.global_step)
 
     def _generate(self, prompts: list):
         t0 = time.perf_counter()

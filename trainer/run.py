@@ -19,13 +19,14 @@ from envs.attacks import AttackSpec
 from envs.chat import inversion_text
 from envs.loading import check_model_dir, load_model, lora_config
 from envs.tokenizer import load_tokenizer
-from rewards.oracle import HFOracle
 from rewards.registry import RewardContext, build_reward_funcs
+from rewards.vllm_engine import VLLM_MISSING, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import evaluate_policy, token_counter
 from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, grpo_args, read_inversion_state
 from trainer.ledger import CandidateLedger
+from trainer.oracles import SuspectOracles
 from trainer.replay import ReplayBuffer
 from trainer.result import RunResult
 from trainer.rsft import rsft_stage
@@ -65,7 +66,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     # -- the frozen oracle, and the judge's rate with no trigger (a judge that already fires is useless)
     tok = load_tokenizer(cfg.model)
     probes, heldout = cfg.probe_split(spec)
-    oracle, oracle_model = build_oracle(cfg, spec, tok, probes, device)
+    oracles = SuspectOracles(cfg, spec, tok, device)
+    oracle = oracles.oracle(probes)
     check_baseline(cfg, spec, oracle, log)
 
     # -- the run directory: the config as used, and on resume the newest complete checkpoint
@@ -100,7 +102,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         return None
 
     # -- finish: the trained policy, the held-out verdict, result.json
-    return finish(cfg, spec, rd, trainer, tok, oracle, oracle_model, ledger, heldout, eval_trigger, t0, device)
+    return finish(cfg, spec, rd, trainer, tok, oracle, oracles, ledger, heldout, eval_trigger, t0)
 
 
 def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[RunConfig, AttackSpec]:
@@ -111,9 +113,9 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
         raise RunError(f"cannot resume: {rd} has no config.yaml")
     cfg.validate()
     spec = cfg.attack_spec()
-    if cfg.use_vllm and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("use_vllm=true needs vLLM: pip install 'backdoor-aware[vllm]' on a CUDA machine "
-                          "(or set use_vllm=false for HF generate)")
+    if (cfg.use_vllm or cfg.oracle_backend == "vllm") and not vllm_available():
+        raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "
+                          "oracle_backend: hf)")
     if cfg.deepspeed:
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("deepspeed config given but DeepSpeed is not installed: pip install "
@@ -125,18 +127,6 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
                           f"rollouts per step do not divide over {world} processes")
     check_model_dir(cfg.model, cfg.allow_pickle)
     return cfg.with_defaults_resolved(spec), spec
-
-
-def build_oracle(cfg: RunConfig, spec: AttackSpec, tok, probes: list[str], device: str):
-    """The behaviour oracle on the training probes, and the frozen model behind it (``None`` when a server
-    holds it: then only rank 0 loads a copy, for the held-out verdict)."""
-    if cfg.oracle_backend == "http":
-        from rewards.oracle_http import HTTPOracle
-        return HTTPOracle(cfg.oracle_url, cfg.model, tok, spec.judge, probes, cfg.insertion,
-                          cfg.oracle_max_new_tokens, cfg.oracle_timeout, cfg.oracle_retries), None
-    oracle_model = load_model(cfg.model, cfg.allow_pickle, device=device)
-    return HFOracle(oracle_model, tok, spec.judge, probes, cfg.insertion, cfg.oracle_max_new_tokens,
-                    cfg.oracle_batch_size), oracle_model
 
 
 def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str], None]) -> None:
@@ -175,13 +165,11 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
     return trainer, stopper
 
 
-def finish(cfg: RunConfig, spec: AttackSpec, rd: RunDir, trainer, tok, oracle, oracle_model, ledger: CandidateLedger,
-           heldout: list[str], eval_trigger, t0: float, device: str) -> RunResult:
-    if oracle_model is None:
-        oracle_model = load_model(cfg.model, cfg.allow_pickle, device=device)
+def finish(cfg: RunConfig, spec: AttackSpec, rd: RunDir, trainer, tok, oracle, oracles: SuspectOracles,
+           ledger: CandidateLedger, heldout: list[str], eval_trigger, t0: float) -> RunResult:
     policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    save_model_atomic(policy, tok, rd.final, extra=lambda d: cfg.save(d / "config.yaml"))
-    result = evaluate_policy(cfg, spec, policy, tok, oracle_model, ledger, heldout, trainer.state.global_step,
+    save_model_atomic(policy, tok, rd.final, extra=lambda d: cfg.save(d / rd.config.name))
+    result = evaluate_policy(cfg, spec, policy, tok, oracles, ledger, heldout, trainer.state.global_step,
                              eval_trigger)
     result.wall_seconds = round(time.time() - t0, 1)
     result.start_time = round(t0, 1)

@@ -1,0 +1,45 @@
+"""The run's frozen suspect model, loaded once, and the oracles on it (training probes, held-out probes).
+
+Every oracle of a run (the reward's, the held-out verdict's, a baseline's) goes through ``SuspectOracles``,
+so they all use the backend the config names: an HF copy in this process, a vLLM engine in this process,
+or a shared server. A model or engine is built on first use only: a server run loads no copy at all.
+"""
+from __future__ import annotations
+
+from envs.attacks import AttackSpec
+from envs.loading import load_model
+from rewards.oracle import HFOracle, Oracle
+from trainer.config import RunConfig
+
+
+class SuspectOracles:
+    def __init__(self, cfg: RunConfig, spec: AttackSpec, tokenizer, device: str | None = None):
+        self.cfg, self.spec, self.tokenizer, self.device = cfg, spec, tokenizer, device
+        self._model = None
+        self._engine = None
+
+    @property
+    def model(self):
+        """The frozen HF copy (GCG needs its gradients whatever the oracle backend)."""
+        if self._model is None:
+            self._model = load_model(self.cfg.model, self.cfg.allow_pickle, device=self.device)
+        return self._model
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from rewards.vllm_engine import build_engine
+            self._engine = build_engine(self.cfg.model, seed=self.cfg.seed)
+        return self._engine
+
+    def oracle(self, probes: list[str]) -> Oracle:
+        cfg, judge = self.cfg, self.spec.judge
+        if cfg.oracle_backend == "http":
+            from rewards.oracle_http import HTTPOracle
+            return HTTPOracle(cfg.oracle_url, cfg.model, self.tokenizer, judge, probes, cfg.insertion,
+                              cfg.oracle_max_new_tokens, cfg.oracle_timeout, cfg.oracle_retries)
+        if cfg.oracle_backend == "vllm":
+            from rewards.oracle_vllm import VLLMOracle
+            return VLLMOracle(self.engine, self.tokenizer, judge, probes, cfg.insertion, cfg.oracle_max_new_tokens)
+        return HFOracle(self.model, self.tokenizer, judge, probes, cfg.insertion, cfg.oracle_max_new_tokens,
+                        cfg.oracle_batch_size)
