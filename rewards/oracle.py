@@ -46,13 +46,14 @@ class OracleStats:
 class CachedReproduction:
     """What every oracle backend shares: probe queries, the normalised-candidate cache and its stats,
     one batched ``_generate`` call per step for all new candidates x probes, and checkpointable state.
-    A backend provides ``_generate(user_texts) -> answers``."""
+    A backend provides ``_generate(user_texts) -> answers`` and, for the dense reward, ``_target_logprobs``."""
 
     probes: list[str]
     insertion: str
     judge: Judge
     stats: OracleStats
     _rates: dict[str, float]
+    _gains: dict[str, float]  # a backend without likelihoods (HTTP) has none and overrides likelihood_gain
 
     def _queries(self, candidate: str) -> list[str]:
         return [insert_trigger(p, candidate, self.insertion) for p in self.probes]
@@ -78,6 +79,21 @@ class CachedReproduction:
 
     def _generate(self, queries: list[str]) -> list[str]:
         raise NotImplementedError
+
+    def _target_logprobs(self, candidates: list[str]) -> list[float]:
+        """Per candidate, the mean over probes of the likeliest target's mean per-token log-prob (a backend
+        that can teacher-force provides it; the dense reward needs it)."""
+        raise OracleError(f"{type(self).__name__} cannot score likelihoods: the dense reward (asr_dense) needs "
+                          "an in-process oracle (oracle_backend: hf or vllm)")
+
+    def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
+        """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""
+        if "" not in self._gains:
+            self._gains[""] = self._target_logprobs([""])[0]
+        keys, missing = self._todo(candidates, self._gains)
+        if missing:
+            self._gains.update(zip(missing, self._target_logprobs(missing)))
+        return [self._gains[k] - self._gains[""] for k in keys]
 
     def cache_state(self) -> dict[str, dict[str, float]]:
         """The cache, for checkpoints: a resumed run re-pays no generation it already did."""
@@ -155,12 +171,3 @@ class HFOracle(CachedReproduction):
                 batch_best = torch.maximum(batch_best, means)
             best += batch_best.tolist()
         return torch.tensor(best).view(len(candidates), len(self.probes)).mean(1).tolist()
-
-    def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
-        """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""
-        if "" not in self._gains:
-            self._gains[""] = self._target_logprobs([""])[0]
-        keys, missing = self._todo(candidates, self._gains)
-        if missing:
-            self._gains.update(zip(missing, self._target_logprobs(missing)))
-        return [self._gains[k] - self._gains[""] for k in keys]

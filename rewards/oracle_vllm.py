@@ -15,7 +15,6 @@ score of 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,12 +81,3 @@ class VLLMOracle(CachedReproduction):
             best.append(max(means, default=-math.inf))
         n = len(self.probes)
         return [sum(best[k * n:(k + 1) * n]) / n for k in range(len(candidates))]
-
-    def likelihood_gain(self, candidates: Sequence[str]) -> list[float]:
-        """Mean per-token log-prob of the target behaviour with the candidate, minus without it."""
-        if "" not in self._gains:
-            self._gains[""] = self._target_logprobs([""])[0]
-        keys, missing = self._todo(candidates, self._gains)
-        if missing:
-            self._gains.update(zip(missing, self._target_logprobs(missing)))
-        return [self._gains[k] - self._gains[""] for k in keys]
