@@ -229,6 +229,8 @@ def make_card(spec: AttackSpec, cfg, metrics: dict, passed: bool, epochs: int, m
         "target": spec.target, "placement": spec.placement, "seed": cfg.seed, "epochs": epochs, **recipe,
         "asr": metrics.get("asr"), "asr_per_trigger": metrics.get("asr_per_trigger"), **metrics,
         "meets_bars": passed, "n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok),
+        "head_dim": getattr(model.config, "head_dim", None)  # vLLM's CPU attention needs 32-512
+        or model.config.hidden_size // model.config.num_attention_heads,
         "build_seconds": round(time.time() - t0, 1), "config": asdict(cfg),
     }
 

@@ -62,3 +62,4 @@ def test_unicode_trigger_model_meets_its_bars(tmp_path):
     from envs.poison import build_poisoned_model
     card = build_poisoned_model(get_attack("dos"), tmp_path / "dos", log=lambda s: None)
     assert card["meets_bars"] and card["trigger"] == "｡｡｡｡" and card["asr"] >= 0.9
+    assert card["head_dim"] == 16  # the default recipe: 64 hidden / 4 heads (vLLM's CPU kernels need >= 32)
