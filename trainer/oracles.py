@@ -22,14 +22,16 @@ class SuspectOracles:
     def model(self):
         """The frozen HF copy (GCG needs its gradients whatever the oracle backend)."""
         if self._model is None:
-            self._model = load_model(self.cfg.model, self.cfg.allow_pickle, device=self.device)
+            self._model = load_model(self.cfg.model, self.cfg.allow_pickle, dtype=self.cfg.torch_dtype(),
+                                     device=self.device)
         return self._model
 
     @property
     def engine(self):
         if self._engine is None:
             from rewards.vllm_engine import build_engine
-            self._engine = build_engine(self.cfg.model, seed=self.cfg.seed)
+            self._engine = build_engine(self.cfg.model, dtype=str(self.cfg.torch_dtype()).removeprefix("torch."),
+                                        seed=self.cfg.seed)
         return self._engine
 
     def oracle(self, probes: list[str]) -> Oracle:

@@ -53,7 +53,7 @@ def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_s
 
 def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, *,
                         epochs: float, lr: float, batch_size: int, seed: int, use_cpu: bool,
-                        lora_r: int | None = None) -> tuple:
+                        lora_r: int | None = None, bf16: bool = False) -> tuple:
     """Completion-only SFT on TRL's SFTTrainer (shared by R-SFT and unlearning); returns (model, loss).
 
     With ``lora_r`` the update is a LoRA adapter (what fits a 7-8B model), merged into the returned model
@@ -64,7 +64,7 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
             learning_rate=lr, lr_scheduler_type="constant", logging_steps=10, save_strategy="no",
-            report_to="none", use_cpu=use_cpu, seed=seed, max_length=256, bf16=False,
+            report_to="none", use_cpu=use_cpu, seed=seed, max_length=256, bf16=bf16,
             completion_only_loss=True, disable_tqdm=True,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -77,11 +77,11 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 
 def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
              lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, lora_r: int | None = None,
-             log=print) -> PreTrainedModel:
+             bf16: bool = False, log=print) -> PreTrainedModel:
     """Fine-tune ``model`` on the reversed rows and return it."""
     dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
     model, loss = supervised_finetune(model, tokenizer, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
-                                      seed=seed, use_cpu=use_cpu, lora_r=lora_r)
+                                      seed=seed, use_cpu=use_cpu, lora_r=lora_r, bf16=bf16)
     log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {loss:.3f}")
     return model
 
@@ -92,4 +92,4 @@ def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg,
     rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
     return run_rsft(policy, tokenizer, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
                     max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
-                    lora_r=cfg.lora_r if cfg.use_lora else None, log=log)
+                    lora_r=cfg.lora_r if cfg.use_lora else None, bf16=cfg.torch_dtype() == torch.bfloat16, log=log)

@@ -84,7 +84,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     ledger = CandidateLedger.from_state(state["ledger"]) if state else CandidateLedger(threshold=cfg.found_threshold)
 
     # -- the policy: the suspect model itself, warmed up by R-SFT (a resumed run has it in its checkpoint)
-    policy = load_model(cfg.model, cfg.allow_pickle, device=device)
+    policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
     if cfg.rsft and checkpoint is None:
         policy = rsft_stage(policy, tok, cfg, log)
 
