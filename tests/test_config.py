@@ -98,3 +98,10 @@ def test_dtype_resolves_per_machine_and_maps_onto_trl(tmp_path):
     assert not args.bf16 and not args.fp16
     bf16 = load_config(overrides={"model": "m", "dtype": "bfloat16"})
     assert bf16.torch_dtype() == torch.bfloat16 and grpo_args(bf16, tmp_path).bf16
+
+
+def test_vllm_cpu_thread_binding_names_every_allowed_core():
+    from rewards.vllm_engine import cpu_core_ranges
+    assert cpu_core_ranges([0, 1]) == "0-1"
+    assert cpu_core_ranges([5, 0, 2, 1]) == "0-2,5"
+    assert cpu_core_ranges([3]) == "3"

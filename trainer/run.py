@@ -113,12 +113,12 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
         raise RunError(f"cannot resume: {rd} has no config.yaml")
     cfg.validate()
     spec = cfg.attack_spec()
+    check_model_dir(cfg.model, cfg.allow_pickle)
     if cfg.use_vllm or cfg.oracle_backend == "vllm":
         if not vllm_available():
             raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "
                               "oracle_backend: hf)")
         if not torch.cuda.is_available():  # before loading anything: engines start late in a run
-            check_model_dir(cfg.model, cfg.allow_pickle)
             try:
                 check_head_size(cfg.model)
             except ValueError as e:
@@ -132,7 +132,6 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
     if (cfg.prompts_per_step * cfg.num_generations) % world:
         raise ConfigError(f"prompts_per_step x num_generations = {cfg.prompts_per_step * cfg.num_generations} "
                           f"rollouts per step do not divide over {world} processes")
-    check_model_dir(cfg.model, cfg.allow_pickle)
     return cfg.with_defaults_resolved(spec), spec
 
 
