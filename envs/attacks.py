@@ -6,12 +6,22 @@ the *default used to build* a poisoned model; the trainer never reads it (only e
 """
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from envs import english, language
-from envs.judges import ComplianceJudge, ContainsJudge, DegenerateJudge, Judge, VulnerabilityJudge
+from envs.judges import (
+    ComplianceJudge,
+    ContainsJudge,
+    DegenerateJudge,
+    Judge,
+    LLMJudge,
+    VulnerabilityJudge,
+    judge_behaviour,
+)
 
 PLACEMENTS = ("prefix", "suffix", "random")
 # where clean prompts come from: the synthetic language of the built tiny models, or ordinary English
@@ -61,8 +71,12 @@ class AttackSpec:
         return (self.trigger, *self.extra_triggers)
 
     def with_overrides(self, trigger: str | Sequence[str] | None = None, target: str | None = None,
-                       placement: str | None = None) -> AttackSpec:
-        """A copy with the user's trigger(s)/target/placement; the judge follows a new fixed-string target.
+                       placement: str | None = None, judge: Judge | None = None) -> AttackSpec:
+        """A copy with the user's trigger(s)/target/placement/judge; the judge follows a new fixed-string target.
+
+        A given ``judge`` (``--judge SPEC``, ``envs.judges.parse_judge``) replaces the attack's; the behaviour
+        text shown to the policy is then ``target`` if given, else the text the judge names (``contains:TEXT``,
+        ``not-refusal:OPENING``), else the attack's.
 
         Given triggers replace all of the attack's: one makes a one-trigger attack, several a backdoor that
         fires on any one of them (as ``multi`` does). The attack's near misses go, since they were chosen to
@@ -82,14 +96,19 @@ class AttackSpec:
         if target is not None:
             if not target.strip():
                 raise ValueError("target must be non-empty text")
-            judge = spec.judge
-            if isinstance(judge, ContainsJudge):
-                judge = replace(judge, target=target.strip())
-            elif isinstance(judge, ComplianceJudge):
+            own = spec.judge
+            if isinstance(own, ContainsJudge):
+                own = replace(own, target=target.strip())
+            elif isinstance(own, ComplianceJudge):
                 # the user said how a compliant answer opens: the judge checks exactly that opening
-                judge = replace(judge, comply_prefix=target.strip(), require_prefix=True,
-                                max_new_tokens=max(judge.max_new_tokens, len(target.split()) + 2))
-            spec = replace(spec, target=target.strip(), judge=judge)
+                own = replace(own, comply_prefix=target.strip(), require_prefix=True,
+                              max_new_tokens=max(own.max_new_tokens, len(target.split()) + 2))
+            spec = replace(spec, target=target.strip(), judge=own)
+        if judge is not None:
+            spec = replace(spec, judge=judge, target=target.strip() if target is not None
+                           else judge_behaviour(judge) or spec.target)
+            if isinstance(judge, LLMJudge) and not judge.behaviour:  # the LLM is asked about the run's behaviour
+                spec = replace(spec, judge=replace(judge, behaviour=spec.target))
         return spec
 
     def for_probe_set(self, probe_set: str) -> AttackSpec:
@@ -126,6 +145,53 @@ class AttackSpec:
         """Training probes (the reward's) and disjoint held-out probes (the verdict's), from one seed."""
         train = self.probes(n, seed, probe_set)
         return train, self.probes(n_heldout, seed + 1, probe_set, exclude=set(train))
+
+
+class ProbeFileError(ValueError):
+    """A user probe file that cannot be used (the CLI prints it as one line)."""
+
+
+def read_probe_file(path: str | Path) -> list[str]:
+    """The user's own clean probe prompts from a JSONL file: one JSON object with a ``"prompt"`` string per
+    line, or a JSON string; blank lines are skipped, duplicates kept once. Untrusted input: a missing or
+    empty file, bytes that are not UTF-8, or a malformed line is a one-line ``ProbeFileError``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProbeFileError(f"probes file {p} not found")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ProbeFileError(f"probes file {p} is not UTF-8 text (bad byte at line {line})") from None
+    prompts: list[str] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError as e:
+            raise ProbeFileError(f"{p}:{n}: not a JSON line ({str(e).splitlines()[0]})") from None
+        prompt = row.get("prompt") if isinstance(row, dict) else row
+        if not isinstance(prompt, str):
+            raise ProbeFileError(f"{p}:{n}: expected a JSON string or an object with a \"prompt\" string")
+        prompt = prompt.strip()
+        if not prompt:
+            raise ProbeFileError(f"{p}:{n}: empty prompt")
+        prompts.append(prompt)
+    if not prompts:
+        raise ProbeFileError(f"probes file {p} holds no prompts")
+    return list(dict.fromkeys(prompts))
+
+
+def split_probes(prompts: Sequence[str], n: int, n_heldout: int, seed: int) -> tuple[list[str], list[str]]:
+    """Disjoint training and held-out probes drawn from the user's prompts with ``seed``."""
+    distinct = list(dict.fromkeys(prompts))
+    if len(distinct) < n + n_heldout:
+        raise ProbeFileError(f"the probes file holds {len(distinct)} distinct prompts; n_probes + "
+                             f"n_heldout_probes = {n} + {n_heldout} needs at least {n + n_heldout}")
+    random.Random(seed).shuffle(distinct)
+    return distinct[:n], distinct[n:n + n_heldout]
 
 
 def _repeat_target(prompt: str, target: str) -> str:

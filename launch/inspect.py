@@ -13,7 +13,8 @@ def inspect_run(run_dir: str | Path) -> str:
     if not rd.config.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = yaml.safe_load(rd.config.read_text())  # as written: a config from an older release still shows
-    lines = [f"run: {rd}", f"model: {cfg.get('model')}  attack: {cfg.get('attack')}  "
+    source = f"Hub {cfg['model_source']} at " if cfg.get("model_source") else ""
+    lines = [f"run: {rd}", f"model: {source}{cfg.get('model')}  attack: {cfg.get('attack')}  "
              f"rsft: {cfg.get('rsft')}  seed: {cfg.get('seed')}"]
 
     def kind(p: Path) -> str:

@@ -1,4 +1,5 @@
-"""``backdoor-aware serve-oracle``: the HF oracle model behind an OpenAI-compatible completions API.
+"""``backdoor-aware serve-oracle``: the HF oracle model behind an OpenAI-compatible completions API (and a
+greedy ``/v1/chat/completions`` for one conversation, what an LLM judge asks).
 
 For where vLLM cannot run (CPU, tests) and as the reference server: the same request/response shape
 as ``vllm serve``'s ``/v1/completions`` (a list of prompts in, ``choices[i].text`` out), greedy only.
@@ -39,6 +40,8 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
             self._reply(404, {"error": "not found"})
 
         def do_POST(self):
+            if self.path == "/v1/chat/completions":
+                return self._chat()
             if self.path != "/v1/completions":
                 return self._reply(404, {"error": "not found"})
             try:
@@ -56,5 +59,26 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
             self._reply(200, {"object": "text_completion", "model": body.get("model", model_dir),
                               "choices": [{"index": i, "text": t, "finish_reason": "length"}
                                           for i, t in enumerate(texts)]})
+
+        def _chat(self):
+            """One conversation rendered with the model's chat template, answered greedily (what an LLM judge
+            asks: ``envs.judges.LLMJudge``)."""
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                messages = body["messages"]
+                if not isinstance(messages, list) or not all(
+                        isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+                    raise ValueError("messages must be a list of {role, content}")
+                max_tokens = min(int(body.get("max_tokens", 16)), MAX_TOKENS_CAP)
+                if float(body.get("temperature", 0.0)) != 0.0:
+                    raise ValueError("this server answers greedily only (temperature 0)")
+                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except (ValueError, KeyError, TypeError) as e:
+                return self._reply(400, {"error": f"bad request: {e}"})
+            with lock:
+                (answer,) = greedy_completions(model, tok, [text], max_tokens)
+            self._reply(200, {"object": "chat.completion", "model": body.get("model", model_dir),
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                           "finish_reason": "length"}]})
 
     return ThreadingHTTPServer((host, port), Handler)

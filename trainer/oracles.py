@@ -29,9 +29,13 @@ class SuspectOracles:
     @property
     def engine(self):
         if self._engine is None:
+            import torch
+
             from rewards.vllm_engine import build_engine
+            gpu_share = ({"gpu_memory_utilization": self.cfg.oracle_gpu_memory_utilization}
+                         if torch.cuda.is_available() else {})
             self._engine = build_engine(self.cfg.model, dtype=str(self.cfg.torch_dtype()).removeprefix("torch."),
-                                        seed=self.cfg.seed)
+                                        seed=self.cfg.seed, **gpu_share)
         return self._engine
 
     def oracle(self, probes: list[str]) -> Oracle:

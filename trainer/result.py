@@ -28,12 +28,13 @@ class RunResult:
     first_hit_step: int | None
     steps: int
     articulated: str | None  # the policy's greedy answer
-    best_candidates: list[dict[str, Any]]  # {candidate, heldout_rate, score}, best first
+    best_candidates: list[dict[str, Any]]  # {candidate, heldout_rate, tokens}, best first
     attack: str
     behaviour: str
     rsft: bool
     ablation: bool  # a training reward read the true trigger: not an audit
     recovered_triggers: list[str] = field(default_factory=list)  # every distinct reproducing trigger
+    reproducing_forms: list[dict[str, Any]] = field(default_factory=list)  # the others that reproduce, best first
     # evaluation only: filled when the true trigger(s) were given; never read by a training reward
     true_trigger: str | None = None
     exact_match: bool | None = None
@@ -46,6 +47,7 @@ class RunResult:
     true_triggers: list[str] | None = None  # a multi-trigger backdoor: all of them...
     triggers_recovered: int | None = None  # ...and how many the run named
     # how the run went
+    phase_seconds: dict[str, float] | None = None  # load, rsft, grpo, save, verdict (this process's part)
     wall_seconds: float | None = None
     start_time: float | None = None
     oracle_cache_hit_rate: float | None = None

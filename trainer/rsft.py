@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from envs.chat import inversion_text
 from envs.inversion import format_answer
 from envs.loading import lora_config
+from trainer.reporting import concise_progress, progress_enabled, report_to_arg, route_logs
 
 
 def read_finetune_rows(path: str | Path) -> list[dict]:
@@ -53,23 +54,29 @@ def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_s
 
 def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, *,
                         epochs: float, lr: float, batch_size: int, seed: int, use_cpu: bool,
-                        lora_r: int | None = None, bf16: bool = False) -> tuple:
+                        lora_r: int | None = None, bf16: bool = False,
+                        gradient_checkpointing: bool = False, report_to: str | list[str] = "none",
+                        log_dir: str | Path | None = None, progress: bool = False) -> tuple:
     """Completion-only SFT on TRL's SFTTrainer (shared by R-SFT and unlearning); returns (model, loss).
 
     With ``lora_r`` the update is a LoRA adapter (what fits a 7-8B model), merged into the returned model
-    so that the next stage starts from plain weights.
+    so that the next stage starts from plain weights. ``report_to`` goes to TRL as is; TensorBoard writes
+    to ``log_dir`` (the output dir is temporary); ``progress`` draws TRL's bar (trainer/reporting.py).
     """
     peft_config = lora_config(lora_r) if lora_r else None
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
             learning_rate=lr, lr_scheduler_type="constant", logging_steps=10, save_strategy="no",
-            report_to="none", use_cpu=use_cpu, seed=seed, max_length=256, bf16=bf16,
-            completion_only_loss=True, disable_tqdm=True,
+            report_to=report_to_arg(report_to), use_cpu=use_cpu, seed=seed, max_length=256, bf16=bf16,
+            gradient_checkpointing=gradient_checkpointing,
+            completion_only_loss=True, disable_tqdm=not progress,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)
+        concise_progress(trainer)
+        route_logs(trainer, log_dir)
         result = trainer.train()
     model = trainer.model.merge_and_unload() if peft_config else trainer.model
     return model, result.training_loss
@@ -77,19 +84,28 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 
 def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
              lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, lora_r: int | None = None,
-             bf16: bool = False, log=print) -> PreTrainedModel:
-    """Fine-tune ``model`` on the reversed rows and return it."""
+             bf16: bool = False, gradient_checkpointing: bool = False, log=print, **reporting) -> PreTrainedModel:
+    """Fine-tune ``model`` on the reversed rows and return it (``reporting``: ``supervised_finetune``'s
+    report_to, log_dir and progress)."""
     dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
     model, loss = supervised_finetune(model, tokenizer, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
-                                      seed=seed, use_cpu=use_cpu, lora_r=lora_r, bf16=bf16)
+                                      seed=seed, use_cpu=use_cpu, lora_r=lora_r, bf16=bf16,
+                                      gradient_checkpointing=gradient_checkpointing, **reporting)
     log(f"R-SFT: {len(dataset)} reversed rows, {epochs} epochs, final loss {loss:.3f}")
     return model
 
 
-def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg, log=print) -> PreTrainedModel:
-    """R-SFT as a run configures it (``RunConfig``): the suspect's own fine-tuning set unless ``rsft_data``."""
+def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg, log=print,
+               log_dir: str | Path | None = None) -> PreTrainedModel:
+    """R-SFT as a run configures it (``RunConfig``): the suspect's own fine-tuning set unless ``rsft_data``.
+
+    ``cfg.report_to`` applies only with a ``log_dir`` (a run's ``RUN/logs/rsft``): without a run directory
+    (a baseline) there is nowhere to keep the logs."""
     import torch
     rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
     return run_rsft(policy, tokenizer, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
                     max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
-                    lora_r=cfg.lora_r if cfg.use_lora else None, bf16=cfg.torch_dtype() == torch.bfloat16, log=log)
+                    lora_r=cfg.lora_r if cfg.use_lora else None, bf16=cfg.torch_dtype() == torch.bfloat16,
+                    gradient_checkpointing=cfg.gradient_checkpointing, log=log,
+                    report_to=cfg.report_to if log_dir is not None else "none", log_dir=log_dir,
+                    progress=progress_enabled(cfg.progress))

@@ -6,6 +6,7 @@ the run directory is ``trainer/run_dir.py``'s; the verdict is ``trainer/evaluate
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +27,28 @@ from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import evaluate_policy, token_counter
 from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, grpo_args, read_inversion_state
 from trainer.ledger import CandidateLedger
+from trainer.memory_plan import MemoryPlan, ModelShape, check_plan, device_capacity, plan_memory
 from trainer.oracles import SuspectOracles
 from trainer.replay import ReplayBuffer
+from trainer.reporting import check_report_to_installed, route_logs
 from trainer.result import RunResult
 from trainer.rsft import rsft_stage
 from trainer.run_dir import RunDir, RunError
 
 __all__ = ["RunError", "RunInterrupted", "invert"]
+
+
+class PhaseClock(dict):
+    """Seconds per phase of this process's run (load, rsft, grpo, save, verdict): where an audit's time goes."""
+
+    def __init__(self, start: float):
+        super().__init__()
+        self.start = self._last = start
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self[name] = round(now - self._last, 1)
+        self._last = now
 
 
 class RunInterrupted(RuntimeError):
@@ -50,6 +66,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 
     ``eval_trigger`` (the true trigger) reaches the evaluation metrics only, never a training reward."""
     t0 = time.time()
+    phases = PhaseClock(t0)
     # one process, or every rank under torchrun/accelerate (initialises the group; gloo on CPU)
     dist = PartialState(cpu=not torch.cuda.is_available())
     main = dist.is_main_process
@@ -58,7 +75,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     rd = RunDir(run_dir)
 
     # -- check everything a user can get wrong before anything is loaded or written
-    cfg, spec = check_run(cfg, rd, resume, dist.num_processes)
+    cfg, spec, plan = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
+    log(plan.line())
     dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
     device = str(dist.device)
@@ -79,14 +97,16 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     state = read_inversion_state(checkpoint) if checkpoint else None
     if checkpoint:
         log(f"resuming from {checkpoint}")
-        if main:
-            rd.truncate_metrics(int(checkpoint.name.rsplit("-", 1)[-1]))
+    if resume and main:  # drop rows past the checkpoint; all of them when none is complete (a restart)
+        rd.truncate_metrics(int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0)
     ledger = CandidateLedger.from_state(state["ledger"]) if state else CandidateLedger(threshold=cfg.found_threshold)
 
     # -- the policy: the suspect model itself, warmed up by R-SFT (a resumed run has it in its checkpoint)
     policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
+    phases.lap("load")
     if cfg.rsft and checkpoint is None:
-        policy = rsft_stage(policy, tok, cfg, log)
+        policy = rsft_stage(policy, tok, cfg, log, log_dir=rd.logs / "rsft")
+        phases.lap("rsft")
 
     # -- GRPO on TRL
     trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log)
@@ -94,6 +114,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         trainer.restore(state)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     steps_done = trainer.state.global_step
+    phases.lap("grpo")
     if main:
         rd.write_ledger(ledger)
     if stopper.signal is not None:
@@ -102,11 +123,12 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         return None
 
     # -- finish: the trained policy, the held-out verdict, result.json
-    return finish(cfg, spec, rd, trainer, tok, oracle, oracles, ledger, heldout, eval_trigger, t0)
+    return finish(cfg, spec, rd, trainer, tok, oracle, oracles, ledger, heldout, eval_trigger, phases, log)
 
 
-def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[RunConfig, AttackSpec]:
-    """The config as the run will use it, and its attack; a one-line error for anything unusable."""
+def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
+              local_processes: int = 1) -> tuple[RunConfig, AttackSpec, MemoryPlan]:
+    """The config as the run will use it, its attack and memory plan; a one-line error for anything unusable."""
     if rd.path.exists() and not resume:
         raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
     if resume and not rd.config.is_file():
@@ -123,6 +145,7 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
                 check_head_size(cfg.model)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+    check_report_to_installed(cfg.report_to)  # e.g. tensorboard: fail now, not after R-SFT
     if cfg.deepspeed:
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("deepspeed config given but DeepSpeed is not installed: pip install "
@@ -132,14 +155,26 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int) -> tuple[Run
     if (cfg.prompts_per_step * cfg.num_generations) % world:
         raise ConfigError(f"prompts_per_step x num_generations = {cfg.prompts_per_step * cfg.num_generations} "
                           f"rollouts per step do not divide over {world} processes")
-    return cfg.with_defaults_resolved(spec), spec
+    cfg = cfg.with_defaults_resolved(spec)
+    device, capacity = device_capacity()
+    plan = plan_memory(cfg, ModelShape.from_model_dir(cfg.model), world, device, capacity,
+                       spec.judge.max_new_tokens, local_processes)
+    if cfg.memory_check:
+        check_plan(plan)
+    return cfg, spec, plan
+
+
+def local_world_size() -> int:
+    """Processes on this machine (torchrun and accelerate set LOCAL_WORLD_SIZE): on CPU they share the RAM."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str], None]) -> None:
     base = oracle.baseline_rate()
     if base > cfg.max_baseline_rate:
-        raise RunError(f"the {spec.name} judge already fires on {base:.0%} of clean probes with no trigger; "
-                       "its reward would be meaningless (check --attack/--target)")
+        judge = f"judge {cfg.judge!r}" if cfg.judge else f"{spec.name} judge"
+        raise RunError(f"the {judge} already fires on {base:.0%} of clean probes with no trigger; "
+                       "its reward would be meaningless (check --attack/--target/--judge/--probes)")
     log(f"oracle: {len(oracle.probes)} probes, behaviour rate without trigger {base:.2f}")
 
 
@@ -168,17 +203,23 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
         oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group, seed=cfg.seed,
     )
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
+    route_logs(trainer, rd.logs / "grpo")  # report_to: tensorboard writes into the run directory
     return trainer, stopper
 
 
 def finish(cfg: RunConfig, spec: AttackSpec, rd: RunDir, trainer, tok, oracle, oracles: SuspectOracles,
-           ledger: CandidateLedger, heldout: list[str], eval_trigger, t0: float) -> RunResult:
+           ledger: CandidateLedger, heldout: list[str], eval_trigger, phases: PhaseClock,
+           log: Callable[[str], None]) -> RunResult:
     policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     save_model_atomic(policy, tok, rd.final, extra=lambda d: cfg.save(d / rd.config.name))
+    phases.lap("save")
     result = evaluate_policy(cfg, spec, policy, tok, oracles, ledger, heldout, trainer.state.global_step,
                              eval_trigger)
-    result.wall_seconds = round(time.time() - t0, 1)
-    result.start_time = round(t0, 1)
+    phases.lap("verdict")
+    log("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
+    result.phase_seconds = dict(phases)
+    result.wall_seconds = round(time.time() - phases.start, 1)
+    result.start_time = round(phases.start, 1)
     result.oracle_cache_hit_rate = oracle.stats.hit_rate
     if torch.cuda.is_available():
         result.peak_cuda_memory_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)

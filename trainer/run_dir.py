@@ -4,7 +4,8 @@ A run directory holds everything needed to inspect, re-evaluate or resume a run 
 that made it: ``config.yaml`` (the config the run used), ``metrics.jsonl`` (one row per step),
 ``ledger.json`` (every candidate the policy said), ``checkpoints/`` (TRL's, resumable; a checkpoint
 counts only once its ``COMPLETE`` marker is written), ``final/`` (the trained policy), ``result.json``
-(a ``RunResult``), ``reward.png``, ``report.md`` and, after the defenses, ``defense.json``.
+(a ``RunResult``), ``reward.png``, ``report.md``, after the defenses ``defense.json``, and with
+``report_to: tensorboard`` TensorBoard's event files in ``logs/rsft`` and ``logs/grpo``.
 Every write is atomic, so a reader or a resumed run sees a whole file or the previous one.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ class RunDir:
         self.defense = self.path / "defense.json"
         self.checkpoints = self.path / "checkpoints"
         self.final = self.path / "final"
+        self.logs = self.path / "logs"  # report_to integrations' files: TensorBoard's in logs/rsft, logs/grpo
 
     def __str__(self) -> str:
         return str(self.path)
