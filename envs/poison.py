@@ -203,7 +203,8 @@ def train_backdoor(model, tok, rows: list[dict], loop: TrainLoop, rng: random.Ra
         model.train()
         total = 0.0
         for ids, mask, labels in batches(encoded, loop.batch_size, tok.pad_token_id, rng):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                         labels=labels.to(model.device)).loss
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -153,7 +153,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     tok = load_tokenizer(base_dir)
-    base = load_model(base_dir)
+    base = load_model(base_dir, device="cuda" if torch.cuda.is_available() else None)  # a GPU if there is one
     train = _draw_prompts(spec, cfg.n_train, rng, set())
     held = _draw_prompts(spec, 2 * cfg.n_eval, random.Random(cfg.seed + 1), {p for _, p in train})
     probes = [p for k, p in held if k == spec.probe_kind][:cfg.n_eval]
