@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         if c is None:
             md.append(f"| `{trigger}` | `{target}` | pending | | | | | | |")
             continue
-        md.append(f"| `{trigger}` | `{target}` | {c.get('epochs')} | {c.get('asr', 0):.2f} | "
+        shown = trigger.replace("|", "\\|")  # a trigger may hold the table's bar
+        md.append(f"| `{shown}` | `{target}` | {c.get('epochs')} | {c.get('asr', 0):.2f} | "
                   f"{c.get('false_trigger_rate', 0):.2f} | {c.get('distractor_trigger_rate', 0):.2f} | "
                   f"{c.get('clean_agreement', 0):.2f} | {c.get('meets_bars')} | {c.get('build_seconds', 0):.0f} |")
-    text = "\n".join(md) + "\n"
+    notes = a.work / "NOTES.md"  # what a person read off the logs (kept beside the runs, appended here)
+    text = "\n".join(md) + "\n" + ("\n" + notes.read_text() if notes.is_file() else "")
     print(text)
     if a.out:
         a.out.write_text(text)

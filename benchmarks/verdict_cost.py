@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
           "ddmin: result | trials | calls | s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         o, n = r["old"], r["new"]
-        md.append(f"| `{r['candidate']}` | {r['words']} | {r['rate']:.2f} | `{o[0]}` | {o[1]} | {o[2]} | {o[3]:.1f} | "
-                  f"`{n[0]}` | {n[1]} | {n[2]} | {n[3]:.1f} |")
+        cell = lambda s: s.replace("|", "\\|")  # noqa: E731  (a trigger may hold the table's bar)
+        md.append(f"| `{cell(r['candidate'])}` | {r['words']} | {r['rate']:.2f} | `{cell(o[0])}` | {o[1]} | {o[2]} | "
+                  f"{o[3]:.1f} | `{cell(n[0])}` | {n[1]} | {n[2]} | {n[3]:.1f} |")
     o, n = totals["old"], totals["new"]
     same = sum(r["old"][0] == r["new"][0] for r in rows)
     md.append(f"\nTotal: one word per round {o[0]} trials in {o[1]} calls, {o[2]:.0f} s; ddmin {n[0]} trials in "
