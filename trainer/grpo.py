@@ -51,7 +51,7 @@ def grpo_args(cfg: RunConfig, output_dir: str | Path, reward_weights: list[float
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_k=cfg.top_k, beta=cfg.beta, scale_rewards=cfg.scale_rewards,
         reward_weights=reward_weights, seed=cfg.seed, logging_steps=1, save_steps=cfg.save_steps,
-        save_total_limit=2, report_to=report_to_arg(cfg.report_to), use_cpu=not torch.cuda.is_available(),
+        save_total_limit=None, report_to=report_to_arg(cfg.report_to), use_cpu=not torch.cuda.is_available(),
         bf16=cfg.torch_dtype() == torch.bfloat16, fp16=cfg.torch_dtype() == torch.float16,
         lr_scheduler_type="constant", disable_tqdm=not progress_enabled(cfg.progress), deepspeed=cfg.deepspeed,
         use_vllm=cfg.use_vllm,
@@ -90,6 +90,7 @@ def all_ranks_agree(flag: bool) -> bool:
 
 class InversionGRPOTrainer(GRPOTrainer):
     vllm_sync_checks = 2  # how many of a process's first vLLM weight syncs ``check_vllm_sync`` verifies
+    keep_checkpoints = 2  # complete checkpoints kept on disk (this step's and the one before)
 
     def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None,
                  replay_per_group: int = 2, seed: int = 0, **kwargs):
@@ -114,13 +115,12 @@ class InversionGRPOTrainer(GRPOTrainer):
 
         The Trainer writes a checkpoint file by file; a run killed half-way leaves a folder without the
         marker, which resume skips with a warning instead of loading it. Old checkpoints are deleted only
-        after the new one is marked (``_rotate_complete``): the Trainer's own rotation ran before the marker
-        and ordered folders by mtime, so a folder torn by a kill mid-deletion (fresh mtime) outlived the
-        last complete checkpoint, and a kill before the next marker left nothing to resume from.
+        after the new one is marked (``_rotate_complete``; ``grpo_args`` turns the Trainer's rotation off): the
+        Trainer's rotation ran before the marker and ordered folders by mtime, so a folder torn by a kill
+        mid-deletion (fresh mtime) outlived the last complete checkpoint, and a kill before the next marker
+        left nothing to resume from.
         """
-        import transformers.trainer as hf_trainer
-        with rebind(hf_trainer, "rotate_checkpoints", lambda **kwargs: None):
-            super()._save_checkpoint(model, trial)
+        super()._save_checkpoint(model, trial)
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         if self.args.should_save and folder.is_dir():
             write_json_atomic(folder / INVERSION_STATE, self.inversion_state())
@@ -128,11 +128,9 @@ class InversionGRPOTrainer(GRPOTrainer):
             self._rotate_complete(folder.parent)
 
     def _rotate_complete(self, folder: Path) -> None:
-        """Keep the ``save_total_limit`` newest complete checkpoints up to this step (by step, not mtime);
+        """Keep the ``keep_checkpoints`` newest complete checkpoints up to this step (by step, not mtime);
         delete older and torn ones, each marker first, so a half-deleted folder never looks complete."""
-        limit, step = self.args.save_total_limit, self.state.global_step
-        if not limit or limit <= 0:
-            return
+        limit, step = self.keep_checkpoints, self.state.global_step
         steps = {p: int(p.name.rsplit("-", 1)[1]) for p in folder.glob("checkpoint-*")
                  if p.name.rsplit("-", 1)[1].isdigit()}
         older = sorted((p for p, s in steps.items() if s < step), key=steps.get)
