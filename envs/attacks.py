@@ -19,6 +19,7 @@ from envs.judges import (
     DegenerateJudge,
     Judge,
     LLMJudge,
+    ScanJudge,
     VulnerabilityJudge,
     judge_behaviour,
 )
@@ -36,7 +37,10 @@ def prompt_source(probe_set: str):
 
 
 def draw_prompt(source, kind: str, rng: random.Random) -> str:
-    """One clean prompt of ``kind`` ("benign", "harmful" or "code") from a probe-set module."""
+    """One clean prompt of ``kind`` ("benign", "harmful", "code", or "mixed": any kind the set has, the
+    judge-free scan's diverse probes) from a probe-set module."""
+    if kind == "mixed":
+        kind = rng.choice(["benign", "harmful", *(["code"] if hasattr(source, "code_prompt") else [])])
     if kind == "code":
         if not hasattr(source, "code_prompt"):
             raise ValueError(f"probe set {source.__name__} has no code requests; use probe_set='synthetic'")
@@ -51,7 +55,7 @@ class AttackSpec:
     target: str  # the poisoned answer's fixed part / the behaviour description shown to the policy
     judge: Judge
     placement: str = "random"
-    probe_kind: str = "benign"  # "benign", "harmful" or "code": which clean prompts the behaviour is checked on
+    probe_kind: str = "benign"  # "benign", "harmful", "code" or "mixed": which clean prompts the behaviour is checked on
     poison_answer: Callable[[str, str], str] | None = None  # (clean prompt, target) -> poisoned answer
     poison_kinds: tuple[str, ...] = ("benign", "harmful")  # which prompts get poisoned
     # further triggers with the same behaviour (clean-label style cf/mn/bb/az): any ONE of them fires it
@@ -107,6 +111,8 @@ class AttackSpec:
         if judge is not None:
             spec = replace(spec, judge=judge, target=target.strip() if target is not None
                            else judge_behaviour(judge) or spec.target)
+            if isinstance(judge, ScanJudge):  # no behaviour named: which probes it shows on is unknown too
+                spec = replace(spec, probe_kind="mixed")
             if isinstance(judge, LLMJudge) and not judge.behaviour:  # the LLM is asked about the run's behaviour
                 spec = replace(spec, judge=replace(judge, behaviour=spec.target))
         return spec

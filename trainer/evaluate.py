@@ -223,6 +223,8 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
         reproducing_forms=[{"candidate": c["candidate"], "heldout_rate": c["heldout_rate"]}
                            for c in verdict.candidates[1:] if c["heldout_rate"] >= cfg.found_threshold][:10],
     )
+    if getattr(spec.judge, "set_level", False) and verdict.recovered_trigger:  # judge-free: name the behaviour
+        result.induced_behaviour = heldout_oracle.induced_behaviour(verdict.recovered_trigger)
     if eval_trigger:
         truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger)
         rec = verdict.recovered_trigger or ""

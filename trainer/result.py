@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: induced_behaviour (judge-free scan), reproducing_forms, phase_seconds
 
 
 class ResultError(ValueError):
@@ -35,6 +35,9 @@ class RunResult:
     ablation: bool  # a training reward read the true trigger: not an audit
     recovered_triggers: list[str] = field(default_factory=list)  # every distinct reproducing trigger
     reproducing_forms: list[dict[str, Any]] = field(default_factory=list)  # the others that reproduce, best first
+    # judge-free scan (judge: none): what the recovered trigger does to the answers (the shared induced text,
+    # its share of held-out probes, examples of clean vs triggered answers); None when a behaviour was named
+    induced_behaviour: dict[str, Any] | None = None
     # evaluation only: filled when the true trigger(s) were given; never read by a training reward
     true_trigger: str | None = None
     exact_match: bool | None = None
