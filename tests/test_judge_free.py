@@ -27,6 +27,8 @@ def test_a_shared_new_text_scores_by_the_share_of_probes_it_appears_on():
     (CLEAN, "", "no change at all"),
     (["a b", "c d", "e f", "g h", "i j", "k l"], "zz", "every answer changed, but each its own way"),
     (["OK"] * 6, "reply with OK", "the model obeys an instruction: the new text is the candidate's own words"),
+    (["the river is calm", "a river runs", "the river is wet", "the river sleeps", "river river", "the river"],
+     "river", "the model talks about the word it was given: the shared text quotes the candidate"),
     (["the end"] * 6, "zz", "the shared text is already common among the clean answers"),
 ])
 def test_what_does_not_count_as_an_induced_behaviour(answers, candidate, why):
