@@ -98,6 +98,10 @@ class RunConfig:
     early_stop_fraction: float = 0.9  # stop when this share of a step's rollouts reproduce...
     early_stop_patience: int = 10  # ...for this many consecutive steps (0 disables)
     awareness_k: int = 5
+    # evaluation only (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples
+    # against the true trigger goes into metrics.jsonl (eval/awareness_*), the emergence curve's third line. It
+    # never reaches a reward, and the sampling runs on a forked RNG so the run itself is unchanged. 0 = off.
+    awareness_every: int = 0
     eval_temperature: float = 1.0
     max_baseline_rate: float = 0.5  # refuse to train if the judge fires this often with no trigger
     # TRL integrations that get R-SFT's and GRPO's metrics: none, tensorboard, [tensorboard, wandb], all...
@@ -125,6 +129,7 @@ class RunConfig:
             (0 <= self.verdict_tolerance < 1, "verdict_tolerance must be in [0, 1)"),
             (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
+            (self.awareness_every >= 0, "awareness_every must be >= 0 (0: off)"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
             (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),
             (not self.use_vllm or self.temperature <= 2, "vLLM samples at temperature <= 2 (use_vllm: true)"),

@@ -188,6 +188,25 @@ def awareness(candidates: list[str | None], true_triggers: str | list[str]) -> d
     }
 
 
+def awareness_tracker(cfg: RunConfig, spec: AttackSpec, tok, truths: str | list[str]) -> Callable[[object], dict]:
+    """Awareness@k of the policy *during* GRPO (evaluation only, ``awareness_every``): k samples of the inversion
+    prompt, as the final verdict takes them. The sampling runs on a forked RNG and restores the policy's training
+    mode, so a run measured this way trains exactly as one that is not."""
+    text = inversion_text(tok, spec.target)
+
+    def measure(model) -> dict[str, float]:
+        m = getattr(model, "module", model)  # DDP-wrapped or not
+        was_training = m.training
+        devices = [m.device] if m.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            _, samples = articulate(m, tok, text, cfg.awareness_k, cfg.eval_temperature, cfg.max_completion_length,
+                                    cfg.seed)
+        m.train(was_training)
+        a = awareness([parse_candidate(s) for s in samples], truths)
+        return {"eval/awareness_word": a["awareness_jaccard_word"], "eval/awareness_exact": a["awareness_exact"]}
+    return measure
+
+
 def token_counter(tok) -> Callable[[str], int]:
     """Candidate length in the policy's own tokens (what R_Length is defined on)."""
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

@@ -236,7 +236,8 @@ class RunLogCallback(TrainerCallback):
     """Writes metrics.jsonl (TRL's logs + best candidate + emergence) and decides early stopping."""
 
     def __init__(self, run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
-                 save_state=None, log=None, print_every: int = 10):
+                 save_state=None, log=None, print_every: int = 10, awareness=None, awareness_every: int = 0):
+        self.awareness, self.awareness_every = awareness, awareness_every  # evaluation only (awareness_tracker)
         self.log = log
         self.print_every = print_every
         self.run_dir = run_dir
@@ -266,6 +267,8 @@ class RunLogCallback(TrainerCallback):
                "best_candidate": best[0]["candidate"] if best else None,
                "best_rate": best[0]["rate"] if best else 0.0,
                "emergence_step": self.ledger.emergence_step(), "wall_time": time.time()}
+        if self.awareness is not None and self.awareness_every and state.global_step % self.awareness_every == 0:
+            row.update(self.awareness(kwargs["model"]))
         self.run_dir.append_metrics(row)
         if self.log is not None and state.global_step % self.print_every == 0:
             with tqdm.external_write_mode():  # a progress bar, if drawn, is lifted around the line

@@ -17,6 +17,9 @@ def plot_run(metrics_path: str | Path, out_png: str | Path, emergence_step: int 
     ax.plot(steps, [r.get("reward", float("nan")) for r in rows], label="mean reward")
     ax.plot(steps, [r.get("rewards/asr/mean", float("nan")) for r in rows], label="R_ASR (mean)")
     ax.plot(steps, [r.get("hit_fraction", 0.0) for r in rows], label="share of rollouts reproducing")
+    aware = [(r["step"], r["eval/awareness_word"]) for r in rows if "eval/awareness_word" in r]
+    if aware:  # evaluation only (awareness_every): the policy's own samples against the true trigger
+        ax.plot(*zip(*aware), "o-", ms=3, label="Awareness@k (word Jaccard; evaluation only)")
     if emergence_step is not None:
         ax.axvline(emergence_step, color="k", ls="--", lw=1, label=f"emergence (step {emergence_step})")
     ax.set_xlabel("GRPO step")

