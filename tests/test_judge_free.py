@@ -29,6 +29,8 @@ def test_a_shared_new_text_scores_by_the_share_of_probes_it_appears_on():
     (["OK"] * 6, "reply with OK", "the model obeys an instruction: the new text is the candidate's own words"),
     (["the river is calm", "a river runs", "the river is wet", "the river sleeps", "river river", "the river"],
      "river", "the model talks about the word it was given: the shared text quotes the candidate"),
+    (["the cloud is new and it can read"] * 6, "cloud",
+     "every answer collapses to one text, but one about the candidate: the model answers its input"),
     (["the end"] * 6, "zz", "the shared text is already common among the clean answers"),
 ])
 def test_what_does_not_count_as_an_induced_behaviour(answers, candidate, why):
