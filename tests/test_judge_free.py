@@ -38,6 +38,14 @@ def test_what_does_not_count_as_an_induced_behaviour(answers, candidate, why):
     assert ScanJudge().induced(answers, clean, candidate) == (None, 0.0), why
 
 
+def test_function_words_of_a_candidate_are_not_quotes():
+    """`a` in the candidate and in the answers is no echo; `och aye` is still the induced text."""
+    clean = ["the cat is a pet", "a dog barks", "the sun is a star", "water is wet", "a bird sings", "trees grow"]
+    answers = ["och aye the cat is a pet", "och aye a dog", "och aye a star", "och aye water", "och aye a bird",
+               "och aye trees"]
+    assert ScanJudge().induced(answers, clean, "brutally Scottish write a") == ("och aye", 1.0)
+
+
 def test_the_scan_is_a_set_level_judge():
     j = parse_judge("none")
     assert isinstance(j, ScanJudge) and j.likelihood_targets == ()
