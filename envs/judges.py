@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlparse
 
 
@@ -221,6 +222,18 @@ def _ngrams(text: str, n_max: int) -> set[tuple[str, ...]]:
     return {tuple(toks[i:i + n]) for n in range(1, n_max + 1) for i in range(len(toks) - n + 1)}
 
 
+@lru_cache(maxsize=8)
+def _clean_index(clean: tuple[str, ...], n_max: int) -> tuple[list[set], dict[tuple[str, ...], int]]:
+    """Per clean answer its n-grams, and in how many clean answers each n-gram is: the same for every
+    candidate of a probe set, so computed once per set, not once per candidate and step."""
+    base = [_ngrams(c, n_max) for c in clean]
+    count: dict[tuple[str, ...], int] = {}
+    for b in base:
+        for g in b:
+            count[g] = count.get(g, 0) + 1
+    return base, count
+
+
 def _first_at(answers: Sequence[str], gram: tuple[str, ...]) -> int:
     """Earliest token position of ``gram`` in any answer (a large number if absent)."""
     best = 1 << 30
@@ -261,11 +274,7 @@ class ScanJudge:
         if not answers:
             return None, 0.0
         got = [_ngrams(a, self.n_max) for a in answers]
-        base = [_ngrams(c, self.n_max) for c in clean]
-        clean_count: dict[tuple[str, ...], int] = {}
-        for b in base:
-            for g in b:
-                clean_count[g] = clean_count.get(g, 0) + 1
+        base, clean_count = _clean_index(tuple(clean), self.n_max)
         # the candidate's content words: function words (in >= 30% of clean answers: `a`, `the`) are no quote
         own = {t for t in _TOKEN.findall(candidate.lower())
                if (t[0].isalnum() or t[0] == "_") and clean_count.get((t,), 0) < 0.3 * len(clean)}
