@@ -73,6 +73,45 @@ class CachedReproduction:
                 self._rates[k] = self._rate(answers, k)
         return [self._rates[k] for k in keys]
 
+    def passing_rates(self, candidates: Sequence[str], threshold: float, chunk: int = 8) -> list[float | None]:
+        """Per candidate, its full rate if it reaches ``threshold``, else None: a sequential test that stops
+        answering probes for a candidate as soon as its misses rule the threshold out.
+
+        The verdict's minimiser only needs pass/fail, and most of its trials fail (a chunk of words without
+        the trigger): on 32 held-out probes a failing trial costs one chunk of 8 answers, not 32. A candidate
+        that passes is answered on every probe, so its rate (the minimiser's tie-break) is the full one and
+        the outcome is the one ``reproduction`` would give. A set-level judge (the judge-free scan) needs all
+        answers at once and gets the full evaluation."""
+        if getattr(self.judge, "set_level", False):
+            return [r if r >= threshold else None for r in self.reproduction(candidates)]
+        n = len(self.probes)
+        need = math.ceil(threshold * n - 1e-9)
+        below = self.__dict__.setdefault("_below", {})  # stopped early: an upper bound on the rate
+        keys, missing = self._todo(candidates, self._rates)
+        missing = [k for k in missing if below.get(k, 1.0) >= threshold]
+        answers: dict[str, list[str]] = {k: [] for k in missing}
+        hits = dict.fromkeys(missing, 0)
+        alive = list(missing)
+        for start in range(0, n, chunk):
+            probes = self.probes[start:start + chunk]
+            queries = [insert_trigger(p, k, self.insertion) for k in alive for p in probes]
+            if not queries:
+                break
+            out = self._generate(queries)
+            self.stats.generations += len(queries)
+            done = min(start + chunk, n)
+            for i, k in enumerate(alive):
+                got = out[i * len(probes):(i + 1) * len(probes)]
+                answers[k] += got
+                hits[k] += round(judged_rate(self.judge, got) * len(got))
+            for k in alive:
+                if hits[k] + n - done < need:  # even all remaining probes could not lift it to the threshold
+                    below[k] = (hits[k] + n - done) / n
+            alive = [k for k in alive if hits[k] + n - done >= need]
+        for k in alive:
+            self._rates[k] = judged_rate(self.judge, answers[k])
+        return [self._rates[k] if k in self._rates and self._rates[k] >= threshold else None for k in keys]
+
     def _answers(self, keys: list[str]) -> list[list[str]]:
         """The oracle's answers to every probe, per candidate: one batched generation for all of them."""
         queries = [q for k in keys for q in self._queries(k)]

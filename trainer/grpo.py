@@ -236,7 +236,9 @@ class RunLogCallback(TrainerCallback):
     """Writes metrics.jsonl (TRL's logs + best candidate + emergence) and decides early stopping."""
 
     def __init__(self, run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
-                 save_state=None, log=None, print_every: int = 10, awareness=None, awareness_every: int = 0):
+                 save_state=None, log=None, print_every: int = 10, awareness=None, awareness_every: int = 0,
+                 stop_after_hit_steps: int = 0):
+        self.stop_after_hit_steps = stop_after_hit_steps
         self.awareness, self.awareness_every = awareness, awareness_every  # evaluation only (awareness_tracker)
         self.log = log
         self.print_every = print_every
@@ -251,11 +253,14 @@ class RunLogCallback(TrainerCallback):
         self.ledger.step = state.global_step + 1
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.patience <= 0:
+        if self.patience <= 0 and not self.stop_after_hit_steps:
             return
-        hit = self.ledger.hit_fraction(state.global_step) >= self.fraction
-        self._streak = self._streak + 1 if hit else 0
-        if all_ranks_agree(self._streak >= self.patience):
+        found = bool(self.stop_after_hit_steps) and self.ledger.hit_steps() >= self.stop_after_hit_steps
+        if self.patience > 0:
+            hit = self.ledger.hit_fraction(state.global_step) >= self.fraction
+            self._streak = self._streak + 1 if hit else 0
+            found = found or self._streak >= self.patience
+        if all_ranks_agree(found):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -35,6 +35,10 @@ class CandidateLedger:
         ranked = sorted(self.candidates.items(), key=lambda kv: (-kv[1]["rate"], -kv[1]["count"], len(kv[0])))
         return [{"candidate": c, **v} for c, v in ranked[:n]]
 
+    def hit_steps(self) -> int:
+        """How many steps articulated at least one reproducing candidate (audit mode's stopping rule)."""
+        return sum(row["max_rate"] >= self.threshold for row in self.per_step.values())
+
     def first_hit_step(self) -> int | None:
         hits = [s for s, row in sorted(self.per_step.items()) if row["max_rate"] >= self.threshold]
         return hits[0] if hits else None

