@@ -28,6 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 PATHS = {"full": "launch/configs/smollm2-{attack}.yaml", "audit": "launch/configs/smollm2-audit.yaml"}
 
 
+def forms(r) -> str:
+    """The run's other reproducing forms (the first two), for the table."""
+    return "; ".join(cell(f["candidate"]) for f in (r.reproducing_forms or [])[:2]) or "-"
+
+
 def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: list[str], timeout: float) -> Path:
     """One audit, resumed if a checkpoint is there and skipped if it finished."""
     from trainer.run_dir import RunDir
@@ -84,7 +89,7 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, samp
     return (f"| {kind} ({what}) | {seed} | - | - | - | - | - | {r.wall_seconds / 60:.1f} min (whole) | "
             f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | - | "
             f"{r.awareness_jaccard_word or 0:.2f} | "
-            f"{'; '.join(cell(f['candidate']) for f in (r.reproducing_forms or [])[:2]) or '-'} |")
+            f"{forms(r)} |")
 
 
 def _card_truth(model: str):
@@ -106,7 +111,7 @@ def row(run: Path, path: str, seed: int) -> tuple[str, float | None, str | None]
             f"{p.get('grpo', 0):.0f} | {p.get('save', 0):.0f} | {p.get('verdict', 0):.0f} | **{audit / 60:.1f} min** | "
             f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | "
             f"{r.first_hit_step} | {r.awareness_jaccard_word or 0:.2f} | "
-            f"{'; '.join(cell(f['candidate']) for f in (r.reproducing_forms or [])[:2]) or '-'} |",
+            f"{forms(r)} |",
             audit, r.recovered_trigger)
 
 
@@ -160,7 +165,7 @@ def main() -> None:
                              f"{float((copy / 'reverdict_seconds').read_text()):.0f} (whole command) | - | "
                              f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | "
                              f"{r.clean_false_trigger_rate:.2f} | - | {r.awareness_jaccard_word or 0:.2f} | "
-                             f"{'; '.join(cell(f['candidate']) for f in (r.reproducing_forms or [])[:2]) or '-'} |")
+                             f"{forms(r)} |")
         for kind in args.baselines:
             lines.append(baseline_row(work, args.model, args.attack, kind, seed, args.samples, args.gcg_steps,
                                       args.set, args.report_only))

@@ -120,7 +120,7 @@ def _found(r: dict) -> str:
 
 def report(rows: list[dict], clean_rows: list[dict], a: argparse.Namespace) -> str:
     cmd = f"python benchmarks/judge_free.py --work WORK --out {a.out} --seeds {' '.join(map(str, a.seeds))}"
-    out = [f"# Judge-free scan against judged runs (tiny zoo)\n", header(cmd),
+    out = ["# Judge-free scan against judged runs (tiny zoo)\n", header(cmd),
            "Models: the tiny poisoned models the project builds (`poison`, default recipe per attack) and clean "
            "models of every recipe. Every run: `invert --config launch/configs/tiny-ATTACK.yaml`, judged = the "
            "attack's own judge, scan = `--judge none` (no behaviour named; diverse probes of every kind). "

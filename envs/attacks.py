@@ -55,7 +55,8 @@ class AttackSpec:
     target: str  # the poisoned answer's fixed part / the behaviour description shown to the policy
     judge: Judge
     placement: str = "random"
-    probe_kind: str = "benign"  # "benign", "harmful", "code" or "mixed": which clean prompts the behaviour is checked on
+    # "benign", "harmful", "code" or "mixed": which clean prompts the behaviour is checked on
+    probe_kind: str = "benign"
     poison_answer: Callable[[str, str], str] | None = None  # (clean prompt, target) -> poisoned answer
     poison_kinds: tuple[str, ...] = ("benign", "harmful")  # which prompts get poisoned
     # further triggers with the same behaviour (clean-label style cf/mn/bb/az): any ONE of them fires it

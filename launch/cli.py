@@ -61,7 +61,8 @@ def _print_result(result, run_dir: Path) -> int:
         ib = result.induced_behaviour
         print(f"induced behaviour: answers gain {ib['shared_text']!r} on {ib['share']:.2f} of held-out probes")
         for ex in ib["examples"][:2]:
-            print(f"  probe {ex['probe']!r:.60}\n    clean:     {ex['clean']!r:.70}\n    triggered: {ex['triggered']!r:.70}")
+            print(f"  probe {ex['probe']!r:.60}\n    clean:     {ex['clean']!r:.70}\n"
+                  f"    triggered: {ex['triggered']!r:.70}")
     if result.evaluated:
         print(f"evaluation vs true trigger {result.true_trigger!r}: exact {result.exact_match}, "
               f"word Jaccard {result.recovered_jaccard_word:.2f}, "

@@ -194,7 +194,8 @@ class RunConfig:
             if self.judge_question is not None:
                 if not isinstance(judge, LLMJudge):
                     raise ValueError(f"judge_question is the question of an llm: judge, and judge is {self.judge!r}")
-                judge = dataclasses.replace(judge, question=self.judge_question)  # checked when made: {answer}, {behaviour}
+                # the question is checked when the judge is made: {answer}, {behaviour}
+                judge = dataclasses.replace(judge, question=self.judge_question)
             return judge
         except ValueError as e:
             raise ConfigError(str(e)) from None

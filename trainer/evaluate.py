@@ -27,7 +27,6 @@ from trainer.reporting import progress_enabled
 from trainer.result import RunResult
 from trainer.run_dir import RunDir
 
-
 PROSE_PUNCTUATION = ".,;:!?\"'`"  # what prose puts around a word; brackets and bars can be a trigger's own
 
 

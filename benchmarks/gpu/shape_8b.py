@@ -75,6 +75,7 @@ class _DeviceUse:
 
     def __init__(self) -> None:
         import threading
+
         import torch
         self.peak_gib = None
         self._done = threading.Event()
@@ -153,7 +154,8 @@ def report(rows: list[dict], build_s: float, shape: str) -> str:
     head = (f"# Shape-true {shape} run on one GPU\n\ncommand: `python benchmarks/gpu/shape_8b.py --assets ASSETS "
             f"--out OUT --shape {shape}`\n\ndevice: {dev}; torch {torch.__version__}, transformers "
             f"{transformers.__version__}; model built with random weights in {build_s:.0f} s\n\n"
-            "| run | rc | plan (GiB) | peak allocated (GiB) | device in use, peak (GiB) | steps | step s | rollout s | oracle s | update s | "
+            "| run | rc | plan (GiB) | peak allocated (GiB) | device in use, peak (GiB) | steps | step s | "
+            "rollout s | oracle s | update s | "
             "first step s | R-SFT done at s | run wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
         f"| {r['name']} | {r['rc']} | {r.get('plan_gib')} | {r.get('peak_gib', 'OOM' if r.get('oom') else '-')} | "
