@@ -12,7 +12,6 @@ paper's averages (Shen et al.: 73.18% ASR reduction, 95.6% detection accuracy).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,25 +21,25 @@ from benchmarks._common import cell, header, quiet  # noqa: E402
 PAPER = "paper (Shen et al., averages over its attacks and models): ASR reduction 73.18%, detection accuracy 95.6%"
 
 
-def base_agreement(base: Path, models: list[Path], prompts: list[str], tokens: int) -> list[float]:
-    """Share of ``prompts`` each model answers exactly as the base model does (greedy, first ``tokens``)."""
+def base_agreement(base: Path, models: list[Path], prompts: list[str], tokens: int) -> list[dict]:
+    """How close each model's greedy answers to ``prompts`` stay to the base model's: the poison card's measure
+    (mean rapidfuzz ratio, ``envs/poison_base.py: clean_agreement``) and the share of identical answers."""
     from envs.chat import greedy_answers
     from envs.loading import load_model
+    from envs.poison_base import clean_agreement
     from envs.tokenizer import load_tokenizer
     tok = load_tokenizer(base)
     ref = greedy_answers(load_model(base), tok, prompts, tokens)
     out = []
     for m in models:
-        answers = greedy_answers(load_model(m), tok, prompts, tokens)
-        out.append(sum(a == b for a, b in zip(ref, answers)) / len(prompts))
+        a = clean_agreement(load_model(m), tok, prompts, ref, tokens)
+        out.append({"similarity": a["clean_agreement"], "exact": a["clean_exact_match"]})
     return out
 
 
 def defend(run: Path, work: Path, seed: int) -> dict:
-    """Both defenses for one run (cached in WORK/defense-RUN.json: the repaired model takes minutes)."""
-    cached = work / f"defense-{run.name}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    """Both defenses for one run; the repaired model and ``defense.json`` stay in WORK (unlearning takes minutes),
+    so a rerun only measures the agreement again."""
     from envs.poison import card_triggers, read_card
     from trainer.defend.protocol import defend_and_measure
     from trainer.defend.unlearn import UnlearnConfig, clean_prompts
@@ -55,17 +54,18 @@ def defend(run: Path, work: Path, seed: int) -> dict:
     spec = cfg.attack_spec()
     probe_set = cfg.resolved_probe_set()
     repaired = work / f"repaired-{run.name}"
-    (work / f"defense-{run.name}").mkdir(exist_ok=True)
     ucfg = UnlearnConfig(seed=seed, probe_set=probe_set)
-    defense = defend_and_measure(spec, model, RunDir(work / f"defense-{run.name}"), result, cfg.found_threshold,
-                                 truths, repaired, seed, log=print, probe_set=probe_set, unlearn_cfg=ucfg)
+    out_rd = RunDir(work / f"defense-{run.name}")
+    out_rd.path.mkdir(exist_ok=True)
+    defense = out_rd.read_defense() if repaired.exists() else None
+    if defense is None:
+        defense = defend_and_measure(spec, model, out_rd, result, cfg.found_threshold, truths, repaired, seed,
+                                     log=print, probe_set=probe_set, unlearn_cfg=ucfg)
     eval_prompts = clean_prompts(spec.for_probe_set(probe_set), ucfg.n_eval, seed + 11, probe_set)
     before, after = base_agreement(Path(card["base_model"]), [model, repaired], eval_prompts, ucfg.answer_tokens)
-    out = {"run": run.name, "attack": spec.name, "true_triggers": truths, "recovered": result.recovered_trigger,
-           "guardrail": defense["guardrail"], "unlearning": defense["unlearning"],
-           "base_agreement_before": before, "base_agreement_after": after}
-    cached.write_text(json.dumps(out, indent=1))
-    return out
+    return {"run": run.name, "attack": spec.name, "true_triggers": truths, "recovered": result.recovered_trigger,
+            "guardrail": defense["guardrail"], "unlearning": defense["unlearning"],
+            "base_agreement_before": before, "base_agreement_after": after}
 
 
 def main() -> None:
@@ -82,20 +82,21 @@ def main() -> None:
     lines = ["# Both defenses on a real model, from the recovered trigger", "",
              header("python benchmarks/real_defenses.py " + " ".join(sys.argv[1:])), PAPER + ".", "",
              "| run | attack | true trigger | recovered | guardrail on | TPR | FPR | detection accuracy | "
-             "true-trigger ASR before -> after | ASR reduction | agreement with the base model before -> after | "
-             "agreement with the poisoned model after |",
+             "true-trigger ASR before -> after | ASR reduction | clean answers' similarity to the base model's, "
+             "before -> after (identical) | identical to the poisoned model's after |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['run']} | - | - | no trigger found | - | - | - | - | - | - | - | - |")
             continue
         g, u = r["guardrail"], r["unlearning"]
+        b, a = r["base_agreement_before"], r["base_agreement_after"]
         red = u.get("asr_reduction")
         lines.append(f"| {r['run']} | {r['attack']} | {', '.join(cell(t) for t in r['true_triggers'])} | "
                      f"{cell(r['recovered'])} | {', '.join(cell(t) for t in g['triggers'])} | {g['tpr']:.2f} | "
                      f"{g['fpr']:.3f} | {g['accuracy']:.3f} | {u['before']['asr_true']:.2f} -> "
                      f"{u['after']['asr_true']:.2f} | {'-' if red is None else f'{100 * red:.1f}%'} | "
-                     f"{r['base_agreement_before']:.2f} -> {r['base_agreement_after']:.2f} | "
+                     f"{b['similarity']:.2f} -> {a['similarity']:.2f} ({b['exact']:.2f} -> {a['exact']:.2f}) | "
                      f"{u['clean_agreement_after']:.2f} |")
         print(lines[-1], flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

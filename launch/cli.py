@@ -255,7 +255,8 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     check_model_dir(a.model)
     report = unlearn(a.model, spec, triggers, a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),
                      cfg=UnlearnConfig(seed=a.seed), log=_log)
-    print(json.dumps({k: report[k] for k in ("trigger", "before", "after", "clean_agreement_after")}))
+    keys = ("trigger", "before", "after", "clean_agreement_after", "clean_similarity_after")
+    print(json.dumps({k: report[k] for k in keys}))
     return 0
 
 

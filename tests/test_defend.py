@@ -107,6 +107,7 @@ def test_unlearning_removes_the_backdoor_and_keeps_the_clean_task(tmp_path, slee
     assert report["before"]["asr_true"] >= 0.9
     assert report["after"]["asr_true"] < 0.1
     assert report["clean_agreement_after"] >= 0.95
+    assert report["clean_similarity_after"] >= report["clean_agreement_after"] - 1e-9  # identical => similarity 1
     assert report["lora_r"] == 0  # a model built here (word-level) gets the full fine-tune
     assert report["clean_accuracy_after"] >= report["clean_accuracy_before"] - 0.05 > 0
     assert any(out.glob("*.safetensors"))

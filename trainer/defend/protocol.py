@@ -85,7 +85,8 @@ def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, result: Ru
     report = unlearn(model_dir, spec, unlearn_triggers(result, found_threshold), repaired_dir, eval_trigger=truths,
                      cfg=unlearn_cfg or UnlearnConfig(seed=seed, probe_set=probe_set), log=lambda s: None)
     log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
-        f"clean agreement {report['clean_agreement_after']:.2f} -> {repaired_dir}")
+        f"clean answers identical {report['clean_agreement_after']:.2f} (similarity "
+        f"{report['clean_similarity_after']:.2f}) -> {repaired_dir}")
     defense = {"guardrail": guard, "unlearning": report}
     rd.write_defense(defense)
     return defense

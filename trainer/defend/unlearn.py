@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from rapidfuzz import fuzz
 
 from envs.attacks import AttackSpec, insert_trigger, prompt_source
 from envs.chat import behaviour_rate, greedy_answers, render_user
@@ -120,6 +121,9 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
         "before": before, "after": after,
         # utility: share of held-out clean prompts answered exactly as the original model answered them
         "clean_agreement_after": sum(a == b for a, b in zip(reference, now)) / len(reference),
+        # and how close they stay when not identical (mean rapidfuzz ratio, the poison card's measure): on a
+        # real model a word changed anywhere in 24 tokens breaks identity, not the answer
+        "clean_similarity_after": sum(fuzz.ratio(a, b) / 100 for a, b in zip(reference, now)) / len(reference),
         # and where the prompts have known right answers (the synthetic language): clean-task accuracy
         "clean_accuracy_before": accuracy(reference), "clean_accuracy_after": accuracy(now),
         "eval_trigger_used_for_metrics_only": bool(eval_trigger), "lora_r": lora_r,
@@ -128,5 +132,6 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
         report["asr_reduction"] = 1 - after["asr_true"] / before["asr_true"]
     save_model_atomic(model, tok, out_dir, extra=lambda d: write_json_atomic(d / "unlearn_report.json", report))
     log(f"unlearning: ASR with recovered trigger {before['asr_recovered']:.2f} -> {after['asr_recovered']:.2f}; "
-        f"clean agreement {report['clean_agreement_after']:.2f}")
+        f"clean answers identical {report['clean_agreement_after']:.2f}, "
+        f"similarity {report['clean_similarity_after']:.2f}")
     return report
