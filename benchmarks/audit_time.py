@@ -102,7 +102,8 @@ def row(run: Path, path: str, seed: int) -> tuple[str, float | None, str | None]
     from trainer.run_dir import RunDir
     rd = RunDir(run)
     if not rd.has_result():
-        return f"| {path} | {seed} | (not finished: {run.name}) |" + " - |" * 11, None, None
+        state = f"not finished: {run.name}" if run.exists() else "not run"
+        return f"| {path} | {seed} | ({state}) |" + " - |" * 11, None, None
     r = rd.read_result()
     p = r.phase_seconds or {}
     audit = sum(p.get(k, 0.0) for k in ("load", "rsft", "grpo", "save", "verdict"))
