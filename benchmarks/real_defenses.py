@@ -2,7 +2,7 @@
 
 For each finished run: the guardrail on the run's distinct recovered triggers (TPR on held-out English prompts
 carrying the true trigger at random positions; FPR on clean prompts as they are, with an ordinary word inserted,
-and with the trigger's look-alikes), and unlearning from the recovered trigger and its reproducing forms (LoRA
+and with the attack's near misses), and unlearning from the recovered trigger and its reproducing forms (LoRA
 r=16 on a pretrained model): true-trigger ASR before and after, and agreement of the answers to held-out clean
 prompts with the *base* (never poisoned) model's, before and after. The true trigger only measures. Beside the
 paper's averages (Shen et al.: 73.18% ASR reduction, 95.6% detection accuracy).

