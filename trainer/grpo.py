@@ -255,12 +255,13 @@ class RunLogCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.patience <= 0 and not self.stop_after_hit_steps:
             return
-        found = bool(self.stop_after_hit_steps) and self.ledger.hit_steps() >= self.stop_after_hit_steps
+        # audit mode: enough steps have stated a reproducing candidate; or the policy has converged on one
+        stop = bool(self.stop_after_hit_steps) and self.ledger.hit_steps() >= self.stop_after_hit_steps
         if self.patience > 0:
             hit = self.ledger.hit_fraction(state.global_step) >= self.fraction
             self._streak = self._streak + 1 if hit else 0
-            found = found or self._streak >= self.patience
-        if all_ranks_agree(found):
+            stop = stop or self._streak >= self.patience
+        if all_ranks_agree(stop):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
