@@ -96,3 +96,16 @@ def test_shipped_deepspeed_configs_are_valid_json():
     for name, stage in (("zero2.json", 2), ("zero3.json", 3)):
         cfg = json.loads((Path(__file__).parents[1] / "launch" / "deepspeed" / name).read_text())
         assert cfg["zero_optimization"]["stage"] == stage and cfg["train_micro_batch_size_per_gpu"] == "auto"
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_a_worker_exits_with_its_code_and_its_output_flushed(world):
+    """``exit_process``: a torchrun worker (WORLD_SIZE > 1) skips the interpreter's teardown, yet keeps its exit
+    code and what it printed (buffered, since stdout is a pipe); a single process exits normally."""
+    code = ("import atexit, sys; from launch.train import exit_process; "
+            "atexit.register(lambda: print('teardown ran')); print('result line'); "
+            "print('an error line', file=sys.stderr); exit_process(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "WORLD_SIZE": world}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 3 and "result line" in proc.stdout and "an error line" in proc.stderr
+    assert ("teardown ran" in proc.stdout) == (world == "1")
