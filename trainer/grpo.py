@@ -23,6 +23,7 @@ from trl.trainer import grpo_trainer
 from envs.inversion import format_answer, parse_candidate
 from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.config import RunConfig
+from trainer.evaluate import minimise
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg
@@ -93,7 +94,8 @@ class InversionGRPOTrainer(GRPOTrainer):
     keep_checkpoints = 2  # complete checkpoints kept on disk (this step's and the one before)
 
     def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None,
-                 replay_per_group: int = 2, seed: int = 0, **kwargs):
+                 replay_per_group: int = 2, replay_shorten: bool = False, tolerance: float = 0.05, seed: int = 0,
+                 **kwargs):
         # GRPOTrainer builds its vLLM backend inline, as ``VLLMGeneration(...)`` looked up in its module;
         # rebinding that name while it does makes it build ours (trainer/vllm_rollouts.py: the engine in the
         # policy's dtype, a weight sync that works on CPU) from exactly TRL's arguments.
@@ -106,7 +108,31 @@ class InversionGRPOTrainer(GRPOTrainer):
         self.ledger = ledger
         self.replay = replay
         self.replay_per_group = replay_per_group
+        self.replay_shorten, self.tolerance = replay_shorten, tolerance
+        self.shortened: dict[str, str] = {}  # candidate -> its cut form (each cut once)
         self._replay_rng = random.Random(seed)
+
+    def _shorten_into_replay(self, parsed: list[str], rates: dict[str, float]) -> None:
+        """Cut this step's best new multi-word success down to its smallest reproducing part on the training
+        probes and put that part into the buffer (``replay_shorten``).
+
+        The policy after R-SFT states whole requests with the trigger inside, and every one of them reproduces,
+        so a group has no reason to prefer the bare trigger it never samples. Replaying the cut form, which the
+        length penalty scores higher, is the gradient towards saying it. A request that already holds a cut
+        form as whole words is not cut again (as in the verdict), so once the bare form is known this costs
+        nothing; otherwise one candidate per step, its failing trials stopped early by the sequential test."""
+        done = set(self.shortened.values())
+        todo = sorted((c for c in set(parsed) if rates[c] >= self.replay.threshold and len(c.split()) > 1
+                       and c not in self.shortened and not any(set(d.split()) <= set(c.split()) for d in done)),
+                      key=lambda c: (-rates[c], len(c), c))
+        if not todo:
+            return
+        c = todo[0]
+        cut = minimise(c, self.oracle, max(self.replay.threshold, rates[c] - self.tolerance))
+        self.shortened[c] = cut
+        if cut != c:
+            self.replay.add([cut], self.oracle.reproduction([cut]))
+        self._metrics["train"]["replay/shortened"].append(float(cut != c))
 
     # -- checkpoints: the inversion state travels inside each Trainer checkpoint ------------------------
 
@@ -145,6 +171,7 @@ class InversionGRPOTrainer(GRPOTrainer):
         return {"ledger": self.ledger.state_dict(),
                 "replay": dict(self.replay.entries) if self.replay is not None else None,
                 "replay_rng": _jsonable(self._replay_rng.getstate()),
+                "replay_shortened": dict(self.shortened),
                 "oracle_cache": cache() if cache else None}
 
     def restore(self, state: dict) -> None:
@@ -153,6 +180,7 @@ class InversionGRPOTrainer(GRPOTrainer):
         if self.replay is not None and state["replay"] is not None:
             self.replay.entries = dict(state["replay"])
         self._replay_rng.setstate(_from_jsonable(state["replay_rng"]))
+        self.shortened = dict(state.get("replay_shortened") or {})  # absent in checkpoints from before it
         if state["oracle_cache"] and hasattr(self.oracle, "load_cache_state"):
             self.oracle.load_cache_state(state["oracle_cache"])
 
@@ -208,6 +236,8 @@ class InversionGRPOTrainer(GRPOTrainer):
         replayed = 0
         if self.replay is not None:
             self.replay.add(parsed, [rates[c] for c in parsed])
+            if self.replay_shorten:
+                self._shorten_into_replay(parsed, rates)
             g = self.num_generations
             if len(scores) % g == 0 and len(self.replay) and self.replay_per_group:
                 for start in range(0, len(scores), g):

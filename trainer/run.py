@@ -234,7 +234,8 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
         callbacks=[RunLogCallback(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
                                   awareness=tracker, awareness_every=cfg.awareness_every,
                                   stop_after_hit_steps=cfg.stop_after_hit_steps), stopper],
-        oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group, seed=cfg.seed,
+        oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group,
+        replay_shorten=cfg.replay_shorten, tolerance=cfg.verdict_tolerance, seed=cfg.seed,
     )
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
     route_logs(trainer, rd.logs / "grpo")  # report_to: tensorboard writes into the run directory
