@@ -6,11 +6,11 @@ Arms (each a set of config overrides on the attack's preset ``smollm2-ATTACK.yam
 same ``COMMON`` overrides: the same steps, Awareness tracked every 5 steps, no early stop, so the policy
 trains for as long in every arm):
 
-- ``preset``: the preset as it is (its length penalty is free up to 8 tokens);
+- ``preset``: the preset as it was before ``replay_shorten`` (its length penalty is free up to 8 tokens);
 - ``length``: the length penalty from the first token (``LENGTH``), nothing else;
 - ``shorten``: ``length`` plus ``replay_shorten`` (a reproducing request in the replay buffer is cut to its
   smallest reproducing part on the training probes, and the cut form is replayed);
-- ``shorten-only``: ``replay_shorten`` with the preset's length penalty.
+- ``shorten-only``: ``replay_shorten`` with the preset's length penalty (what ``smollm2.yaml`` now sets).
 
 Each (arm, seed) has its own run directory under ``--work``, resumed if cut off and read back if finished,
 so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds.
@@ -32,13 +32,14 @@ from benchmarks.real_model import cli  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["steps=40", "awareness_every=5", "early_stop_patience=0"]
 LENGTH = ["reward.length_free_tokens=1", "reward.length_max_tokens=16", "reward.length_max_penalty=0.75"]
-ARMS = {
-    "preset": [],
-    "length": LENGTH,
+ARMS = {  # each arm names replay_shorten, so that an arm means the same whatever the preset now sets
+    "preset": ["replay_shorten=false"],
+    "length": ["replay_shorten=false", *LENGTH],
     "shorten": ["replay_shorten=true", *LENGTH],
     "shorten-only": ["replay_shorten=true"],
 }
 AWARE = 0.8  # the bar for Awareness@5
+NOTES = "## Read off the runs"  # the hand-written part of --out, kept when the table is rebuilt
 
 
 def run_cell(work: Path, model: str, attack: str, arm: str, seed: int, extra: list[str], timeout: float) -> Path:
@@ -141,7 +142,10 @@ def main() -> None:
             print(lines[-1], flush=True)
     plot(runs, png)
     lines += ["", f"Figure: `{png.name}` (Awareness@5 against GRPO step, every run above)."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    old = out.read_text() if out.is_file() else ""
+    notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []
+    out.write_text("\n".join(lines + notes) + "\n")
     print(f"wrote {args.out}")
 
 
