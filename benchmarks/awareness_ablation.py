@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     png = Path(args.out).with_name(f"awareness_ablation_smollm2_{args.attack}.png")
     lines = [f"# Which change makes SmolLM2 state its own trigger: `{Path(args.model).name}`, attack {args.attack}",
-             "", header("python benchmarks/awareness_ablation.py " + " ".join(sys.argv[1:])),
+             "", header("python benchmarks/awareness_ablation.py " + shlex.join(sys.argv[1:])),
              f"Every run: `invert --config launch/configs/smollm2-{args.attack}.yaml --eval-trigger card` with "
              f"`{' '.join(COMMON)}`; the arm's overrides: "
              + "; ".join(f"**{a}** `{' '.join(ARMS[a]) or '(none)'}`" for a in args.arms)
