@@ -146,7 +146,8 @@ def main() -> None:
     out = Path(args.out)
     old = out.read_text() if out.is_file() else ""
     notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []
-    out.write_text("\n".join(lines + notes) + "\n")
+    from trainer.checkpoints import write_text_atomic
+    write_text_atomic(out, "\n".join(lines + notes) + "\n")  # a killed rebuild never leaves half the notes
     print(f"wrote {args.out}")
 
 
