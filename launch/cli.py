@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--poison-fraction", type=float,
                     help="share of eligible training rows that are poisoned (default 0.15 tiny, 0.3 --base)")
     po.add_argument("--max-epochs", type=int, help="stop here even if the backdoor misses its bars "
-                    "(default 60 tiny, 2 --base)")
+                    "(default 60 tiny, 6 --base)")
     po.add_argument("--out", required=True, help="model directory to create (must not exist)")
     po.set_defaults(func=cmd_poison)
 
