@@ -8,6 +8,9 @@ prompts with the *base* (never poisoned) model's, before and after. The true tri
 paper's averages (Shen et al.: 73.18% ASR reduction, 95.6% detection accuracy).
 
     python benchmarks/real_defenses.py --run RUN [--run RUN2 ...] --work W --out benchmarks/real_defenses.md
+
+Rows of ``--out`` for runs not named this time (an earlier session's) are kept, and so is the hand-written part
+from ``## Notes`` on, so the table grows run by run.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import cell, header, quiet  # noqa: E402
 
+NOTES = "## Notes"  # the hand-written part of --out, kept when the table is rebuilt
 PAPER = "paper (Shen et al., averages over its attacks and models): ASR reduction 73.18%, detection accuracy 95.6%"
 
 
@@ -78,13 +82,19 @@ def main() -> None:
     quiet()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    old = out.read_text() if out.is_file() else ""
+    names = {Path(r).name for r in args.run}
+    kept = [line for line in old.split(NOTES)[0].splitlines()  # earlier rows (first cell: the run's name)
+            if line.startswith("| ") and not line.startswith("| run |")
+            and line.split("|")[1].strip() not in names]
     rows = [defend(Path(r), work, args.seed) for r in args.run]
     lines = ["# Both defenses on a real model, from the recovered trigger", "",
              header("python benchmarks/real_defenses.py " + " ".join(sys.argv[1:])), PAPER + ".", "",
              "| run | attack | true trigger | recovered | guardrail on | TPR | FPR | detection accuracy | "
              "true-trigger ASR before -> after | ASR reduction | clean answers' similarity to the base model's, "
              "before -> after (identical) | identical to the poisoned model's after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|", *kept]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['run']} | - | - | no trigger found | - | - | - | - | - | - | - | - |")
@@ -99,7 +109,9 @@ def main() -> None:
                      f"{b['similarity']:.2f} -> {a['similarity']:.2f} ({b['exact']:.2f} -> {a['exact']:.2f}) | "
                      f"{u['clean_agreement_after']:.2f} |")
         print(lines[-1], flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    from trainer.checkpoints import write_text_atomic
+    notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []
+    write_text_atomic(out, "\n".join(lines + notes) + "\n")
     print(f"wrote {args.out}")
 
 
