@@ -42,20 +42,20 @@ def cells(line: str) -> list[str]:
 
 
 def finished_rows(text: str) -> dict[tuple[str, str], str]:
-    """The finished rows of an earlier table (notes excluded), by (row kind, seed): the kind is the first cell
-    up to its explanation in brackets (``rsft-only (R-SFT, then ...)`` -> ``rsft-only``)."""
+    """The finished rows of an earlier table (notes excluded), by (first cell, seed): a baseline's first cell
+    names its budget (``rsft-only (R-SFT, then greedy + 16 samples)``), so budgets are rows of their own."""
     rows = {}
     for line in text.split(NOTES)[0].splitlines():
         parts = cells(line)
         if len(parts) == 14 and parts[1].isdigit() and not parts[2].startswith("("):
-            rows[(parts[0].split(" (")[0], parts[1])] = line
+            rows[(parts[0], parts[1])] = line
     return rows
 
 
 def kept(new: str, old: dict[tuple[str, str], str]) -> str:
     """``new``, or the earlier table's finished row of the same kind and seed when ``new`` has no result."""
     parts = cells(new)
-    return old.get((parts[0].split(" (")[0], parts[1]), new) if parts[2].startswith("(") else new
+    return old.get((parts[0], parts[1]), new) if parts[2].startswith("(") else new
 
 
 def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: list[str], timeout: float) -> Path:
@@ -96,10 +96,13 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, samp
 
     from trainer.checkpoints import write_json_atomic
     from trainer.result import RunResult
-    path = work / f"baseline-{kind}-{attack}-s{seed}.json"
+    what = {"rsft-only": f"R-SFT, then greedy + {samples} samples", "sampling": f"untouched model, greedy + "
+            f"{samples} samples", "gcg": f"GCG, {gcg_steps} steps"}[kind]
+    size = f"steps{gcg_steps}" if kind == "gcg" else f"n{samples}"
+    path = work / f"baseline-{kind}-{attack}-s{seed}-{size}.json"
     if not path.is_file():
         if report_only:
-            return f"| {kind} | {seed} | (not run) |" + " - |" * 11
+            return f"| {kind} ({what}) | {seed} | (not run) |" + " - |" * 11
         from trainer.baselines import run_baseline
         from trainer.config import load_config
         from trainer.gcg import GCGConfig
@@ -109,8 +112,6 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, samp
                          gcg=GCGConfig(steps=gcg_steps, seed=seed))
         write_json_atomic(path, r.to_dict())
     r = RunResult.from_dict(json.loads(path.read_text()), str(path))
-    what = {"rsft-only": f"R-SFT, then greedy + {r.samples} samples", "sampling": f"untouched model, greedy + "
-            f"{r.samples} samples", "gcg": f"GCG, {gcg_steps} steps"}[kind]
     return (f"| {kind} ({what}) | {seed} | - | - | - | - | - | {r.wall_seconds / 60:.1f} min (whole) | "
             f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | - | "
             f"{r.awareness_jaccard_word or 0:.2f} | "
@@ -151,7 +152,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     ap.add_argument("--baselines", nargs="*", default=[], choices=["rsft-only", "sampling", "gcg"],
                     help="no-RL baselines on the same model and verdict (issue #15 item 3)")
-    ap.add_argument("--samples", type=int, default=16, help="samples for the rsft-only and sampling baselines")
+    ap.add_argument("--samples", type=int, default=16, help="samples for the rsft-only and sampling baselines "
+                    "(another count is a row of its own, beside the 16-sample one)")
     ap.add_argument("--gcg-steps", type=int, default=60)
     ap.add_argument("--reverdict", action="store_true", help="re-run the full-length runs' verdict (see above)")
     ap.add_argument("--work", default="/tmp/audit-time")
