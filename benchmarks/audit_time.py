@@ -89,16 +89,17 @@ def reverdict(run: Path) -> Path:
     return copy
 
 
-def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, samples: int, gcg_steps: int,
-                 sets: list[str], report_only: bool) -> str:
-    """A no-RL baseline on the same model, probes and held-out verdict (trainer/baselines.py), cached as JSON."""
+def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, budget: int, sets: list[str],
+                 report_only: bool) -> str:
+    """A no-RL baseline on the same model, probes and held-out verdict (trainer/baselines.py), cached as JSON.
+    ``budget``: samples (rsft-only, sampling) or GCG steps."""
     import json
 
     from trainer.checkpoints import write_json_atomic
     from trainer.result import RunResult
-    what = {"rsft-only": f"R-SFT, then greedy + {samples} samples", "sampling": f"untouched model, greedy + "
-            f"{samples} samples", "gcg": f"GCG, {gcg_steps} steps"}[kind]
-    size = f"steps{gcg_steps}" if kind == "gcg" else f"n{samples}"
+    what = {"rsft-only": f"R-SFT, then greedy + {budget} samples", "sampling": f"untouched model, greedy + "
+            f"{budget} samples", "gcg": f"GCG, {budget} steps"}[kind]
+    size = f"steps{budget}" if kind == "gcg" else f"n{budget}"
     path = work / f"baseline-{kind}-{attack}-s{seed}-{size}.json"
     if not path.is_file():
         if report_only:
@@ -108,8 +109,8 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, samp
         from trainer.gcg import GCGConfig
         cfg = load_config(REPO / PATHS["full"].format(attack=attack), {"model": model, "attack": attack, "seed": seed},
                           sets=sets)
-        r = run_baseline(cfg, kind, samples, eval_trigger=_card_truth(model), log=print,
-                         gcg=GCGConfig(steps=gcg_steps, seed=seed))
+        r = run_baseline(cfg, kind, budget, eval_trigger=_card_truth(model), log=print,
+                         gcg=GCGConfig(steps=budget, seed=seed))
         write_json_atomic(path, r.to_dict())
     r = RunResult.from_dict(json.loads(path.read_text()), str(path))
     return (f"| {kind} ({what}) | {seed} | - | - | - | - | - | {r.wall_seconds / 60:.1f} min (whole) | "
@@ -152,9 +153,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     ap.add_argument("--baselines", nargs="*", default=[], choices=["rsft-only", "sampling", "gcg"],
                     help="no-RL baselines on the same model and verdict (issue #15 item 3)")
-    ap.add_argument("--samples", type=int, default=16, help="samples for the rsft-only and sampling baselines "
-                    "(another count is a row of its own, beside the 16-sample one)")
-    ap.add_argument("--gcg-steps", type=int, default=60)
+    ap.add_argument("--samples", type=int, nargs="+", default=[16],
+                    help="samples for the rsft-only and sampling baselines (each count a row of its own)")
+    ap.add_argument("--gcg-steps", type=int, nargs="+", default=[60], help="GCG budgets (each a row of its own)")
     ap.add_argument("--reverdict", action="store_true", help="re-run the full-length runs' verdict (see above)")
     ap.add_argument("--work", default="/tmp/audit-time")
     ap.add_argument("--out", default="benchmarks/audit_time.md")
@@ -202,9 +203,10 @@ def main() -> None:
             elif (f"{path}, verdict re-run with this checkout", str(seed)) in old:
                 lines.append(old[f"{path}, verdict re-run with this checkout", str(seed)])
         for kind in args.baselines:
-            lines.append(kept(baseline_row(work, args.model, args.attack, kind, seed, args.samples, args.gcg_steps,
-                                           args.set, args.report_only), old))
-            print(lines[-1], flush=True)
+            for budget in args.gcg_steps if kind == "gcg" else args.samples:
+                lines.append(kept(baseline_row(work, args.model, args.attack, kind, seed, budget, args.set,
+                                               args.report_only), old))
+                print(lines[-1], flush=True)
     ratios = []
     for seed in args.seeds:
         (full, t_full), (fast, t_fast) = totals.get(("full", seed), (None, None)), totals.get(("audit", seed),

@@ -109,6 +109,7 @@ def test_audit_time_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
     at.main()
     table, notes = out.read_text().split("## Read off the runs")
     assert full in table and audit in table and base in table
-    assert "| audit | 1 | (not run) |" in table and "| rsft-only (R-SFT, then greedy + 16 samples) | 1 | (not run) |" in table
+    assert "| audit | 1 | (not run) |" in table
+    assert "| rsft-only (R-SFT, then greedy + 16 samples) | 1 | (not run) |" in table
     assert "seed 0: 30.9 -> 7.1 min, **4.3x**, same trigger: yes" in table
     assert full in notes  # the hand-written part survives, and a row quoted in it is not taken for a row
