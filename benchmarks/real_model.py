@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, write_with_notes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+NOTES = "## How far it got"  # the hand-written part of --out (from this heading on), kept when the table is rebuilt
 
 
 def cli(*args: str, timeout: float | None = None) -> tuple[int, float, str]:
@@ -154,7 +155,7 @@ def main() -> None:
                      f"{cell(r.recovered_trigger)} | {r.recovered_jaccard_word:.2f} | "
                      f"{r.awareness_jaccard_word:.2f} | {r.reproduction_rate:.2f} | {best} |")
         print(lines[-1], flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_with_notes(Path(args.out), lines, NOTES)
     print(f"wrote {args.out}")
 
 
