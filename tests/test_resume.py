@@ -64,3 +64,22 @@ def test_resume_matches_uninterrupted_and_skips_corrupt_checkpoint(tmp_path, sle
     assert any("skipping incomplete checkpoint" in line and "checkpoint-8" in line for line in logs)
     assert any("resuming from" in line and "checkpoint-4" in line for line in logs)
     _same(_metrics(part), _metrics(tmp_path / "full"))
+
+
+def test_a_lora_run_after_rsft_is_not_resumed_onto_the_raw_model(tmp_path):
+    """Its checkpoint holds the GRPO adapter, not the R-SFT weights under it: resuming trained the adapter on the
+    raw SmolLM2, whose answers collapsed to one token. The run is refused, its files untouched."""
+    import pytest
+
+    from trainer.config import RunConfig
+    from trainer.run import check_run
+    from trainer.run_dir import RunDir, RunError
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir()
+    cfg = RunConfig(model=str(tmp_path / "model"), use_lora=True, rsft=True)
+    rd.save_config(cfg)
+    (rd.path / "checkpoints" / "checkpoint-9").mkdir(parents=True)
+    before = rd.config.read_bytes()
+    with pytest.raises(RunError, match="R-SFT warm-up"):
+        check_run(cfg, rd, resume=True, world=1)
+    assert rd.config.read_bytes() == before
