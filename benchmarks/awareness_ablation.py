@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cell, header, quiet, write_with_notes  # noqa: E402
+from benchmarks._common import cell, cells, header, quiet, write_with_notes  # noqa: E402
 from benchmarks.real_model import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def old_rows(text: str) -> dict[tuple[str, int], str]:
     """The finished rows of an earlier table, by (arm, seed)."""
     rows = {}
     for line in text.splitlines():
-        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        parts = cells(line)
         if len(parts) == 11 and parts[0] in ARMS and parts[1].isdigit() and parts[2].startswith("**"):
             rows[(parts[0], int(parts[1]))] = line
     return rows

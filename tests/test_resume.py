@@ -80,6 +80,12 @@ def test_a_lora_run_after_rsft_is_not_resumed_onto_the_raw_model(tmp_path):
     rd.save_config(cfg)
     (rd.path / "checkpoints" / "checkpoint-9").mkdir(parents=True)
     before = rd.config.read_bytes()
+    with pytest.raises(Exception) as restart:  # no complete checkpoint: a restart redoes R-SFT, which is sound
+        check_run(cfg, rd, resume=True, world=1)
+    assert "R-SFT" not in str(restart.value)  # (it fails later, on the model directory this test has not made)
+    from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE
+    for name in ("trainer_state.json", INVERSION_STATE, COMPLETE_MARKER):
+        (rd.path / "checkpoints" / "checkpoint-9" / name).write_text("{}")
     with pytest.raises(RunError, match="R-SFT warm-up"):
         check_run(cfg, rd, resume=True, world=1)
     assert rd.config.read_bytes() == before

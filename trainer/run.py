@@ -135,7 +135,7 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
         raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
     if resume and not rd.config.is_file():
         raise RunError(f"cannot resume: {rd} has no config.yaml")
-    if resume and cfg.rsft and cfg.use_lora and any(rd.path.glob("checkpoints/checkpoint-*")):
+    if resume and cfg.rsft and cfg.use_lora and rd.latest_checkpoint(lambda _: None):  # none: a restart, fine
         # the checkpoint holds the GRPO adapter but not the R-SFT weights under it: resumed on the raw model, a
         # SmolLM2 policy collapsed to one-token answers at once (benchmarks/audit_time_code.md); refuse, not that
         raise RunError(f"cannot resume {rd}: a LoRA run keeps only its GRPO adapter, not the R-SFT warm-up it was "
