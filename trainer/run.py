@@ -32,7 +32,7 @@ from trainer.oracles import SuspectOracles
 from trainer.replay import ReplayBuffer
 from trainer.reporting import check_report_to_installed, route_logs
 from trainer.result import RunResult
-from trainer.rsft import rsft_stage
+from trainer.rsft import load_rsft_adapter, rsft_stage
 from trainer.run_dir import RunDir, RunError
 
 __all__ = ["RunError", "RunInterrupted", "invert"]
@@ -105,8 +105,12 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
     phases.lap("load")
     if cfg.rsft and checkpoint is None:
-        policy = rsft_stage(policy, tok, cfg, log, log_dir=rd.logs / "rsft")
+        policy = rsft_stage(policy, tok, cfg, log, log_dir=rd.logs / "rsft",
+                            adapter_out=rd.rsft_adapter if cfg.use_lora and main else None)
         phases.lap("rsft")
+    elif cfg.rsft and cfg.use_lora:  # the GRPO adapter in the checkpoint was trained on the warm-up, not the raw model
+        policy = load_rsft_adapter(policy, rd.rsft_adapter)
+        log(f"R-SFT warm-up restored from {rd.rsft_adapter}")
 
     # -- GRPO on TRL
     trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
@@ -135,11 +139,12 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
         raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
     if resume and not rd.config.is_file():
         raise RunError(f"cannot resume: {rd} has no config.yaml")
-    if resume and cfg.rsft and cfg.use_lora and rd.latest_checkpoint(lambda _: None):  # none: a restart, fine
-        # the checkpoint holds the GRPO adapter but not the R-SFT weights under it: resumed on the raw model, a
-        # SmolLM2 policy collapsed to one-token answers at once (benchmarks/audit_time_code.md); refuse, not that
-        raise RunError(f"cannot resume {rd}: a LoRA run keeps only its GRPO adapter, not the R-SFT warm-up it was "
-                       "trained on; start it again in a new --out")
+    if (resume and cfg.rsft and cfg.use_lora and not rd.rsft_adapter.is_dir()
+            and rd.latest_checkpoint(lambda _: None)):  # no complete checkpoint: a restart redoes R-SFT, fine
+        # a run from before rsft_adapter/ was kept: resumed on the raw model, a SmolLM2 policy collapsed to
+        # one-token answers at once (benchmarks/audit_time_code.md); refuse, not that
+        raise RunError(f"cannot resume {rd}: this LoRA run did not keep its R-SFT warm-up ({rd.rsft_adapter.name}/),"
+                       " which its GRPO adapter was trained on; start it again in a new --out")
     cfg.validate()
     spec = cfg.attack_spec()
     check_model_dir(cfg.model, cfg.allow_pickle)

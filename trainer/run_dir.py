@@ -5,7 +5,8 @@ that made it: ``config.yaml`` (the config the run used), ``metrics.jsonl`` (one 
 ``ledger.json`` (every candidate the policy said), ``checkpoints/`` (TRL's, resumable; a checkpoint
 counts only once its ``COMPLETE`` marker is written), ``final/`` (the trained policy), ``result.json``
 (a ``RunResult``), ``reward.png``, ``report.md``, after the defenses ``defense.json``, and with
-``report_to: tensorboard`` TensorBoard's event files in ``logs/rsft`` and ``logs/grpo``.
+``report_to: tensorboard`` TensorBoard's event files in ``logs/rsft`` and ``logs/grpo``; a LoRA run keeps its
+R-SFT adapter in ``rsft_adapter/`` (its checkpoints hold only the GRPO adapter that sits on top of it).
 Every write is atomic, so a reader or a resumed run sees a whole file or the previous one.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RunDir:
         self.defense = self.path / "defense.json"
         self.checkpoints = self.path / "checkpoints"
         self.final = self.path / "final"
+        self.rsft_adapter = self.path / "rsft_adapter"  # a LoRA run's R-SFT warm-up, for --resume
         self.logs = self.path / "logs"  # report_to integrations' files: TensorBoard's in logs/rsft, logs/grpo
 
     def __str__(self) -> str:
