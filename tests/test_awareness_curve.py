@@ -135,3 +135,17 @@ def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):
         assert audit.stop_after_hit_steps == 3 and not full.stop_after_hit_steps
         assert audit.reward.weights == full.reward.weights and audit.judge == full.judge
         assert audit.reward.weights["asr_dense"] == (0 if attack == "code" else 0.5)
+
+
+def test_audit_time_runs_baselines_alone(tmp_path, monkeypatch):
+    """``--paths`` with no path: only the baselines' rows (how the GPU script runs GCG beside its own audits)."""
+    import sys
+
+    from benchmarks import audit_time as at
+    out = tmp_path / "t.md"
+    monkeypatch.setattr(sys, "argv", ["audit_time.py", "--model", "m", "--seeds", "0", "--paths", "--baselines",
+                                      "gcg", "--gcg-steps", "60", "--work", str(tmp_path / "w"), "--out", str(out),
+                                      "--report-only"])
+    at.main()
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["| gcg (GCG, 60 steps) | 0 | (not run) |" + " - |" * 11]

