@@ -110,6 +110,10 @@ def test_a_lora_run_without_its_rsft_adapter_is_not_resumed_onto_the_raw_model(t
         check_run(cfg, rd, resume=True, world=1)
     assert rd.config.read_bytes() == before
     rd.rsft_adapter.mkdir()
+    with pytest.raises(RunError, match="R-SFT warm-up"):  # an empty folder is no adapter
+        check_run(cfg, rd, resume=True, world=1)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (rd.rsft_adapter / name).write_text("{}")
     with pytest.raises(Exception) as kept:
         check_run(cfg, rd, resume=True, world=1)
     assert "R-SFT" not in str(kept.value)

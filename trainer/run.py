@@ -139,7 +139,7 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
         raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
     if resume and not rd.config.is_file():
         raise RunError(f"cannot resume: {rd} has no config.yaml")
-    if (resume and cfg.rsft and cfg.use_lora and not rd.rsft_adapter.is_dir()
+    if (resume and cfg.rsft and cfg.use_lora and not rd.has_rsft_adapter()
             and rd.latest_checkpoint(lambda _: None)):  # no complete checkpoint: a restart redoes R-SFT, fine
         # a run from before rsft_adapter/ was kept: resumed on the raw model, a SmolLM2 policy collapsed to
         # one-token answers at once (benchmarks/audit_time_code.md); refuse, not that

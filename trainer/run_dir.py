@@ -124,6 +124,10 @@ class RunDir:
             log(f"warning: skipping incomplete checkpoint {ckpt} (never loaded)")
         return None
 
+    def has_rsft_adapter(self) -> bool:
+        """A LoRA run's kept R-SFT adapter, whole (it is written atomically: its two files or nothing)."""
+        return all((self.rsft_adapter / f).is_file() for f in ("adapter_config.json", "adapter_model.safetensors"))
+
     # -- finished runs and defenses ----------------------------------------------------------------------
 
     def require_finished(self) -> None:
