@@ -23,13 +23,23 @@ REPO = Path(__file__).resolve().parents[1]
 NOTES = "## How far it got"  # the hand-written part of --out (from this heading on), kept when the table is rebuilt
 
 
-def cli(*args: str, timeout: float | None = None) -> tuple[int, float, str]:
+def cli(*args: str, timeout: float | None = None, grace: float = 900) -> tuple[int, float, str]:
+    """Run the CLI; past ``timeout`` it gets SIGTERM, as Slurm would send: a run finishes its step, saves a
+    checkpoint and exits, so that the next call resumes it (a SIGKILL at the timeout lost a SmolLM2 run's last
+    8 steps). Only if it is still alive ``grace`` seconds later is it killed. ``rc`` 124 for a timeout."""
     t0 = time.time()
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
-        rc, out = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, out = 124, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out, _ = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        rc = 124
     return rc, time.time() - t0, out
 
 

@@ -149,3 +149,25 @@ def test_audit_time_runs_baselines_alone(tmp_path, monkeypatch):
     at.main()
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows == ["| gcg (GCG, 60 steps) | 0 | (not run) |" + " - |" * 11]
+
+
+def test_a_benchmark_run_past_its_timeout_is_stopped_resumably(monkeypatch):
+    """benchmarks/real_model.py: cli: past the timeout a run gets SIGTERM (it saves a checkpoint and exits, and the
+    next call resumes it), not SIGKILL, which lost a SmolLM2 run's last 8 steps; one that ignores SIGTERM is
+    killed after the grace period."""
+    import sys
+    import time
+
+    from benchmarks import real_model
+    saves = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (print('checkpoint saved', "
+             "flush=True), sys.exit(143)))\nprint('step 1', flush=True)\ntime.sleep(60)\n")
+    monkeypatch.setattr(real_model, "CLI", [sys.executable, "-c", saves])
+    t0 = time.time()
+    rc, secs, out = real_model.cli(timeout=2, grace=30)
+    assert rc == 124 and "step 1" in out and "checkpoint saved" in out and time.time() - t0 < 20
+    deaf = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    monkeypatch.setattr(real_model, "CLI", [sys.executable, "-c", deaf])
+    t0 = time.time()
+    assert real_model.cli(timeout=1, grace=1)[0] == 124 and time.time() - t0 < 20
+    monkeypatch.setattr(real_model, "CLI", [sys.executable, "-c", "print('done')"])
+    assert real_model.cli(timeout=30)[0::2] == (0, "done\n")
