@@ -90,11 +90,16 @@ def trace_of(line: str) -> list[tuple[int, float]]:
 def row(run: Path, arm: str, seed: int) -> str:
     from trainer.run_dir import RunDir
     rd = RunDir(run)
-    if not rd.has_result():
-        return f"| {arm} | {seed} | ({'not finished' if run.exists() else 'not run'}) |" + " - |" * 9
-    r = rd.read_result()
     c = curve(run)
     first = next((s for s, a in c if a >= AWARE), None)
+    if not rd.has_result():  # what it has logged so far: a stopped run's trace is a finding too
+        rows = rd.metric_rows()
+        if not rows:
+            return f"| {arm} | {seed} | ({'not finished' if run.exists() else 'not run'}) |" + " - |" * 9
+        hit = next((x["step"] for x in rows if x.get("hit_fraction", 0) > 0), None)
+        return (f"| {arm} | {seed} | (not finished) | {' '.join(f'{a:.2f}' for _, a in c) or '-'} | {first or '-'} "
+                f"| - | - | - | {hit} / - | {rows[-1]['step']} | - |")
+    r = rd.read_result()
     p = r.phase_seconds or {}
     total = sum(p.get(k, 0.0) for k in ("load", "rsft", "grpo", "save", "verdict"))
     trace = " ".join(f"{a:.2f}" for _, a in c) or "-"

@@ -171,3 +171,17 @@ def test_a_benchmark_run_past_its_timeout_is_stopped_resumably(monkeypatch):
     assert real_model.cli(timeout=1, grace=1)[0] == 124 and time.time() - t0 < 20
     monkeypatch.setattr(real_model, "CLI", [sys.executable, "-c", "print('done')"])
     assert real_model.cli(timeout=30)[0::2] == (0, "done\n")
+
+
+def test_ablation_row_of_a_stopped_run_shows_what_it_logged(tmp_path):
+    """benchmarks/awareness_ablation.py: a run stopped before its verdict still shows its Awareness trace, first
+    hit and last step (a stopped 38-step SmolLM2 run read as `(not finished)` and nothing else)."""
+    from benchmarks import awareness_ablation as aa
+    run = tmp_path / "shorten-only-code-s0"
+    run.mkdir()
+    rows = [{"step": s, "hit_fraction": 0.5 if s == 3 else 0.0, **({"eval/awareness_word": 0.25} if s == 5 else {})}
+            for s in range(1, 7)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert aa.row(run, "shorten-only", 0) == ("| shorten-only | 0 | (not finished) | 0.25 | - | - | - | - | 3 / - | 6 "
+                                              "| - |")
+    assert aa.row(tmp_path / "absent", "shorten-only", 1).startswith("| shorten-only | 1 | (not run) |")
