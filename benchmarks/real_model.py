@@ -40,6 +40,10 @@ def cli(*args: str, timeout: float | None = None, grace: float = 900) -> tuple[i
             proc.kill()
             out, _ = proc.communicate()
         rc = 124
+    except BaseException:  # Ctrl-C of the benchmark: stop the run the same resumable way, never orphan it
+        proc.terminate()
+        proc.wait()
+        raise
     return rc, time.time() - t0, out
 
 
