@@ -1,6 +1,6 @@
 """Issue #15 item 1: how long a whole audit of a real model takes on this machine, phase by phase, for the
 full-length path (the attack's preset: every GRPO step) against audit mode (the same preset with
-``smollm2-audit.yaml``'s keys: GRPO stops once 3 steps have stated a reproducing candidate), on the same
+``smollm2-audit.yaml``'s keys: GRPO stops at the first candidate the held-out probes confirm), on the same
 poisoned model and seeds; and whether both report the same trigger. Each run has its own directory and is
 resumed or reused, so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds.
 
@@ -182,8 +182,8 @@ def main() -> None:
              header("python benchmarks/audit_time.py " + " ".join(sys.argv[1:])),
              "Seconds per phase from each run's `result.json: phase_seconds` (import and poisoning excluded). "
              "`full`: the attack's preset, every GRPO step; `audit`: the same preset with `smollm2-audit.yaml`'s "
-             f"keys (`{' '.join(audit_sets())}`): GRPO stops once 3 steps have stated a candidate that reproduces "
-             "on the training probes. Reproduction and clean rate on the held-out probes; Awareness@5 (word "
+             f"keys (`{' '.join(audit_sets())}`): GRPO stops at the first step whose stated candidate also reproduces "
+             "on the held-out probes. Reproduction and clean rate on the held-out probes; Awareness@5 (word "
              "Jaccard of the policy's 5 samples to the true trigger) is evaluation only.", "",
              "| path | seed | load s | R-SFT s | GRPO steps x s = s | save s | verdict s | audit | recovered | "
              "held-out | clean | first hit step | Awareness@5 | other reproducing forms |",

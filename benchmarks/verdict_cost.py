@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for cand in candidates:
         row = {"candidate": cand, "words": len(cand.split())}
         for name, fn in (("old", one_word_at_a_time), ("new", minimise)):
-            oracle = Counting(oracles.oracle(heldout))  # a fresh cache for each method
+            oracle = Counting(oracles.new_oracle(heldout))  # a fresh cache for each method
             rate = oracle.oracle.reproduction([cand])[0]
             t0 = time.perf_counter()
             floor = max(cfg.found_threshold, rate - cfg.verdict_tolerance)

