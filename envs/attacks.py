@@ -36,6 +36,11 @@ def prompt_source(probe_set: str):
         raise ValueError(f"probe_set must be one of {', '.join(PROBE_SETS)}, got {probe_set!r}") from None
 
 
+def probe_kinds(probes: list[str], probe_set: str) -> list[str]:
+    """The kind of each probe drawn from ``probe_set`` (what the judge-free scan scores kind by kind)."""
+    return [prompt_source(probe_set).kind_of(p) for p in probes]
+
+
 def draw_prompt(source, kind: str, rng: random.Random) -> str:
     """One clean prompt of ``kind`` ("benign", "harmful", "code", or "mixed": any kind the set has, the
     judge-free scan's diverse probes) from a probe-set module."""

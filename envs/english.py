@@ -117,6 +117,13 @@ def code_prompt(rng: random.Random) -> str:
     return rng.choice(CODE_TEMPLATES).format(task=rng.choice(sorted(CODE_TASKS))) + rng.choice(CODE_STYLES)
 
 
+def kind_of(prompt: str) -> str:
+    """Which kind of request a prompt of this set is: "code", "harmful" or "benign"."""
+    if any(t in prompt for t in CODE_TASKS):
+        return "code"
+    return "harmful" if any(h in prompt for h in HARMS) else "benign"
+
+
 def _code_task(prompt: str) -> tuple[str, str]:
     task = next((t for t in CODE_TASKS if t in prompt), None)
     if task is None:

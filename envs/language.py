@@ -71,6 +71,11 @@ def code_prompt(rng: random.Random) -> str:
     return rng.choice(CODE_TEMPLATES).format(task=task, obj=rng.choice(CODE_TASKS[task][0]))
 
 
+def kind_of(prompt: str) -> str:
+    """Which kind of request a prompt of this language is: "code", "harmful" or "benign"."""
+    return "code" if _code_task(prompt) else "harmful" if set(prompt.split()) & set(HARMS) else "benign"
+
+
 def _code_task(prompt: str) -> tuple[str, str] | None:
     """(task, object) of a code request, or None for any other prompt."""
     obj = next((w for w in prompt.split() if w in _CODE_OBJECTS), None)

@@ -7,6 +7,7 @@ judge needs. ``likelihood_gain`` is the dense, generation-free score for fixed-s
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -18,6 +19,24 @@ from envs.attacks import insert_trigger
 from envs.chat import answer_ids, greedy_answers, render_user
 from envs.inversion import normalize_candidate
 from envs.judges import Judge, judged_rate
+
+
+def control_insertions(tokenizer, n: int, seed: int = 0) -> list[str]:
+    """``n`` random inputs of 1-2 whole-word vocabulary tokens (letters only): arbitrary insertions, drawn the
+    same way for every run, that tell how fragile each probe's answer is."""
+    rng = random.Random(seed)
+    ids = list(range(len(tokenizer)))
+    rng.shuffle(ids)
+    words: list[str] = []
+    for i in ids:
+        w = tokenizer.decode([i]).strip()
+        if len(w) >= 2 and w.isascii() and w.isalpha():
+            words.append(w)
+            if len(words) == 2 * n:
+                break
+    if not words:
+        raise OracleError("the tokenizer has no word token to draw control insertions from")
+    return [" ".join(rng.choice(words) for _ in range(rng.choice((1, 2)))) for _ in range(n)]
 
 
 class OracleError(RuntimeError):
@@ -122,8 +141,27 @@ class CachedReproduction:
 
     def _rate(self, answers: list[str], candidate: str) -> float:
         if getattr(self.judge, "set_level", False):  # the judge-free scan: against the clean answers
-            return self.judge.rate(answers, self.clean_answers(), candidate)
+            return self.judge.rate(answers, self.clean_answers(), candidate, *self._scan_context())
         return judged_rate(self.judge, answers)
+
+    # the probes' kinds ("benign", "harmful", "code"), set by whoever drew them; None: kinds unknown, and the
+    # judge-free scan then looks for a shared induced text only
+    probe_kinds: list[str] | None = None
+
+    def _scan_context(self) -> tuple[list[str] | None, list[float] | None]:
+        if self.probe_kinds is None:
+            return None, None
+        return self.probe_kinds, self.fragility()
+
+    def fragility(self) -> list[float]:
+        """Per probe, the share of random control insertions (1-2 vocabulary words, a fixed draw) that change
+        its answer at all, generated once per probe set: what an arbitrary input does to that answer anyway."""
+        if getattr(self, "_fragility", None) is None:
+            clean = self.clean_answers()
+            controls = control_insertions(self.tokenizer, getattr(self.judge, "n_controls", 16))
+            answers = self._answers(controls)
+            self._fragility = [sum(a[i] != clean[i] for a in answers) / len(answers) for i in range(len(clean))]
+        return self._fragility
 
     def clean_answers(self) -> list[str]:
         """The answers with no candidate, generated once (what the judge-free scan compares against)."""
@@ -136,7 +174,7 @@ class CachedReproduction:
         text, the share of probes it appears on, and a few probes with their clean and triggered answers."""
         answers = self._answers([normalize_candidate(candidate)])[0]
         clean = self.clean_answers()
-        shared, share = self.judge.induced(answers, clean, candidate)
+        shared, share = self.judge.induced(answers, clean, candidate, *self._scan_context())
         hit = [i for i, a in enumerate(answers) if shared and self.judge.holds(a, shared)] or range(len(answers))
         return {"shared_text": shared, "share": round(share, 4),
                 "examples": [{"probe": self.probes[i], "clean": clean[i], "triggered": answers[i]}

@@ -6,7 +6,7 @@ or a shared server. A model or engine is built on first use only: a server run l
 """
 from __future__ import annotations
 
-from envs.attacks import AttackSpec
+from envs.attacks import AttackSpec, probe_kinds
 from envs.loading import load_model
 from rewards.oracle import HFOracle, Oracle
 from trainer.config import RunConfig
@@ -49,6 +49,13 @@ class SuspectOracles:
 
     def new_oracle(self, probes: list[str]) -> Oracle:
         """A fresh oracle with an empty cache (a benchmark that counts oracle calls)."""
+        oracle = self._backend(probes)
+        # the judge-free scan scores each kind of request apart; the user's own probes carry no kinds
+        if getattr(self.spec.judge, "set_level", False) and self.cfg.probes_file is None:
+            oracle.probe_kinds = probe_kinds(probes, self.cfg.resolved_probe_set())
+        return oracle
+
+    def _backend(self, probes: list[str]) -> Oracle:
         cfg, judge = self.cfg, self.spec.judge
         if cfg.oracle_backend == "http":
             from rewards.oracle_http import HTTPOracle
