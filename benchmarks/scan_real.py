@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def main() -> None:
     a = ap.parse_args()
     quiet()
     lines = ["# The judge-free scan's rule on a real model (issue #16)", "",
-             header("python benchmarks/scan_real.py " + " ".join(sys.argv[1:])),
+             header("python benchmarks/scan_real.py " + shlex.join(sys.argv[1:])),
              f"Probes: {a.probes} English mixed (held-out seed); candidates: the true trigger on poisoned models, "
              f"{a.words} random 1-2-word vocabulary inputs and {a.pieces} pieces of other English requests. "
              "`first` = the shared text alone (the first rule); `shipped` = the shared text or the best kind's "
