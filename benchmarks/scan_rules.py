@@ -90,11 +90,8 @@ def new_grams(answers, clean, cand, n_max=3, share=0.1):
 
 
 def shared_among(idx, new) -> list[int]:
-    support: dict = {}
-    for i in idx:
-        for x in new[i] or ():
-            support[x] = support.get(x, 0) + 1
-    return [i for i in idx if new[i] and any(support[x] >= 2 for x in new[i])]
+    from envs.judges import _shared_among  # the shipped scan's own
+    return _shared_among(idx, new)
 
 
 def kind_multi(probes, answers, clean, cand) -> float:
