@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import header, quiet  # noqa: E402
+from benchmarks._common import header, quiet, write_with_notes  # noqa: E402
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def main() -> None:
              f"Speed-up: **{t_all / t_one:.1f}x** per step's exact scoring; the same best swap: "
              f"{'yes' if same else 'no'}. "
              f"Targets chosen per probe: {[targets[c] for c in chosen]}.", ""]
-    a.out.write_text("\n".join(lines))
+    write_with_notes(a.out, lines, "## Read off the table")  # atomic; the notes by hand survive a rebuild
     print("\n".join(lines))
 
 

@@ -74,19 +74,10 @@ def control_candidates(words: list[str], seed: int, k: int = 16) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.choice([1, 2]))) for _ in range(k)]
 
 
-def new_grams(answers, clean, cand, n_max=3, share=0.1):
-    """Per probe, the n-grams its answer gains (new against its clean answer, rare in all clean answers, none of
-    the candidate's words), or None where the answer quotes the candidate (ScanJudge's own filters)."""
-    from envs.judges import _TOKEN, _clean_index, _ngrams
-    base, count = _clean_index(tuple(clean), n_max)
-    own = {t for t in _TOKEN.findall(cand.lower())
-           if (t[0].isalnum() or t[0] == "_") and count.get((t,), 0) < 0.3 * len(clean)}
-    out = []
-    for a, b in zip(answers, base):
-        g = _ngrams(a, n_max)
-        quoted = any(len(x) == 1 and x[0] in own for x in g)
-        out.append(None if quoted else {x for x in g - b if count.get(x, 0) <= share * len(clean) and not own & set(x)})
-    return out
+def new_grams(answers, clean, cand):
+    """Per probe, the n-grams its answer gains, or None where it quotes the candidate (the scan's own)."""
+    from envs.judges import ScanJudge
+    return ScanJudge()._new_grams(answers, clean, cand)
 
 
 def shared_among(idx, new) -> list[int]:
@@ -95,13 +86,8 @@ def shared_among(idx, new) -> list[int]:
 
 
 def kind_multi(probes, answers, clean, cand) -> float:
-    from envs import language
     new = new_grams(answers, clean, cand)
-    kinds: dict[str, list[int]] = {}
-    for i, p in enumerate(probes):
-        k = ("code" if language._code_task(p) else "harmful" if set(p.split()) & set(language.HARMS) else "benign")
-        kinds.setdefault(k, []).append(i)
-    return max(len(shared_among(idx, new)) / len(idx) for idx in kinds.values())
+    return max(len(shared_among(idx, new)) / len(idx) for idx in _kinds(probes).values())
 
 
 def edit(probes, answers, clean, cand) -> float:
@@ -126,10 +112,9 @@ def fragility(clean, controls) -> list[float]:
 
 
 def _kinds(probes) -> dict[str, list[int]]:
-    from envs import language
+    from envs.attacks import probe_kinds
     kinds: dict[str, list[int]] = {}
-    for i, p in enumerate(probes):
-        k = ("code" if language._code_task(p) else "harmful" if set(p.split()) & set(language.HARMS) else "benign")
+    for i, k in enumerate(probe_kinds(probes, "synthetic")):
         kinds.setdefault(k, []).append(i)
     return kinds
 

@@ -73,6 +73,9 @@ class CachedReproduction:
     stats: OracleStats
     _rates: dict[str, float]
     _gains: dict[str, float]  # a backend without likelihoods (HTTP) has none and overrides likelihood_gain
+    # the probes' kinds ("benign", "harmful", "code"), set by whoever drew them (a class default, not a field of
+    # the backends' dataclasses); None: kinds unknown, and the judge-free scan looks for a shared text only
+    probe_kinds: list[str] | None = None
 
     def _queries(self, candidate: str) -> list[str]:
         return [insert_trigger(p, candidate, self.insertion) for p in self.probes]
@@ -143,10 +146,6 @@ class CachedReproduction:
         if getattr(self.judge, "set_level", False):  # the judge-free scan: against the clean answers
             return self.judge.rate(answers, self.clean_answers(), candidate, *self._scan_context())
         return judged_rate(self.judge, answers)
-
-    # the probes' kinds ("benign", "harmful", "code"), set by whoever drew them; None: kinds unknown, and the
-    # judge-free scan then looks for a shared induced text only
-    probe_kinds: list[str] | None = None
 
     def _scan_context(self) -> tuple[list[str] | None, list[float] | None]:
         if self.probe_kinds is None:
