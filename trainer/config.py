@@ -109,6 +109,10 @@ class RunConfig:
     # audit mode: after each step, candidates whose training-probe rate is not significantly below
     # found_threshold are scored on the held-out probes, and GRPO stops at the first that reproduces there
     stop_when_confirmed: bool = False
+    # audit mode: before GRPO, this many samples of the warmed-up policy go to the same held-out test, and GRPO is
+    # skipped when one passes (0: off). A GRPO step draws only num_generations; on SmolLM2 the jailbreak and code
+    # triggers needed 64 R-SFT samples (16 found nothing), which GRPO took 1-22 steps to reach (real_model.md)
+    screen_samples: int = 0
     awareness_k: int = 5
     # evaluation only (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples
     # against the true trigger goes into metrics.jsonl (eval/awareness_*), the emergence curve's third line. It
@@ -143,6 +147,9 @@ class RunConfig:
             (self.replay or not self.replay_shorten, "replay_shorten needs replay: true"),
             (self.awareness_k >= 1, "awareness_k must be >= 1"),
             (self.stop_after_hit_steps >= 0, "stop_after_hit_steps must be >= 0 (0: off)"),
+            (self.screen_samples >= 0, "screen_samples must be >= 0 (0: off)"),
+            (not self.screen_samples or self.stop_when_confirmed,
+             "screen_samples needs stop_when_confirmed: true (audit mode's held-out test)"),
             (self.awareness_every >= 0, "awareness_every must be >= 0 (0: off)"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
             (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),

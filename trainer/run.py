@@ -24,8 +24,15 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.evaluate import awareness_tracker, evaluate_policy, heldout_confirmer, token_counter
-from trainer.grpo import InversionGRPOTrainer, RunLogCallback, StopOnSignal, grpo_args, read_inversion_state
+from trainer.evaluate import awareness_tracker, evaluate_policy, heldout_confirmer, screen_policy, token_counter
+from trainer.grpo import (
+    InversionGRPOTrainer,
+    RunLogCallback,
+    StopOnSignal,
+    gather_objects,
+    grpo_args,
+    read_inversion_state,
+)
 from trainer.ledger import CandidateLedger
 from trainer.memory_plan import INVERSION_PROMPT_TOKENS, ModelShape, check_plan, device_capacity, plan_memory
 from trainer.oracles import SuspectOracles
@@ -114,11 +121,15 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 
     # -- GRPO on TRL
     confirm = heldout_confirmer(oracles.oracle(heldout), cfg.found_threshold) if cfg.stop_when_confirmed else None
+    if confirm is not None and cfg.screen_samples and checkpoint is None:
+        screen(cfg, spec, policy, tok, confirm, ledger, main, log)
+        phases.lap("screen")
     trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
                                      eval_trigger, confirm)
     if state:
         trainer.restore(state)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if not (ledger.confirmed and checkpoint is None):  # a screened trigger needs no GRPO step
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     steps_done = trainer.state.global_step
     phases.lap("grpo")
     if main:
@@ -130,6 +141,19 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 
     # -- finish: the trained policy, the held-out verdict, result.json
     return finish(cfg, spec, rd, trainer, tok, oracle, oracles, ledger, heldout, eval_trigger, phases, log)
+
+
+def screen(cfg: RunConfig, spec: AttackSpec, policy, tok, confirm, ledger: CandidateLedger, main: bool,
+           log: Callable[[str], None]) -> None:
+    """Audit mode's wide first draw (``screen_samples``, ``screen_policy``) on rank 0; every rank learns what it
+    confirmed, so all skip GRPO together."""
+    n, found = screen_policy(cfg, spec, policy, tok, confirm) if main else (0, [])
+    ledger.confirmed += [c for c in gather_objects(found) if c not in ledger.confirmed]
+    if ledger.confirmed:
+        log(f"screen: {ledger.confirmed[0]!r} of {n} distinct warm-up samples reproduces on the held-out probes; "
+            "GRPO skipped (audit mode)")
+    else:
+        log(f"screen: none of {n} distinct warm-up samples reproduces on the held-out probes; GRPO starts")
 
 
 def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
