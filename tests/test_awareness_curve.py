@@ -141,6 +141,10 @@ def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):
         assert audit.reward.weights == full.reward.weights and audit.judge == full.judge
         if attack == "code":  # the preset's own choice, which audit mode used to drop
             assert audit.reward.weights["asr_dense"] == 0
+        plain_args = at.invert_args("m", attack, "audit-no-screen", 0, [], tmp_path)
+        plain = load_config(plain_args[plain_args.index("--config") + 1], {"model": "m"},
+                            sets=[plain_args[i + 1] for i, a in enumerate(plain_args) if a == "--set"])
+        assert audit.screen_samples == 64 and plain.screen_samples == 0 and plain.stop_when_confirmed
 
 
 def test_audit_time_runs_baselines_alone(tmp_path, monkeypatch):
