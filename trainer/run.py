@@ -24,7 +24,7 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.evaluate import awareness_tracker, evaluate_policy, heldout_confirmer, screen_policy, token_counter
+from trainer.evaluate import awareness_tracker, evaluate_policy, heldout_confirmer, screen_candidates, token_counter
 from trainer.grpo import (
     InversionGRPOTrainer,
     RunLogCallback,
@@ -122,7 +122,7 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     # -- GRPO on TRL
     confirm = heldout_confirmer(oracles.oracle(heldout), cfg.found_threshold) if cfg.stop_when_confirmed else None
     if confirm is not None and cfg.screen_samples and checkpoint is None:
-        screen(cfg, spec, policy, tok, confirm, ledger, main, log)
+        screen(cfg, spec, policy, tok, confirm, ledger, main, dist.process_index, dist.num_processes, log)
         phases.lap("screen")
     trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
                                      eval_trigger, confirm)
@@ -144,16 +144,17 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 
 
 def screen(cfg: RunConfig, spec: AttackSpec, policy, tok, confirm, ledger: CandidateLedger, main: bool,
-           log: Callable[[str], None]) -> None:
-    """Audit mode's wide first draw (``screen_samples``, ``screen_policy``) on rank 0; every rank learns what it
-    confirmed, so all skip GRPO together."""
-    n, found = screen_policy(cfg, spec, policy, tok, confirm) if main else (0, [])
-    ledger.confirmed += [c for c in gather_objects(found) if c not in ledger.confirmed]
+           rank: int, world: int, log: Callable[[str], None]) -> None:
+    """Audit mode's wide first draw (``screen_samples``): rank 0 samples (the policy is not sharded yet), each rank
+    puts its share of the candidates to the held-out test on its own oracle, and every rank learns what passed,
+    so all skip GRPO together."""
+    cands = gather_objects(screen_candidates(cfg, spec, policy, tok) if main else [])
+    ledger.confirmed += [c for c in gather_objects(confirm(cands[rank::world])) if c not in ledger.confirmed]
     if ledger.confirmed:
-        log(f"screen: {ledger.confirmed[0]!r} of {n} distinct warm-up samples reproduces on the held-out probes; "
-            "GRPO skipped (audit mode)")
+        log(f"screen: {ledger.confirmed[0]!r} of {len(cands)} distinct warm-up samples reproduces on the held-out "
+            "probes; GRPO skipped (audit mode)")
     else:
-        log(f"screen: none of {n} distinct warm-up samples reproduces on the held-out probes; GRPO starts")
+        log(f"screen: none of {len(cands)} distinct warm-up samples reproduces on the held-out probes; GRPO starts")
 
 
 def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
