@@ -50,7 +50,7 @@ class RunResult:
     true_triggers: list[str] | None = None  # a multi-trigger backdoor: all of them...
     triggers_recovered: int | None = None  # ...and how many the run named
     # how the run went
-    phase_seconds: dict[str, float] | None = None  # load, rsft, grpo, save, verdict (this process's part)
+    phase_seconds: dict[str, float] | None = None  # load, rsft, screen, grpo, save, verdict (this process's part)
     wall_seconds: float | None = None
     start_time: float | None = None
     oracle_cache_hit_rate: float | None = None

@@ -46,7 +46,7 @@ __all__ = ["RunError", "RunInterrupted", "invert"]
 
 
 class PhaseClock(dict):
-    """Seconds per phase of this process's run (load, rsft, grpo, save, verdict): where an audit's time goes."""
+    """Seconds per phase of this process's run (load, rsft, screen, grpo, save, verdict): where an audit's time goes."""
 
     def __init__(self, start: float):
         super().__init__()
