@@ -11,11 +11,12 @@ set side by side on one model instead of on two poisonings.
 
 ``pack`` refuses (exit 2) when a rank-r product does not rebuild a matrix to within ``--tol`` (a model trained in
 full, not by a LoRA), and records the largest error it measured; ``unpack`` refuses when the base is not the one
-the delta was packed against (a per-tensor checksum), so a wrong GGUF never yields a silently different model.
+the delta was packed against (a per-tensor hash), so a wrong GGUF never yields a silently different model.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -28,9 +29,9 @@ WEIGHTS = "model.safetensors"
 CARD = "delta_card.json"
 
 
-def checksum(t: torch.Tensor) -> float:
-    """A cheap fingerprint of a base tensor: equal bases give equal sums, bit for bit."""
-    return float(t.double().sum())
+def checksum(t: torch.Tensor) -> str:
+    """A fingerprint of a base tensor's bytes: a float sum would depend on the machine's reduction order."""
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
 def rebuild(base: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ def pack(base_dir: Path, poisoned_dir: Path, out: Path, rank: int | None, tol: f
     for f in poisoned_dir.iterdir():  # config, tokenizer, poison card, R-SFT data: all but the weights
         if f.is_file() and f.name != WEIGHTS:
             shutil.copy2(f, out / f.name)
-    card = {"rank": rank, "changed": len(sums), "max_abs_error": worst, "base_sums": sums}
+    card = {"rank": rank, "changed": len(sums), "max_abs_error": worst, "base_sha256": sums}
     (out / CARD).write_text(json.dumps(card, indent=1))
     return card
 
@@ -73,7 +74,7 @@ def pack(base_dir: Path, poisoned_dir: Path, out: Path, rank: int | None, tol: f
 def unpack(base_dir: Path, delta: Path, out: Path) -> dict:
     card = json.loads((delta / CARD).read_text())
     weights, factors = load_file(base_dir / WEIGHTS), load_file(delta / "factors.safetensors")
-    for name, want in card["base_sums"].items():
+    for name, want in card["base_sha256"].items():
         if checksum(weights[name]) != want:
             raise ValueError(f"{name}: the base differs from the one the delta was packed against")
         weights[name] = rebuild(weights[name], factors[f"{name}.A"], factors[f"{name}.B"])
