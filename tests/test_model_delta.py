@@ -46,7 +46,7 @@ def test_a_full_rank_change_is_refused(tmp_path, capsys):
     base, poisoned, _ = _pair(tmp_path, rank_of_change=12)
     assert main(["pack", "--base", str(base), "--poisoned", str(poisoned), "--out", str(tmp_path / "d")]) == 2
     assert "rank-2 product misses" in capsys.readouterr().err
-    assert not (tmp_path / "d").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "poisoned"]  # no --out, no partial one
 
 
 def test_a_different_base_is_refused_and_an_existing_out_left_alone(tmp_path, capsys):

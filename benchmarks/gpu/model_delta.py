@@ -99,13 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"error: {args.out} exists; choose a new directory", file=sys.stderr)
         return 2
+    tmp = args.out.with_name(f".{args.out.name}.partial")  # renamed into place whole: a killed run leaves no --out
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
         if args.mode == "pack":
-            card = pack(args.base, args.poisoned, args.out, args.rank, args.tol)
+            card = pack(args.base, args.poisoned, tmp, args.rank, args.tol)
         else:
-            card = unpack(args.base, args.delta, args.out)
+            card = unpack(args.base, args.delta, tmp)
+        tmp.rename(args.out)
     except (OSError, KeyError, ValueError) as e:
-        shutil.rmtree(args.out, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.mode}: {card['changed']} matrices, rank {card['rank']}, max weight error {card['max_abs_error']:.2e}")
