@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from trainer.checkpoints import atomic_dir  # noqa: E402
+
 WEIGHTS = "model.safetensors"
 CARD = "delta_card.json"
 
@@ -99,16 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"error: {args.out} exists; choose a new directory", file=sys.stderr)
         return 2
-    tmp = args.out.with_name(f".{args.out.name}.partial")  # renamed into place whole: a killed run leaves no --out
-    shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if args.mode == "pack":
-            card = pack(args.base, args.poisoned, tmp, args.rank, args.tol)
-        else:
-            card = unpack(args.base, args.delta, tmp)
-        tmp.rename(args.out)
+        with atomic_dir(args.out) as tmp:  # renamed into place whole: a failed or killed run leaves no --out
+            if args.mode == "pack":
+                card = pack(args.base, args.poisoned, tmp, args.rank, args.tol)
+            else:
+                card = unpack(args.base, args.delta, tmp)
     except (OSError, KeyError, ValueError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.mode}: {card['changed']} matrices, rank {card['rank']}, max weight error {card['max_abs_error']:.2e}")
