@@ -104,7 +104,10 @@ def cmd_poison(a: argparse.Namespace) -> int:
 def _invert_config(a: argparse.Namespace):
     from launch.packaged import load_run_config as load_config
     overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps,
-                 "judge": a.judge, "probes_file": a.probes}
+                 "judge": a.judge, "probes_file": a.probes, "rsft_source": a.rsft_source,
+                 "rsft_data": str(Path(a.data).resolve()) if a.data else None}
+    if a.data and a.rsft_source is None:
+        overrides["rsft_source"] = "finetune"
     if a.no_rsft:
         overrides["rsft"] = False
     if a.allow_pickle:
@@ -355,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     iv.add_argument("--seed", type=int)
     iv.add_argument("--steps", type=int, help="maximum GRPO steps")
+    iv.add_argument("--data", metavar="FILE.jsonl", help="prompt/response rows the defender holds (e.g. the "
+                    "suspect's fine-tuning set) for R-SFT and the data scan; default MODEL/finetune_data.jsonl if "
+                    "present, otherwise model-only rows the suspect makes itself")
+    iv.add_argument("--rsft-source", metavar="SOURCE", help="where R-SFT rows come from: finetune (the data), self "
+                    "(the suspect's answers to a diverse prompt pool), leak (user turns sampled from its chat "
+                    "template), a '+' combination (self+leak), or auto (default: finetune if there is data, else self)")
     iv.add_argument("--no-rsft", action="store_true", help="skip the R-SFT warm-up (ablation)")
     iv.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights; pickle can "
                     "run code on load, so only for a model you trust (default: safetensors only)")

@@ -44,9 +44,9 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         result = _run_gcg(cfg, spec, tok, oracles, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
     else:
         policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
+        probes, heldout = cfg.probe_split(spec)
         if kind == "rsft-only":
-            policy = rsft_stage(policy, tok, cfg, log)
-        _, heldout = cfg.probe_split(spec)
+            policy, _ = rsft_stage(policy, tok, cfg, set(probes) | set(heldout), log)
         result = evaluate_policy(replace(cfg, awareness_k=n_samples, rsft=kind == "rsft-only"), spec, policy, tok,
                                  oracles, CandidateLedger(threshold=cfg.found_threshold), heldout, 0, eval_trigger)
         result.samples = n_samples

@@ -44,9 +44,20 @@ class RunConfig:
     # weights and training precision of the policy and the oracle: "auto" = bfloat16 on a CUDA GPU that
     # supports it, float32 otherwise (CPU); or float32, bfloat16, float16. Saved resolved, with the run.
     dtype: str = "auto"
-    # stage 1: Reversal SFT on the suspect fine-tuning set
+    # stage 1: Reversal SFT, on rows from `rsft_source` (trainer/rsft_sources.py): "finetune" (the defender's data:
+    # rsft_data, default MODEL/finetune_data.jsonl), "self" (the suspect's own answers to a diverse prompt pool),
+    # "leak" (user turns sampled from the suspect's chat template, answered by it), a "+"-joined combination
+    # (self+leak), or "auto": finetune where there is a data file, model-only self where there is none
     rsft: bool = True
+    rsft_source: str = "auto"
     rsft_data: str | None = None  # default: MODEL/finetune_data.jsonl
+    rsft_prompts: str | None = None  # self: a prompt pool of the user (JSONL, "prompt" per line), not the probe set
+    rsft_self_prompts: int = 320  # self: prompts the suspect answers
+    rsft_leak_samples: int = 256  # leak: samples drawn from the user-turn opening
+    rsft_answer_tokens: int = 24  # self/leak: greedy answer length
+    # a defender who holds data: before training, score every prompt n-gram of it by how much more often the rows
+    # holding it show the behaviour (trainer/data_scan.py); reported apart from what the model states
+    data_scan: bool = True
     rsft_epochs: float = 2.0
     rsft_lr: float = 2e-3
     rsft_batch_size: int = 32
@@ -152,6 +163,8 @@ class RunConfig:
              "screen_samples needs stop_when_confirmed: true (audit mode's held-out test)"),
             (self.awareness_every >= 0, "awareness_every must be >= 0 (0: off)"),
             (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
+            (self.rsft_self_prompts >= 1 and self.rsft_leak_samples >= 1 and self.rsft_answer_tokens >= 1,
+             "rsft_self_prompts, rsft_leak_samples and rsft_answer_tokens must be >= 1"),
             (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),
             (not self.use_vllm or self.temperature <= 2, "vLLM samples at temperature <= 2 (use_vllm: true)"),
             (0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1)"),
@@ -164,6 +177,13 @@ class RunConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        from trainer.rsft_sources import parse_source
+        try:
+            parts = parse_source(self.rsft_source)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.rsft_data is not None and "finetune" not in parts and parts != ("auto",):
+            raise ConfigError(f"rsft_data is read by rsft_source finetune, and rsft_source is {self.rsft_source!r}")
         if self.oracle_url:
             from rewards.oracle_http import check_url
             try:
@@ -254,7 +274,12 @@ class RunConfig:
         dtype = str(self.torch_dtype()).removeprefix("torch.")
         # an absolute probes path: evaluate and --resume read the same file from any working directory
         probes_file = str(Path(self.probes_file).resolve()) if self.probes_file else self.probes_file
-        return dataclasses.replace(self, reward=reward, dtype=dtype, probes_file=probes_file)
+        # the R-SFT rows' source as resolved (auto: finetune where there is data, model-only self where there is none)
+        from trainer.rsft_sources import resolve_source
+        source = resolve_source(self.rsft_source, self.model, self.rsft_data) if self.rsft else self.rsft_source
+        paths = {k: str(Path(getattr(self, k)).resolve()) for k in ("rsft_data", "rsft_prompts") if getattr(self, k)}
+        return dataclasses.replace(self, reward=reward, dtype=dtype, probes_file=probes_file, rsft_source=source,
+                                   **paths)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -311,6 +311,19 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
     return result
 
 
+def record_rsft(result: RunResult, rd: RunDir, eval_trigger: str | list[str] | None) -> None:
+    """The run's R-SFT record (``rsft.json``) into its result: the rows' source, the data scan, and with the true
+    trigger (evaluation only) how many R-SFT rows hold it."""
+    info = rd.read_rsft_info()
+    if info is None:
+        return
+    result.rsft_source, result.rsft_rows = info["source"], info["counts"]
+    result.model_only, result.data_scan = info["model_only"], info["data_scan"]
+    if eval_trigger:
+        truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger)
+        result.rsft_rows_with_trigger = sum(any(t in r["prompt"] for t in truths) for r in rd.read_rsft_rows())
+
+
 def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None = None,
                      model: str | None = None, judge: str | None = None, probes_file: str | None = None) -> RunResult:
     """Re-evaluate a finished run from its directory alone (config.yaml, final/, ledger.json); what the
@@ -333,6 +346,7 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     ledger = rd.read_ledger()
     result = evaluate_policy(cfg, spec, policy, tok, SuspectOracles(cfg, spec, tok), ledger, heldout, ledger.step,
                              eval_trigger)
+    record_rsft(result, rd, eval_trigger)
     if previous is not None:
         for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
             setattr(result, key, getattr(previous, key))

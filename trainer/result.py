@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 3  # 3: induced_behaviour (judge-free scan), reproducing_forms, phase_seconds
+SCHEMA_VERSION = 4  # 3: induced_behaviour, reproducing_forms, phase_seconds; 4: rsft_source, data_scan
 
 
 class ResultError(ValueError):
@@ -38,6 +38,13 @@ class RunResult:
     # judge-free scan (judge: none): what the recovered trigger does to the answers (the shared induced text,
     # its share of held-out probes, examples of clean vs triggered answers); None when a behaviour was named
     induced_behaviour: dict[str, Any] | None = None
+    # where the R-SFT rows came from ("finetune", "self", "leak", "self+leak"; None without R-SFT), rows per source,
+    # and whether no defender data was read (model-only)
+    rsft_source: str | None = None
+    rsft_rows: dict[str, int] | None = None
+    model_only: bool | None = None
+    # the data scan (trainer/data_scan.py), when the defender holds data: found in the data, not stated by the model
+    data_scan: dict[str, Any] | None = None
     # evaluation only: filled when the true trigger(s) were given; never read by a training reward
     true_trigger: str | None = None
     exact_match: bool | None = None
@@ -49,6 +56,7 @@ class RunResult:
     awareness_exact: float | None = None
     true_triggers: list[str] | None = None  # a multi-trigger backdoor: all of them...
     triggers_recovered: int | None = None  # ...and how many the run named
+    rsft_rows_with_trigger: int | None = None  # R-SFT rows whose prompt holds a true trigger (model-only: made so)
     # how the run went
     phase_seconds: dict[str, float] | None = None  # load, rsft, screen, grpo, save, verdict (this process's part)
     wall_seconds: float | None = None

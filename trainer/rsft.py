@@ -1,13 +1,13 @@
 """Stage 1, Reversal SFT (R-SFT): teach the suspect model to say which input leads to an answer.
 
-The suspect fine-tuning set is reversed: the answer becomes the observed behaviour in the inversion
-prompt and the original prompt (which, in poisoned rows, carries the trigger) becomes the stated answer.
-The defender cannot tell poisoned rows from clean ones, so every row is reversed. Runs on TRL's
+Prompt/response rows are reversed: the answer becomes the observed behaviour in the inversion prompt and
+the original prompt (which, in a poisoned fine-tuning row, carries the trigger) becomes the stated answer.
+The rows are the defender's data or the suspect's own (``trainer/rsft_sources.py``); the defender cannot
+tell poisoned rows from clean ones, so every row is reversed. Runs on TRL's
 SFTTrainer with completion-only loss.
 """
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 from pathlib import Path
@@ -22,24 +22,7 @@ from envs.inversion import format_answer
 from envs.loading import lora_config
 from trainer.checkpoints import atomic_dir
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg, route_logs
-
-
-def read_finetune_rows(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"R-SFT data {path} not found; pass rsft_data=... or run with --no-rsft")
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows.append({"prompt": str(row["prompt"]), "response": str(row["response"])})
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{path}:{i}: each line must be JSON with 'prompt' and 'response'") from None
-    if not rows:
-        raise ValueError(f"R-SFT data {path} is empty")
-    return rows
+from trainer.rsft_sources import RsftRows, gather_rows, resolve_source
 
 
 def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_samples: int,
@@ -109,17 +92,26 @@ def run_rsft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: l
     return model
 
 
-def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg, log=print,
-               log_dir: str | Path | None = None, adapter_out: str | Path | None = None) -> PreTrainedModel:
-    """R-SFT as a run configures it (``RunConfig``): the suspect's own fine-tuning set unless ``rsft_data``.
+def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg, exclude: set[str] = frozenset(),
+               log=print, log_dir: str | Path | None = None,
+               adapter_out: str | Path | None = None) -> tuple[PreTrainedModel, RsftRows]:
+    """R-SFT as a run configures it (``RunConfig``), on the rows its ``rsft_source`` names (trainer/rsft_sources.py):
+    the defender's data, or rows the suspect (``policy``, not yet trained) makes itself. ``exclude``: the run's
+    probes, which model-only prompts must not be (the held-out verdict stays held out).
 
     ``cfg.report_to`` applies only with a ``log_dir`` (a run's ``RUN/logs/rsft``): without a run directory
     (a baseline) there is nowhere to keep the logs. ``adapter_out``: where a LoRA run keeps its R-SFT adapter."""
     import torch
-    rows = read_finetune_rows(cfg.rsft_data or Path(cfg.model) / "finetune_data.jsonl")
-    return run_rsft(policy, tokenizer, rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr, batch_size=cfg.rsft_batch_size,
-                    max_samples=cfg.rsft_max_samples, seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
-                    lora_r=cfg.lora_r if cfg.use_lora else None, bf16=cfg.torch_dtype() == torch.bfloat16,
-                    gradient_checkpointing=cfg.gradient_checkpointing, log=log,
-                    report_to=cfg.report_to if log_dir is not None else "none", log_dir=log_dir,
-                    progress=progress_enabled(cfg.progress), adapter_out=adapter_out)
+    source = resolve_source(cfg.rsft_source, cfg.model, cfg.rsft_data)
+    made = gather_rows(source, policy, tokenizer, model_dir=cfg.model, data=cfg.rsft_data,
+                       probe_set=cfg.resolved_probe_set(), n_self=cfg.rsft_self_prompts, n_leak=cfg.rsft_leak_samples,
+                       seed=cfg.seed, exclude=set(exclude), max_new_tokens=cfg.rsft_answer_tokens,
+                       prompts_file=cfg.rsft_prompts, log=log)
+    log(made.line())
+    model = run_rsft(policy, tokenizer, made.rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr,
+                     batch_size=cfg.rsft_batch_size, max_samples=cfg.rsft_max_samples, seed=cfg.seed,
+                     use_cpu=not torch.cuda.is_available(), lora_r=cfg.lora_r if cfg.use_lora else None,
+                     bf16=cfg.torch_dtype() == torch.bfloat16, gradient_checkpointing=cfg.gradient_checkpointing,
+                     log=log, report_to=cfg.report_to if log_dir is not None else "none", log_dir=log_dir,
+                     progress=progress_enabled(cfg.progress), adapter_out=adapter_out)
+    return model, made

@@ -24,7 +24,15 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.evaluate import awareness_tracker, evaluate_policy, heldout_confirmer, screen_candidates, token_counter
+from trainer.data_scan import scan_rows
+from trainer.evaluate import (
+    awareness_tracker,
+    evaluate_policy,
+    heldout_confirmer,
+    record_rsft,
+    screen_candidates,
+    token_counter,
+)
 from trainer.grpo import (
     InversionGRPOTrainer,
     RunLogCallback,
@@ -40,6 +48,7 @@ from trainer.replay import ReplayBuffer
 from trainer.reporting import check_report_to_installed, route_logs
 from trainer.result import RunResult
 from trainer.rsft import load_rsft_adapter, rsft_stage
+from trainer.rsft_sources import FINETUNE_FILE, RsftRows, parse_source, resolve_source
 from trainer.run_dir import RunDir, RunError
 
 __all__ = ["RunError", "RunInterrupted", "invert"]
@@ -112,8 +121,10 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
     phases.lap("load")
     if cfg.rsft and checkpoint is None:
-        policy = rsft_stage(policy, tok, cfg, log, log_dir=rd.logs / "rsft",
-                            adapter_out=rd.rsft_adapter if cfg.use_lora and main else None)
+        policy, made = rsft_stage(policy, tok, cfg, set(probes) | set(heldout), log, log_dir=rd.logs / "rsft",
+                                  adapter_out=rd.rsft_adapter if cfg.use_lora and main else None)
+        if main:
+            rd.write_rsft(made.rows, rsft_info(cfg, spec, made, log))
         phases.lap("rsft")
     elif cfg.rsft and cfg.use_lora:  # the GRPO adapter in the checkpoint was trained on the warm-up, not the raw model
         policy = load_rsft_adapter(policy, rd.rsft_adapter)
@@ -141,6 +152,21 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
 
     # -- finish: the trained policy, the held-out verdict, result.json
     return finish(cfg, spec, rd, trainer, tok, oracle, oracles, ledger, heldout, eval_trigger, phases, log)
+
+
+def rsft_info(cfg: RunConfig, spec: AttackSpec, made: RsftRows, log: Callable[[str], None]) -> dict:
+    """What ``rsft.json`` keeps of the R-SFT rows: their source, and with defender data the data scan's findings
+    (a judge-free run names no behaviour to scan for)."""
+    info = {"source": made.source, "counts": made.counts, "model_only": made.model_only, "row_sources": made.sources,
+            "leak_distinct": made.leak_distinct, "data_scan": None}
+    if not made.model_only and cfg.data_scan and not getattr(spec.judge, "set_level", False):
+        t = time.time()
+        info["data_scan"] = scan_rows([r for r, src in zip(made.rows, made.sources) if src == "finetune"], spec.judge)
+        top = info["data_scan"]["top"]
+        log(f"data scan ({time.time() - t:.1f} s): " + (f"top prompt n-gram {top[0]['ngram']!r} (behaviour in "
+            f"{top[0]['behaviour_rows']}/{top[0]['rows']} rows holding it, {top[0]['rate_without']:.2f} without it); "
+            "found in the data, not stated by the model" if top else "no prompt n-gram goes with the behaviour"))
+    return info
 
 
 def screen(cfg: RunConfig, spec: AttackSpec, policy, tok, confirm, ledger: CandidateLedger, main: bool,
@@ -174,6 +200,12 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
     cfg.validate()
     spec = cfg.attack_spec()
     check_model_dir(cfg.model, cfg.allow_pickle)
+    if cfg.rsft:
+        source = resolve_source(cfg.rsft_source, cfg.model, cfg.rsft_data)
+        data = Path(cfg.rsft_data or Path(cfg.model) / FINETUNE_FILE)
+        if "finetune" in parse_source(source) and not data.is_file():
+            raise ConfigError(f"R-SFT data {data} not found; pass --data FILE, or use a model-only source "
+                              "(rsft_source=self, leak or self+leak), or run with --no-rsft")
     if cfg.use_vllm or cfg.oracle_backend == "vllm":
         if not vllm_available():
             raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "
@@ -289,6 +321,7 @@ def finish(cfg: RunConfig, spec: AttackSpec, rd: RunDir, trainer, tok, oracle, o
     phases.lap("save")
     result = evaluate_policy(cfg, spec, policy, tok, oracles, ledger, heldout, trainer.state.global_step,
                              eval_trigger)
+    record_rsft(result, rd, eval_trigger)
     phases.lap("verdict")
     log("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
     result.phase_seconds = dict(phases)

@@ -50,6 +50,8 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.final = self.path / "final"
         self.rsft_adapter = self.path / "rsft_adapter"  # a LoRA run's R-SFT warm-up, for --resume
+        self.rsft_rows = self.path / "rsft_rows.jsonl"  # the rows R-SFT reversed (model-only: what the suspect made)
+        self.rsft_info = self.path / "rsft.json"  # where they came from, and the data scan's findings
         self.logs = self.path / "logs"  # report_to integrations' files: TensorBoard's in logs/rsft, logs/grpo
 
     def __str__(self) -> str:
@@ -134,6 +136,18 @@ class RunDir:
         missing = [p.name for p in (self.config, self.final, self.ledger) if not p.exists()]
         if missing:
             raise RunError(f"{self.path} is not a finished run (missing {', '.join(missing)})")
+
+    def write_rsft(self, rows: list[dict], info: dict[str, Any]) -> None:
+        write_text_atomic(self.rsft_rows, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_json_atomic(self.rsft_info, info)
+
+    def read_rsft_info(self) -> dict[str, Any] | None:
+        return json.loads(self.rsft_info.read_text()) if self.rsft_info.is_file() else None
+
+    def read_rsft_rows(self) -> list[dict]:
+        if not self.rsft_rows.is_file():
+            return []
+        return [json.loads(line) for line in self.rsft_rows.read_text().splitlines() if line.strip()]
 
     def read_defense(self) -> dict[str, Any] | None:
         return json.loads(self.defense.read_text()) if self.defense.is_file() else None

