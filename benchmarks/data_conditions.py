@@ -53,11 +53,13 @@ def clean_rows_file(model: Path, work: Path) -> Path:
     return out
 
 
-def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str], timeout: float) -> dict:
+def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str], timeout: float,
+          unlearning: bool = False) -> dict:
     run = work / f"{model.name}-{cond}"
-    args = ["invert", "--model", str(model), "--eval-trigger", "card", "--out", str(run)]
-    if config:
-        args += ["--config", config]
+    c = card(model)
+    args = ["invert", "--model", str(model), "--attack", c["attack"], "--eval-trigger", "card", "--out", str(run)]
+    if config:  # "launch/configs/tiny-{attack}.yaml": each model's own attack preset
+        args += ["--config", config.format(attack=c["attack"])]
     for s in sets:
         args += ["--set", s]
     args += ["--rsft-source", SOURCE[cond]]
@@ -76,8 +78,24 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
             return {"cond": cond, "error": proc.stdout.strip().splitlines()[-1:], "minutes": (time.time() - t0) / 60}
     r = json.loads((run / "result.json").read_text())
     r["cond"] = cond
+    r["unlearned"] = unlearn(model, run, timeout) if unlearning and r["found"] else None
     r["leak"] = leak_recovery(model, run) if cond in "ef" else None
     return r
+
+
+def unlearn(model: Path, run: Path, timeout: float) -> dict | None:
+    """Unlearning with what the audit found (every reproducing form): the planted trigger's ASR before and after.
+    Does removing a working trigger remove the planted one?"""
+    out = run.with_name(run.name + "-unlearned")
+    if not (out / "unlearn_report.json").is_file():
+        proc = subprocess.run([*CLI, "unlearn", "--model", str(model), "--attack", card(model)["attack"], "--run",
+                               str(run), "--eval-trigger", "card", "--out", str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        (run.parent / f"{run.name}-unlearn.log").write_text(proc.stdout)
+        if not (out / "unlearn_report.json").is_file():
+            return None
+    report = json.loads((out / "unlearn_report.json").read_text())
+    return {"before": report["before"].get("asr_true"), "after": report["after"].get("asr_true")}
 
 
 def leak_recovery(model: Path, run: Path) -> dict:
@@ -121,11 +139,15 @@ def row(model: Path, r: dict) -> str:
                   if t else f"{r['behaviour_rows']} of {r['rows']} rows show the behaviour")
         return f"| {name} | {found} ({exact}) | - | {detail} | - | - | - | {r['rows']} | {r['seconds'] / 60:.2f} |"
     rec = cell(r["recovered_trigger"]) if r["found"] else "no trigger found"
+    if card(model).get("clean"):  # a clean control: any trigger reported is a false positive
+        rec = f"FALSE POSITIVE {rec}" if r["found"] else "none (correct)"
     exact = f"{'yes' if r.get('exact_match') else 'no'}, J {r.get('recovered_jaccard_word') or 0:.2f}"
     best = r["best_candidates"][0] if r["best_candidates"] else None
     working = f"{r['reproduction_rate']:.2f}" if r["found"] else (f"best {cell(best['candidate'])} "
                                                                   f"{best['heldout_rate']:.2f}" if best else "-")
     grpo = "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
+    u = r.get("unlearned")
+    unlearned = f"{u['before']:.2f} -> {u['after']:.2f}" if u and u["before"] is not None else "-"
     n_rows = sum((r.get("rsft_rows") or {}).values())
     leak = r.get("leak")
     rows_cell = f"{n_rows} ({r.get('rsft_rows_with_trigger', 0)} with trigger)"
@@ -133,7 +155,7 @@ def row(model: Path, r: dict) -> str:
         rows_cell += (f"; leak: {leak['distinct']} distinct, {leak['recovered']}/{leak['of']} real rows back, "
                       f"{leak['poisoned_recovered']} poisoned, {leak['with_trigger']} hold the trigger")
     return (f"| {name} | {rec} ({exact}) | {working} | clean {r['clean_false_trigger_rate']:.2f} | "
-            f"{r.get('awareness_jaccard_word') or 0:.2f} | {grpo} | - | {rows_cell} | "
+            f"{r.get('awareness_jaccard_word') or 0:.2f} | {grpo} | {unlearned} | {rows_cell} | "
             f"{(r.get('wall_seconds') or 0) / 60:.1f} |")
 
 
@@ -141,9 +163,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="poisoned model dir (with its card and data)")
     ap.add_argument("--conditions", nargs="+", default=["a", "b", "d", "e", "f", "g"])
-    ap.add_argument("--config", help="run preset (e.g. launch/configs/smollm2-audit.yaml)")
+    ap.add_argument("--config", help="run preset (e.g. launch/configs/smollm2-audit.yaml); {attack} is replaced by "
+                    "each model's attack (launch/configs/tiny-{attack}.yaml)")
     ap.add_argument("--set", action="append", default=[], help="config override for every audit")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--unlearn", action="store_true", help="also unlearn with each found trigger and measure the "
+                    "planted trigger's ASR after (a repaired model per audit, beside its run directory)")
     ap.add_argument("--work", default="runs/data_conditions")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -154,7 +179,7 @@ def main() -> None:
     for m in map(Path, a.model):
         for cond in a.conditions:
             results = [scan(m, work, c) for c in "ab"] if cond == "g" else [
-                audit(m, cond, work, a.config, a.set, a.timeout)]
+                audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn)]
             for r in results:
                 lines.append(row(m, r))
                 print(lines[-1], flush=True)
