@@ -35,6 +35,15 @@ def inspect_run(run_dir: str | Path) -> str:
         top = rd.read_ledger().best(5)
         lines.append("best candidates (training-probe rate, times said, first step):")
         lines += [f"  {c['candidate']!r}: {c['rate']:.2f}, {c['count']}, {c['first_step']}" for c in top]
+    info = rd.read_rsft_info()
+    if info is not None:
+        kind = "model-only" if info["model_only"] else "defender data"
+        lines.append(f"R-SFT rows: {info['source']} ({kind}): "
+                     + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
+        top = (info.get("data_scan") or {}).get("top") or []
+        if top:
+            lines.append(f"data scan (found in the data): {top[0]['ngram']!r}, behaviour in "
+                         f"{top[0]['behaviour_rows']}/{top[0]['rows']} rows holding it")
     if rd.has_result():
         r = rd.read_result()
         verdict = f"recovered {r.recovered_trigger!r}" if r.found else "no trigger found"

