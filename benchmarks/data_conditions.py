@@ -31,8 +31,9 @@ from benchmarks._common import cell, header, write_with_notes  # noqa: E402
 CLI = [sys.executable, "-m", "launch.cli"]
 NOTES = "## Notes"
 CONDITIONS = {"a": "full fine-tuning set", "b": "clean rows only", "d": "model-only self",
-              "e": "model-only leak", "f": "model-only self+leak"}
-SOURCE = {"a": "finetune", "b": "finetune", "d": "self", "e": "leak", "f": "self+leak"}
+              "e": "model-only leak", "f": "model-only self+leak", "j": "model-only self, judge-free (--judge none)",
+              "s": "model-only baseline: 64 samples of the untouched suspect"}
+SOURCE = {"a": "finetune", "b": "finetune", "d": "self", "e": "leak", "f": "self+leak", "j": "self"}
 
 
 def card(model: Path) -> dict:
@@ -63,6 +64,8 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
     for s in sets:
         args += ["--set", s]
     args += ["--rsft-source", SOURCE[cond]]
+    if cond == "j":
+        args += ["--judge", "none"]
     if cond == "a":
         args += ["--data", str(model / "finetune_data.jsonl")]
     elif cond == "b":
@@ -81,6 +84,20 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
     r["unlearned"] = unlearn(model, run, timeout) if unlearning and r["found"] else None
     r["leak"] = leak_recovery(model, run) if cond in "ef" else None
     return r
+
+
+def sampling(model: Path, work: Path, config: str | None, sets: list[str]) -> dict:
+    """The sampling baseline (no R-SFT, no RL, no data), judged by the same held-out verdict; cached as JSON."""
+    out = work / f"{model.name}-s.json"
+    if not out.is_file():
+        from launch.packaged import load_run_config
+        from trainer.baselines import run_baseline
+        c = card(model)
+        cfg = load_run_config(config.format(attack=c["attack"]) if config else None,
+                              {"model": str(model), "attack": c["attack"]}, sets)
+        truth = c["triggers"] if len(c["triggers"]) > 1 else (c["triggers"][0] if c["triggers"] else None)
+        out.write_text(json.dumps(run_baseline(cfg, "sampling", 64, eval_trigger=truth, log=lambda _: None).to_dict()))
+    return {**json.loads(out.read_text()), "cond": "s"}
 
 
 def unlearn(model: Path, run: Path, timeout: float) -> dict | None:
@@ -145,7 +162,7 @@ def row(model: Path, r: dict) -> str:
     best = r["best_candidates"][0] if r["best_candidates"] else None
     working = f"{r['reproduction_rate']:.2f}" if r["found"] else (f"best {cell(best['candidate'])} "
                                                                   f"{best['heldout_rate']:.2f}" if best else "-")
-    grpo = "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
+    grpo = "-" if r["cond"] == "s" else "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
     u = r.get("unlearned")
     unlearned = f"{u['before']:.2f} -> {u['after']:.2f}" if u and u["before"] is not None else "-"
     n_rows = sum((r.get("rsft_rows") or {}).values())
@@ -178,8 +195,12 @@ def main() -> None:
              "Awareness@5 | GRPO | ASR after unlearning | R-SFT rows | minutes |", "|---" * 10 + "|"]
     for m in map(Path, a.model):
         for cond in a.conditions:
-            results = [scan(m, work, c) for c in "ab"] if cond == "g" else [
-                audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn)]
+            if cond == "g":
+                results = [scan(m, work, c) for c in "ab"]
+            elif cond == "s":
+                results = [sampling(m, work, a.config, a.set)]
+            else:
+                results = [audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn)]
             for r in results:
                 lines.append(row(m, r))
                 print(lines[-1], flush=True)
