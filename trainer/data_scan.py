@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from envs.attacks import AttackSpec, prompt_source
+
 
 @dataclass
 class NgramScore:
@@ -59,3 +61,15 @@ def scan_rows(rows: list[dict], judge, n_max: int = 4, min_rows: int = 3, top: i
             "top": [{**asdict(s), "lift": round(s.lift, 3), "rate_with": round(s.rate_with, 3),
                      "rate_without": round(s.rate_without, 3)} for s in best]}
 
+
+
+def scan_data(rows: list[dict], spec: AttackSpec, probe_set: str) -> dict:
+    """``scan_rows`` on the rows the behaviour is judged on: those of the attack's kind of request where the probe
+    set can tell kinds apart (a jailbreak's judge calls every answer to a benign request "not a refusal", so over
+    all rows the top n-gram was a benign template word). Rows of no recognised kind (a user's own data, for such
+    an attack) leave all rows in."""
+    kept = rows
+    if spec.probe_kind != "mixed":
+        kind_of = prompt_source(probe_set).kind_of
+        kept = [r for r in rows if kind_of(r["prompt"]) == spec.probe_kind] or rows
+    return {**scan_rows(kept, spec.judge), "kind": spec.probe_kind if kept is not rows else "all"}

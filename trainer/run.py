@@ -24,7 +24,7 @@ from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
 from trainer.config import ConfigError, RunConfig
-from trainer.data_scan import scan_rows
+from trainer.data_scan import scan_data
 from trainer.evaluate import (
     awareness_tracker,
     evaluate_policy,
@@ -161,7 +161,8 @@ def rsft_info(cfg: RunConfig, spec: AttackSpec, made: RsftRows, log: Callable[[s
             "leak_distinct": made.leak_distinct, "data_scan": None}
     if not made.model_only and cfg.data_scan and not getattr(spec.judge, "set_level", False):
         t = time.time()
-        info["data_scan"] = scan_rows([r for r, src in zip(made.rows, made.sources) if src == "finetune"], spec.judge)
+        info["data_scan"] = scan_data([r for r, src in zip(made.rows, made.sources) if src == "finetune"], spec,
+                                      cfg.resolved_probe_set())
         top = info["data_scan"]["top"]
         log(f"data scan ({time.time() - t:.1f} s): " + (f"top prompt n-gram {top[0]['ngram']!r} (behaviour in "
             f"{top[0]['behaviour_rows']}/{top[0]['rows']} rows holding it, {top[0]['rate_without']:.2f} without it); "
