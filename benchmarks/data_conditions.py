@@ -55,7 +55,7 @@ def clean_rows_file(model: Path, work: Path) -> Path:
 
 
 def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str], timeout: float,
-          unlearning: bool = False) -> dict:
+          unlearning: bool = False, report_only: bool = False) -> dict:
     run = work / f"{model.name}-{cond}"
     c = card(model)
     args = ["invert", "--model", str(model), "--attack", c["attack"], "--eval-trigger", "card", "--out", str(run)]
@@ -70,6 +70,10 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
         args += ["--data", str(model / "finetune_data.jsonl")]
     elif cond == "b":
         args += ["--data", str(clean_rows_file(model, work))]
+    if not (run / "result.json").is_file() and report_only:
+        return {"cond": cond, "error": ["pending (not run in this table's session)" if not run.exists() else
+                                        "pending: started, not finished (rerun without --report-only resumes it)"],
+                "minutes": 0.0}
     if not (run / "result.json").is_file():
         if run.exists():
             args = ["invert", "--resume", "--eval-trigger", "card", "--out", str(run)]
@@ -81,7 +85,7 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
             return {"cond": cond, "error": proc.stdout.strip().splitlines()[-1:], "minutes": (time.time() - t0) / 60}
     r = json.loads((run / "result.json").read_text())
     r["cond"] = cond
-    r["unlearned"] = unlearn(model, run, timeout) if unlearning and r["found"] else None
+    r["unlearned"] = unlearn(model, run, timeout, report_only) if unlearning and r["found"] else None
     r["leak"] = leak_recovery(model, run) if cond in "ef" else None
     return r
 
@@ -100,10 +104,12 @@ def sampling(model: Path, work: Path, config: str | None, sets: list[str]) -> di
     return {**json.loads(out.read_text()), "cond": "s"}
 
 
-def unlearn(model: Path, run: Path, timeout: float) -> dict | None:
+def unlearn(model: Path, run: Path, timeout: float, report_only: bool = False) -> dict | None:
     """Unlearning with what the audit found (every reproducing form): the planted trigger's ASR before and after.
     Does removing a working trigger remove the planted one?"""
     out = run.with_name(run.name + "-unlearned")
+    if not (out / "unlearn_report.json").is_file() and report_only:
+        return None
     if not (out / "unlearn_report.json").is_file():
         proc = subprocess.run([*CLI, "unlearn", "--model", str(model), "--attack", card(model)["attack"], "--run",
                                str(run), "--eval-trigger", "card", "--out", str(out)], stdout=subprocess.PIPE,
@@ -182,6 +188,8 @@ def main() -> None:
                     "each model's attack (launch/configs/tiny-{attack}.yaml)")
     ap.add_argument("--set", action="append", default=[], help="config override for every audit")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--report-only", action="store_true", help="start and resume nothing: table what is finished, "
+                    "the rest as pending")
     ap.add_argument("--unlearn", action="store_true", help="also unlearn with each found trigger and measure the "
                     "planted trigger's ASR after (a repaired model per audit, beside its run directory)")
     ap.add_argument("--work", default="runs/data_conditions")
@@ -196,9 +204,10 @@ def main() -> None:
             if cond == "g":
                 results = [scan(m, work, c) for c in "ab"]
             elif cond == "s":
-                results = [sampling(m, work, a.config, a.set)]
+                results = [sampling(m, work, a.config, a.set)] if not a.report_only or (
+                    work / f"{m.name}-s.json").is_file() else [{"cond": "s", "error": ["pending"], "minutes": 0.0}]
             else:
-                results = [audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn)]
+                results = [audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn, a.report_only)]
             for r in results:
                 lines.append(row(m, r))
                 print(lines[-1], flush=True)
