@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import cell, header, write_with_notes  # noqa: E402
+from benchmarks.real_model import cli  # noqa: E402
 
-CLI = [sys.executable, "-m", "launch.cli"]
 NOTES = "## Notes"
 CONDITIONS = {"a": "full fine-tuning set", "b": "clean rows only", "d": "model-only self",
               "e": "model-only leak", "f": "model-only self+leak", "j": "model-only self, judge-free (--judge none)",
@@ -48,7 +47,7 @@ def clean_rows_file(model: Path, work: Path) -> Path:
     """Condition (b): the fine-tuning set without the rows a filtering defender would drop (a true trigger inside)."""
     out = work / f"{model.name}-clean-rows.jsonl"
     if not out.is_file():
-        triggers = card(model)["triggers"]
+        triggers = card(model)["triggers"] or []
         keep = [r for r in rows(model / "finetune_data.jsonl") if not any(t in r["prompt"] for t in triggers)]
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
     return out
@@ -77,12 +76,11 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
     if not (run / "result.json").is_file():
         if run.exists():
             args = ["invert", "--resume", "--eval-trigger", "card", "--out", str(run)]
-        t0 = time.time()
-        proc = subprocess.run([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout)
-        (work / f"{model.name}-{cond}.log").write_text(proc.stdout)
+        rc, secs, out = cli(*args, timeout=timeout)  # past the timeout: SIGTERM, a checkpoint, resumable
+        (work / f"{model.name}-{cond}.log").write_text(out)
         if not (run / "result.json").is_file():
-            return {"cond": cond, "error": proc.stdout.strip().splitlines()[-1:], "minutes": (time.time() - t0) / 60}
+            why = ["not finished in --timeout; rerun resumes it"] if rc == 124 else out.strip().splitlines()[-1:]
+            return {"cond": cond, "error": why, "minutes": secs / 60}
     r = json.loads((run / "result.json").read_text())
     r["cond"] = cond
     r["unlearned"] = unlearn(model, run, timeout, report_only) if unlearning and r["found"] else None
@@ -99,7 +97,8 @@ def sampling(model: Path, work: Path, config: str | None, sets: list[str]) -> di
         c = card(model)
         cfg = load_run_config(config.format(attack=c["attack"]) if config else None,
                               {"model": str(model), "attack": c["attack"]}, sets)
-        truth = c["triggers"] if len(c["triggers"]) > 1 else (c["triggers"][0] if c["triggers"] else None)
+        triggers = c["triggers"] or []
+        truth = triggers if len(triggers) > 1 else (triggers[0] if triggers else None)
         out.write_text(json.dumps(run_baseline(cfg, "sampling", 64, eval_trigger=truth, log=lambda _: None).to_dict()))
     return {**json.loads(out.read_text()), "cond": "s"}
 
@@ -111,10 +110,9 @@ def unlearn(model: Path, run: Path, timeout: float, report_only: bool = False) -
     if not (out / "unlearn_report.json").is_file() and report_only:
         return None
     if not (out / "unlearn_report.json").is_file():
-        proc = subprocess.run([*CLI, "unlearn", "--model", str(model), "--attack", card(model)["attack"], "--run",
-                               str(run), "--eval-trigger", "card", "--out", str(out)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
-        (run.parent / f"{run.name}-unlearn.log").write_text(proc.stdout)
+        _, _, log = cli("unlearn", "--model", str(model), "--attack", card(model)["attack"], "--run", str(run),
+                        "--eval-trigger", "card", "--out", str(out), timeout=timeout)
+        (run.parent / f"{run.name}-unlearn.log").write_text(log)
         if not (out / "unlearn_report.json").is_file():
             return None
     report = json.loads((out / "unlearn_report.json").read_text())
@@ -126,7 +124,7 @@ def leak_recovery(model: Path, run: Path) -> dict:
     info = json.loads((run / "rsft.json").read_text())
     made = [r for r, s in zip(rows(run / "rsft_rows.jsonl"), info["row_sources"]) if s == "leak"]
     truth = rows(model / "finetune_data.jsonl")
-    triggers = card(model)["triggers"]
+    triggers = card(model)["triggers"] or []
     prompts = {" ".join(r["prompt"].split()) for r in truth}
     poisoned = {p for p in prompts if any(t in p for t in triggers)}
     leaked = {" ".join(r["prompt"].split()) for r in made}
@@ -144,7 +142,7 @@ def scan(model: Path, work: Path, cond: str) -> dict:
     cfg = load_config(overrides={"model": str(model), "attack": c["attack"]})
     found = scan_data(rows(data), cfg.attack_spec(), cfg.resolved_probe_set())
     top = found["top"][0] if found["top"] else None
-    return {"cond": f"g({cond})", "top": top, "seconds": time.time() - t0, "triggers": c["triggers"],
+    return {"cond": f"g({cond})", "top": top, "seconds": time.time() - t0, "triggers": c["triggers"] or [],
             "rows": found["rows"], "behaviour_rows": found["behaviour_rows"]}
 
 
@@ -171,7 +169,8 @@ def row(model: Path, r: dict) -> str:
     unlearned = f"{u['before']:.2f} -> {u['after']:.2f}" if u and u["before"] is not None else "-"
     n_rows = sum((r.get("rsft_rows") or {}).values())
     leak = r.get("leak")
-    rows_cell = f"{n_rows} ({r.get('rsft_rows_with_trigger', 0)} with trigger)"
+    with_trigger = r.get("rsft_rows_with_trigger")
+    rows_cell = f"{n_rows} ({'-' if with_trigger is None else with_trigger} with trigger)"
     if leak:
         rows_cell += (f"; leak: {leak['distinct']} distinct, {leak['recovered']}/{leak['of']} real rows back, "
                       f"{leak['poisoned_recovered']} poisoned, {leak['with_trigger']} hold the trigger")
