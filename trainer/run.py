@@ -94,8 +94,8 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     cfg, spec, memory = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
     log(memory)
     if cfg.rsft and "finetune" not in parse_source(cfg.rsft_source):
-        log(f"R-SFT: model-only ({cfg.rsft_source}): no data read, the suspect makes its own rows"
-            + (" (no --data and no finetune_data.jsonl beside the model)" if cfg.rsft_source == "self" else ""))
+        log(f"R-SFT: model-only ({cfg.rsft_source}): no data is read, the suspect makes its own rows "
+            "(--data FILE uses data you hold)")
     dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
     device = str(dist.device)
