@@ -18,6 +18,7 @@ Sources combine with ``+`` (``self+leak``). Nothing here reads the poison card o
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,6 @@ def resolve_source(source: str, model_dir: str | Path, data: str | None) -> str:
 
 def read_rows(path: str | Path) -> list[dict]:
     """Prompt/response rows of a JSONL file (the suspect's fine-tuning set, or any data the defender holds)."""
-    import json
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"R-SFT data {path} not found; pass --data FILE, or use a model-only source "
