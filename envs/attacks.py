@@ -303,8 +303,28 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
+CUSTOM = "custom"  # a behaviour the user names (a judge or a target text), with no recipe of ours behind it
+PROBE_KINDS = ("benign", "harmful", "code", "mixed")
+
+
 def get_attack(name: str) -> AttackSpec:
     try:
         return ATTACKS[name]
     except KeyError:
-        raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}") from None
+        hint = f" (or {CUSTOM}: a behaviour given by a judge or target)" if name != CUSTOM else ""
+        raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}{hint}") from None
+
+
+def custom_attack(judge: Judge, target: str | None = None, probe_kind: str | None = None) -> AttackSpec:
+    """The behaviour of a model a user brought: no trigger of ours, only their judge (or target text) and the
+    kind of request it shows on. Unsaid, the kind follows the judge: a refusal judge needs harmful requests,
+    the judge-free scan every kind, any other judge ordinary requests."""
+    if probe_kind is None:
+        probe_kind = ("harmful" if isinstance(judge, ComplianceJudge) else "mixed" if isinstance(judge, ScanJudge)
+                      else "code" if isinstance(judge, VulnerabilityJudge) else "benign")
+    if probe_kind not in PROBE_KINDS:
+        raise ValueError(f"probe_kind must be one of {', '.join(PROBE_KINDS)}, got {probe_kind!r}")
+    text = (target or "").strip() or judge_behaviour(judge) or "the backdoor behaviour"
+    if isinstance(judge, LLMJudge) and not judge.behaviour:
+        judge = replace(judge, behaviour=text)
+    return AttackSpec(name=CUSTOM, trigger="", target=text, judge=judge, probe_kind=probe_kind)

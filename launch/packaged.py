@@ -29,11 +29,35 @@ def resolve_deepspeed(value: str | None) -> str | None:
     return str(shipped) if shipped.is_file() else value
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+
+
+def find_config(value: str | Path) -> Path:
+    """A ``--config`` value as a file: an existing path as given, else a shipped preset by bare name
+    (``smollm2-audit`` or ``smollm2-audit.yaml``, also the repo path ``launch/configs/NAME.yaml`` from outside
+    the checkout); a one-line error that lists the presets otherwise."""
+    p = Path(value)
+    if p.is_file():
+        return p
+    shipped = CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml")
+    if (p.parent == Path(".") or p.parent.name == "configs") and shipped.is_file():
+        return shipped
+    from trainer.config import ConfigError
+    raise ConfigError(f"config {value} is neither a file nor a shipped preset; presets: {', '.join(preset_names())}")
+
+
+def preset_label(value: str | Path) -> str:
+    """How a run records the config it started from: a shipped preset by name, any other file by its path."""
+    p = find_config(value)
+    return p.stem if p.resolve().parent == CONFIGS.resolve() else str(p.resolve())
+
+
 def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                     sets: list[str] | None = None):
-    """``trainer.config.load_config`` with the ``deepspeed:`` value resolved against the shipped configs
-    (the trainer does not know where the launch files live)."""
+    """``trainer.config.load_config`` with ``path`` a file or a preset name, and the ``deepspeed:`` value resolved
+    against the shipped configs (the trainer does not know where the launch files live)."""
     from trainer.config import load_config
-    cfg = load_config(path, overrides, sets)
+    cfg = load_config(find_config(path) if path is not None else None, overrides, sets)
     cfg.deepspeed = resolve_deepspeed(cfg.deepspeed)
     return cfg

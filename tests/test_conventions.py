@@ -80,20 +80,21 @@ def test_a_missing_integration_package_is_a_one_line_error_before_the_run(monkey
     assert err.count("\n") == 1 and "unknown integration" in err and not (tmp_path / "run").exists()
 
 
-def test_quiet_keeps_library_bars_on_a_terminal_only(monkeypatch):
+def test_library_bars_show_only_when_asked(monkeypatch):
+    """Weight loading, dataset maps and shard writing would bury the run's own bars: off even on a terminal,
+    unless ``progress: on``."""
     import datasets
     import transformers
 
-    from launch.cli import _quiet
+    from launch.cli import _progress
     was = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
     monkeypatch.delenv("RANK", raising=False)
     try:
         monkeypatch.setattr("sys.stderr", _Stream(True))
-        _quiet()
-        assert transformers.utils.logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
-        monkeypatch.setattr("sys.stderr", _Stream(False))
-        _quiet()
+        _progress("auto")
         assert not transformers.utils.logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+        _progress("on")
+        assert transformers.utils.logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
     finally:
         from trainer.reporting import show_library_bars
         show_library_bars(all(was))

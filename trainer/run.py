@@ -192,7 +192,10 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
     """The config as the run will use it, its attack and its memory plan's line; a one-line error for anything
     unusable."""
     if rd.path.exists() and not resume:
-        raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
+        if rd.config.is_file() and rd.latest_checkpoint(lambda _: None):
+            raise RunError(f"run directory {rd} already exists; pass --resume to continue it or choose a new --out")
+        raise RunError(f"{rd} already exists and holds no checkpoint to resume; choose a new --out (nothing was "
+                       "overwritten)")
     if resume and not rd.config.is_file():
         raise RunError(f"cannot resume: {rd} has no config.yaml")
     if (resume and cfg.rsft and cfg.use_lora and not rd.has_rsft_adapter()

