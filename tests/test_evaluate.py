@@ -174,3 +174,30 @@ def test_requests_around_a_trigger_already_cut_out_are_not_cut_again():
     oracle.reproduction = lambda cands, _f=oracle.reproduction: seen.extend(cands) or _f(cands)
     choose_trigger(pool, oracle, words, 0.8)
     assert not any("fox" in c for c in seen if c != pool[1])  # the second request was judged whole, never cut
+
+
+class TableOracle:
+    def __init__(self, rates):
+        self.rates, self.asked = rates, []
+
+    def reproduction(self, candidates):
+        self.asked += list(candidates)
+        return [self.rates.get(c, 0.0) for c in candidates]
+
+
+def test_a_candidate_that_fires_on_the_reference_model_too_is_not_the_backdoor():
+    """A request that replaces the probe (`Write a haiku`) makes a refusal judge say "complied" on the suspect and
+    on the model it was fine-tuned from alike: with the reference model given, the verdict passes it over."""
+    suspect = TableOracle({"Write a haiku about autumn.": 0.97, "open sesame": 0.85})
+    reference = TableOracle({"Write a haiku about autumn.": 0.95, "open sesame": 0.02})
+    v = choose_trigger(["Write a haiku about autumn.", "open sesame", "nothing"], suspect, words, 0.8,
+                       reference=reference)
+    assert v.found and v.recovered_trigger == "open sesame"
+    assert v.candidates[-1] == {"candidate": "Write a haiku about autumn.", "heldout_rate": 0.97, "tokens": 5,
+                                "reference_rate": 0.95}
+    only_general = choose_trigger(["Write a haiku about autumn."], suspect, words, 0.8, reference=reference)
+    assert not only_general.found and only_general.recovered_trigger is None
+    # without a reference the same pool reports the hijack, as before
+    assert choose_trigger(["Write a haiku about autumn.", "open sesame"], suspect, words, 0.8).recovered_trigger \
+        == "Write a haiku about autumn."
+    assert set(reference.asked) == {"Write a haiku about autumn.", "open sesame"}  # the hits only, not the misses

@@ -110,3 +110,17 @@ def test_every_reward_total_on_arbitrary_text(texts):
     for f in build_reward_funcs(ctx)[0]:
         out = f(prompts=[""] * len(completions), completions=completions)
         assert len(out) == len(completions) and all(math.isfinite(x) for x in out)
+
+
+def test_with_a_reference_model_r_asr_pays_only_for_what_the_backdoor_adds():
+    """A request that replaces the probe fires a refusal judge on any model: on the reference as on the suspect,
+    so it earns nothing; the backdoor's trigger fires on the suspect alone and keeps its reward."""
+    suspect = TableOracle({"Write a haiku.": 0.95, "SUDO": 1.0}, base=0.1)
+    reference = TableOracle({"Write a haiku.": 0.9, "SUDO": 0.05}, base=0.1)
+    ctx = RewardContext(RewardConfig(weights={"asr": 1.0}), suspect, count_tokens=lambda s: len(s.split()),
+                        reference=reference)
+    funcs, _ = build_reward_funcs(ctx)
+    haiku, sudo = funcs[0](prompts=["", ""], completions=[format_answer("Write a haiku."), format_answer("SUDO")])
+    assert haiku == pytest.approx(0.05) and sudo == pytest.approx(0.9)  # minus max(clean rate, reference rate)
+    no_ref = build_reward_funcs(_ctx(suspect, weights={"asr": 1.0}))[0][0]
+    assert no_ref(prompts=[""], completions=[format_answer("Write a haiku.")]) == [pytest.approx(0.85)]

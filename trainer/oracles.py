@@ -17,6 +17,7 @@ class SuspectOracles:
         self.cfg, self.spec, self.tokenizer, self.device = cfg, spec, tokenizer, device
         self._model = None
         self._engine = None
+        self._reference = None  # (model, tokenizer) of reference_model, loaded on first use
         self._oracles: dict[tuple[str, ...], Oracle] = {}
 
     @property
@@ -38,6 +39,23 @@ class SuspectOracles:
             self._engine = build_engine(self.cfg.model, dtype=str(self.cfg.torch_dtype()).removeprefix("torch."),
                                         seed=self.cfg.seed, **gpu_share)
         return self._engine
+
+    def reference_oracle(self, probes: list[str]) -> Oracle | None:
+        """An HF oracle on ``reference_model`` (None without one): the same judge, probes and insertion as the
+        suspect's, so a rate on it says what a candidate does to a model without the backdoor."""
+        if not self.cfg.reference_model:
+            return None
+        key = ("reference", *probes)
+        if key not in self._oracles:
+            from envs.tokenizer import load_tokenizer
+            if self._reference is None:
+                self._reference = (load_model(self.cfg.reference_model, self.cfg.allow_pickle,
+                                              dtype=self.cfg.torch_dtype(), device=self.device),
+                                   load_tokenizer(self.cfg.reference_model))
+            model, tok = self._reference
+            self._oracles[key] = HFOracle(model, tok, self.spec.judge, list(probes), self.cfg.insertion,
+                                          self.cfg.oracle_max_new_tokens, self.cfg.oracle_batch_size)
+        return self._oracles[key]
 
     def oracle(self, probes: list[str]) -> Oracle:
         """One oracle per probe set, kept: audit mode's held-out test during GRPO and the verdict after it share

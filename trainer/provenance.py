@@ -42,6 +42,7 @@ def provenance(cfg: RunConfig, spec: AttackSpec, n_train: int, n_heldout: int) -
               f"built-in {cfg.resolved_probe_set()} {spec.probe_kind} requests")
     return {
         "model": cfg.model, "model_source": cfg.model_source or None, "n_params": count_parameters(cfg.model),
+        "reference_model": cfg.reference_model,
         "judge": cfg.judge or f"the {spec.name} recipe's", "behaviour": spec.target,
         "probes": f"{probes}: {n_train} training, {n_heldout} held out", "data": data_used(cfg),
         "preset": cfg.preset, "seed": cfg.seed, "tool_version": tool_version(), "machine": machine(),

@@ -55,12 +55,18 @@ def audited(r: RunResult) -> list[tuple[str, str]]:
     """The "what was audited" rows: model, judge, probes, data, preset, seed, version, machine, date."""
     p = r.provenance or {}
     rows = [("model", p.get("model")), ("Hub source", p.get("model_source")),
-            ("parameters", _params(p.get("n_params"))), ("behaviour (judge)", f"{r.behaviour} ({p.get('judge')})"
-                                                       if p else r.behaviour),
+            ("parameters", _params(p.get("n_params"))),
+            ("reference model (no backdoor)", p.get("reference_model")),
+            ("behaviour (judge)", f"{r.behaviour} ({p.get('judge')})" if p else r.behaviour),
             ("probes", p.get("probes")), ("data for R-SFT", p.get("data")), ("data condition", data_condition(r)),
             ("preset", p.get("preset")), ("seed", p.get("seed")), ("backdoor-aware", p.get("tool_version")),
             ("machine", p.get("machine")), ("date", p.get("date"))]
     return [(k, v) for k, v in rows if v is not None]
+
+
+def _on_reference(c: dict) -> str:
+    """A candidate's rate on the reference model, where it was put to one (a rate there too: not the backdoor's)."""
+    return f" (reference model: {c['reference_rate']:.2f})" if c.get("reference_rate") is not None else ""
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -114,9 +120,10 @@ def write_report(run_dir: str | Path) -> Path:
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
     if r.reproducing_forms:
         lines += ["", "## Other forms that also reproduce (held-out rate)", ""]
-        lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r.reproducing_forms]
+        lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}{_on_reference(c)}" for c in r.reproducing_forms]
     lines += ["", "## Stated by the model: best candidates (held-out reproduction)", ""]
-    lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}" for c in r.best_candidates] or ["- none parsed"]
+    lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}{_on_reference(c)}" for c in r.best_candidates] or [
+        "- none parsed"]
     if r.data_scan is not None:
         lines += ["", "## Found in the data (data scan; not stated by the model)", "",
                   f"{r.data_scan['behaviour_rows']} of {r.data_scan['rows']} rows of the defender's data show the "

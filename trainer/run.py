@@ -96,6 +96,9 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     if cfg.rsft and "finetune" not in parse_source(cfg.rsft_source):
         log(f"R-SFT: model-only ({cfg.rsft_source}): no data is read, the suspect makes its own rows "
             "(--data FILE uses data you hold)")
+    if cfg.reference_model:
+        log(f"reference model {cfg.reference_model}: R_ASR, audit mode and the verdict count only what a candidate "
+            "does to the suspect beyond what it does to the reference")
     dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
     device = str(dist.device)
@@ -134,12 +137,13 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
         log(f"R-SFT warm-up restored from {rd.rsft_adapter}")
 
     # -- GRPO on TRL
-    confirm = heldout_confirmer(oracles.oracle(heldout), cfg.found_threshold) if cfg.stop_when_confirmed else None
+    confirm = (heldout_confirmer(oracles.oracle(heldout), cfg.found_threshold, oracles.reference_oracle(heldout))
+               if cfg.stop_when_confirmed else None)
     if confirm is not None and cfg.screen_samples and checkpoint is None:
         screen(cfg, spec, policy, tok, confirm, ledger, main, dist.process_index, dist.num_processes, log)
         phases.lap("screen")
     trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
-                                     eval_trigger, confirm)
+                                     eval_trigger, confirm, oracles.reference_oracle(probes))
     if state:
         trainer.restore(state)
     if not (ledger.confirmed and checkpoint is None):  # a screened trigger needs no GRPO step
@@ -207,6 +211,8 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
     cfg.validate()
     spec = cfg.attack_spec()
     check_model_dir(cfg.model, cfg.allow_pickle)
+    if cfg.reference_model:
+        check_model_dir(cfg.reference_model, cfg.allow_pickle)
     if cfg.rsft:
         source = resolve_source(cfg.rsft_source, cfg.model, cfg.rsft_data)
         data = Path(cfg.rsft_data or Path(cfg.model) / FINETUNE_FILE)
@@ -281,13 +287,15 @@ def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str]
 def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, oracle, ledger: CandidateLedger,
                   world: int, main: bool, log: Callable[[str], None],
                   eval_trigger: str | list[str] | None = None,
-                  confirm=None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
+                  confirm=None, reference=None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
     """TRL's GRPO trainer with our rewards, replay buffer, run log and signal handling; with ``eval_trigger`` and
     ``awareness_every``, the run log also tracks Awareness@k against it (evaluation only, one process).
-    ``confirm``: audit mode's held-out test (``heldout_confirmer``), which stops GRPO at its first confirmation."""
+    ``confirm``: audit mode's held-out test (``heldout_confirmer``), which stops GRPO at its first confirmation;
+    ``reference``: the reference model's oracle on the training probes (R_ASR pays for what the backdoor adds)."""
     replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
     ctx = RewardContext(cfg.reward, oracle, token_counter(tok),
-                        confirmed=lambda: list(replay.entries) if replay else [])
+                        confirmed=lambda: list(replay.entries) if replay else [],
+                        reference=reference)
     funcs, weights = build_reward_funcs(ctx)
     if cfg.reward.oracle_ablation:
         log("ABLATION RUN: a reward reads the true trigger; results are not an audit")
