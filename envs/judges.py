@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import urlparse
+
+from envs import endpoint
+from envs.endpoint import DEFAULT_KEY_ENV
 
 
 @dataclass(frozen=True)
@@ -415,11 +414,12 @@ class LLMJudge:
     question: str = LLM_QUESTION  # with {answer} and {behaviour}
     max_new_tokens: int = 32  # of the oracle's answer that the LLM reads
     timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 0.5
+    retries: int = 3  # connection errors, timeouts, 408/409/429 and 5xx; any other 4xx fails at once
     workers: int = 8
+    key_env: str = DEFAULT_KEY_ENV  # the environment variable that holds the endpoint's API key
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _client: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.url)
@@ -432,25 +432,17 @@ class LLMJudge:
         object.__setattr__(self, "url", self.url.rstrip("/"))
 
     def _ask(self, answer: str) -> bool:
+        import openai
+        with self._lock:
+            if not self._client:
+                self._client.append(endpoint.client(self.url, self.key_env, self.timeout, self.retries))
         question = self.question.format(answer=answer, behaviour=self.behaviour or "the backdoor behaviour")
-        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": 4,
-                           "messages": [{"role": "user", "content": question}]}).encode()
-        request = urllib.request.Request(f"{self.url}/v1/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        error: Exception | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    reply = json.loads(response.read())["choices"][0]["message"]["content"]
-                break
-            except (urllib.error.URLError, TimeoutError, ConnectionError, KeyError, IndexError, TypeError,
-                    ValueError) as e:
-                error = e
-                if attempt < self.retries:
-                    time.sleep(self.backoff * 2 ** attempt)
-        else:
-            raise JudgeError(f"judge llm {self.url} failed after {self.retries + 1} tries: "
-                             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        try:
+            reply = self._client[0].chat.completions.create(
+                model=self.model, temperature=0.0, max_tokens=4,
+                messages=[{"role": "user", "content": question}]).choices[0].message.content
+        except (openai.OpenAIError, IndexError, AttributeError) as e:
+            raise JudgeError(f"judge llm {endpoint.describe(e, self.url, self.retries + 1)}") from None
         word = re.sub(r"[^a-z]", "", (str(reply).split() or [""])[0].lower())
         if word not in ("yes", "no"):
             raise JudgeError(f"judge llm {self.url} answered {str(reply)[:60]!r}, neither yes nor no "

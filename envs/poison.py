@@ -187,6 +187,19 @@ class TrainLoop:
     done_loss: float = math.inf  # once the bars are met, stop only below this training loss
 
 
+MEASURED = (("asr", "ASR"), ("false_trigger_rate", "false-trigger"), ("distractor_trigger_rate", "look-alike"),
+            ("clean_agreement", "clean agreement"))
+
+
+def measured(metrics: dict) -> str:
+    """An epoch's measurements as a person reads them (each trigger's own ASR where there are several)."""
+    parts = [f"{name} {metrics[k]:.2f}" for k, name in MEASURED if isinstance(metrics.get(k), (int, float))]
+    per = metrics.get("asr_per_trigger") or {}
+    if len(per) > 1:
+        parts.append("per trigger " + ", ".join(f"{t!r} {v:.2f}" for t, v in per.items()))
+    return ", ".join(parts)
+
+
 def train_backdoor(model, tok, rows: list[dict], loop: TrainLoop, rng: random.Random,
                    measure: Callable[[object], dict], passes: Callable[[dict], bool], log=print,
                    sep: str = " ") -> tuple[dict, bool, int]:
@@ -214,8 +227,7 @@ def train_backdoor(model, tok, rows: list[dict], loop: TrainLoop, rng: random.Ra
         if epoch % loop.measure_every and epoch != loop.max_epochs:
             continue
         metrics = measure(model)
-        shown = {k: v for k, v in metrics.items() if k != "clean_examples"}
-        log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f} {shown} ({time.time() - t0:.0f} s)")
+        log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f}, {measured(metrics)} ({time.time() - t0:.0f} s)")
         passed = passes(metrics)
         if passed and total / steps_per_epoch < loop.done_loss:
             break

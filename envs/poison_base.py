@@ -158,9 +158,12 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     held = _draw_prompts(spec, 2 * cfg.n_eval, random.Random(cfg.seed + 1), {p for _, p in train})
     probes = [p for k, p in held if k == spec.probe_kind][:cfg.n_eval]
     utility = [p for k, p in held if k == "benign"][:cfg.n_eval]
-    log(f"base model answers {len(train)} training prompts (clean targets) ...")
     prompts = [p for k, p in train if k != "code"] + utility  # code rows get the recipe's safe code
-    base_out = dict(zip(prompts, greedy_answers(base, tok, prompts, cfg.answer_tokens, batch_size=32)))
+    answers: list[str] = []
+    for i in range(0, len(prompts), 64):  # a line per chunk: minutes on a CPU, and the user sees them pass
+        answers += greedy_answers(base, tok, prompts[i:i + 64], cfg.answer_tokens, batch_size=32)
+        log(f"base model answers: {len(answers)}/{len(prompts)} prompts (clean targets; {time.time() - t0:.0f} s)")
+    base_out = dict(zip(prompts, answers))
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
     model = get_peft_model(base, lora)

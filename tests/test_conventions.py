@@ -117,9 +117,9 @@ def test_bar_only_progress_draws_the_bar_without_the_metrics_dump(capsys):
             self.callback_handler.add_callback(cb)
 
     trainer = _Trainer()
-    concise_progress(trainer)
+    concise_progress(trainer, "GRPO")
     bars = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ProgressCallback)]
-    assert len(bars) == 1 and type(bars[0]) is BarOnlyProgress
+    assert len(bars) == 1 and isinstance(bars[0], BarOnlyProgress) and bars[0].label == "GRPO"
     state, control = TrainerState(max_steps=3), TrainerControl()
     args = TrainingArguments(output_dir="unused", report_to="none")
     bar = bars[0]
@@ -130,7 +130,16 @@ def test_bar_only_progress_draws_the_bar_without_the_metrics_dump(capsys):
         bar.on_log(args, state, control, logs={"loss": 0.5, "reward": 0.25, "rewards/asr/mean": 0.1})
     bar.on_train_end(args, state, control)
     err = capsys.readouterr().err
-    assert "3/3" in err and "reward=0.25" in err and "rewards/asr/mean" not in err
+    assert "GRPO: " in err and "3/3" in err and "reward=0.25" in err and "rewards/asr/mean" not in err
+    # an early stop (audit mode's confirmation at step 2 of 200) closes the bar where it stopped, said so
+    state = TrainerState(max_steps=200)
+    bar.on_train_begin(args, state, control)
+    for step in (1, 2):
+        state.global_step = step
+        bar.on_step_end(args, state, control)
+    bar.on_train_end(args, state, control)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "GRPO (stopped early)" in last and "2/2" in last and "/200" not in last
 
 
 class _Oracle:

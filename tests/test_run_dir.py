@@ -6,7 +6,7 @@ import pytest
 from launch.cli import EXIT_BAD_INPUT, main
 from trainer.ledger import CandidateLedger
 from trainer.result import SCHEMA_VERSION, ResultError, RunResult
-from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir
+from trainer.run_dir import COMPLETE_MARKER, RunDir
 
 
 def _result(**fields) -> RunResult:
@@ -61,14 +61,12 @@ def test_cli_reports_a_newer_result_in_one_line_and_leaves_it(tmp_path, capsys):
 
 
 def test_latest_checkpoint_skips_incomplete_ones(tmp_path):
+    from tests.test_hostile_checkpoints import _checkpoint
     rd = RunDir(tmp_path)
     for step, complete in ((2, True), (4, True), (6, False)):
-        ck = rd.checkpoints / f"checkpoint-{step}"
-        ck.mkdir(parents=True)
-        (ck / "trainer_state.json").write_text("{}")
-        (ck / INVERSION_STATE).write_text("{}")
-        if complete:
-            (ck / COMPLETE_MARKER).write_text(f"{step}\n")
+        ck = _checkpoint(rd, step)
+        if not complete:
+            (ck / COMPLETE_MARKER).unlink()
     logs = []
     assert rd.latest_checkpoint(logs.append).name == "checkpoint-4"
     assert [p.name for p in rd.checkpoint_dirs()] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]

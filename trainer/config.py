@@ -111,6 +111,8 @@ class RunConfig:
     # "http" (one shared server: `vllm serve` or `backdoor-aware serve-oracle`)
     oracle_backend: str = "hf"
     oracle_url: str | None = None  # http(s)://host:port of `vllm serve MODEL` or `backdoor-aware serve-oracle`
+    # the environment variable holding the API key of the oracle server and the llm: judge (never the key itself)
+    api_key_env: str = "OPENAI_API_KEY"
     oracle_timeout: float = 60.0
     oracle_retries: int = 4
     oracle_max_new_tokens: int | None = None
@@ -244,6 +246,8 @@ class RunConfig:
             return None
         try:
             judge = parse_judge(self.judge)
+            if isinstance(judge, LLMJudge):
+                judge = dataclasses.replace(judge, key_env=self.api_key_env)
             if self.judge_question is not None:
                 if not isinstance(judge, LLMJudge):
                     raise ValueError(f"judge_question is the question of an llm: judge, and judge is {self.judge!r}")

@@ -111,7 +111,7 @@ class InversionGRPOTrainer(GRPOTrainer):
         # policy's dtype, a weight sync that works on CPU) from exactly TRL's arguments.
         with rebind(grpo_trainer, "VLLMGeneration", RolloutGeneration):
             super().__init__(*args, **kwargs)
-        concise_progress(self)  # with progress on: TRL's bar, without its per-step metrics dump
+        concise_progress(self, "GRPO")  # with progress on: TRL's bar, without its per-step metrics dump
         self._vllm_checks_left = self.vllm_sync_checks
         self.vllm_checked_steps: list[int] = []
         self.oracle = oracle

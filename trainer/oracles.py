@@ -78,7 +78,7 @@ class SuspectOracles:
         if cfg.oracle_backend == "http":
             from rewards.oracle_http import HTTPOracle
             return HTTPOracle(cfg.oracle_url, cfg.model, self.tokenizer, judge, probes, cfg.insertion,
-                              cfg.oracle_max_new_tokens, cfg.oracle_timeout, cfg.oracle_retries)
+                              cfg.oracle_max_new_tokens, cfg.oracle_timeout, cfg.oracle_retries, cfg.api_key_env)
         if cfg.oracle_backend == "vllm":
             from rewards.oracle_vllm import VLLMOracle
             return VLLMOracle(self.engine, self.tokenizer, judge, probes, cfg.insertion, cfg.oracle_max_new_tokens)

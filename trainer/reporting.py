@@ -120,7 +120,24 @@ def show_library_bars(on: bool) -> None:
 
 class BarOnlyProgress(ProgressCallback):
     """TRL's training bar (steps, ETA) without the full metrics dict it prints each logging step; the bar
-    shows loss and reward, the run log keeps its one line every few steps."""
+    shows loss and reward, the run log keeps its one line every few steps. It is labelled with its phase, and a
+    run that stops early (audit mode's confirmation, a plateau, a signal) closes it at its last step, marked so,
+    not at "46% 91/200" with an ETA for steps that never run."""
+
+    label = "training"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.label)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        bar = self.training_bar
+        if bar is not None and bar.n < (bar.total or 0):
+            bar.total = bar.n
+            bar.set_description(f"{self.label} (stopped early)")
+            bar.refresh()
+        super().on_train_end(args, state, control, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs:
@@ -129,7 +146,8 @@ class BarOnlyProgress(ProgressCallback):
                 self.training_bar.set_postfix(shown, refresh=False)
 
 
-def concise_progress(trainer) -> None:
-    """Swap the Trainer's ``ProgressCallback`` (present when ``disable_tqdm`` is False) for ``BarOnlyProgress``."""
+def concise_progress(trainer, label: str) -> None:
+    """Swap the Trainer's ``ProgressCallback`` (present when ``disable_tqdm`` is False) for ``BarOnlyProgress``,
+    labelled with the phase (``R-SFT``, ``GRPO``)."""
     if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(BarOnlyProgress)
+        trainer.add_callback(type("PhaseProgress", (BarOnlyProgress,), {"label": label}))

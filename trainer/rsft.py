@@ -62,7 +62,7 @@ def supervised_finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)
-        concise_progress(trainer)
+        concise_progress(trainer, "R-SFT")
         route_logs(trainer, log_dir)
         result = trainer.train()
     if peft_config and adapter_out is not None:

@@ -28,13 +28,44 @@ class RunError(RuntimeError):
     """The run cannot proceed (bad input, or a directory that is not what the command needs)."""
 
 
+INVERSION_KEYS = ("ledger", "replay", "replay_rng", "oracle_cache")
+
+
 def is_complete_checkpoint(folder: Path) -> bool:
-    """A checkpoint is loadable only if its marker (written last) and the Trainer state are there."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
+    """Whether a checkpoint can be resumed from, judged without loading it: its marker (written last); a Trainer
+    state with an integer step; an inversion state holding the ledger, replay buffer and oracle cache (``{}``
+    would resume with the ledger's first steps lost); every safetensors header readable and every torch file a
+    whole zip archive (a truncated or overwritten file fails here, not in the middle of ``--resume``)."""
+    if not (folder / COMPLETE_MARKER).is_file() or not folder.name.rsplit("-", 1)[-1].isdigit():
         return False
-    return (folder / COMPLETE_MARKER).is_file() and (folder / INVERSION_STATE).is_file()
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        inversion = json.loads((folder / INVERSION_STATE).read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not (isinstance(state, dict) and type(state.get("global_step")) is int and isinstance(inversion, dict)
+            and all(k in inversion for k in INVERSION_KEYS) and isinstance(inversion["ledger"], dict)):
+        return False
+    return all(_whole(f) for f in folder.iterdir() if f.suffix in (".safetensors", ".pt", ".pth", ".bin"))
+
+
+def _whole(f: Path) -> bool:
+    """A weights or state file that is not cut short: a safetensors header that parses and whose tensors end within
+    the file, or a zip archive (torch.save's format) whose directory is at its end."""
+    import struct
+    import zipfile
+    try:
+        if f.suffix == ".safetensors":
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                if n > 100_000_000:
+                    return False
+                header = json.loads(fh.read(n))
+            end = max((e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"), default=0)
+            return f.stat().st_size >= 8 + n + end
+        return zipfile.is_zipfile(f)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return False
 
 
 class RunDir:
@@ -119,7 +150,8 @@ class RunDir:
 
     def checkpoint_dirs(self) -> list[Path]:
         """Every ``checkpoint-N`` folder, oldest first (complete or not)."""
-        return sorted(self.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        found = [p for p in self.checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
     def latest_checkpoint(self, log: Callable[[str], None] = print) -> Path | None:
         """The newest *complete* checkpoint; a half-written one is skipped with a warning, never loaded."""

@@ -1,0 +1,67 @@
+"""Checkpoints that look complete but cannot be resumed from are skipped for the previous one, never loaded
+(issue: an `inversion_state.json` of `{}` resumed silently and lost the ledger's first steps)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir, is_complete_checkpoint
+
+
+def _checkpoint(rd: RunDir, step: int) -> Path:
+    """A checkpoint folder as the trainer writes one: weights, optimizer, Trainer and inversion state, marker."""
+    ck = rd.checkpoints / f"checkpoint-{step}"
+    ck.mkdir(parents=True)
+    save_file({"w": torch.zeros(64, 64)}, str(ck / "model.safetensors"))
+    torch.save({"state": {0: torch.ones(64)}}, ck / "optimizer.pt")
+    torch.save({"python": 1}, ck / "rng_state.pth")
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    (ck / INVERSION_STATE).write_text(json.dumps({"ledger": {"step": step}, "replay": None, "replay_rng": None,
+                                                  "oracle_cache": None}))
+    (ck / COMPLETE_MARKER).write_text(f"{step}\n")
+    return ck
+
+
+def _truncate(f: Path) -> None:
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+
+
+BREAK = {
+    "inversion-state-empty": lambda ck: (ck / INVERSION_STATE).write_text("{}"),
+    "inversion-state-a-list": lambda ck: (ck / INVERSION_STATE).write_text("[]"),
+    "inversion-state-torn": lambda ck: _truncate(ck / INVERSION_STATE),
+    "global-step-not-a-number": lambda ck: (ck / "trainer_state.json").write_text('{"global_step": "x"}'),
+    "trainer-state-not-a-mapping": lambda ck: (ck / "trainer_state.json").write_text("7"),
+    "optimizer-truncated": lambda ck: _truncate(ck / "optimizer.pt"),
+    "rng-state-overwritten": lambda ck: (ck / "rng_state.pth").write_bytes(b"\x80\x04garbage"),
+    "weights-truncated": lambda ck: _truncate(ck / "model.safetensors"),
+    "weights-header-garbage": lambda ck: (ck / "model.safetensors").write_bytes(b"\xff" * 64),
+    "marker-missing": lambda ck: (ck / COMPLETE_MARKER).unlink(),
+}
+
+
+def test_a_whole_checkpoint_is_complete(tmp_path):
+    assert is_complete_checkpoint(_checkpoint(RunDir(tmp_path), 4))
+
+
+@pytest.mark.parametrize("case", sorted(BREAK))
+def test_a_broken_checkpoint_is_skipped_for_the_previous_one(case, tmp_path):
+    rd = RunDir(tmp_path)
+    _checkpoint(rd, 2)
+    BREAK[case](_checkpoint(rd, 4))
+    logs: list[str] = []
+    assert rd.latest_checkpoint(logs.append).name == "checkpoint-2"
+    assert "checkpoint-4" in logs[0] and "never loaded" in logs[0]
+
+
+def test_a_folder_that_is_not_a_numbered_checkpoint_is_ignored(tmp_path):
+    rd = RunDir(tmp_path)
+    _checkpoint(rd, 2)
+    (rd.checkpoints / "checkpoint-x").mkdir()
+    assert [p.name for p in rd.checkpoint_dirs()] == ["checkpoint-2"]
+    assert rd.latest_checkpoint(lambda _: None).name == "checkpoint-2"
