@@ -143,22 +143,35 @@ class RegexJudge:
 
     pattern: str
     max_new_tokens: int = 16
-    _compiled: re.Pattern = field(init=False, repr=False, compare=False)
+    _compiled: object = field(init=False, repr=False, compare=False)
+
+    timeout: float = 1.0  # seconds per answer: a backtracking pattern on a long answer must not hang the run
 
     def __post_init__(self) -> None:
+        import regex  # re's syntax, with a time bound per search (a transformers dependency)
         try:
-            compiled = re.compile(self.pattern)
-        except re.error as e:
-            raise JudgeError(f"judge regex {self.pattern!r:.80}: bad pattern: {e}") from None
+            compiled = regex.compile(self.pattern, flags=regex.VERSION0)
+        except (regex.error, re.error, OverflowError, RecursionError) as e:
+            raise JudgeError(f"judge regex {self.pattern!r:.80}: bad pattern: {str(e)[:200]}") from None
         object.__setattr__(self, "_compiled", compiled)
 
     def __call__(self, response: str) -> bool:
-        return self._compiled.search(response) is not None
+        try:
+            return self._compiled.search(response, timeout=self.timeout) is not None
+        except TimeoutError:
+            raise JudgeError(f"judge regex {self.pattern!r:.80} took over {self.timeout:g} s on one answer "
+                             "(catastrophic backtracking? simplify the pattern)") from None
 
     @property
     def likelihood_targets(self) -> tuple[str, ...]:
         return ()
 
+
+# modules whose functions run their argument as code, a command or a file operation: never a judge of model text
+UNSAFE_MODULES = frozenset({"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "pty", "socket",
+                            "importlib", "runpy", "code", "codeop", "pickle", "marshal", "ctypes", "multiprocessing",
+                            "pathlib", "io", "tempfile", "webbrowser", "urllib", "http", "commands", "platform",
+                            "operator", "functools", "eval", "exec", "signal", "asyncio", "threading", "_thread"})
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _NAME = re.compile(r"[A-Za-z_]\w*")
@@ -190,6 +203,12 @@ class PythonJudge:
         fn = getattr(module, attr, None)
         if fn is None:
             raise JudgeError(f"{where}: module {module_name} has no attribute {attr!r}")
+        home = (getattr(fn, "__module__", None) or module_name).split(".")[0]
+        if (module_name.split(".")[0] in UNSAFE_MODULES or home in UNSAFE_MODULES
+                or inspect.isbuiltin(fn) or type(fn).__name__ in ("builtin_function_or_method", "method-wrapper")):
+            raise JudgeError(f"{where}: refused: a judge runs on untrusted model answers, and {attr} is a builtin or "
+                             f"a function of {home} (it could run them as code or commands); write your own "
+                             "function str -> bool")
         if not callable(fn) or inspect.isclass(fn):
             raise JudgeError(f"{where}: {attr} is a {type(fn).__name__}, not a function str -> bool")
         try:
@@ -201,7 +220,11 @@ class PythonJudge:
         object.__setattr__(self, "fn", fn)
 
     def __call__(self, response: str) -> bool:
-        verdict = self.fn(response)
+        try:
+            verdict = self.fn(response)
+        except Exception as e:  # noqa: BLE001  (the user's function failing is the user's to fix: one line)
+            raise JudgeError(f"judge python {self.target!r} raised {type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:120]}") from None
         if isinstance(verdict, bool) or type(verdict).__name__ == "bool_":  # numpy's bool too
             return bool(verdict)
         raise JudgeError(f"judge python {self.target!r} returned {type(verdict).__name__} {verdict!r:.40}, not a "

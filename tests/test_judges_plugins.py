@@ -140,9 +140,11 @@ def test_config_judge_key_overrides_the_attack_judge(tmp_path, plugin):
     assert load_config(tmp_path / "saved.yaml").judge == loaded.judge
 
 
-def test_judge_without_likelihood_targets_refuses_asr_dense():
+def test_judge_without_likelihood_targets_refuses_asr_dense(tmp_path, monkeypatch):
+    (tmp_path / "densejudge.py").write_text("def hates(text):\n    return 'HATE' in text\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     dense = ["reward.weights={format: 1.0, asr: 1.0, asr_dense: 0.5, length: 1.0}"]
-    for spec in ("regex:HATE", "python:os.path:isabs"):
+    for spec in ("regex:HATE", "python:densejudge:hates"):
         with pytest.raises(ConfigError, match="asr_dense") as e:
             load_config(overrides={"model": "m", "judge": spec}, sets=dense)
         assert "\n" not in str(e.value)
