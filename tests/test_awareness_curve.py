@@ -27,7 +27,8 @@ def test_awareness_is_tracked_every_n_steps_and_changes_nothing(tmp_path, capsys
         assert (a["reward"], a["best_candidate"], a["loss"]) == (b["reward"], b["best_candidate"], b["loss"])
     # the run's figure draws the evaluation-only line (reward.png is rewritten from metrics.jsonl)
     from trainer.plots import plot_run
-    plot_run(tmp_path / "tracked" / "metrics.jsonl", tmp_path / "fig.png")
+    from trainer.run_dir import RunDir
+    plot_run(RunDir(tmp_path / "tracked").metric_rows(), tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
 

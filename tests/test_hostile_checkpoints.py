@@ -65,3 +65,12 @@ def test_a_folder_that_is_not_a_numbered_checkpoint_is_ignored(tmp_path):
     (rd.checkpoints / "checkpoint-x").mkdir()
     assert [p.name for p in rd.checkpoint_dirs()] == ["checkpoint-2"]
     assert rd.latest_checkpoint(lambda _: None).name == "checkpoint-2"
+
+
+def test_a_torn_metrics_log_is_read_up_to_its_last_whole_row(tmp_path):
+    """kill -9 mid-write leaves half a line; `evaluate` then must neither fail nor lose the run's timings."""
+    rd = RunDir(tmp_path)
+    rd.metrics.write_text('{"step": 1, "reward": 0.1}\n{"step": 2, "reward": 0.2}\n{"step": 3, "rew')
+    assert [r["step"] for r in rd.metric_rows()] == [1, 2]
+    rd.metrics.write_text('[1]\n"x"\n{"step": "4"}\n{"step": 5}\n' + "[" * 100_000 + "\n")
+    assert [r["step"] for r in rd.metric_rows()] == [5]

@@ -377,7 +377,8 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
                              eval_trigger)
     record_rsft(result, rd, eval_trigger)
     if previous is not None:
-        for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb"):
+        for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb",
+                    "phase_seconds"):
             setattr(result, key, getattr(previous, key))
     rd.write_result(result)
     return result

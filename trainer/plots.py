@@ -1,7 +1,6 @@
 """The reward-vs-step figure of a run, drawn from its metrics.jsonl alone."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -10,9 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_run(metrics_path: str | Path, out_png: str | Path, emergence_step: int | None = None,
+def plot_run(rows: list[dict], out_png: str | Path, emergence_step: int | None = None,
              title: str = "Trigger inversion") -> None:
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    """``rows``: the run's metric rows (``RunDir.metric_rows``)."""
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.plot(steps, [r.get("reward", float("nan")) for r in rows], label="mean reward")

@@ -121,7 +121,7 @@ class RunDir:
             model = (result.provenance or {}).get("model_source") or Path((result.provenance or {}).get("model")
                                                                             or self.path.name).name
             found = f"trigger {result.recovered_trigger!r}" if result.found else "no trigger found"
-            plot_run(self.metrics, self.plot, result.emergence_step, f"Trigger inversion of {model}: {found}")
+            plot_run(self.metric_rows(), self.plot, result.emergence_step, f"Trigger inversion of {model}: {found}")
 
     # -- ledger and metrics ------------------------------------------------------------------------------
 
@@ -132,9 +132,19 @@ class RunDir:
         write_json_atomic(self.ledger, ledger.state_dict())
 
     def metric_rows(self) -> list[dict[str, Any]]:
+        """The logged steps; a line that is not a whole step row (the torn last line of a killed run, or anything
+        else) is skipped: the checkpoint, not this log, is what a run resumes from."""
         if not self.metrics.is_file():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.metrics.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(row, dict) and type(row.get("step")) is int:
+                rows.append(row)
+        return rows
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics, "a") as f:
