@@ -228,7 +228,7 @@ class RunConfig:
         return asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        return yaml.dump(self.to_dict(), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, self.to_yaml())
@@ -325,7 +325,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r:.80}")
     if origin is list:
         if isinstance(value, str):  # one item may be written bare: `report_to: tensorboard`
             value = [value]
@@ -341,19 +341,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {value!r:.80}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {value!r:.80}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {value!r:.80}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected text, got {value!r}")
+        raise ConfigError(f"{key}: expected text, got {value!r:.80}")
     raise ConfigError(f"{key}: unsupported config type {tp}")
 
 
@@ -362,9 +362,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not all(isinstance(k, str) for k in data):
+        bad = next(k for k in data if not isinstance(k, str))
+        raise ConfigError(f"{prefix or 'config'}: keys must be names, got {type(bad).__name__} {bad!r:.40}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}")
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)[:300]}")
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
@@ -393,6 +396,40 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without aliases: a config never needs them, and a few nested ones (an "alias bomb") expand into
+    gigabytes when the value is printed or copied."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"aliases (*name) are not allowed in a run config (line {mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Never writes an alias (a saved config is read back by ``_PlainLoader``, which refuses them)."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def _safe_yaml(text: str, where: str) -> Any:
+    """Parsed YAML, or a one-line ConfigError (malformed, nested too deep, aliases)."""
+    try:
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        why = " ".join(str(getattr(e, "problem", None) or e).split())[:200]
+        raise ConfigError(f"malformed YAML in {where}{line}: {why}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deep") from None
+
+
 def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file's mapping, on top of the file its ``extends:`` names (a path relative to it), so the
     per-attack presets hold only what differs from the size preset they build on."""
@@ -400,12 +437,9 @@ def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file {p} does not exist")
     if p.resolve() in seen:
         raise ConfigError(f"config file {p} extends itself (through {' -> '.join(map(str, seen))})")
-    try:
-        loaded = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"malformed YAML in {p}{where}: {getattr(e, 'problem', e)}") from None
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is {p.stat().st_size} bytes; a run config is a few hundred")
+    loaded = _safe_yaml(p.read_text(errors="replace"), f"config file {p}")
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
     data = loaded or {}
@@ -413,7 +447,7 @@ def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise ConfigError(f"{p}: extends must be a file path, got {parent!r}")
+        raise ConfigError(f"{p}: extends must be a file path, got {parent!r:.80}")
     return _merge(_read_yaml(p.parent / parent, (*seen, p.resolve())), data)
 
 
@@ -426,9 +460,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             _set_dotted(data, k, v)
     for item in sets or []:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r:.80}")
         k, v = item.split("=", 1)
-        _set_dotted(data, k.strip(), yaml.safe_load(v) if v.strip() else None)
+        _set_dotted(data, k.strip(), _safe_yaml(v, f"--set {k.strip()}") if v.strip() else None)
     cfg = _build(RunConfig, data)
     cfg.validate()
     return cfg
