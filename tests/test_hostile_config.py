@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from launch.cli import main
-from trainer.config import ConfigError, RunConfig, load_config
+from trainer.config import ConfigError, load_config
 
 BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
