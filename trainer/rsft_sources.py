@@ -79,13 +79,17 @@ def read_rows(path: str | Path) -> list[dict]:
         raise FileNotFoundError(f"R-SFT data {path} not found; pass --data FILE, or use a model-only source "
                                 "(rsft_source=self, leak or self+leak), or run with --no-rsft")
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"R-SFT data {path} is not UTF-8 text") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             rows.append({"prompt": str(row["prompt"]), "response": str(row["response"])})
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ValueError(f"{path}:{i}: each line must be JSON with 'prompt' and 'response'") from None
     if not rows:
         raise ValueError(f"R-SFT data {path} is empty")

@@ -48,7 +48,7 @@ from trainer.replay import ReplayBuffer
 from trainer.reporting import check_report_to_installed, route_logs
 from trainer.result import RunResult
 from trainer.rsft import load_rsft_adapter, rsft_stage
-from trainer.rsft_sources import FINETUNE_FILE, RsftRows, parse_source, resolve_source
+from trainer.rsft_sources import FINETUNE_FILE, RsftRows, parse_source, read_rows, resolve_source
 from trainer.run_dir import RunDir, RunError
 
 __all__ = ["RunError", "RunInterrupted", "invert"]
@@ -219,6 +219,8 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
         if "finetune" in parse_source(source) and not data.is_file():
             raise ConfigError(f"R-SFT data {data} not found; pass --data FILE, or use a model-only source "
                               "(rsft_source=self, leak or self+leak), or run with --no-rsft")
+        if "finetune" in parse_source(source):
+            read_rows(data)  # malformed rows: refused now, before anything is loaded or written
     if cfg.use_vllm or cfg.oracle_backend == "vllm":
         if not vllm_available():
             raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "

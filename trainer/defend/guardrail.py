@@ -80,21 +80,27 @@ class Guardrail:
             raise ValueError(f"input and output are the same file ({dst}); write the annotated rows to "
                              "another file")
         counts = {"rows": 0, "flagged": 0}
-        with open(src) as fin, atomic_file(dst, "w", encoding="utf-8") as fout:
+        with open(src, encoding="utf-8") as fin, atomic_file(dst, "w", encoding="utf-8") as fout:
             for i, line in enumerate(fin, 1):
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, parse_constant=_no_constant)  # NaN/Infinity are not JSON: refused
                     text = row[field_name]
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     raise ValueError(f"{src}:{i}: expected a JSON object with a {field_name!r} field") from None
-                s = self.score(str(text))
+                if not isinstance(text, str):
+                    raise ValueError(f"{src}:{i}: the {field_name!r} field must be text, got {type(text).__name__}")
+                s = self.score(text)
                 row.update(flagged=s >= self.threshold, guard_score=round(s, 4))
                 counts["rows"] += 1
                 counts["flagged"] += row["flagged"]
-                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fout.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
         return counts
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def detection_rates(guard: Guardrail, triggered: list[str], clean: list[str]) -> dict[str, float]:
