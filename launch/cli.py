@@ -82,6 +82,29 @@ def _progress(mode: str) -> None:
     show_library_bars(mode in ("on", True) and os.environ.get("RANK", "0") == "0")
 
 
+MIN_FREE_BYTES = 50 * 2**20
+
+
+def _writable(out: str | Path) -> None:
+    """Refuse an output location that cannot be written before any work (a poisoning or unlearning found out
+    only after minutes of training): its nearest existing folder must take a file, and have room."""
+    import shutil
+    import tempfile
+    folder = Path(out).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {out}: {folder} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".backdoor-aware-write-check-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write {out}: {folder} does not take files ({e.strerror or e})") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise OSError(f"cannot write {out}: only {free // 2**20} MiB free on {folder}")
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -128,6 +151,7 @@ def _poison_config(cls, a: argparse.Namespace):
 
 
 def cmd_poison(a: argparse.Namespace) -> int:
+    _writable(a.out)
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
     spec = get_attack(a.attack).with_overrides(trigger=a.trigger, target=a.target, placement=a.placement)
@@ -185,6 +209,7 @@ def _remove_failed_start(out: Path) -> None:
 
 
 def cmd_audit(a: argparse.Namespace) -> int:
+    _writable(a.out)
     from launch.audit import audit_config
     from trainer.report import write_report
     a.model, a.reference = _model(a.model), _model(a.reference)
@@ -200,6 +225,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
 
 
 def cmd_invert(a: argparse.Namespace) -> int:
+    _writable(Path(a.out) / "config.yaml" if a.resume else a.out)
     if a.resume:
         from launch.packaged import load_run_config as load_config
         from trainer.run_dir import RunDir
@@ -266,6 +292,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     _progress(cfg.progress)
     spec = get_attack(cfg.attack)
     out = Path(a.out or f"runs/demo-{cfg.attack}-seed{a.seed}")
+    _writable(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose a new --out (nothing was overwritten)")
     model_dir = out / "suspect_model"
@@ -330,6 +357,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     from envs.judges import parse_judge
     from envs.loading import check_model_dir
     from trainer.defend.unlearn import UnlearnConfig, unlearn
+    _writable(a.out)
     triggers = _recovered_trigger(a, for_unlearning=True)
     if a.attack is not None:
         spec = get_attack(a.attack)
@@ -368,6 +396,7 @@ def _run_behaviour(run_dir: str):
 
 def cmd_guard(a: argparse.Namespace) -> int:
     from trainer.defend.guardrail import Guardrail
+    _writable(a.output)
     guard = Guardrail(_recovered_trigger(a), threshold=a.threshold)
     if not Path(a.input).is_file():
         raise FileNotFoundError(f"input {a.input} not found")
@@ -396,6 +425,7 @@ def cmd_import_gguf(a: argparse.Namespace) -> int:
     from envs.gguf_import import find_packaged_gguf, import_gguf
     if bool(a.package) == bool(a.gguf):
         raise ValueError("give exactly one of --package NAME (an installed PyPI package) or --gguf FILE")
+    _writable(a.out)
     source = find_packaged_gguf(a.package) if a.package else Path(a.gguf)
     _log(f"converting {source} -> {a.out}")
     card = import_gguf(source, a.out)
@@ -406,6 +436,7 @@ def cmd_import_gguf(a: argparse.Namespace) -> int:
 
 def cmd_consolidate(a: argparse.Namespace) -> int:
     from launch.consolidate import consolidate
+    _writable(a.out)
     print(f"consolidated model: {consolidate(a.checkpoint, a.out)}")
     return 0
 
@@ -590,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"backdoor-aware: {e}", file=sys.stderr)
             return 128 + e.signum
         # ValueError covers ConfigError, ModelDirError, ResultError, JudgeError: input the user must fix
-        if isinstance(e, (RunError, FileExistsError, FileNotFoundError, ValueError)):
+        if isinstance(e, (RunError, OSError, ValueError)):  # OSError: files that cannot be read or written
             print(f"backdoor-aware: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
