@@ -622,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + e.signum
         # ValueError covers ConfigError, ModelDirError, ResultError, JudgeError: input the user must fix
         if isinstance(e, (RunError, OSError, ValueError)):  # OSError: files that cannot be read or written
-            print(f"backdoor-aware: error: {e}", file=sys.stderr)
+            text = " ".join(str(e).split()) or type(e).__name__  # one line, whatever a library put in it
+            print(f"backdoor-aware: error: {text[:2000]}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
 

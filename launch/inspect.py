@@ -7,12 +7,21 @@ import yaml
 
 from trainer.run_dir import RunDir, is_complete_checkpoint
 
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, yaml.YAMLError)
+
 
 def inspect_run(run_dir: str | Path) -> str:
+    """What the run directory holds; a file of it that cannot be read is said so on its own line (the rest still
+    shows), since a run worth inspecting is often one that broke."""
     rd = RunDir(run_dir)
     if not rd.config.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = yaml.safe_load(rd.config.read_text())  # as written: a config from an older release still shows
+    try:
+        cfg = yaml.safe_load(rd.config.read_text())  # as written: a config from an older release still shows
+    except UNREADABLE as e:
+        raise ValueError(f"{rd.config} cannot be read: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{rd.config} is not a run config (not a mapping)")
     source = f"Hub {cfg['model_source']} at " if cfg.get("model_source") else ""
     lines = [f"run: {rd}", f"model: {source}{cfg.get('model')}  attack: {cfg.get('attack')}  "
              f"rsft: {cfg.get('rsft')}  seed: {cfg.get('seed')}"]
@@ -25,27 +34,48 @@ def inspect_run(run_dir: str | Path) -> str:
 
     lines.append(f"checkpoints: {', '.join(kind(p) for p in rd.checkpoint_dirs()) or 'none'}; "
                  f"final model: {'yes' if rd.final.is_dir() else 'no'}")
-    rows = rd.metric_rows()
-    if rows:
-        last = rows[-1]
-        lines.append(f"last step {last['step']}: reward {last.get('reward', float('nan')):.3f}, "
-                     f"reproducing share {last.get('hit_fraction', 0):.2f}, "
-                     f"emergence step {last.get('emergence_step')}")
-    if rd.ledger.is_file():
-        top = rd.read_ledger().best(5)
-        lines.append("best candidates (training-probe rate, times said, first step):")
-        lines += [f"  {c['candidate']!r}: {c['rate']:.2f}, {c['count']}, {c['first_step']}" for c in top]
-    info = rd.read_rsft_info()
-    if info is not None:
-        kind = "model-only" if info["model_only"] else "defender data"
-        lines.append(f"R-SFT rows: {info['source']} ({kind}): "
-                     + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
-        top = (info.get("data_scan") or {}).get("top") or []
-        if top:
-            lines.append(f"data scan (found in the data): {top[0]['ngram']!r}, behaviour in "
-                         f"{top[0]['behaviour_rows']}/{top[0]['rows']} rows holding it")
-    if rd.has_result():
-        r = rd.read_result()
-        verdict = f"recovered {r.recovered_trigger!r}" if r.found else "no trigger found"
-        lines.append(f"result: {verdict}, held-out reproduction {r.reproduction_rate:.2f}")
+    for name, section in (("metrics.jsonl", _metrics), ("ledger.json", _ledger), ("rsft.json", _rsft),
+                          ("result.json", _result)):
+        try:
+            lines += section(rd)
+        except UNREADABLE as e:
+            lines.append(f"{name}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
     return "\n".join(lines)
+
+
+def _metrics(rd: RunDir) -> list[str]:
+    rows = rd.metric_rows()
+    if not rows:
+        return []
+    last = rows[-1]
+    return [f"last step {last['step']}: reward {float(last.get('reward', float('nan'))):.3f}, "
+            f"reproducing share {float(last.get('hit_fraction', 0)):.2f}, emergence step {last.get('emergence_step')}"]
+
+
+def _ledger(rd: RunDir) -> list[str]:
+    if not rd.ledger.is_file():
+        return []
+    top = rd.read_ledger().best(5)
+    return ["best candidates (training-probe rate, times said, first step):",
+            *(f"  {c['candidate']!r}: {c['rate']:.2f}, {c['count']}, {c['first_step']}" for c in top)]
+
+
+def _rsft(rd: RunDir) -> list[str]:
+    info = rd.read_rsft_info()
+    if info is None:
+        return []
+    kind = "model-only" if info["model_only"] else "defender data"
+    out = [f"R-SFT rows: {info['source']} ({kind}): " + ", ".join(f"{k} {v}" for k, v in info["counts"].items())]
+    top = (info.get("data_scan") or {}).get("top") or []
+    if top:
+        out.append(f"data scan (found in the data): {top[0]['ngram']!r}, behaviour in "
+                   f"{top[0]['behaviour_rows']}/{top[0]['rows']} rows holding it")
+    return out
+
+
+def _result(rd: RunDir) -> list[str]:
+    if not rd.has_result():
+        return []
+    r = rd.read_result()
+    verdict = f"recovered {r.recovered_trigger!r}" if r.found else "no trigger found"
+    return [f"result: {verdict}, held-out reproduction {r.reproduction_rate:.2f}"]

