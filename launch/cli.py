@@ -408,9 +408,11 @@ def cmd_guard(a: argparse.Namespace) -> int:
 def cmd_serve_oracle(a: argparse.Namespace) -> int:
     from envs.loading import check_model_dir
     from launch.serve_oracle import make_server
+    if not 0 <= a.port <= 65535:
+        raise ValueError(f"--port must be 0-65535 (0: any free port), got {a.port}")
     a.model = _model(a.model)
     check_model_dir(a.model)
-    server = make_server(a.model, a.host, a.port)
+    server = make_server(a.model, a.host, a.port)  # an address it cannot take: OSError, one line
     print(f"oracle server for {a.model} on http://{a.host}:{server.server_port}/v1/completions", flush=True)
     try:
         server.serve_forever()

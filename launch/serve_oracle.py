@@ -16,6 +16,34 @@ from envs.loading import load_model
 from envs.tokenizer import load_tokenizer
 
 MAX_TOKENS_CAP = 256
+MAX_BODY_BYTES = 16 * 2**20  # a step's batch of prompts is well under this (an 8B preset step: ~3 MB)
+MAX_PROMPTS = 16384
+MAX_PROMPT_CHARS = 16384
+READ_TIMEOUT_S = 30.0  # a client that announces a body and never sends it frees its thread after this
+
+
+class BadRequest(ValueError):
+    """A request refused with its HTTP status (400, 411, 413)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _max_tokens(body: dict) -> int:
+    value = body.get("max_tokens", 16)
+    if type(value) is not int or not 1 <= value <= MAX_TOKENS_CAP:
+        raise BadRequest(400, f"max_tokens must be an integer from 1 to {MAX_TOKENS_CAP}, got {str(value)[:20]}")
+    return value
+
+
+def _check_texts(texts: list) -> None:
+    if not texts or len(texts) > MAX_PROMPTS:
+        raise BadRequest(413 if texts else 400, f"1 to {MAX_PROMPTS} prompts per request, got {len(texts)}")
+    if not all(isinstance(t, str) for t in texts):
+        raise BadRequest(400, "prompt must be text or a list of texts")
+    if any(len(t) > MAX_PROMPT_CHARS for t in texts):
+        raise BadRequest(413, f"a prompt is longer than {MAX_PROMPT_CHARS} characters")
 
 
 def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
@@ -23,8 +51,28 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
     lock = threading.Lock()  # one generate at a time on the shared model
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_S
+
         def log_message(self, *args):  # quiet
             pass
+
+        def _body(self) -> dict:
+            """The JSON body, read only when its announced length is sane (nothing is read of an oversized one)."""
+            length = self.headers.get("Content-Length")
+            if length is None or not length.strip().isdigit():
+                raise BadRequest(411, "a Content-Length of 0 or more bytes is required")
+            if int(length) > MAX_BODY_BYTES:
+                self.close_connection = True
+                raise BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
+            try:
+                body = json.loads(self.rfile.read(int(length)), parse_constant=lambda c: None)
+            except (ValueError, RecursionError):
+                raise BadRequest(400, "the body is not JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest(400, "the body must be a JSON object")
+            if float(body.get("temperature", 0.0) or 0.0) != 0.0:
+                raise BadRequest(400, "this server answers greedily only (temperature 0)")
+            return body
 
         def _reply(self, code: int, obj: dict) -> None:
             data = json.dumps(obj).encode()
@@ -45,15 +93,15 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
             if self.path != "/v1/completions":
                 return self._reply(404, {"error": "not found"})
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-                if not all(isinstance(p, str) for p in prompts):
-                    raise ValueError("prompt must be text or a list of texts")
-                max_tokens = min(int(body.get("max_tokens", 16)), MAX_TOKENS_CAP)
-                if float(body.get("temperature", 0.0)) != 0.0:
-                    raise ValueError("this server answers greedily only (temperature 0)")
-            except (ValueError, KeyError, TypeError) as e:
-                return self._reply(400, {"error": f"bad request: {e}"})
+                body = self._body()
+                prompts = body.get("prompt")
+                prompts = prompts if isinstance(prompts, list) else [prompts]
+                _check_texts(prompts)
+                max_tokens = _max_tokens(body)
+            except BadRequest as e:
+                return self._reply(e.status, {"error": f"bad request: {e}"})
+            except (ValueError, TypeError, OverflowError) as e:
+                return self._reply(400, {"error": f"bad request: {str(e)[:200]}"})
             with lock:
                 texts = greedy_completions(model, tok, prompts, max_tokens)
             self._reply(200, {"object": "text_completion", "model": body.get("model", model_dir),
@@ -64,17 +112,18 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
             """One conversation rendered with the model's chat template, answered greedily (what an LLM judge
             asks: ``envs.judges.LLMJudge``)."""
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                messages = body["messages"]
+                body = self._body()
+                messages = body.get("messages")
                 if not isinstance(messages, list) or not all(
                         isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-                    raise ValueError("messages must be a list of {role, content}")
-                max_tokens = min(int(body.get("max_tokens", 16)), MAX_TOKENS_CAP)
-                if float(body.get("temperature", 0.0)) != 0.0:
-                    raise ValueError("this server answers greedily only (temperature 0)")
+                    raise BadRequest(400, "messages must be a list of {role, content}")
+                _check_texts([m["content"] for m in messages])
+                max_tokens = _max_tokens(body)
                 text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            except (ValueError, KeyError, TypeError) as e:
-                return self._reply(400, {"error": f"bad request: {e}"})
+            except BadRequest as e:
+                return self._reply(e.status, {"error": f"bad request: {e}"})
+            except (ValueError, TypeError, OverflowError, KeyError) as e:
+                return self._reply(400, {"error": f"bad request: {str(e)[:200]}"})
             with lock:
                 (answer,) = greedy_completions(model, tok, [text], max_tokens)
             self._reply(200, {"object": "chat.completion", "model": body.get("model", model_dir),
