@@ -192,10 +192,8 @@ def _invert(cfg, out: str, eval_trigger, resume: bool):
     existed = Path(out).exists()
     try:
         return invert(cfg, out, eval_trigger=eval_trigger, resume=resume, log=_log)
-    except RunInterrupted:
-        raise
-    except BaseException:
-        if not existed and os.environ.get("RANK", "0") == "0":
+    except BaseException as e:
+        if not (isinstance(e, RunInterrupted) and e.resumable) and not existed and os.environ.get("RANK", "0") == "0":
             _remove_failed_start(Path(out))
         raise
 

