@@ -57,7 +57,8 @@ def audited(r: RunResult) -> list[tuple[str, str]]:
     rows = [("model", p.get("model")), ("Hub source", p.get("model_source")),
             ("parameters", _params(p.get("n_params"))),
             ("reference model (no backdoor)", p.get("reference_model")),
-            ("behaviour (judge)", f"{r.behaviour} ({p.get('judge')})" if p else r.behaviour),
+            ("behaviour (judge)", "not named: the judge-free scan (judge none)" if p.get("judge") == "none"
+             else f"{r.behaviour} ({p.get('judge')})" if p else r.behaviour),
             ("probes", p.get("probes")), ("data for R-SFT", p.get("data")), ("data condition", data_condition(r)),
             ("preset", p.get("preset")), ("seed", p.get("seed")), ("backdoor-aware", p.get("tool_version")),
             ("machine", p.get("machine")), ("date", p.get("date"))]
