@@ -550,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     iv.set_defaults(func=cmd_invert)
 
     ev = sub.add_parser("evaluate", help="re-evaluate a finished run; rewrite result.json and report.md")
-    ev.add_argument("run_dir")
+    ev.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the run directory (or --run RUN_DIR)")
+    ev.add_argument("--run", dest="run_opt", metavar="RUN_DIR", help=argparse.SUPPRESS)
     ev.add_argument("--eval-trigger", help="true trigger for evaluation ('card' reads the model's poison card)")
     ev.add_argument("--judge", metavar="SPEC", help="re-judge with this judge instead of the run's: " + JUDGE_HELP)
     ev.add_argument("--probes", metavar="FILE.jsonl", help="re-judge on these probes: " + PROBES_HELP)
@@ -598,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(func=cmd_consolidate)
 
     ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
-    ins.add_argument("run_dir")
+    ins.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the run directory (or --run RUN_DIR)")
+    ins.add_argument("--run", dest="run_opt", metavar="RUN_DIR", help=argparse.SUPPRESS)
     ins.set_defaults(func=cmd_inspect)
     for name, parser in sub.choices.items():
         parser.formatter_class = Help
@@ -608,7 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("evaluate", "inspect"):  # RUN_DIR as unlearn and guard spell it too: --run RUN_DIR
+        args.run_dir = args.run_dir or args.run_opt
+        if not args.run_dir:
+            parser.error(f"{args.command} needs the run directory: RUN_DIR or --run RUN_DIR")
     _quiet()
     if args.command not in LIGHT_COMMANDS:  # the libraries' own bars (weight loading, dataset map) stay off
         _progress("off")
@@ -620,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         if run is not None and isinstance(e, run.RunInterrupted):
             print(f"backdoor-aware: {e}", file=sys.stderr)
             return 128 + e.signum
+        if isinstance(e, BrokenPipeError):  # `| head`: the reader left, nothing to report
+            return 141
         # ValueError covers ConfigError, ModelDirError, ResultError, JudgeError: input the user must fix
         if isinstance(e, (RunError, OSError, ValueError)):  # OSError: files that cannot be read or written
             text = " ".join(str(e).split()) or type(e).__name__  # one line, whatever a library put in it
