@@ -78,7 +78,7 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
         args += ["--data", str(clean_rows_file(model, work))]
     if not (run / "result.json").is_file() and report_only:
         return {"cond": cond, "error": ["pending (not run in this table's session)" if not run.exists() else
-                                        "pending: started, not finished (rerun without --report-only resumes it)"],
+                                        f"{progress(run)} (rerun without --report-only resumes it)"],
                 "minutes": 0.0}
     if not (run / "result.json").is_file():
         if run.exists():
@@ -86,7 +86,8 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
         rc, secs, out = cli(*args, timeout=timeout)  # past the timeout: SIGTERM, a checkpoint, resumable
         (work / f"{model.name}-{cond}.log").write_text(out)
         if not (run / "result.json").is_file():
-            why = ["not finished in --timeout; rerun resumes it"] if rc == 124 else out.strip().splitlines()[-1:]
+            why = ([f"not finished in --timeout: {progress(run)}; rerun resumes it"] if rc == 124 and run.exists()
+                   else out.strip().splitlines()[-1:])
             return {"cond": cond, "error": why, "minutes": secs / 60}
     r = json.loads((run / "result.json").read_text())
     r["cond"] = cond
@@ -115,6 +116,20 @@ def base_rate(model: Path, run: Path, trigger: str) -> float | None:
                           cfg.oracle_max_new_tokens, cfg.oracle_batch_size)
         out.write_text(json.dumps({"trigger": trigger, "base_model": base, "rate": oracle.reproduction([trigger])[0]}))
     return json.loads(out.read_text())["rate"]
+
+
+def progress(run: Path) -> str:
+    """Where an unfinished audit stands: its last GRPO step and best candidate on the training probes so far."""
+    from trainer.run_dir import RunDir
+    rd = RunDir(run)
+    rows = rd.metric_rows()
+    if not rows:
+        return "started, stopped before GRPO"
+    best = rd.read_ledger().best(1) if rd.ledger.is_file() else []
+    last = rows[-1]
+    top = best[0] if best else {"candidate": last.get("best_candidate"), "rate": last.get("best_rate") or 0.0}
+    return f"stopped at GRPO step {last['step']}, none confirmed; best so far {cell(top['candidate'] or '-')} " \
+           f"{top['rate']:.2f} on the training probes"
 
 
 def sampling(model: Path, work: Path, config: str | None, sets: list[str]) -> dict:
