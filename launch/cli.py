@@ -437,7 +437,7 @@ def cmd_import_gguf(a: argparse.Namespace) -> int:
 def cmd_consolidate(a: argparse.Namespace) -> int:
     from launch.consolidate import consolidate
     _writable(a.out)
-    print(f"consolidated model: {consolidate(a.checkpoint, a.out)}")
+    print(f"consolidated model: {consolidate(a.checkpoint, a.out, a.allow_pickle)}")
     return 0
 
 
@@ -596,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("consolidate", help="turn a DeepSpeed ZeRO checkpoint into a plain HF model folder")
     co.add_argument("checkpoint", help="RUN_DIR/checkpoints/checkpoint-N")
     co.add_argument("--out", required=True, help="model directory to create (must not exist)")
+    co.add_argument("--allow-pickle", action="store_true", help="skip the check of the shards' pickles (DeepSpeed "
+                    "unpickles them: only for a checkpoint your own run wrote)")
     co.set_defaults(func=cmd_consolidate)
 
     ins = sub.add_parser("inspect", help="print a run's config, step, metrics and best candidates")
