@@ -28,7 +28,7 @@ def consolidate(checkpoint: str | Path, out_dir: str | Path, allow_pickle: bool 
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; choose a new --out (nothing was overwritten)")
     if not allow_pickle:
-        from launch.pickle_scan import check_checkpoint
+        from trainer.pickle_scan import check_checkpoint
         check_checkpoint(checkpoint)
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint

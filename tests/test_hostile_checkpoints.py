@@ -19,11 +19,19 @@ def _checkpoint(rd: RunDir, step: int) -> Path:
     save_file({"w": torch.zeros(64, 64)}, str(ck / "model.safetensors"))
     torch.save({"state": {0: torch.ones(64)}}, ck / "optimizer.pt")
     torch.save({"python": 1}, ck / "rng_state.pth")
+    import types  # the Trainer's record of its arguments: any class, never loaded by a resume
+    torch.save(types.SimpleNamespace(output_dir="x"), ck / "training_args.bin")
     (ck / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
     (ck / INVERSION_STATE).write_text(json.dumps({"ledger": {"step": step}, "replay": None, "replay_rng": None,
                                                   "oracle_cache": None}))
     (ck / COMPLETE_MARKER).write_text(f"{step}\n")
     return ck
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+        return os.system, ("echo pwned",)
 
 
 def _truncate(f: Path) -> None:
@@ -42,6 +50,8 @@ BREAK = {
     "weights-truncated": lambda ck: _truncate(ck / "model.safetensors"),
     "weights-header-garbage": lambda ck: (ck / "model.safetensors").write_bytes(b"\xff" * 64),
     "marker-missing": lambda ck: (ck / COMPLETE_MARKER).unlink(),
+    "rng-state-pickled-code": lambda ck: torch.save({"python": _Payload()}, ck / "rng_state.pth"),
+    "optimizer-pickled-code": lambda ck: torch.save({"state": _Payload()}, ck / "optimizer.pt"),
 }
 
 

@@ -29,6 +29,7 @@ class RunError(RuntimeError):
 
 
 INVERSION_KEYS = ("ledger", "replay", "replay_rng", "oracle_cache")
+NOT_LOADED = {"training_args.bin"}  # the Trainer writes it for the record; a resume never unpickles it
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
@@ -46,12 +47,14 @@ def is_complete_checkpoint(folder: Path) -> bool:
     if not (isinstance(state, dict) and type(state.get("global_step")) is int and isinstance(inversion, dict)
             and all(k in inversion for k in INVERSION_KEYS) and isinstance(inversion["ledger"], dict)):
         return False
-    return all(_whole(f) for f in folder.iterdir() if f.suffix in (".safetensors", ".pt", ".pth", ".bin"))
+    return all(_whole(f) for f in folder.iterdir()
+               if f.suffix in (".safetensors", ".pt", ".pth", ".bin") and f.name not in NOT_LOADED)
 
 
 def _whole(f: Path) -> bool:
     """A weights or state file that is not cut short: a safetensors header that parses and whose tensors end within
-    the file, or a zip archive (torch.save's format) whose directory is at its end."""
+    the file, or a zip archive (torch.save's format) whose directory is at its end and whose pickles name nothing a
+    checkpoint never holds (``trainer/pickle_scan.py``)."""
     import struct
     import zipfile
     try:
@@ -63,8 +66,12 @@ def _whole(f: Path) -> bool:
                 header = json.loads(fh.read(n))
             end = max((e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"), default=0)
             return f.stat().st_size >= 8 + n + end
-        return zipfile.is_zipfile(f)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        if not zipfile.is_zipfile(f):
+            return False
+        from trainer.pickle_scan import check_file  # weights_only refuses pickled code at load: skip it here
+        check_file(f)
+        return True
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):  # PickleRefused is a ValueError
         return False
 
 

@@ -102,6 +102,7 @@ def check_file(path: Path) -> None:
 
 
 def check_checkpoint(folder: Path) -> None:
-    for f in sorted(folder.rglob("*")):
+    """Every file DeepSpeed's consolidation unpickles: the shards in ``global_step*/``."""
+    for f in sorted(folder.glob("global_step*/*")):
         if f.suffix in (".pt", ".pth", ".bin", ".pkl") and f.is_file():
             check_file(f)
