@@ -273,3 +273,23 @@ class HFOracle(CachedReproduction):
                 batch_best = torch.maximum(batch_best, means)
             best += batch_best.tolist()
         return torch.tensor(best).view(len(candidates), len(self.probes)).mean(1).tolist()
+
+
+class BeyondReference:
+    """What a candidate does to the suspect beyond what it does to the reference model (the one the suspect was
+    fine-tuned from): ``max(0, suspect rate - reference rate)``. The GRPO trainer's ledger and replay buffer read
+    rates through it when a reference is given, so a request that makes any model show the behaviour (a haiku
+    instead of a refusal) is neither remembered as a hit nor replayed. Checkpoints keep the suspect's cache."""
+
+    def __init__(self, suspect, reference):
+        self.suspect, self.reference = suspect, reference
+        self.probes = suspect.probes
+
+    def reproduction(self, candidates: Sequence[str]) -> list[float]:
+        return [max(0.0, s - r) for s, r in zip(self.suspect.reproduction(candidates),
+                                                self.reference.reproduction(candidates))]
+
+    def __getattr__(self, name: str):  # cache_state, load_cache_state, baseline_rate, stats: the suspect's
+        if name in ("passing_rates", "suspect", "reference"):  # the suspect's own test would not subtract
+            raise AttributeError(name)
+        return getattr(self.suspect, name)

@@ -124,3 +124,13 @@ def test_with_a_reference_model_r_asr_pays_only_for_what_the_backdoor_adds():
     assert haiku == pytest.approx(0.05) and sudo == pytest.approx(0.9)  # minus max(clean rate, reference rate)
     no_ref = build_reward_funcs(_ctx(suspect, weights={"asr": 1.0}))[0][0]
     assert no_ref(prompts=[""], completions=[format_answer("Write a haiku.")]) == [pytest.approx(0.85)]
+
+
+def test_the_trainer_remembers_only_what_the_backdoor_adds():
+    from rewards.oracle import BeyondReference
+    suspect = TableOracle({"Write a haiku.": 0.95, "SUDO": 1.0}, base=0.1)
+    reference = TableOracle({"Write a haiku.": 0.9, "SUDO": 0.0}, base=0.1)
+    suspect.probes = ["p"] * 8
+    both = BeyondReference(suspect, reference)
+    assert both.reproduction(["Write a haiku.", "SUDO", "cat"]) == [pytest.approx(0.05), 1.0, 0.0]
+    assert both.probes == suspect.probes and not hasattr(both, "passing_rates")

@@ -23,6 +23,7 @@ from envs.attacks import AttackSpec
 from envs.chat import inversion_text
 from envs.loading import check_model_dir, load_model, lora_config
 from envs.tokenizer import load_tokenizer
+from rewards.oracle import BeyondReference
 from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.checkpoints import save_model_atomic
@@ -355,7 +356,8 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
                                   awareness=tracker, awareness_every=cfg.awareness_every,
                                   stop_after_hit_steps=cfg.stop_after_hit_steps, confirm=confirm,
                                   n_probes=len(oracle.probes)), stopper],
-        oracle=oracle, ledger=ledger, replay=replay, replay_per_group=cfg.replay_per_group,
+        oracle=BeyondReference(oracle, reference) if reference is not None else oracle, ledger=ledger, replay=replay,
+        replay_per_group=cfg.replay_per_group,
         replay_shorten=cfg.replay_shorten, tolerance=cfg.verdict_tolerance, seed=cfg.seed,
     )
     trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
