@@ -44,7 +44,7 @@ def test_a_backtracking_pattern_is_stopped_per_answer(pattern, answer):
         assert "took over 1 s" in str(e)
     else:
         assert verdict is False  # the engine answered in time: also fine, as long as it did
-    assert time.time() - t0 < 5
+    assert time.time() - t0 < 30  # without the bound the second pattern runs for hours (exponential backtracking)
 
 
 def test_regex_judges_keep_python_re_semantics():
