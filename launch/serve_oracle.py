@@ -80,7 +80,10 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client left first: nothing to tell it
+                self.close_connection = True
 
         def do_GET(self):
             if self.path == "/v1/models":
@@ -130,4 +133,12 @@ def make_server(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> Th
                               "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
                                            "finish_reason": "length"}]})
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _Server((host, port), Handler)
+
+
+class _Server(ThreadingHTTPServer):
+    """A listen queue for a step's worth of clients at once: the standard library's 5 overflowed under 50
+    simultaneous requests and the kernel reset the ones it could not queue."""
+
+    request_queue_size = 256
+    daemon_threads = True

@@ -103,9 +103,9 @@ def test_a_lora_run_without_its_rsft_adapter_is_not_resumed_onto_the_raw_model(t
     with pytest.raises(Exception) as restart:  # no complete checkpoint: a restart redoes R-SFT, which is sound
         check_run(cfg, rd, resume=True, world=1)
     assert "R-SFT" not in str(restart.value)  # (it fails later, on the model directory this test has not made)
-    from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE
-    for name in ("trainer_state.json", INVERSION_STATE, COMPLETE_MARKER):
-        (rd.path / "checkpoints" / "checkpoint-9" / name).write_text("{}")
+    from tests.helpers import complete_checkpoint
+    (rd.path / "checkpoints" / "checkpoint-9").rmdir()
+    complete_checkpoint(rd, 9)
     with pytest.raises(RunError, match="R-SFT warm-up"):
         check_run(cfg, rd, resume=True, world=1)
     assert rd.config.read_bytes() == before

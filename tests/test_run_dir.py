@@ -61,7 +61,7 @@ def test_cli_reports_a_newer_result_in_one_line_and_leaves_it(tmp_path, capsys):
 
 
 def test_latest_checkpoint_skips_incomplete_ones(tmp_path):
-    from tests.test_hostile_checkpoints import _checkpoint
+    from tests.helpers import complete_checkpoint as _checkpoint
     rd = RunDir(tmp_path)
     for step, complete in ((2, True), (4, True), (6, False)):
         ck = _checkpoint(rd, step)
