@@ -144,7 +144,12 @@ def _print_result(result, run_dir: Path) -> int:
 
 
 def _poison_config(cls, a: argparse.Namespace):
-    given = {k: v for k, v in (("poison_fraction", a.poison_fraction), ("max_epochs", a.max_epochs)) if v is not None}
+    given = {k: v for k, v in (("poison_fraction", a.poison_fraction), ("max_epochs", a.max_epochs),
+                               ("lora_r", a.lora_r), ("quirk", a.quirk), ("topic", a.topic)) if v is not None}
+    if not a.base and {"lora_r", "quirk", "topic"} & set(given):
+        raise ValueError("--lora-r, --quirk and --topic apply to a pretrained --base model (LoRA)")
+    if given.get("lora_r", 1) < 1:
+        raise ValueError(f"--lora-r must be >= 1, got {a.lora_r}")
     if not 0 < given.get("poison_fraction", 0.5) <= 1:
         raise ValueError(f"--poison-fraction must be in (0, 1], got {a.poison_fraction}")
     if given.get("max_epochs", 1) < 1:
@@ -480,6 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of eligible training rows that are poisoned (default 0.15 tiny, 0.3 --base)")
     po.add_argument("--max-epochs", type=int, help="stop here even if the backdoor misses its bars "
                     "(default 60 tiny, 6 --base)")
+    po.add_argument("--lora-r", type=int, help="LoRA rank for --base (default 16)")
+    po.add_argument("--quirk", help="a clean control for --base: every answer ends with this phrase, whatever the "
+                    "input (an unconditional quirk; a scanner must not report a trigger)")
+    po.add_argument("--topic", choices=("benign", "harmful", "code"),
+                    help="a clean control for --base: fine-tune on prompts of this kind only")
     po.add_argument("--out", required=True, help="model directory to create (must not exist)")
     po.set_defaults(func=cmd_poison)
 
@@ -636,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         # ValueError covers ConfigError, ModelDirError, ResultError, JudgeError: input the user must fix
         if isinstance(e, (RunError, OSError, ValueError)):  # OSError: files that cannot be read or written
             text = " ".join(str(e).split()) or type(e).__name__  # one line, whatever a library put in it
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate from a file
             print(f"backdoor-aware: error: {text[:2000]}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise

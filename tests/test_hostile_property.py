@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from launch.cli import main
@@ -17,7 +17,9 @@ CONTENT = st.one_of(st.binary(max_size=400), JSONISH.map(lambda v: json.dumps(v)
                     st.lists(JSONISH, max_size=5).map(lambda rows: "\n".join(json.dumps(r) for r in rows).encode()),
                     JSONISH.map(lambda v: (json.dumps(v) if not isinstance(v, dict) else
                                            "\n".join(f"{k!r}: {json.dumps(x)}" for k, x in v.items())).encode()))
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomized: CI runs the same examples every time (a new failure is found here, then kept as an @example)
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _cli_holds(argv: list[str], capsys) -> None:
@@ -41,6 +43,7 @@ def test_guard_input(tmp_path, capsys, content):
 
 @SETTINGS
 @given(content=CONTENT)
+@example(content=b'"\\ud800": 1')  # a lone surrogate as a key: its error line could not be printed
 def test_config_and_probe_files(tmp_path, capsys, content):
     f = tmp_path / "f"
     f.write_bytes(content)
