@@ -30,12 +30,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "launch" / "configs"
 def preset(attack: str) -> Path:
     return CONFIGS / f"tiny-{attack}.yaml"
 from benchmarks._common import cell, defense_cells, header, quiet, suspect  # noqa: E402
-
-
-def roc_auc(pos: list[float], neg: list[float]) -> float:
-    """Probability that a poisoned model scores above a clean one (ties count half): Mann-Whitney."""
-    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
-    return sum(pairs) / len(pairs) if pairs else float("nan")
+from launch.scan import roc_auc  # noqa: E402
 
 
 def named(result: RunResult) -> str:

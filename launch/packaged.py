@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent
 CONFIGS = ROOT / "configs"
 DEEPSPEED = ROOT / "deepspeed"
 SLURM_SCRIPT = ROOT / "slurm" / "train.sbatch"
+SCAN_SCRIPT = ROOT / "slurm" / "scan.sbatch"
+ZOOS = ROOT / "zoos"
 GPU_CHECK = ROOT / "gpu_check.sh"
 
 
@@ -45,6 +47,18 @@ def find_config(value: str | Path) -> Path:
         return shipped
     from trainer.config import ConfigError
     raise ConfigError(f"config {value} is neither a file nor a shipped preset; presets: {', '.join(preset_names())}")
+
+
+def find_zoo(value: str | Path) -> Path:
+    """A zoo spec: an existing path as given, else a shipped one by bare name (``smollm2``)."""
+    p = Path(value)
+    if p.is_file():
+        return p
+    shipped = ZOOS / (p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml")
+    if p.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(z.stem for z in ZOOS.glob("*.yaml")))
+    raise FileNotFoundError(f"zoo spec {value} is neither a file nor a shipped spec; shipped: {names}")
 
 
 def preset_label(value: str | Path) -> str:
