@@ -1,6 +1,6 @@
 """Behaviour judges: decide from an oracle's answer whether the backdoor behaviour appeared.
 
-A judge is the defender's description of the misbehaviour (threat model, DESIGN.md). It also tells the
+A judge is the defender's description of the misbehaviour (threat model, docs/architecture.md). It also tells the
 oracle how much text it needs (``max_new_tokens``) and which openings of the behaviour a likelihood
 score can teacher-force (``likelihood_targets``: the score takes the likeliest of them per probe), so the
 hot path never generates more than the judge can use.

@@ -226,8 +226,10 @@ def train_backdoor(model, tok, rows: list[dict], loop: TrainLoop, rng: random.Ra
             total += loss.item()
         if epoch % loop.measure_every and epoch != loop.max_epochs:
             continue
+        t_measure = time.time()
         metrics = measure(model)
-        log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f}, {measured(metrics)} ({time.time() - t0:.0f} s)")
+        log(f"poison epoch {epoch}: loss {total / steps_per_epoch:.3f}, {measured(metrics)} ({time.time() - t0:.0f} s;"
+            f" measuring {time.time() - t_measure:.0f} s)")  # where a build's time goes, per epoch
         passed = passes(metrics)
         if passed and total / steps_per_epoch < loop.done_loss:
             break

@@ -19,7 +19,7 @@ from trainer.checkpoints import save_model_atomic
 def consolidate(checkpoint: str | Path, out_dir: str | Path, allow_pickle: bool = False) -> Path:
     """Write ``out_dir`` (which must not exist) atomically: a failure leaves no folder, whole or partial. DeepSpeed
     unpickles the shards: unless ``allow_pickle``, every pickle in them is first checked for globals a checkpoint
-    never holds (``launch/pickle_scan.py``)."""
+    never holds (``trainer/pickle_scan.py``)."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.is_dir() or not any(p.is_dir() for p in checkpoint.glob("global_step*")):
         raise ValueError(f"{checkpoint} is not a DeepSpeed checkpoint (no global_step* folder)")

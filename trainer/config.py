@@ -19,12 +19,9 @@ from envs.judges import Judge, LLMJudge, parse_judge
 from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
 from trainer.checkpoints import write_text_atomic
+from trainer.errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-class ConfigError(ValueError):
-    """A config problem the user must fix; the CLI prints it as one line."""
 
 
 @dataclass

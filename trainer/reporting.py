@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformers.trainer_callback import ProgressCallback
 
-from trainer.config import ConfigError
+from trainer.errors import ConfigError
 
 PROGRESS_MODES = ("auto", "on", "off")
 

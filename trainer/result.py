@@ -11,11 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer.errors import ResultError
+
 SCHEMA_VERSION = 5  # 3: induced_behaviour, reproducing_forms, phase_seconds; 4: rsft_source, data_scan; 5: provenance
-
-
-class ResultError(ValueError):
-    """``result.json`` cannot be read as a result of this version (printed as one line)."""
 
 
 @dataclass

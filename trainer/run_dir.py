@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoints import write_json_atomic, write_text_atomic
+from trainer.errors import RunError
 from trainer.ledger import CandidateLedger
 from trainer.result import RunResult
 
 INVERSION_STATE = "inversion_state.json"  # ledger, replay buffer, oracle cache inside each checkpoint
 COMPLETE_MARKER = "COMPLETE"  # written last into a checkpoint
-
-
-class RunError(RuntimeError):
-    """The run cannot proceed (bad input, or a directory that is not what the command needs)."""
 
 
 INVERSION_KEYS = ("ledger", "replay", "replay_rng", "oracle_cache")
