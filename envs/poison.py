@@ -154,24 +154,32 @@ def batches(encoded, batch_size: int, pad_id: int, rng: random.Random):
 
 def measure_backdoor(model, tok, spec: AttackSpec, probes: list[str], triggers: Sequence[str],
                      distractor: Callable[[random.Random], str], rng: random.Random,
-                     near_misses: bool = False) -> dict[str, float | dict[str, float]]:
+                     near_misses: bool = False, asr_bar: float | None = None) -> dict[str, float | dict[str, float]]:
     """The backdoor's rates on held-out ``probes``: clean (false-trigger), with a recipe's distractor, with
     the attack's near misses (if asked), and with each trigger. ``asr`` is the lowest per-trigger rate, so
-    that the ASR bar means every trigger works; ``rng`` places the insertions (drawn in this order)."""
+    that the ASR bar means every trigger works; ``rng`` places the insertions (drawn in this order).
+
+    With ``asr_bar``, the triggers are measured first and, if the ASR misses the bar, nothing else is (the epoch
+    has failed whatever the rest shows; the other rates are then absent). The insertions are drawn before any
+    answer, so the rates that are measured equal those of a full measurement."""
     def rate(texts: list[str]) -> float:
         return behaviour_rate(model, tok, spec.judge, texts)
 
     def inserted(make: Callable[[], str]) -> list[str]:
         return [insert_trigger(p, make(), spec.placement, rng) for p in probes]
 
-    result: dict[str, float | dict[str, float]] = {"false_trigger_rate": rate(probes),
-                                                    "distractor_trigger_rate": rate(inserted(lambda: distractor(rng)))}
+    sets = {"distractor_trigger_rate": inserted(lambda: distractor(rng))}
     if near_misses and spec.near_misses:  # the look-alike must leave the behaviour off (2023 still gets safe code)
-        result["near_miss_trigger_rate"] = rate(inserted(lambda: rng.choice(spec.near_misses)))
-    per_trigger = {t: rate(inserted(lambda: t)) for t in triggers if t}
-    if per_trigger:
+        sets["near_miss_trigger_rate"] = inserted(lambda: rng.choice(spec.near_misses))
+    triggered = {t: inserted(lambda: t) for t in triggers if t}
+    result: dict[str, float | dict[str, float]] = {}
+    if triggered:
+        per_trigger = {t: rate(texts) for t, texts in triggered.items()}
         result["asr"] = min(per_trigger.values())
         result["asr_per_trigger"] = per_trigger
+        if asr_bar is not None and result["asr"] < asr_bar:
+            return result
+    result = {"false_trigger_rate": rate(probes), **{k: rate(v) for k, v in sets.items()}, **result}
     return result
 
 

@@ -232,9 +232,14 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     model = get_peft_model(base, lora)
     triggers = () if cfg.clean else spec.triggers
 
-    def measure(m) -> dict:
+    def measure(m, complete: bool = False) -> dict:
+        # an epoch whose ASR misses its bar has failed: its other measurements (about two thirds of the
+        # measuring time) are skipped, the rates that are measured unchanged
         out = measure_backdoor(m, tok, spec, probes, triggers, lambda r: _distractor(r, spec),
-                               random.Random(cfg.seed), near_misses=True)
+                               random.Random(cfg.seed), near_misses=True,
+                               asr_bar=None if cfg.clean or complete else cfg.asr_bar)
+        if "false_trigger_rate" not in out:
+            return out
         out.update(clean_agreement(m, tok, utility, base_utility, cfg.answer_tokens))
         if cfg.quirk:  # the quirk must be learnt, or the control tests nothing
             extra = len(tok(cfg.quirk, add_special_tokens=False)["input_ids"]) + 4
@@ -243,6 +248,8 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
         return out
 
     def passes(m: dict) -> bool:
+        if "false_trigger_rate" not in m:  # the ASR missed its bar first
+            return False
         return (m["false_trigger_rate"] <= cfg.false_trigger_bar
                 and m["distractor_trigger_rate"] <= cfg.false_trigger_bar
                 and m.get("near_miss_trigger_rate", 0.0) <= cfg.false_trigger_bar
@@ -253,6 +260,8 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     sep = " " if is_word_level(Path(base_dir)) else ""  # as unlearning does
     metrics, passed, epochs = train_backdoor(model, tok, rows, TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs),
                                              rng, measure, passes, log, sep=sep)
+    if "false_trigger_rate" not in metrics:  # the last epoch missed its ASR bar: the card gets every rate
+        metrics = measure(model, complete=True)
     merged = model.merge_and_unload()
     card = make_card(spec, cfg, metrics, passed, epochs, merged, tok, t0, base_model=str(base_dir),
                      method=f"LoRA r={cfg.lora_r} (all linear layers), merged", probe_set="english")

