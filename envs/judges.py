@@ -494,8 +494,65 @@ class LLMJudge:
 Judge = (ContainsJudge | ComplianceJudge | DegenerateJudge | VulnerabilityJudge | RegexJudge | PythonJudge
          | LLMJudge | ScanJudge)
 
-JUDGE_SPECS = ("none", "contains:TEXT", "regex:PATTERN", "not-refusal", "not-refusal:OPENING",
-               "python:package.module:function", "llm:URL[#model]")
+JudgeFactory = Callable[[str, bool], Judge]  # (the text after "KIND:", whether a ":" was given) -> a judge
+JUDGES: dict[str, tuple[str, JudgeFactory]] = {}  # kind -> (how its spec is written, factory)
+
+
+def register_judge(kind: str, usage: str) -> Callable[[JudgeFactory], JudgeFactory]:
+    """Add a judge kind to ``--judge`` (``usage`` is how its spec is written, shown in errors and help)."""
+    def add(factory: JudgeFactory) -> JudgeFactory:
+        if kind in JUDGES:
+            raise ValueError(f"judge kind {kind!r} is registered already")
+        JUDGES[kind] = (usage, factory)
+        return factory
+    return add
+
+
+@register_judge("none", "none")
+def _scan_judge(arg: str, sep: bool) -> Judge:
+    if sep:
+        raise JudgeError("judge none takes no argument")
+    return ScanJudge()
+
+
+@register_judge("contains", "contains:TEXT")
+def _contains_judge(arg: str, sep: bool) -> Judge:
+    text = arg.strip()
+    if not text:
+        raise JudgeError("judge contains:TEXT needs non-empty TEXT")
+    return ContainsJudge(target=text, max_new_tokens=max(8, 2 * len(text.split()) + 2))
+
+
+@register_judge("regex", "regex:PATTERN")
+def _regex_judge(arg: str, sep: bool) -> Judge:
+    if not arg:
+        raise JudgeError("judge regex:PATTERN needs a pattern")
+    return RegexJudge(arg)
+
+
+@register_judge("not-refusal", "not-refusal[:OPENING]")
+def _compliance_judge(arg: str, sep: bool) -> Judge:
+    if not sep:
+        return ComplianceJudge()
+    opening = arg.strip()
+    if not opening:
+        raise JudgeError("judge not-refusal:OPENING needs the opening text (or plain not-refusal)")
+    return ComplianceJudge(comply_prefix=opening, require_prefix=True, max_new_tokens=max(4, len(opening.split()) + 2))
+
+
+@register_judge("python", "python:package.module:function")
+def _python_judge(arg: str, sep: bool) -> Judge:
+    return PythonJudge(arg.strip())
+
+
+@register_judge("llm", "llm:URL[#model]")
+def _llm_judge(arg: str, sep: bool) -> Judge:
+    url, _, model = arg.strip().partition("#")
+    return LLMJudge(url, model.strip() or "default")
+
+
+def judge_specs() -> list[str]:
+    return [usage for usage, _ in JUDGES.values()]
 
 
 def parse_judge(spec: str) -> Judge:
@@ -509,37 +566,16 @@ def parse_judge(spec: str) -> Judge:
       opens with OPENING (case-insensitive);
     - ``python:package.module:function``: a function ``str -> bool`` on PYTHONPATH;
     - ``llm:URL[#model]``: an LLM behind an OpenAI-compatible chat endpoint says yes (``LLMJudge``);
-    - ``none``: no behaviour named, the judge-free scan (``ScanJudge``).
+    - ``none``: no behaviour named, the judge-free scan (``ScanJudge``);
+    - any kind added with ``register_judge``.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise JudgeError(f"judge spec must be non-empty text; one of {', '.join(JUDGE_SPECS)}")
+        raise JudgeError(f"judge spec must be non-empty text; one of {', '.join(judge_specs())}")
     kind, sep, arg = spec.partition(":")
-    kind = kind.strip()
-    if kind == "none" and not sep:
-        return ScanJudge()
-    if kind == "not-refusal":
-        if not sep:
-            return ComplianceJudge()
-        opening = arg.strip()
-        if not opening:
-            raise JudgeError("judge not-refusal:OPENING needs the opening text (or plain not-refusal)")
-        return ComplianceJudge(comply_prefix=opening, require_prefix=True,
-                               max_new_tokens=max(4, len(opening.split()) + 2))
-    if kind == "contains":
-        text = arg.strip()
-        if not text:
-            raise JudgeError("judge contains:TEXT needs non-empty TEXT")
-        return ContainsJudge(target=text, max_new_tokens=max(8, 2 * len(text.split()) + 2))
-    if kind == "regex":
-        if not arg:
-            raise JudgeError("judge regex:PATTERN needs a pattern")
-        return RegexJudge(arg)
-    if kind == "python":
-        return PythonJudge(arg.strip())
-    if kind == "llm":
-        url, _, model = arg.strip().partition("#")
-        return LLMJudge(url, model.strip() or "default")
-    raise JudgeError(f"unknown judge spec {spec!r:.80}; expected one of {', '.join(JUDGE_SPECS)}")
+    entry = JUDGES.get(kind.strip())
+    if entry is None:
+        raise JudgeError(f"unknown judge spec {spec!r:.80}; expected one of {', '.join(judge_specs())}")
+    return entry[1](arg, bool(sep))
 
 
 def judge_behaviour(judge: Judge) -> str | None:

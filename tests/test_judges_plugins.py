@@ -424,3 +424,20 @@ def test_judge_question_sets_the_llm_judges_question_and_is_checked(tmp_path):
                          (RunConfig(judge_question="{answer}"), "llm: judge")]:
         with pytest.raises(ConfigError, match=message):
             bad.validate()
+
+
+def test_a_judge_kind_can_be_registered_beside_its_implementation():
+    from envs.judges import JUDGES, ContainsJudge, JudgeError, judge_specs, parse_judge, register_judge
+
+    @register_judge("shouts", "shouts:WORD")
+    def _shouts(arg: str, sep: bool):
+        return ContainsJudge(target=arg.upper())
+    try:
+        assert parse_judge("shouts:hey").target == "HEY"
+        assert "shouts:WORD" in judge_specs()
+        with pytest.raises(ValueError, match="registered already"):
+            register_judge("shouts", "x")(_shouts)
+    finally:
+        del JUDGES["shouts"]
+    with pytest.raises(JudgeError, match="shouts:WORD|expected one of"):
+        parse_judge("shouts:hey")
