@@ -6,6 +6,8 @@ or a shared server. A model or engine is built on first use only: a server run l
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from envs.attacks import AttackSpec, probe_kinds
 from envs.loading import load_model
 from rewards.oracle import HFOracle, Oracle
@@ -74,13 +76,43 @@ class SuspectOracles:
         return oracle
 
     def _backend(self, probes: list[str]) -> Oracle:
-        cfg, judge = self.cfg, self.spec.judge
-        if cfg.oracle_backend == "http":
-            from rewards.oracle_http import HTTPOracle
-            return HTTPOracle(cfg.oracle_url, cfg.model, self.tokenizer, judge, probes, cfg.insertion,
-                              cfg.oracle_max_new_tokens, cfg.oracle_timeout, cfg.oracle_retries, cfg.api_key_env)
-        if cfg.oracle_backend == "vllm":
-            from rewards.oracle_vllm import VLLMOracle
-            return VLLMOracle(self.engine, self.tokenizer, judge, probes, cfg.insertion, cfg.oracle_max_new_tokens)
-        return HFOracle(self.model, self.tokenizer, judge, probes, cfg.insertion, cfg.oracle_max_new_tokens,
-                        cfg.oracle_batch_size)
+        build = ORACLE_BACKENDS.get(self.cfg.oracle_backend)
+        if build is None:
+            from trainer.errors import ConfigError
+            raise ConfigError(f"unknown oracle_backend {self.cfg.oracle_backend!r:.40}; known: "
+                              f"{', '.join(ORACLE_BACKENDS)}")
+        return build(self, probes)
+
+
+OracleBuilder = Callable[[SuspectOracles, list[str]], Oracle]
+ORACLE_BACKENDS: dict[str, OracleBuilder] = {}  # oracle_backend -> how a run builds that oracle
+
+
+def register_oracle_backend(name: str) -> Callable[[OracleBuilder], OracleBuilder]:
+    """Add an ``oracle_backend`` a run can name (the builder gets the run's ``SuspectOracles`` and the probes)."""
+    def add(build: OracleBuilder) -> OracleBuilder:
+        if name in ORACLE_BACKENDS:
+            raise ValueError(f"oracle backend {name!r} is registered already")
+        ORACLE_BACKENDS[name] = build
+        return build
+    return add
+
+
+@register_oracle_backend("hf")
+def _hf(s: SuspectOracles, probes: list[str]) -> Oracle:
+    return HFOracle(s.model, s.tokenizer, s.spec.judge, probes, s.cfg.insertion, s.cfg.oracle_max_new_tokens,
+                    s.cfg.oracle_batch_size)
+
+
+@register_oracle_backend("vllm")
+def _vllm(s: SuspectOracles, probes: list[str]) -> Oracle:
+    from rewards.oracle_vllm import VLLMOracle
+    return VLLMOracle(s.engine, s.tokenizer, s.spec.judge, probes, s.cfg.insertion, s.cfg.oracle_max_new_tokens)
+
+
+@register_oracle_backend("http")
+def _http(s: SuspectOracles, probes: list[str]) -> Oracle:
+    from rewards.oracle_http import HTTPOracle
+    c = s.cfg
+    return HTTPOracle(c.oracle_url, c.model, s.tokenizer, s.spec.judge, probes, c.insertion, c.oracle_max_new_tokens,
+                      c.oracle_timeout, c.oracle_retries, c.api_key_env)
