@@ -53,24 +53,25 @@ def _card(path: Path) -> dict | None:
 def targets(models: list[str], zoo: str | None, with_data: bool) -> list[Target]:
     """The models to scan: the paths given, or the models of a zoo that met their bars (the others are said)."""
     from envs.poison import FINETUNE_DATA, card_triggers
-    entries: list[tuple[str, Path, bool | None]] = []
+    entries: list[tuple[str, Path, bool | None, dict]] = []
     if zoo:
         from launch.zoo import read_manifest
         for row in read_manifest(zoo)["models"]:
-            if row.get("status") == "built":
-                entries.append((row["name"], Path(row["path"]), bool(row["poisoned"])))
+            if row.get("status") == "built":  # the spec's recipe judges a model without a card (the base itself)
+                entries.append((row["name"], Path(row["path"]), bool(row["poisoned"]), row.get("spec") or {}))
             else:
                 print(f"scan: {row['name']} left out ({row.get('status')})", file=sys.stderr)
     for m in models:
         p = Path(m)
-        entries.append((p.name, p, None))
+        entries.append((p.name, p, None, {}))
     if not entries:
         raise ScanError("nothing to scan: give model directories or --zoo DIR")
     out, names = [], set()
-    for name, path, poisoned in entries:
+    for name, path, poisoned, spec in entries:
         if not path.is_dir():
             raise ScanError(f"model directory {str(path)[:200]} does not exist")
-        card = _card(path)
+        card = _card(path) or ({"attack": spec["attack"], "target": spec.get("target"), "clean": True}
+                               if spec.get("attack") and not poisoned else None)
         if poisoned is None and card is not None:
             poisoned = not card.get("clean", False)
         base = name

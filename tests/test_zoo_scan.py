@@ -192,3 +192,18 @@ def test_a_slurm_scan_submits_one_task_per_model_and_gathers_their_rows(tiny_zoo
     capsys.readouterr()
     assert main(["scan", "--out", str(out), "--task-index", "5"]) == 2
     assert "has 2 models" in capsys.readouterr().err
+
+
+def test_a_zoo_control_without_a_card_is_judged_by_its_spec_and_counted_clean(tmp_path):
+    from launch.scan import audit_argv, targets
+    base = tmp_path / "base"
+    base.mkdir()
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / MANIFEST).write_text(json.dumps({"base": str(base), "models": [
+        {"name": "clean-base", "path": str(base), "poisoned": False, "status": "built",
+         "spec": {"name": "clean-base", "attack": "jailbreak", "control": "base"}},
+        {"name": "late", "path": str(base), "poisoned": True, "status": "missed bars", "spec": {}}]}))
+    (t,) = targets([], str(tmp_path / "zoo"), with_data=False)
+    assert (t.name, t.poisoned, t.attack, t.planted) == ("clean-base", False, "jailbreak", [])
+    argv = audit_argv(t, [], True, tmp_path / "run")
+    assert argv[argv.index("--attack") + 1] == "jailbreak" and "--eval-trigger" not in argv
