@@ -10,7 +10,7 @@ import pytest
 
 from launch.cli import main
 from trainer.evaluate import heldout_confirmer
-from trainer.grpo import RunLogCallback
+from trainer.grpo import ConfirmStopCallback, EarlyStopCallback, run_callbacks
 from trainer.ledger import CandidateLedger, not_below
 
 
@@ -48,9 +48,21 @@ def test_the_confirmer_keeps_what_reproduces_held_out_above_the_clean_rate():
     assert heldout_confirmer(FakeOracle({"real": 0.9}, base=0.9), 0.8)(["real"]) == []
 
 
+class _Steps:
+    """The run's callbacks acting at a step's end, in the Trainer's order."""
+
+    def __init__(self, confirm, ledger):
+        self.callbacks = run_callbacks(None, ledger, 0.9, patience=0, confirm=confirm, n_probes=8)
+        kinds = [type(c) for c in self.callbacks]
+        assert kinds.index(ConfirmStopCallback) < kinds.index(EarlyStopCallback)  # confirm first
+
+    def on_step_end(self, args, state, control):
+        for cb in self.callbacks:
+            cb.on_step_end(args, state, control)
+
+
 def _callback(confirm, ledger):
-    return RunLogCallback(run_dir=None, ledger=ledger, early_stop_fraction=0.9, patience=0, confirm=confirm,
-                          n_probes=8)
+    return _Steps(confirm, ledger)
 
 
 def test_the_callback_stops_on_a_confirmed_candidate_not_on_a_training_hit():

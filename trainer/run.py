@@ -39,11 +39,11 @@ from trainer.evaluate import (
 )
 from trainer.grpo import (
     InversionGRPOTrainer,
-    RunLogCallback,
     StopOnSignal,
     gather_objects,
     grpo_args,
     read_inversion_state,
+    run_callbacks,
 )
 from trainer.ledger import CandidateLedger
 from trainer.memory_plan import INVERSION_PROMPT_TOKENS, ModelShape, check_plan, device_capacity, plan_memory
@@ -352,7 +352,7 @@ def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, ora
     trainer = InversionGRPOTrainer(
         model=policy, reward_funcs=funcs, args=grpo_args(cfg, rd.checkpoints, weights, world), train_dataset=dataset,
         processing_class=tok, peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
-        callbacks=[RunLogCallback(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
+        callbacks=[*run_callbacks(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
                                   awareness=tracker, awareness_every=cfg.awareness_every,
                                   stop_after_hit_steps=cfg.stop_after_hit_steps, confirm=confirm,
                                   n_probes=len(oracle.probes)), stopper],
