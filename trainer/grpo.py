@@ -21,9 +21,9 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer import grpo_trainer
 
 from envs.inversion import format_answer, parse_candidate
+from trainer.candidates import contains_words, minimise
 from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.config import RunConfig
-from trainer.evaluate import contains_words, minimise
 from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg
