@@ -135,7 +135,7 @@ def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeyp
     import trainer.evaluate as ev
     from envs.inversion import format_answer
     from trainer.config import RunConfig
-    from trainer.run import screen
+    from trainer.run import InversionRun
     said = [format_answer("b"), "no closing tag", format_answer("a"), format_answer("b")]
     monkeypatch.setattr(ev, "articulate", lambda *a, **k: (format_answer("a"), said))
     monkeypatch.setattr(ev, "inversion_text", lambda tok, target: "prompt")
@@ -147,11 +147,16 @@ def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeyp
     def confirm(cands):
         asked.append(list(cands))
         return [c for c in cands if c == "b"]
+    def run_with(ledger, logged):
+        one = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, device="cpu")
+        run = InversionRun(cfg, cfg.attack_spec(), None, one, None, False, None, logged.append)
+        run.policy, run.tok, run.ledger = policy, None, ledger
+        return run
     ledger, logged = CandidateLedger(threshold=0.8), []
-    screen(cfg, cfg.attack_spec(), policy, None, confirm, ledger, True, 0, 1, logged.append)
+    run_with(ledger, logged).screen(confirm)
     assert asked == [["a", "b"]] and ledger.confirmed == ["b"] and "GRPO skipped" in logged[0]
     ledger, logged = CandidateLedger(threshold=0.8), []
-    screen(cfg, cfg.attack_spec(), policy, None, lambda c: [], ledger, True, 0, 1, logged.append)
+    run_with(ledger, logged).screen(lambda c: [])
     assert ledger.confirmed == [] and "GRPO starts" in logged[0]
 
 

@@ -1,6 +1,6 @@
 """One inversion run, top to bottom: check, build the oracle, prepare the run dir, R-SFT, GRPO, finish.
 
-Read ``invert`` first: each step is a function below it, in the order the run takes them. The layout of
+Read ``invert`` first, then ``InversionRun``: its steps are methods, in the order the run takes them. The layout of
 the run directory is ``trainer/run_dir.py``'s; the verdict is ``trainer/evaluate.py``'s.
 """
 from __future__ import annotations
@@ -131,68 +131,161 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     torch.manual_seed(cfg.seed)
 
     with stop_with_a_message(rd):
-        return _invert(cfg, spec, rd, dist, main, eval_trigger, resume, phases, log)
+        run = InversionRun(cfg, spec, rd, dist, eval_trigger, resume, phases, log)
+        run.setup()
+        run.train()
+        return run.finish() if main else None  # rank 0 saves, evaluates and reports
 
 
-def _invert(cfg: RunConfig, spec: AttackSpec, rd: RunDir, dist, main: bool, eval_trigger, resume: bool,
-            phases: PhaseClock, log: Callable[[str], None]) -> RunResult | None:
-    device = str(dist.device)
-    # -- the frozen oracle, and the judge's rate with no trigger (a judge that already fires is useless)
-    tok = load_tokenizer(cfg.model)
-    probes, heldout = cfg.probe_split(spec)
-    oracles = SuspectOracles(cfg, spec, tok, device)
-    oracle = oracles.oracle(probes)
-    check_baseline(cfg, spec, oracle, log)
+class InversionRun:
+    """One run and its state, in the order the run takes its steps: ``setup`` (the frozen oracle, the run directory,
+    the policy and its R-SFT warm-up), ``train`` (audit mode's screen, then GRPO on TRL), ``finish`` (the trained
+    policy saved, the held-out verdict, ``result.json``). Each step reads what the one before it left here."""
 
-    # -- the run directory: the config as used, and on resume the newest complete checkpoint
-    if main:
-        rd.path.mkdir(parents=True, exist_ok=True)
-        rd.save_config(cfg)
-    dist.wait_for_everyone()
-    checkpoint = rd.latest_checkpoint(log) if resume else None
-    state = read_inversion_state(checkpoint) if checkpoint else None
-    if checkpoint:
-        log(f"resuming from {checkpoint}")
-    if resume and main:  # drop rows past the checkpoint; all of them when none is complete (a restart)
-        rd.truncate_metrics(int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0)
-    ledger = CandidateLedger.from_state(state["ledger"]) if state else CandidateLedger(threshold=cfg.found_threshold)
+    def __init__(self, cfg: RunConfig, spec: AttackSpec, rd: RunDir, dist, eval_trigger, resume: bool,
+                 phases: PhaseClock, log: Callable[[str], None]):
+        self.cfg, self.spec, self.rd, self.eval_trigger, self.resume = cfg, spec, rd, eval_trigger, resume
+        self.phases, self.log = phases, log
+        self.dist = dist
+        self.main = dist.is_main_process
+        self.rank, self.world = dist.process_index, dist.num_processes
+        self.checkpoint: Path | None = None
+        self.state: dict | None = None
 
-    # -- the policy: the suspect model itself, warmed up by R-SFT (a resumed run has it in its checkpoint)
-    policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
-    phases.lap("load")
-    if cfg.rsft and checkpoint is None:
-        policy, made = rsft_stage(policy, tok, cfg, set(probes) | set(heldout), log, log_dir=rd.logs / "rsft",
-                                  adapter_out=rd.rsft_adapter if cfg.use_lora and main else None)
-        if main:
-            rd.write_rsft(made.rows, rsft_info(cfg, spec, made, log))
-        phases.lap("rsft")
-    elif cfg.rsft and cfg.use_lora:  # the GRPO adapter in the checkpoint was trained on the warm-up, not the raw model
-        policy = load_rsft_adapter(policy, rd.rsft_adapter)
-        log(f"R-SFT warm-up restored from {rd.rsft_adapter}")
+    def setup(self) -> None:
+        cfg, rd, log = self.cfg, self.rd, self.log
+        device = str(self.dist.device)
+        # -- the frozen oracle, and the judge's rate with no trigger (a judge that already fires is useless)
+        self.tok = load_tokenizer(cfg.model)
+        self.probes, self.heldout = cfg.probe_split(self.spec)
+        self.oracles = SuspectOracles(cfg, self.spec, self.tok, device)
+        self.oracle = self.oracles.oracle(self.probes)
+        check_baseline(cfg, self.spec, self.oracle, log)
 
-    # -- GRPO on TRL
-    confirm = (heldout_confirmer(oracles.oracle(heldout), cfg.found_threshold, oracles.reference_oracle(heldout))
-               if cfg.stop_when_confirmed else None)
-    if confirm is not None and cfg.screen_samples and checkpoint is None:
-        screen(cfg, spec, policy, tok, confirm, ledger, main, dist.process_index, dist.num_processes, log)
-        phases.lap("screen")
-    trainer, stopper = build_trainer(cfg, spec, rd, policy, tok, oracle, ledger, dist.num_processes, main, log,
-                                     eval_trigger, confirm, oracles.reference_oracle(probes))
-    if state:
-        trainer.restore(state)
-    if not (ledger.confirmed and checkpoint is None):  # a screened trigger needs no GRPO step
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    steps_done = trainer.state.global_step
-    phases.lap("grpo")
-    if main:
-        rd.write_ledger(ledger)
-    if stopper.signal is not None:
-        raise RunInterrupted(rd, steps_done, stopper.signal)
-    if not main:  # rank 0 saves, evaluates and reports
-        return None
+        # -- the run directory: the config as used, and on resume the newest complete checkpoint
+        if self.main:
+            rd.path.mkdir(parents=True, exist_ok=True)
+            rd.save_config(cfg)
+        self.dist.wait_for_everyone()
+        self.checkpoint = rd.latest_checkpoint(log) if self.resume else None
+        self.state = read_inversion_state(self.checkpoint) if self.checkpoint else None
+        if self.checkpoint:
+            log(f"resuming from {self.checkpoint}")
+        if self.resume and self.main:  # drop rows past the checkpoint; all of them when none is complete (a restart)
+            rd.truncate_metrics(int(self.checkpoint.name.rsplit("-", 1)[-1]) if self.checkpoint else 0)
+        self.ledger = (CandidateLedger.from_state(self.state["ledger"]) if self.state
+                       else CandidateLedger(threshold=cfg.found_threshold))
 
-    # -- finish: the trained policy, the held-out verdict, result.json
-    return finish(cfg, spec, rd, trainer, tok, oracle, oracles, ledger, heldout, eval_trigger, phases, log)
+        # -- the policy: the suspect model itself, warmed up by R-SFT (a resumed run has it in its checkpoint)
+        self.policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
+        self.phases.lap("load")
+        if cfg.rsft and self.checkpoint is None:
+            self.policy, made = rsft_stage(self.policy, self.tok, cfg, set(self.probes) | set(self.heldout), log,
+                                           log_dir=rd.logs / "rsft",
+                                           adapter_out=rd.rsft_adapter if cfg.use_lora and self.main else None)
+            if self.main:
+                rd.write_rsft(made.rows, rsft_info(cfg, self.spec, made, log))
+            self.phases.lap("rsft")
+        elif cfg.rsft and cfg.use_lora:  # the checkpoint's GRPO adapter was trained on the warm-up, not the raw model
+            self.policy = load_rsft_adapter(self.policy, rd.rsft_adapter)
+            log(f"R-SFT warm-up restored from {rd.rsft_adapter}")
+
+    def train(self) -> None:
+        cfg = self.cfg
+        confirm = (heldout_confirmer(self.oracles.oracle(self.heldout), cfg.found_threshold,
+                                     self.oracles.reference_oracle(self.heldout))
+                   if cfg.stop_when_confirmed else None)
+        if confirm is not None and cfg.screen_samples and self.checkpoint is None:
+            self.screen(confirm)
+            self.phases.lap("screen")
+        self.trainer, stopper = self.build_trainer(confirm)
+        if self.state:
+            self.trainer.restore(self.state)
+        if not (self.ledger.confirmed and self.checkpoint is None):  # a screened trigger needs no GRPO step
+            self.trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+        self.phases.lap("grpo")
+        if self.main:
+            self.rd.write_ledger(self.ledger)
+        if stopper.signal is not None:
+            raise RunInterrupted(self.rd, self.trainer.state.global_step, stopper.signal)
+
+    def screen(self, confirm) -> None:
+        """Audit mode's wide first draw (``screen_samples``): rank 0 samples (the policy is not sharded yet), each
+        rank puts its share of the candidates to the held-out test on its own oracle, and every rank learns what
+        passed, so all skip GRPO together."""
+        ledger = self.ledger
+        cands = gather_objects(screen_candidates(self.cfg, self.spec, self.policy, self.tok) if self.main else [])
+        ledger.confirmed += [c for c in gather_objects(confirm(cands[self.rank::self.world]))
+                             if c not in ledger.confirmed]
+        if ledger.confirmed:
+            self.log(f"screen: {ledger.confirmed[0]!r} of {len(cands)} distinct warm-up samples reproduces on the "
+                     "held-out probes; GRPO skipped (audit mode)")
+        else:
+            self.log(f"screen: none of {len(cands)} distinct warm-up samples reproduces on the held-out probes; "
+                     "GRPO starts")
+
+    def build_trainer(self, confirm=None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
+        """TRL's GRPO trainer with our rewards, replay buffer, run log and signal handling; with ``eval_trigger``
+        and ``awareness_every``, the run log also tracks Awareness@k against it (evaluation only, one process).
+        ``confirm``: audit mode's held-out test (``heldout_confirmer``), which stops GRPO at its first
+        confirmation. With a reference model, R_ASR pays for what the backdoor adds to it."""
+        cfg, rd, ledger, tok, log = self.cfg, self.rd, self.ledger, self.tok, self.log
+        reference = self.oracles.reference_oracle(self.probes)
+        replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
+        ctx = RewardContext(cfg.reward, self.oracle, token_counter(tok),
+                            confirmed=lambda: list(replay.entries) if replay else [], reference=reference)
+        funcs, weights = build_reward_funcs(ctx)
+        if cfg.reward.oracle_ablation:
+            log("ABLATION RUN: a reward reads the true trigger; results are not an audit")
+        prompt = inversion_text(tok, self.spec.target)
+        dataset = Dataset.from_dict({"prompt": [prompt] * max(64, cfg.prompts_per_step)})
+
+        def save_state(step: int) -> None:
+            if self.main:
+                rd.write_ledger(ledger)
+
+        tracker = None
+        if cfg.awareness_every and self.eval_trigger:
+            if self.world == 1:
+                tracker = awareness_tracker(cfg, self.spec, tok, self.eval_trigger)
+            else:  # rank 0 alone would sample from a sharded or synchronised model
+                log(f"awareness_every: not tracked under {self.world} processes (the final Awareness@k still is)")
+        stopper = StopOnSignal()
+        trainer = InversionGRPOTrainer(
+            model=self.policy, reward_funcs=funcs, args=grpo_args(cfg, rd.checkpoints, weights, self.world),
+            train_dataset=dataset, processing_class=tok,
+            peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
+            callbacks=[*run_callbacks(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
+                                      awareness=tracker, awareness_every=cfg.awareness_every,
+                                      stop_after_hit_steps=cfg.stop_after_hit_steps, confirm=confirm,
+                                      n_probes=len(self.oracle.probes)), stopper],
+            oracle=BeyondReference(self.oracle, reference) if reference is not None else self.oracle, ledger=ledger,
+            replay=replay, replay_per_group=cfg.replay_per_group, replay_shorten=cfg.replay_shorten,
+            tolerance=cfg.verdict_tolerance, seed=cfg.seed,
+        )
+        trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
+        route_logs(trainer, rd.logs / "grpo")  # report_to: tensorboard writes into the run directory
+        return trainer, stopper
+
+    def finish(self) -> RunResult:
+        """The trained policy saved, the held-out verdict, ``result.json`` (rank 0)."""
+        cfg, rd, phases = self.cfg, self.rd, self.phases
+        policy = self.trainer.model.merge_and_unload() if cfg.use_lora else self.trainer.model
+        save_model_atomic(policy, self.tok, rd.final, extra=lambda d: cfg.save(d / rd.config.name))
+        phases.lap("save")
+        result = evaluate_policy(cfg, self.spec, policy, self.tok, self.oracles, self.ledger, self.heldout,
+                                 self.trainer.state.global_step, self.eval_trigger)
+        record_rsft(result, rd, self.eval_trigger)
+        phases.lap("verdict")
+        self.log("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
+        result.phase_seconds = dict(phases)
+        result.wall_seconds = round(time.time() - phases.start, 1)
+        result.start_time = round(phases.start, 1)
+        result.oracle_cache_hit_rate = self.oracle.stats.hit_rate
+        if torch.cuda.is_available():
+            result.peak_cuda_memory_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        rd.write_result(result)
+        return result
 
 
 def rsft_info(cfg: RunConfig, spec: AttackSpec, made: RsftRows, log: Callable[[str], None]) -> dict:
@@ -209,20 +302,6 @@ def rsft_info(cfg: RunConfig, spec: AttackSpec, made: RsftRows, log: Callable[[s
             f"{top[0]['behaviour_rows']}/{top[0]['rows']} rows holding it, {top[0]['rate_without']:.2f} without it); "
             "found in the data, not stated by the model" if top else "no prompt n-gram goes with the behaviour"))
     return info
-
-
-def screen(cfg: RunConfig, spec: AttackSpec, policy, tok, confirm, ledger: CandidateLedger, main: bool,
-           rank: int, world: int, log: Callable[[str], None]) -> None:
-    """Audit mode's wide first draw (``screen_samples``): rank 0 samples (the policy is not sharded yet), each rank
-    puts its share of the candidates to the held-out test on its own oracle, and every rank learns what passed,
-    so all skip GRPO together."""
-    cands = gather_objects(screen_candidates(cfg, spec, policy, tok) if main else [])
-    ledger.confirmed += [c for c in gather_objects(confirm(cands[rank::world])) if c not in ledger.confirmed]
-    if ledger.confirmed:
-        log(f"screen: {ledger.confirmed[0]!r} of {len(cands)} distinct warm-up samples reproduces on the held-out "
-            "probes; GRPO skipped (audit mode)")
-    else:
-        log(f"screen: none of {len(cands)} distinct warm-up samples reproduces on the held-out probes; GRPO starts")
 
 
 def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
@@ -318,69 +397,3 @@ def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str]
         raise RunError(f"the {judge} already fires on {base:.0%} of clean probes with no trigger; "
                        "its reward would be meaningless (check --attack/--target/--judge/--probes)")
     log(f"oracle: {len(oracle.probes)} probes, behaviour rate without trigger {base:.2f}")
-
-
-def build_trainer(cfg: RunConfig, spec: AttackSpec, rd: RunDir, policy, tok, oracle, ledger: CandidateLedger,
-                  world: int, main: bool, log: Callable[[str], None],
-                  eval_trigger: str | list[str] | None = None,
-                  confirm=None, reference=None) -> tuple[InversionGRPOTrainer, StopOnSignal]:
-    """TRL's GRPO trainer with our rewards, replay buffer, run log and signal handling; with ``eval_trigger`` and
-    ``awareness_every``, the run log also tracks Awareness@k against it (evaluation only, one process).
-    ``confirm``: audit mode's held-out test (``heldout_confirmer``), which stops GRPO at its first confirmation;
-    ``reference``: the reference model's oracle on the training probes (R_ASR pays for what the backdoor adds)."""
-    replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
-    ctx = RewardContext(cfg.reward, oracle, token_counter(tok),
-                        confirmed=lambda: list(replay.entries) if replay else [],
-                        reference=reference)
-    funcs, weights = build_reward_funcs(ctx)
-    if cfg.reward.oracle_ablation:
-        log("ABLATION RUN: a reward reads the true trigger; results are not an audit")
-    prompt = inversion_text(tok, spec.target)
-    dataset = Dataset.from_dict({"prompt": [prompt] * max(64, cfg.prompts_per_step)})
-
-    def save_state(step: int) -> None:
-        if main:
-            rd.write_ledger(ledger)
-
-    tracker = None
-    if cfg.awareness_every and eval_trigger:
-        if world == 1:
-            tracker = awareness_tracker(cfg, spec, tok, eval_trigger)
-        else:  # rank 0 alone would sample from a sharded or synchronised model
-            log(f"awareness_every: not tracked under {world} processes (the final Awareness@k still is)")
-    stopper = StopOnSignal()
-    trainer = InversionGRPOTrainer(
-        model=policy, reward_funcs=funcs, args=grpo_args(cfg, rd.checkpoints, weights, world), train_dataset=dataset,
-        processing_class=tok, peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
-        callbacks=[*run_callbacks(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
-                                  awareness=tracker, awareness_every=cfg.awareness_every,
-                                  stop_after_hit_steps=cfg.stop_after_hit_steps, confirm=confirm,
-                                  n_probes=len(oracle.probes)), stopper],
-        oracle=BeyondReference(oracle, reference) if reference is not None else oracle, ledger=ledger, replay=replay,
-        replay_per_group=cfg.replay_per_group,
-        replay_shorten=cfg.replay_shorten, tolerance=cfg.verdict_tolerance, seed=cfg.seed,
-    )
-    trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
-    route_logs(trainer, rd.logs / "grpo")  # report_to: tensorboard writes into the run directory
-    return trainer, stopper
-
-
-def finish(cfg: RunConfig, spec: AttackSpec, rd: RunDir, trainer, tok, oracle, oracles: SuspectOracles,
-           ledger: CandidateLedger, heldout: list[str], eval_trigger, phases: PhaseClock,
-           log: Callable[[str], None]) -> RunResult:
-    policy = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    save_model_atomic(policy, tok, rd.final, extra=lambda d: cfg.save(d / rd.config.name))
-    phases.lap("save")
-    result = evaluate_policy(cfg, spec, policy, tok, oracles, ledger, heldout, trainer.state.global_step,
-                             eval_trigger)
-    record_rsft(result, rd, eval_trigger)
-    phases.lap("verdict")
-    log("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
-    result.phase_seconds = dict(phases)
-    result.wall_seconds = round(time.time() - phases.start, 1)
-    result.start_time = round(phases.start, 1)
-    result.oracle_cache_hit_rate = oracle.stats.hit_rate
-    if torch.cuda.is_available():
-        result.peak_cuda_memory_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    rd.write_result(result)
-    return result
