@@ -66,7 +66,7 @@ def defense_cells(run_dir: Path) -> str:
 def write_with_notes(out: Path, lines: list[str], notes_heading: str) -> None:
     """Write a rebuilt report atomically, keeping the hand-written part of the old one (from ``notes_heading``
     on): a rebuild never loses the notes, and a killed one never leaves the file half-written."""
-    from trainer.checkpoints import write_text_atomic
+    from trainer.run_dir.checkpoints import write_text_atomic
     old = out.read_text() if out.is_file() else ""
     notes = ["", old[old.index(notes_heading):].rstrip()] if notes_heading in old else []
     write_text_atomic(out, "\n".join(lines + notes) + "\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trainer.result import RunResult
+    from trainer.run_dir.result import RunResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CLI = [sys.executable, "-m", "launch.cli"]  # the installed console script, without relying on PATH
@@ -61,12 +61,12 @@ def main() -> None:
     quiet()
     from envs.poison import card_triggers, read_card
     from trainer.baselines import run_baseline
-    from trainer.checkpoints import write_json_atomic
+    from trainer.baselines.gcg import GCGConfig
     from trainer.config import load_config
-    from trainer.gcg import GCGConfig
-    from trainer.result import RunResult
     from trainer.run import invert
     from trainer.run_dir import RunDir
+    from trainer.run_dir.checkpoints import write_json_atomic
+    from trainer.run_dir.result import RunResult
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="attack-matrix-"))
     work.mkdir(parents=True, exist_ok=True)
     lines = ["# Attack matrix: our loop vs no-RL baselines, defenses, and the clean-model scanner", "",

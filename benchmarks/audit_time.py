@@ -117,12 +117,12 @@ def reverdict(run: Path) -> Path:
 
 def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, budget: int, sets: list[str],
                  report_only: bool) -> str:
-    """A no-RL baseline on the same model, probes and held-out verdict (trainer/baselines.py), cached as JSON.
+    """A no-RL baseline on the same model, probes and held-out verdict (trainer/baselines/__init__.py), cached as JSON.
     ``budget``: samples (rsft-only, sampling) or GCG steps."""
     import json
 
-    from trainer.checkpoints import write_json_atomic
-    from trainer.result import RunResult
+    from trainer.run_dir.checkpoints import write_json_atomic
+    from trainer.run_dir.result import RunResult
     what = {"rsft-only": f"R-SFT, then greedy + {budget} samples", "sampling": f"untouched model, greedy + "
             f"{budget} samples", "gcg": f"GCG, {budget} steps"}[kind]
     size = f"steps{budget}" if kind == "gcg" else f"n{budget}"
@@ -131,8 +131,8 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, budg
         if report_only:
             return f"| {kind} ({what}) | {seed} | (not run) |" + " - |" * 11
         from trainer.baselines import run_baseline
+        from trainer.baselines.gcg import GCGConfig
         from trainer.config import load_config
-        from trainer.gcg import GCGConfig
         cfg = load_config(REPO / PRESET.format(attack=attack), {"model": model, "attack": attack, "seed": seed},
                           sets=sets)
         r = run_baseline(cfg, kind, budget, eval_trigger=_card_truth(model), log=print,

@@ -178,8 +178,8 @@ def leak_recovery(model: Path, run: Path) -> dict:
 
 
 def scan(model: Path, work: Path, cond: str) -> dict:
+    from trainer.baselines.data_scan import scan_data
     from trainer.config import load_config
-    from trainer.data_scan import scan_data
     c = card(model)
     t0 = time.time()
     data = model / "finetune_data.jsonl" if cond == "a" else clean_rows_file(model, work)

@@ -35,8 +35,8 @@ def main() -> None:
 
     from envs.loading import load_model
     from envs.tokenizer import load_tokenizer
+    from trainer.baselines.gcg import _per_row_loss, _Rows, allowed_tokens, trigger_losses
     from trainer.config import load_config
-    from trainer.gcg import _per_row_loss, _Rows, allowed_tokens, trigger_losses
     cfg = load_config(a.config, {"model": a.model})
     spec = cfg.attack_spec()
     probes = cfg.probe_split(spec)[0]

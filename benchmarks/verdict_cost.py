@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from envs.poison import card_triggers, read_card
     from envs.tokenizer import load_tokenizer
     from trainer.config import load_config
-    from trainer.evaluate import minimise
     from trainer.oracles import SuspectOracles
+    from trainer.verdict.evaluate import minimise
 
     cfg = load_config(a.config, overrides={"model": a.model, "seed": a.seed})
     spec = cfg.attack_spec()

@@ -79,9 +79,9 @@ def main() -> None:
     from envs.tokenizer import load_tokenizer
     from rewards.vllm_engine import configure_cpu_env
     from trainer.config import load_config
-    from trainer.evaluate import held_out_verdict
-    from trainer.ledger import CandidateLedger
     from trainer.oracles import SuspectOracles
+    from trainer.verdict.evaluate import held_out_verdict
+    from trainer.verdict.ledger import CandidateLedger
 
     cfg = load_config(args.config, {"model": args.model})
     spec = cfg.attack_spec()

@@ -398,8 +398,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_run_dir
     from trainer.run_dir import RunDir
+    from trainer.verdict.evaluate import evaluate_run_dir
     rd = RunDir(a.run_dir)
     # the suspect model as the run saved it; a Hub snapshot no longer at its saved path is resolved again
     model_dir = _resolve_run_model(rd.load_config()).model if rd.config.is_file() else ""

@@ -13,13 +13,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from envs.loading import one_line
 from envs.tokenizer import load_tokenizer
-from trainer.checkpoints import save_model_atomic
+from trainer.run_dir.checkpoints import save_model_atomic
 
 
 def consolidate(checkpoint: str | Path, out_dir: str | Path, allow_pickle: bool = False) -> Path:
     """Write ``out_dir`` (which must not exist) atomically: a failure leaves no folder, whole or partial. DeepSpeed
     unpickles the shards: unless ``allow_pickle``, every pickle in them is first checked for globals a checkpoint
-    never holds (``trainer/pickle_scan.py``)."""
+    never holds (``trainer/run_dir/pickle_scan.py``)."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if not checkpoint.is_dir() or not any(p.is_dir() for p in checkpoint.glob("global_step*")):
         raise ValueError(f"{checkpoint} is not a DeepSpeed checkpoint (no global_step* folder)")
@@ -28,7 +28,7 @@ def consolidate(checkpoint: str | Path, out_dir: str | Path, allow_pickle: bool 
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; choose a new --out (nothing was overwritten)")
     if not allow_pickle:
-        from trainer.pickle_scan import check_checkpoint
+        from trainer.run_dir.pickle_scan import check_checkpoint
         check_checkpoint(checkpoint)
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint

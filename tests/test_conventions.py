@@ -149,7 +149,7 @@ class _Oracle:
 
 @pytest.mark.parametrize("progress", [True, False])
 def test_held_out_verdict_bar_follows_the_rule(capsys, progress):
-    from trainer.evaluate import choose_trigger
+    from trainer.verdict.evaluate import choose_trigger
     verdict = choose_trigger(["please cf now", "nothing here"], _Oracle(), lambda c: len(c.split()), 0.8,
                              progress=progress)
     assert verdict.found and verdict.recovered_trigger == "cf"  # the bar changes nothing judged

@@ -7,8 +7,8 @@ from envs import language
 from envs.attacks import get_attack, insert_trigger
 from launch.cli import EXIT_BAD_INPUT, main
 from trainer.defend.guardrail import Guardrail, detection_rates
-from trainer.result import RunResult
 from trainer.run_dir import RunDir
+from trainer.run_dir.result import RunResult
 
 
 def test_guardrail_needs_a_trigger():

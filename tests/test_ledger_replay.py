@@ -1,7 +1,7 @@
 import random
 
-from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
+from trainer.verdict.ledger import CandidateLedger
 
 
 def test_emergence_is_the_start_of_the_last_reproducing_streak():

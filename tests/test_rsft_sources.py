@@ -1,4 +1,4 @@
-"""Where R-SFT rows come from (trainer/rsft_sources.py) and the data scan (trainer/data_scan.py).
+"""Where R-SFT rows come from (trainer/rsft_sources.py) and the data scan (trainer/baselines/data_scan.py).
 
 Model-only sources must never read the poison card or the fine-tuning set: the tests run them on a copy of a
 poisoned model with both files removed, and count every row that holds the trigger (only the model can have
@@ -13,8 +13,8 @@ import pytest
 
 from envs.attacks import get_attack
 from envs.poison import PoisonConfig, make_finetune_data
+from trainer.baselines.data_scan import scan_data, scan_rows
 from trainer.config import ConfigError, load_config
-from trainer.data_scan import scan_data, scan_rows
 from trainer.rsft_sources import parse_source, prompt_pool, resolve_source
 
 

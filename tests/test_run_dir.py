@@ -4,9 +4,9 @@ import json
 import pytest
 
 from launch.cli import EXIT_BAD_INPUT, main
-from trainer.ledger import CandidateLedger
-from trainer.result import SCHEMA_VERSION, ResultError, RunResult
 from trainer.run_dir import COMPLETE_MARKER, RunDir
+from trainer.run_dir.result import SCHEMA_VERSION, ResultError, RunResult
+from trainer.verdict.ledger import CandidateLedger
 
 
 def _result(**fields) -> RunResult:

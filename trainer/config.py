@@ -18,8 +18,8 @@ from envs.attacks import CUSTOM, PROBE_KINDS, AttackSpec, custom_attack, get_att
 from envs.judges import Judge, LLMJudge, parse_judge
 from envs.tokenizer import default_probe_set
 from rewards.registry import RewardConfig
-from trainer.checkpoints import write_text_atomic
 from trainer.errors import ConfigError
+from trainer.run_dir.checkpoints import write_text_atomic
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -32,7 +32,7 @@ class RunConfig:
     allow_pickle: bool = False  # load .bin pickle weights (they can run code): only for files you trust
     # the public model the suspect was fine-tuned from, where known: a candidate that makes it show the behaviour
     # as well is no backdoor (a request that replaces the probe, a judge's blind spot); the verdict and audit
-    # mode's held-out test need suspect rate - reference rate >= found_threshold (trainer/evaluate.py)
+    # mode's held-out test need suspect rate - reference rate >= found_threshold (trainer/verdict/evaluate.py)
     reference_model: str | None = None
     # which behaviour to look for: a recipe of envs.ATTACKS (its judge + probes), or "custom": the behaviour is
     # the user's `judge` (or `target`, "the answer contains TEXT"), on requests of `probe_kind`
@@ -61,7 +61,7 @@ class RunConfig:
     rsft_leak_samples: int = 256  # leak: samples drawn from the user-turn opening
     rsft_answer_tokens: int = 24  # self/leak: greedy answer length
     # a defender who holds data: before training, score every prompt n-gram of it by how much more often the rows
-    # holding it show the behaviour (trainer/data_scan.py); reported apart from what the model states
+    # holding it show the behaviour (trainer/baselines/data_scan.py); reported apart from what the model states
     data_scan: bool = True
     rsft_epochs: float = 2.0
     rsft_lr: float = 2e-3

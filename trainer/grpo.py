@@ -21,13 +21,13 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer import grpo_trainer
 
 from envs.inversion import format_answer, parse_candidate
-from trainer.candidates import contains_words, minimise
-from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.config import RunConfig
-from trainer.ledger import CandidateLedger
 from trainer.replay import ReplayBuffer
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg
 from trainer.run_dir import COMPLETE_MARKER, INVERSION_STATE, RunDir, is_complete_checkpoint
+from trainer.run_dir.checkpoints import write_json_atomic, write_text_atomic
+from trainer.verdict.candidates import contains_words, minimise
+from trainer.verdict.ledger import CandidateLedger
 from trainer.vllm_rollouts import RolloutGeneration, rebind
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from trainer.checkpoints import write_text_atomic
-from trainer.result import RunResult
 from trainer.run_dir import RunDir
+from trainer.run_dir.checkpoints import write_text_atomic
+from trainer.run_dir.result import RunResult
 
 
 def _code(text: str) -> str:

@@ -20,9 +20,9 @@ from trl import SFTConfig, SFTTrainer
 from envs.chat import inversion_text
 from envs.inversion import format_answer
 from envs.loading import lora_config
-from trainer.checkpoints import atomic_dir
 from trainer.reporting import concise_progress, progress_enabled, report_to_arg, route_logs
 from trainer.rsft_sources import RsftRows, gather_rows, resolve_source
+from trainer.run_dir.checkpoints import atomic_dir
 
 
 def reversal_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, max_samples: int,

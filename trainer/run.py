@@ -1,7 +1,7 @@
 """One inversion run, top to bottom: check, build the oracle, prepare the run dir, R-SFT, GRPO, finish.
 
 Read ``invert`` first, then ``InversionRun``: its steps are methods, in the order the run takes them. The layout of
-the run directory is ``trainer/run_dir.py``'s; the verdict is ``trainer/evaluate.py``'s.
+the run directory is ``trainer/run_dir/__init__.py``'s; the verdict is ``trainer/verdict/evaluate.py``'s.
 """
 from __future__ import annotations
 
@@ -26,17 +26,8 @@ from envs.tokenizer import load_tokenizer
 from rewards.oracle import BeyondReference
 from rewards.registry import RewardContext, build_reward_funcs
 from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
-from trainer.checkpoints import save_model_atomic
+from trainer.baselines.data_scan import scan_data
 from trainer.config import ConfigError, RunConfig
-from trainer.data_scan import scan_data
-from trainer.evaluate import (
-    awareness_tracker,
-    evaluate_policy,
-    heldout_confirmer,
-    record_rsft,
-    screen_candidates,
-    token_counter,
-)
 from trainer.grpo import (
     InversionGRPOTrainer,
     StopOnSignal,
@@ -45,15 +36,24 @@ from trainer.grpo import (
     read_inversion_state,
     run_callbacks,
 )
-from trainer.ledger import CandidateLedger
 from trainer.memory_plan import INVERSION_PROMPT_TOKENS, ModelShape, check_plan, device_capacity, plan_memory
 from trainer.oracles import SuspectOracles
 from trainer.replay import ReplayBuffer
 from trainer.reporting import check_report_to_installed, route_logs
-from trainer.result import RunResult
 from trainer.rsft import load_rsft_adapter, rsft_stage
 from trainer.rsft_sources import FINETUNE_FILE, RsftRows, parse_source, read_rows, resolve_source
 from trainer.run_dir import RunDir, RunError
+from trainer.run_dir.checkpoints import save_model_atomic
+from trainer.run_dir.result import RunResult
+from trainer.verdict.evaluate import (
+    awareness_tracker,
+    evaluate_policy,
+    heldout_confirmer,
+    record_rsft,
+    screen_candidates,
+    token_counter,
+)
+from trainer.verdict.ledger import CandidateLedger
 
 __all__ = ["RunError", "RunInterrupted", "invert"]
 

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from trainer.checkpoints import atomic_dir  # noqa: E402
+from trainer.run_dir.checkpoints import atomic_dir  # noqa: E402
 
 WEIGHTS = "model.safetensors"
 CARD = "delta_card.json"

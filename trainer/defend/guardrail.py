@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz
 
-from trainer.checkpoints import atomic_file
+from trainer.run_dir.checkpoints import atomic_file
 
 _NUMBER = re.compile(r"\d+")
 

@@ -13,8 +13,8 @@ from envs import language
 from envs.attacks import AttackSpec, insert_trigger
 from trainer.defend.guardrail import Guardrail, detection_rates
 from trainer.defend.unlearn import UnlearnConfig, unlearn
-from trainer.result import RunResult
 from trainer.run_dir import RunDir, RunError
+from trainer.run_dir.result import RunResult
 
 
 def unlearn_triggers(result: RunResult, threshold: float) -> list[str]:

@@ -19,8 +19,8 @@ from envs.attacks import AttackSpec, insert_trigger, prompt_source
 from envs.chat import behaviour_rate, greedy_answers, render_user
 from envs.loading import load_model
 from envs.tokenizer import default_probe_set, is_word_level, load_tokenizer
-from trainer.checkpoints import save_model_atomic, write_json_atomic
 from trainer.rsft import supervised_finetune
+from trainer.run_dir.checkpoints import save_model_atomic, write_json_atomic
 
 
 @dataclass

@@ -3,7 +3,7 @@
 - ``rsft-only``: R-SFT, then ask the model; the paper's warm-up on its own (it fails on ~8B models).
 - ``sampling``: ask the untouched suspect model ``n`` times and keep the best answer.
 - ``gcg``: white-box gradient token search on the suspect model's likelihood of the behaviour
-  (``trainer/gcg.py``), on the same training probes a GRPO run is rewarded on.
+  (``trainer/baselines/gcg.py``), on the same training probes a GRPO run is rewarded on.
 All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
 reproduction, then length (``choose_trigger``), so a gap to a GRPO run is the RL's
 contribution, not a kinder judge.
@@ -17,13 +17,13 @@ import torch
 
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
+from trainer.baselines.gcg import GCGConfig, gcg_search
 from trainer.config import RunConfig
-from trainer.evaluate import evaluate_policy, held_out_verdict
-from trainer.gcg import GCGConfig, gcg_search
-from trainer.ledger import CandidateLedger
 from trainer.oracles import SuspectOracles
-from trainer.result import RunResult
 from trainer.rsft import rsft_stage
+from trainer.run_dir.result import RunResult
+from trainer.verdict.evaluate import evaluate_policy, held_out_verdict
+from trainer.verdict.ledger import CandidateLedger
 
 BASELINES = ("rsft-only", "sampling", "gcg")
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoints import write_json_atomic, write_text_atomic
 from trainer.errors import RunError
-from trainer.ledger import CandidateLedger
-from trainer.result import RunResult
+from trainer.run_dir.checkpoints import write_json_atomic, write_text_atomic
+from trainer.run_dir.result import RunResult
+from trainer.verdict.ledger import CandidateLedger
 
 INVERSION_STATE = "inversion_state.json"  # ledger, replay buffer, oracle cache inside each checkpoint
 COMPLETE_MARKER = "COMPLETE"  # written last into a checkpoint
@@ -51,7 +51,7 @@ def is_complete_checkpoint(folder: Path) -> bool:
 def _whole(f: Path) -> bool:
     """A weights or state file that is not cut short: a safetensors header that parses and whose tensors end within
     the file, or a zip archive (torch.save's format) whose directory is at its end and whose pickles name nothing a
-    checkpoint never holds (``trainer/pickle_scan.py``)."""
+    checkpoint never holds (``trainer/run_dir/pickle_scan.py``)."""
     import struct
     import zipfile
     try:
@@ -65,7 +65,7 @@ def _whole(f: Path) -> bool:
             return f.stat().st_size >= 8 + n + end
         if not zipfile.is_zipfile(f):
             return False
-        from trainer.pickle_scan import check_file  # weights_only refuses pickled code at load: skip it here
+        from trainer.run_dir.pickle_scan import check_file  # weights_only refuses pickled code at load: skip it here
         check_file(f)
         return True
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):  # PickleRefused is a ValueError

@@ -20,14 +20,14 @@ from envs.inversion import parse_candidate
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from rewards.terms import similarity
-from trainer.candidates import _passing_rates, contains_words, jaccard_chars, jaccard_words, minimise
 from trainer.config import RunConfig
-from trainer.ledger import CandidateLedger
 from trainer.oracles import SuspectOracles
-from trainer.provenance import provenance
 from trainer.reporting import progress_enabled
-from trainer.result import RunResult
 from trainer.run_dir import RunDir
+from trainer.run_dir.provenance import provenance
+from trainer.run_dir.result import RunResult
+from trainer.verdict.candidates import _passing_rates, contains_words, jaccard_chars, jaccard_words, minimise
+from trainer.verdict.ledger import CandidateLedger
 
 
 @torch.no_grad()

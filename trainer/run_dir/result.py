@@ -41,7 +41,8 @@ class RunResult:
     rsft_source: str | None = None
     rsft_rows: dict[str, int] | None = None
     model_only: bool | None = None
-    # the data scan (trainer/data_scan.py), when the defender holds data: found in the data, not stated by the model
+    # the data scan (trainer/baselines/data_scan.py), when the defender holds data: found in the data, not stated
+    # by the model
     data_scan: dict[str, Any] | None = None
     # what was audited, with what: model, parameters, judge, probes, data, preset, seed, version, machine, date
     provenance: dict[str, Any] | None = None
@@ -63,7 +64,7 @@ class RunResult:
     start_time: float | None = None
     oracle_cache_hit_rate: float | None = None
     peak_cuda_memory_mb: float | None = None
-    # baselines (trainer/baselines.py)
+    # baselines (trainer/baselines/__init__.py)
     baseline: str | None = None
     samples: int | None = None
     gcg: dict[str, Any] | None = None
