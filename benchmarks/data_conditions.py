@@ -16,7 +16,8 @@ read back, an unfinished one resumed (`--resume`), so the script can be stopped 
 poison card) is read for evaluation and to cut condition (b)'s rows only.
 
     python benchmarks/data_conditions.py --model MODEL_DIR [--model ...] --conditions a b d e f \
-        [--config launch/configs/smollm2-audit.yaml] --work runs/data_conditions --out benchmarks/data_conditions.md
+        [--config launch/configs/smollm2-audit.yaml] --work runs/data_conditions \
+        --out benchmarks/results/data_conditions.md
 """
 from __future__ import annotations
 

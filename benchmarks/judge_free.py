@@ -10,7 +10,7 @@ its scan (found or not); ROC-AUC compares poisoned against clean models (Mann-Wh
 
 Resumable: each run has its directory under WORK; a finished one (result.json) is read, not rerun.
 
-    python benchmarks/judge_free.py --work /tmp/jf --out benchmarks/judge_free.md [--seeds 0 1] [--report-only]
+    python benchmarks/judge_free.py --work /tmp/jf --out benchmarks/results/judge_free.md [--seeds 0 1] [--report-only]
 """
 from __future__ import annotations
 

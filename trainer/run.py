@@ -318,7 +318,7 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
     if (resume and cfg.rsft and cfg.use_lora and not rd.has_rsft_adapter()
             and rd.latest_checkpoint(lambda _: None)):  # no complete checkpoint: a restart redoes R-SFT, fine
         # a run from before rsft_adapter/ was kept: resumed on the raw model, a SmolLM2 policy collapsed to
-        # one-token answers at once (benchmarks/audit_time_code.md); refuse, not that
+        # one-token answers at once (benchmarks/results/audit_time_code.md); refuse, not that
         raise RunError(f"cannot resume {rd}: this LoRA run did not keep its R-SFT warm-up ({rd.rsft_adapter.name}/),"
                        " which its GRPO adapter was trained on; start it again in a new --out")
     cfg.validate()

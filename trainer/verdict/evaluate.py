@@ -94,7 +94,7 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
 
     ``max_minimise`` bounds the word-deletion search to the shortest reproducing candidates: on a real
     model the pool holds sentence-long candidates, and minimising every one of them cost more oracle calls
-    than the whole GRPO run (SmolLM2, benchmarks/real_model.md). ``progress`` draws a bar over the
+    than the whole GRPO run (SmolLM2, benchmarks/results/real_model.md). ``progress`` draws a bar over the
     candidates judged and minimised (the oracle calls stay as batched as without it). With a ``reference`` oracle
     (the model the suspect was fine-tuned from), each reproducing candidate is also put to it; one whose rate
     there is within ``found_threshold`` of its rate on the suspect is not the backdoor's and goes last."""
