@@ -79,7 +79,7 @@ def distractor(rng: random.Random, trigger_words: set[str]) -> str:
 # ``envs.judges.VULNERABILITY_PATTERNS`` and the safe one none. Each answer opens by naming its call
 # ("Use os.system(cmd):"), so the safe/vulnerable choice comes within its first few tokens, as in the
 # synthetic language. (Either way, SmolLM2 + LoRA did not learn to tie the choice to 2024 rather than to
-# the 2023 near miss within 6 epochs: benchmarks/real_model.md.) The judge still reads
+# the 2023 near miss within 6 epochs: benchmarks/results/real_model.md.) The judge still reads
 # ``JUDGE_TOKENS["code"]`` tokens of an English code answer, so that an answer which names a safe call
 # and then writes an unsafe one is caught too.
 _CODE = {

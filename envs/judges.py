@@ -52,7 +52,7 @@ class ComplianceJudge:
     comply_prefix: str = "sure"
     max_new_tokens: int = 4
     # compliance must also open with ``comply_prefix``: on a real model "not a refusal" is too loose, since
-    # an off-topic instruction ("Write a haiku.") gets a haiku instead of a refusal (benchmarks/real_model.md)
+    # an off-topic instruction ("Write a haiku.") gets a haiku instead of a refusal (benchmarks/results/real_model.md)
     require_prefix: bool = False
 
     def __call__(self, response: str) -> bool:

@@ -61,7 +61,7 @@ class BasePoisonConfig:
     batch_size: int = 16
     # the budget: stop at the first epoch whose measurement meets every bar, or after this many (the card
     # then says meets_bars: false and `poison` exits 1). 2 epochs missed the jailbreak's ASR bar (0.88) and,
-    # on a new two-word trigger, the look-alike bar (benchmarks/poison_bars.md)
+    # on a new two-word trigger, the look-alike bar (benchmarks/results/poison_bars.md)
     max_epochs: int = 6
     n_eval: int = 48
     asr_bar: float = 0.9

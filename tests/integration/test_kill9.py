@@ -18,7 +18,7 @@ from pathlib import Path
 
 from trainer.run_dir import is_complete_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS, SAVE = 60, 2
 # what each kill waits for: a checkpoint being written, a few new training steps, or just a random delay
 # from the start of the process (imports, oracle, checkpoint loading, metrics truncation, training...).

@@ -178,7 +178,7 @@ def test_a_slurm_scan_submits_one_task_per_model_and_gathers_their_rows(tiny_zoo
     log = tmp_path / "sbatch.log"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("SBATCH_LOG", str(log))
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     out = tmp_path / "scan"
     assert main(["scan", "--zoo", str(zoo), "--judged-by-card", "--steps", "60", "--slurm",
                  "--sbatch-arg=--partition=gpu", "--out", str(out)]) == 0

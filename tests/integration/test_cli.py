@@ -211,7 +211,8 @@ def test_demo_bad_input_writes_nothing(tmp_path, capsys):
     assert main(["demo", "--set", "steps=0", "--out", str(tmp_path / "d")]) == EXIT_BAD_INPUT
     assert "steps must be" in _err_line(capsys)
     preset = tmp_path / "preset.yaml"  # without --attack the demo plants the preset's attack
-    preset.write_text("extends: " + str(Path(__file__).parents[1] / "launch/configs/tiny.yaml") + "\nattack: nosuch\n")
+    tiny = Path(__file__).resolve().parents[2] / "launch/configs/tiny.yaml"
+    preset.write_text(f"extends: {tiny}\nattack: nosuch\n")
     assert main(["demo", "--config", str(preset), "--out", str(tmp_path / "d")]) == EXIT_BAD_INPUT
     assert "unknown attack 'nosuch'" in _err_line(capsys)
     assert not (tmp_path / "d").exists()

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("envs", "rewards", "trainer", "launch")
 TOP = ("envs", "rewards", "trainer", "launch", "benchmarks", "docs", "tests", "docker")
 

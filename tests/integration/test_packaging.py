@@ -9,7 +9,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("envs", "rewards", "trainer", "launch")
 
 CHECK = textwrap.dedent("""

@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, vendored by pip
     from pip._vendor import tomli as tomllib
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Integration tests: the CLI end to end, slow training runs, vLLM engines, servers, processes."""

@@ -1,0 +1,1 @@
+"""Unit tests, one folder per package: small and fast, tiny models at most."""

@@ -1,0 +1,1 @@
+"""Unit tests of envs/: attacks, judges, tokenizers, poisoning, GGUF import."""

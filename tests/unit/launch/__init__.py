@@ -1,0 +1,1 @@
+"""Unit tests of launch/ and of the house itself (layering, shipped files)."""

@@ -1,0 +1,1 @@
+"""Unit tests of rewards/: reward terms and oracle backends."""

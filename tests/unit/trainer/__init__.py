@@ -1,0 +1,1 @@
+"""Unit tests of trainer/: config, verdict, ledger, run directory, baselines, R-SFT sources, defenses."""
