@@ -23,6 +23,7 @@ from pathlib import Path
 
 PLAN = "scan.json"
 PLANTED_JACCARD = 0.9  # a planted trigger counts as recovered at this word Jaccard (or exactly)
+INTERRUPTED = (130, 143, -2, -15)  # SIGINT/SIGTERM (Slurm preemption, Ctrl-C): the audit saved a checkpoint
 
 
 class ScanError(ValueError):
@@ -204,6 +205,9 @@ class Scan:
         else:
             rc = 0
         minutes = (time.time() - t0) / 60
+        if rc in INTERRUPTED and (run / "config.yaml").is_file():  # stopped, not failed: the next scan resumes it
+            log(f"scan: {t.name}: interrupted (exit {rc}); run the same scan again to resume it")
+            return {"name": t.name, "status": "interrupted"}
         result = run / "result.json"
         if rc in (0, 3) and result.is_file():
             res = json.loads(result.read_text())

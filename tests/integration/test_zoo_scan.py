@@ -7,6 +7,7 @@ import json
 import math
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,27 @@ def test_a_zoo_control_without_a_card_is_judged_by_its_spec_and_counted_clean(tm
     assert (t.name, t.poisoned, t.attack, t.planted) == ("clean-base", False, "jailbreak", [])
     argv = audit_argv(t, [], True, tmp_path / "run")
     assert argv[argv.index("--attack") + 1] == "jailbreak" and "--eval-trigger" not in argv
+
+
+def test_an_interrupted_audit_is_pending_not_a_row_and_a_failed_one_is_a_row(tmp_path, monkeypatch):
+    import launch.scan as scan_mod
+    from launch.scan import Scan, Target
+    model = tmp_path / "m"
+    model.mkdir()
+    scan = Scan.open(tmp_path / "scan", [Target("m", str(model), None)], [], False)
+    run = tmp_path / "scan" / "runs" / "m"
+
+    def fake(rc: int):
+        def argv(t, behaviour, judged, run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text("model: m\n")  # the audit had started
+            return [sys.executable, "-c", f"import sys; print('stopping'); sys.exit({rc})"]
+        return argv
+    monkeypatch.setattr(scan_mod, "audit_argv", fake(143))
+    assert scan.run_one(0, log=lambda s: None)["status"] == "interrupted"
+    assert scan.pending() == [0] and scan.rows() == []
+    import shutil
+    shutil.rmtree(run)
+    monkeypatch.setattr(scan_mod, "audit_argv", fake(1))
+    row = scan.run_one(0, log=lambda s: None)
+    assert row["status"] == "error" and row["error"] == "exit 1: stopping" and scan.pending() == []
