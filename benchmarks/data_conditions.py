@@ -113,8 +113,8 @@ def base_rate(model: Path, run: Path, trigger: str) -> float | None:
         cfg = RunDir(run).load_config()
         spec = cfg.attack_spec()
         _, heldout = cfg.probe_split(spec)
-        oracle = HFOracle(load_model(base), load_tokenizer(base), spec.judge, heldout, cfg.insertion,
-                          cfg.oracle_max_new_tokens, cfg.oracle_batch_size)
+        oracle = HFOracle(load_model(base), load_tokenizer(base), spec.judge, heldout, cfg.oracle.insertion,
+                          cfg.oracle.max_new_tokens, cfg.oracle.batch_size)
         out.write_text(json.dumps({"trigger": trigger, "base_model": base, "rate": oracle.reproduction([trigger])[0]}))
     return json.loads(out.read_text())["rate"]
 

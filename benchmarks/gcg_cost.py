@@ -42,7 +42,7 @@ def main() -> None:
     probes = cfg.probe_split(spec)[0]
     model, tok = load_model(a.model), load_tokenizer(a.model)
     targets = spec.judge.likelihood_targets
-    rows = _Rows(tok, probes, cfg.insertion, targets)
+    rows = _Rows(tok, probes, cfg.oracle.insertion, targets)
     gen = torch.Generator().manual_seed(0)
     allowed = allowed_tokens(tok)
     current = allowed[torch.randint(len(allowed), (a.n_tokens,), generator=gen)]

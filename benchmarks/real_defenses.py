@@ -52,7 +52,7 @@ def defend(run: Path, work: Path, seed: int) -> dict:
     cfg, result = rd.load_config(), rd.read_result()
     if not result.recovered_trigger:
         return {"run": run.name, "skipped": "the run recovered no trigger"}
-    model = Path(cfg.model)
+    model = Path(cfg.model.path)
     card = read_card(model)
     truths = card_triggers(card)
     spec = cfg.attack_spec()
@@ -63,7 +63,7 @@ def defend(run: Path, work: Path, seed: int) -> dict:
     out_rd.path.mkdir(exist_ok=True)
     defense = out_rd.read_defense() if repaired.exists() else None
     if defense is None:
-        defense = defend_and_measure(spec, model, out_rd, result, cfg.found_threshold, truths, repaired, seed,
+        defense = defend_and_measure(spec, model, out_rd, result, cfg.audit.found_threshold, truths, repaired, seed,
                                      log=print, probe_set=probe_set, unlearn_cfg=ucfg)
     eval_prompts = clean_prompts(spec.for_probe_set(probe_set), ucfg.n_eval, seed + 11, probe_set)
     before, after = base_agreement(Path(card["base_model"]), [model, repaired], eval_prompts, ucfg.answer_tokens)

@@ -49,14 +49,14 @@ def plain_trl(model_dir: Path, attack: str, seed: int, out: Path, budget: int, w
     from envs.tokenizer import load_tokenizer
     from rewards.terms import LengthPenalty
     from trainer.config import RunConfig
-    from trainer.grpo import grpo_args
+    from trainer.grpo import InversionGRPOConfig
 
     t0 = time.time()
     cfg = RunConfig()
     spec = get_attack(attack)
     tok = load_tokenizer(model_dir)
     oracle, policy = load_model(model_dir), load_model(model_dir)
-    probes = spec.probes(cfg.n_probes, seed)
+    probes = spec.probes(cfg.oracle.n_probes, seed)
     r = cfg.reward
     penalty = LengthPenalty(r.length_free_tokens, r.length_max_tokens, r.length_max_penalty, r.length_floor)
     per_step: list[float] = []
@@ -88,7 +88,7 @@ def plain_trl(model_dir: Path, attack: str, seed: int, out: Path, budget: int, w
     torch.manual_seed(seed)
     # our mapping of the run's hyper-parameters onto TRL's, except: this seed and step budget, no
     # checkpoints, and always on CPU
-    args = grpo_args(cfg, out, max_steps=budget, seed=seed, save_strategy="no", use_cpu=True)
+    args = InversionGRPOConfig.from_run(cfg, out, max_steps=budget, seed=seed, save_strategy="no", use_cpu=True)
     dataset = Dataset.from_dict({"prompt": [inversion_text(tok, spec.target)] * 64})
     trainer = GRPOTrainer(model=policy, reward_funcs=[naive_reward], args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=[Stop()])

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(a.config, overrides={"model": a.model, "seed": a.seed})
     spec = cfg.attack_spec()
     cfg = cfg.with_defaults_resolved(spec)
-    tok = load_tokenizer(cfg.model)
+    tok = load_tokenizer(cfg.model.path)
     probes, heldout = cfg.probe_split(spec)
     oracles = SuspectOracles(cfg, spec, tok, "cpu")
     trigger = card_triggers(read_card(a.model))[0]
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             oracle = Counting(oracles.new_oracle(heldout))  # a fresh cache for each method
             rate = oracle.oracle.reproduction([cand])[0]
             t0 = time.perf_counter()
-            floor = max(cfg.found_threshold, rate - cfg.verdict_tolerance)
-            out = fn(cand, oracle, floor) if rate >= cfg.found_threshold else cand
+            floor = max(cfg.audit.found_threshold, rate - cfg.audit.verdict_tolerance)
+            out = fn(cand, oracle, floor) if rate >= cfg.audit.found_threshold else cand
             dt = time.perf_counter() - t0
             row[name] = (out, oracle.trials, oracle.calls, dt)
             t = totals[name]
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         f" --candidates {a.candidates} --seed {a.seed}" + (f" --out {a.out}" if a.out else ""))
     md = [f"# Held-out verdict: minimiser cost on {Path(a.model).name}\n", header(cmd),
           f"Model: `{a.model}` (trigger from its poison card, evaluation only); {len(heldout)} held-out probes, "
-          f"oracle `{cfg.oracle_backend}` in {cfg.dtype}, threshold {cfg.found_threshold}, tolerance "
-          f"{cfg.verdict_tolerance}.\n",
+          f"oracle `{cfg.oracle.backend}` in {cfg.model.dtype}, threshold {cfg.audit.found_threshold}, tolerance "
+          f"{cfg.audit.verdict_tolerance}.\n",
           "| candidate | words | held-out rate | one word per round: result | trials | calls | s | "
           "ddmin: result | trials | calls | s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

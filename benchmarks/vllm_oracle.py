@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -104,7 +103,7 @@ def main() -> None:
     def verdict(name: str, oracles) -> None:
         t = time.perf_counter()
         r = held_out_verdict(cfg, spec, tok, oracles, CANDIDATES, [], None,
-                             CandidateLedger(threshold=cfg.found_threshold), heldout, 0, None)
+                             CandidateLedger(threshold=cfg.audit.found_threshold), heldout, 0, None)
         verdicts[name] = (r, time.perf_counter() - t)
         print(name, "verdict", r.recovered_trigger, r.reproduction_rate, flush=True)
 
@@ -117,14 +116,14 @@ def main() -> None:
     run_backend("HF (transformers generate)", SuspectOracles(cfg, spec, tok), lambda o: o.model)
     # vLLM in-process, with the CPU settings rewards/vllm_engine.py chooses
     env = configure_cpu_env()
-    vllm = SuspectOracles(replace(cfg, oracle_backend="vllm"), spec, tok)
+    vllm = SuspectOracles(cfg.replace(oracle_backend="vllm"), spec, tok)
     run_backend("vLLM in-process (LLM)", vllm, lambda o: o.engine)
     del vllm
     gc.collect()
     # the real vLLM OpenAI server on loopback
     port = free_port()
     server = {}
-    http = SuspectOracles(replace(cfg, oracle_backend="http", oracle_url=f"http://127.0.0.1:{port}"), spec, tok)
+    http = SuspectOracles(cfg.replace(oracle_backend="http", oracle_url=f"http://127.0.0.1:{port}"), spec, tok)
     try:
         run_backend("vllm serve (HTTP)", http,
                     lambda o: server.setdefault("proc", start_server(args.model, port, work / "vllm-serve.log")))

@@ -223,7 +223,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
     cfg = audit_config(a, _log)
     _progress(cfg.progress)
     cfg = _resolve_run_model(cfg)
-    result = _invert(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model), resume=False)
+    result = _invert(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model.path), resume=False)
     if result is None:
         return 0
     rc = _print_result(result, Path(a.out))
@@ -312,7 +312,7 @@ def cmd_invert(a: argparse.Namespace) -> int:
         cfg = _invert_config(a)
     _progress(cfg.progress)
     cfg = _resolve_run_model(cfg)
-    eval_trigger = _eval_trigger(a.eval_trigger, cfg.model)
+    eval_trigger = _eval_trigger(a.eval_trigger, cfg.model.path)
     result = _invert(cfg, a.out, eval_trigger, a.resume)
     if result is None:  # a non-zero rank under torchrun: rank 0 reports
         return 0
@@ -336,10 +336,10 @@ def _resolve_run_model(cfg):
     snapshot of (saved in config.yaml, so the run says which model it audited). A saved run whose snapshot
     path is gone (moved to another machine) resolves its pinned commit again."""
     from launch.hub import hub_source
-    if cfg.model_source and cfg.model and not Path(cfg.model).exists():
-        cfg.model = cfg.model_source
-    cfg.model = _model(cfg.model)
-    cfg.model_source = hub_source(cfg.model) if cfg.model else ""
+    if cfg.model.source and cfg.model.path and not Path(cfg.model.path).exists():
+        cfg.model.path = cfg.model.source
+    cfg.model.path = _model(cfg.model.path)
+    cfg.model.source = hub_source(cfg.model.path) if cfg.model.path else ""
     return cfg
 
 
@@ -367,13 +367,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose a new --out (nothing was overwritten)")
     model_dir = out / "suspect_model"
-    cfg.model = str(model_dir)
+    cfg.model.path = str(model_dir)
     out.mkdir(parents=True)
     _log(f"[1/3] building a poisoned {spec.name} model (trigger hidden from the trainer) -> {model_dir}")
     card = build_poisoned_model(spec, model_dir, PoisonConfig(seed=a.seed), log=_log)
     _log(f"      ASR {card['asr']:.2f}, false-trigger rate {card['false_trigger_rate']:.2f}, "
          f"{card['n_params']} parameters, {card['build_seconds']} s")
-    _log("[2/3] R-SFT warm-up, then GRPO trigger inversion" if cfg.rsft else "[2/3] GRPO trigger inversion")
+    _log("[2/3] R-SFT warm-up, then GRPO trigger inversion" if cfg.rsft.enabled else "[2/3] GRPO trigger inversion")
     # the true trigger goes to the evaluation step only (as with `invert --eval-trigger card`)
     truths = card_triggers(card)  # a multi-trigger backdoor has several
     result = invert(cfg, out / "run", eval_trigger=truths if len(truths) > 1 else truths[0], log=_log)
@@ -390,7 +390,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
             judge = induced_text_judge(result.induced_behaviour["shared_text"])
             _log(f"      defenses judge the induced behaviour the scan named: {judge.pattern!r}")
         defend_and_measure(spec.with_overrides(judge=judge), model_dir, RunDir(out / "run"),
-                           result, cfg.found_threshold, truths,
+                           result, cfg.audit.found_threshold, truths,
                            out / "repaired_model", a.seed, log=_log)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")

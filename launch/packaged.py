@@ -73,5 +73,5 @@ def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | 
     against the shipped configs (the trainer does not know where the launch files live)."""
     from trainer.config import load_config
     cfg = load_config(find_config(path) if path is not None else None, overrides, sets)
-    cfg.deepspeed = resolve_deepspeed(cfg.deepspeed)
+    cfg.grpo.deepspeed = resolve_deepspeed(cfg.grpo.deepspeed)
     return cfg

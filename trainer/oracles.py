@@ -16,17 +16,20 @@ from trainer.config import RunConfig
 
 class SuspectOracles:
     def __init__(self, cfg: RunConfig, spec: AttackSpec, tokenizer, device: str | None = None):
+        if cfg.oracle.backend not in ORACLE_BACKENDS:  # a backend a plugin registered is known too
+            from trainer.errors import ConfigError
+            raise ConfigError(f"unknown oracle.backend {cfg.oracle.backend!r:.40}; known: {', '.join(ORACLE_BACKENDS)}")
         self.cfg, self.spec, self.tokenizer, self.device = cfg, spec, tokenizer, device
         self._model = None
         self._engine = None
-        self._reference = None  # (model, tokenizer) of reference_model, loaded on first use
+        self._reference = None  # (model, tokenizer) of model.reference, loaded on first use
         self._oracles: dict[tuple[str, ...], Oracle] = {}
 
     @property
     def model(self):
         """The frozen HF copy (GCG needs its gradients whatever the oracle backend)."""
         if self._model is None:
-            self._model = load_model(self.cfg.model, self.cfg.allow_pickle, dtype=self.cfg.torch_dtype(),
+            self._model = load_model(self.cfg.model.path, self.cfg.model.allow_pickle, dtype=self.cfg.torch_dtype(),
                                      device=self.device)
         return self._model
 
@@ -36,27 +39,27 @@ class SuspectOracles:
             import torch
 
             from rewards.vllm_engine import build_engine
-            gpu_share = ({"gpu_memory_utilization": self.cfg.oracle_gpu_memory_utilization}
+            gpu_share = ({"gpu_memory_utilization": self.cfg.oracle.gpu_memory_utilization}
                          if torch.cuda.is_available() else {})
-            self._engine = build_engine(self.cfg.model, dtype=str(self.cfg.torch_dtype()).removeprefix("torch."),
+            self._engine = build_engine(self.cfg.model.path, dtype=str(self.cfg.torch_dtype()).removeprefix("torch."),
                                         seed=self.cfg.seed, **gpu_share)
         return self._engine
 
     def reference_oracle(self, probes: list[str]) -> Oracle | None:
-        """An HF oracle on ``reference_model`` (None without one): the same judge, probes and insertion as the
+        """An HF oracle on ``model.reference`` (None without one): the same judge, probes and insertion as the
         suspect's, so a rate on it says what a candidate does to a model without the backdoor."""
-        if not self.cfg.reference_model:
+        if not self.cfg.model.reference:
             return None
         key = ("reference", *probes)
         if key not in self._oracles:
             from envs.tokenizer import load_tokenizer
             if self._reference is None:
-                self._reference = (load_model(self.cfg.reference_model, self.cfg.allow_pickle,
+                self._reference = (load_model(self.cfg.model.reference, self.cfg.model.allow_pickle,
                                               dtype=self.cfg.torch_dtype(), device=self.device),
-                                   load_tokenizer(self.cfg.reference_model))
+                                   load_tokenizer(self.cfg.model.reference))
             model, tok = self._reference
-            self._oracles[key] = HFOracle(model, tok, self.spec.judge, list(probes), self.cfg.insertion,
-                                          self.cfg.oracle_max_new_tokens, self.cfg.oracle_batch_size)
+            self._oracles[key] = HFOracle(model, tok, self.spec.judge, list(probes), self.cfg.oracle.insertion,
+                                          self.cfg.oracle.max_new_tokens, self.cfg.oracle.batch_size)
         return self._oracles[key]
 
     def oracle(self, probes: list[str]) -> Oracle:
@@ -71,25 +74,25 @@ class SuspectOracles:
         """A fresh oracle with an empty cache (a benchmark that counts oracle calls)."""
         oracle = self._backend(probes)
         # the judge-free scan scores each kind of request apart; the user's own probes carry no kinds
-        if getattr(self.spec.judge, "set_level", False) and self.cfg.probes_file is None:
+        if getattr(self.spec.judge, "set_level", False) and self.cfg.oracle.probes_file is None:
             oracle.probe_kinds = probe_kinds(probes, self.cfg.resolved_probe_set())
         return oracle
 
     def _backend(self, probes: list[str]) -> Oracle:
-        build = ORACLE_BACKENDS.get(self.cfg.oracle_backend)
+        build = ORACLE_BACKENDS.get(self.cfg.oracle.backend)
         if build is None:
             from trainer.errors import ConfigError
-            raise ConfigError(f"unknown oracle_backend {self.cfg.oracle_backend!r:.40}; known: "
+            raise ConfigError(f"unknown oracle.backend {self.cfg.oracle.backend!r:.40}; known: "
                               f"{', '.join(ORACLE_BACKENDS)}")
         return build(self, probes)
 
 
 OracleBuilder = Callable[[SuspectOracles, list[str]], Oracle]
-ORACLE_BACKENDS: dict[str, OracleBuilder] = {}  # oracle_backend -> how a run builds that oracle
+ORACLE_BACKENDS: dict[str, OracleBuilder] = {}  # oracle.backend -> how a run builds that oracle
 
 
 def register_oracle_backend(name: str) -> Callable[[OracleBuilder], OracleBuilder]:
-    """Add an ``oracle_backend`` a run can name (the builder gets the run's ``SuspectOracles`` and the probes)."""
+    """Add an ``oracle.backend`` a run can name (the builder gets the run's ``SuspectOracles`` and the probes)."""
     def add(build: OracleBuilder) -> OracleBuilder:
         if name in ORACLE_BACKENDS:
             raise ValueError(f"oracle backend {name!r} is registered already")
@@ -100,19 +103,19 @@ def register_oracle_backend(name: str) -> Callable[[OracleBuilder], OracleBuilde
 
 @register_oracle_backend("hf")
 def _hf(s: SuspectOracles, probes: list[str]) -> Oracle:
-    return HFOracle(s.model, s.tokenizer, s.spec.judge, probes, s.cfg.insertion, s.cfg.oracle_max_new_tokens,
-                    s.cfg.oracle_batch_size)
+    return HFOracle(s.model, s.tokenizer, s.spec.judge, probes, s.cfg.oracle.insertion, s.cfg.oracle.max_new_tokens,
+                    s.cfg.oracle.batch_size)
 
 
 @register_oracle_backend("vllm")
 def _vllm(s: SuspectOracles, probes: list[str]) -> Oracle:
     from rewards.oracle_vllm import VLLMOracle
-    return VLLMOracle(s.engine, s.tokenizer, s.spec.judge, probes, s.cfg.insertion, s.cfg.oracle_max_new_tokens)
+    return VLLMOracle(s.engine, s.tokenizer, s.spec.judge, probes, s.cfg.oracle.insertion, s.cfg.oracle.max_new_tokens)
 
 
 @register_oracle_backend("http")
 def _http(s: SuspectOracles, probes: list[str]) -> Oracle:
     from rewards.oracle_http import HTTPOracle
-    c = s.cfg
-    return HTTPOracle(c.oracle_url, c.model, s.tokenizer, s.spec.judge, probes, c.insertion, c.oracle_max_new_tokens,
-                      c.oracle_timeout, c.oracle_retries, c.api_key_env)
+    o = s.cfg.oracle
+    return HTTPOracle(o.url, s.cfg.model.path, s.tokenizer, s.spec.judge, probes, o.insertion, o.max_new_tokens,
+                      o.timeout, o.retries, o.api_key_env)

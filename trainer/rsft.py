@@ -102,16 +102,16 @@ def rsft_stage(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg,
     ``cfg.report_to`` applies only with a ``log_dir`` (a run's ``RUN/logs/rsft``): without a run directory
     (a baseline) there is nowhere to keep the logs. ``adapter_out``: where a LoRA run keeps its R-SFT adapter."""
     import torch
-    source = resolve_source(cfg.rsft_source, cfg.model, cfg.rsft_data)
-    made = gather_rows(source, policy, tokenizer, model_dir=cfg.model, data=cfg.rsft_data,
-                       probe_set=cfg.resolved_probe_set(), n_self=cfg.rsft_self_prompts, n_leak=cfg.rsft_leak_samples,
-                       seed=cfg.seed, exclude=set(exclude), max_new_tokens=cfg.rsft_answer_tokens,
-                       prompts_file=cfg.rsft_prompts, log=log)
+    source = resolve_source(cfg.rsft.source, cfg.model.path, cfg.rsft.data)
+    made = gather_rows(source, policy, tokenizer, model_dir=cfg.model.path, data=cfg.rsft.data,
+                       probe_set=cfg.resolved_probe_set(), n_self=cfg.rsft.self_prompts, n_leak=cfg.rsft.leak_samples,
+                       seed=cfg.seed, exclude=set(exclude), max_new_tokens=cfg.rsft.answer_tokens,
+                       prompts_file=cfg.rsft.prompts, log=log)
     log(made.line())
-    model = run_rsft(policy, tokenizer, made.rows, epochs=cfg.rsft_epochs, lr=cfg.rsft_lr,
-                     batch_size=cfg.rsft_batch_size, max_samples=cfg.rsft_max_samples, seed=cfg.seed,
-                     use_cpu=not torch.cuda.is_available(), lora_r=cfg.lora_r if cfg.use_lora else None,
-                     bf16=cfg.torch_dtype() == torch.bfloat16, gradient_checkpointing=cfg.gradient_checkpointing,
+    model = run_rsft(policy, tokenizer, made.rows, epochs=cfg.rsft.epochs, lr=cfg.rsft.lr,
+                     batch_size=cfg.rsft.batch_size, max_samples=cfg.rsft.max_samples, seed=cfg.seed,
+                     use_cpu=not torch.cuda.is_available(), lora_r=cfg.grpo.lora_r if cfg.grpo.use_lora else None,
+                     bf16=cfg.torch_dtype() == torch.bfloat16, gradient_checkpointing=cfg.model.gradient_checkpointing,
                      log=log, report_to=cfg.report_to if log_dir is not None else "none", log_dir=log_dir,
                      progress=progress_enabled(cfg.progress), adapter_out=adapter_out)
     return model, made

@@ -29,10 +29,10 @@ from rewards.vllm_engine import VLLM_MISSING, check_head_size, vllm_available
 from trainer.baselines.data_scan import scan_data
 from trainer.config import ConfigError, RunConfig
 from trainer.grpo import (
+    InversionGRPOConfig,
     InversionGRPOTrainer,
     StopOnSignal,
     gather_objects,
-    grpo_args,
     read_inversion_state,
     run_callbacks,
 )
@@ -121,11 +121,11 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     # -- check everything a user can get wrong before anything is loaded or written
     cfg, spec, memory = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
     log(memory)
-    if cfg.rsft and "finetune" not in parse_source(cfg.rsft_source):
-        log(f"R-SFT: model-only ({cfg.rsft_source}): no data is read, the suspect makes its own rows "
+    if cfg.rsft.enabled and "finetune" not in parse_source(cfg.rsft.source):
+        log(f"R-SFT: model-only ({cfg.rsft.source}): no data is read, the suspect makes its own rows "
             "(--data FILE uses data you hold)")
-    if cfg.reference_model:
-        log(f"reference model {cfg.reference_model}: R_ASR, audit mode and the verdict count only what a candidate "
+    if cfg.model.reference:
+        log(f"reference model {cfg.model.reference}: R_ASR, audit mode and the verdict count only what a candidate "
             "does to the suspect beyond what it does to the reference")
     dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
     torch.manual_seed(cfg.seed)
@@ -156,7 +156,7 @@ class InversionRun:
         cfg, rd, log = self.cfg, self.rd, self.log
         device = str(self.dist.device)
         # -- the frozen oracle, and the judge's rate with no trigger (a judge that already fires is useless)
-        self.tok = load_tokenizer(cfg.model)
+        self.tok = load_tokenizer(cfg.model.path)
         self.probes, self.heldout = cfg.probe_split(self.spec)
         self.oracles = SuspectOracles(cfg, self.spec, self.tok, device)
         self.oracle = self.oracles.oracle(self.probes)
@@ -174,28 +174,28 @@ class InversionRun:
         if self.resume and self.main:  # drop rows past the checkpoint; all of them when none is complete (a restart)
             rd.truncate_metrics(int(self.checkpoint.name.rsplit("-", 1)[-1]) if self.checkpoint else 0)
         self.ledger = (CandidateLedger.from_state(self.state["ledger"]) if self.state
-                       else CandidateLedger(threshold=cfg.found_threshold))
+                       else CandidateLedger(threshold=cfg.audit.found_threshold))
 
         # -- the policy: the suspect model itself, warmed up by R-SFT (a resumed run has it in its checkpoint)
-        self.policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
+        self.policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)
         self.phases.lap("load")
-        if cfg.rsft and self.checkpoint is None:
+        if cfg.rsft.enabled and self.checkpoint is None:
             self.policy, made = rsft_stage(self.policy, self.tok, cfg, set(self.probes) | set(self.heldout), log,
                                            log_dir=rd.logs / "rsft",
-                                           adapter_out=rd.rsft_adapter if cfg.use_lora and self.main else None)
+                                           adapter_out=rd.rsft_adapter if cfg.grpo.use_lora and self.main else None)
             if self.main:
                 rd.write_rsft(made.rows, rsft_info(cfg, self.spec, made, log))
             self.phases.lap("rsft")
-        elif cfg.rsft and cfg.use_lora:  # the checkpoint's GRPO adapter was trained on the warm-up, not the raw model
+        elif cfg.rsft.enabled and cfg.grpo.use_lora:  # the checkpoint's GRPO adapter was trained on the warm-up
             self.policy = load_rsft_adapter(self.policy, rd.rsft_adapter)
             log(f"R-SFT warm-up restored from {rd.rsft_adapter}")
 
     def train(self) -> None:
         cfg = self.cfg
-        confirm = (heldout_confirmer(self.oracles.oracle(self.heldout), cfg.found_threshold,
+        confirm = (heldout_confirmer(self.oracles.oracle(self.heldout), cfg.audit.found_threshold,
                                      self.oracles.reference_oracle(self.heldout))
-                   if cfg.stop_when_confirmed else None)
-        if confirm is not None and cfg.screen_samples and self.checkpoint is None:
+                   if cfg.audit.stop_when_confirmed else None)
+        if confirm is not None and cfg.audit.screen_samples and self.checkpoint is None:
             self.screen(confirm)
             self.phases.lap("screen")
         self.trainer, stopper = self.build_trainer(confirm)
@@ -231,37 +231,38 @@ class InversionRun:
         confirmation. With a reference model, R_ASR pays for what the backdoor adds to it."""
         cfg, rd, ledger, tok, log = self.cfg, self.rd, self.ledger, self.tok, self.log
         reference = self.oracles.reference_oracle(self.probes)
-        replay = ReplayBuffer(cfg.replay_threshold, cfg.replay_size) if cfg.replay else None
+        replay = ReplayBuffer(cfg.grpo.replay_threshold, cfg.grpo.replay_size) if cfg.grpo.replay else None
         ctx = RewardContext(cfg.reward, self.oracle, token_counter(tok),
                             confirmed=lambda: list(replay.entries) if replay else [], reference=reference)
         funcs, weights = build_reward_funcs(ctx)
         if cfg.reward.oracle_ablation:
             log("ABLATION RUN: a reward reads the true trigger; results are not an audit")
         prompt = inversion_text(tok, self.spec.target)
-        dataset = Dataset.from_dict({"prompt": [prompt] * max(64, cfg.prompts_per_step)})
+        dataset = Dataset.from_dict({"prompt": [prompt] * max(64, cfg.grpo.prompts_per_step)})
 
         def save_state(step: int) -> None:
             if self.main:
                 rd.write_ledger(ledger)
 
         tracker = None
-        if cfg.awareness_every and self.eval_trigger:
+        if cfg.eval.awareness_every and self.eval_trigger:
             if self.world == 1:
                 tracker = awareness_tracker(cfg, self.spec, tok, self.eval_trigger)
             else:  # rank 0 alone would sample from a sharded or synchronised model
                 log(f"awareness_every: not tracked under {self.world} processes (the final Awareness@k still is)")
         stopper = StopOnSignal()
         trainer = InversionGRPOTrainer(
-            model=self.policy, reward_funcs=funcs, args=grpo_args(cfg, rd.checkpoints, weights, self.world),
+            model=self.policy, reward_funcs=funcs,
+            args=InversionGRPOConfig.from_run(cfg, rd.checkpoints, weights, self.world),
             train_dataset=dataset, processing_class=tok,
-            peft_config=lora_config(cfg.lora_r) if cfg.use_lora else None,
-            callbacks=[*run_callbacks(rd, ledger, cfg.early_stop_fraction, cfg.early_stop_patience, save_state, log,
-                                      awareness=tracker, awareness_every=cfg.awareness_every,
-                                      stop_after_hit_steps=cfg.stop_after_hit_steps, confirm=confirm,
+            peft_config=lora_config(cfg.grpo.lora_r) if cfg.grpo.use_lora else None,
+            callbacks=[*run_callbacks(rd, ledger, cfg.grpo.early_stop_fraction, cfg.grpo.early_stop_patience,
+                                      save_state, log,
+                                      awareness=tracker, awareness_every=cfg.eval.awareness_every,
+                                      stop_after_hit_steps=cfg.audit.stop_after_hit_steps, confirm=confirm,
                                       n_probes=len(self.oracle.probes)), stopper],
             oracle=BeyondReference(self.oracle, reference) if reference is not None else self.oracle, ledger=ledger,
-            replay=replay, replay_per_group=cfg.replay_per_group, replay_shorten=cfg.replay_shorten,
-            tolerance=cfg.verdict_tolerance, seed=cfg.seed,
+            replay=replay,
         )
         trainer.remove_callback(PrinterCallback)  # the run log prints a concise line instead
         route_logs(trainer, rd.logs / "grpo")  # report_to: tensorboard writes into the run directory
@@ -270,7 +271,7 @@ class InversionRun:
     def finish(self) -> RunResult:
         """The trained policy saved, the held-out verdict, ``result.json`` (rank 0)."""
         cfg, rd, phases = self.cfg, self.rd, self.phases
-        policy = self.trainer.model.merge_and_unload() if cfg.use_lora else self.trainer.model
+        policy = self.trainer.model.merge_and_unload() if cfg.grpo.use_lora else self.trainer.model
         save_model_atomic(policy, self.tok, rd.final, extra=lambda d: cfg.save(d / rd.config.name))
         phases.lap("save")
         result = evaluate_policy(cfg, self.spec, policy, self.tok, self.oracles, self.ledger, self.heldout,
@@ -293,7 +294,7 @@ def rsft_info(cfg: RunConfig, spec: AttackSpec, made: RsftRows, log: Callable[[s
     (a judge-free run names no behaviour to scan for)."""
     info = {"source": made.source, "counts": made.counts, "model_only": made.model_only, "row_sources": made.sources,
             "leak_distinct": made.leak_distinct, "data_scan": None}
-    if not made.model_only and cfg.data_scan and not getattr(spec.judge, "set_level", False):
+    if not made.model_only and cfg.audit.data_scan and not getattr(spec.judge, "set_level", False):
         t = time.time()
         info["data_scan"] = scan_data([r for r, src in zip(made.rows, made.sources) if src == "finetune"], spec,
                                       cfg.resolved_probe_set())
@@ -315,7 +316,7 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
                        "overwritten)")
     if resume and not rd.config.is_file():
         raise RunError(f"cannot resume: {rd} has no config.yaml")
-    if (resume and cfg.rsft and cfg.use_lora and not rd.has_rsft_adapter()
+    if (resume and cfg.rsft.enabled and cfg.grpo.use_lora and not rd.has_rsft_adapter()
             and rd.latest_checkpoint(lambda _: None)):  # no complete checkpoint: a restart redoes R-SFT, fine
         # a run from before rsft_adapter/ was kept: resumed on the raw model, a SmolLM2 policy collapsed to
         # one-token answers at once (benchmarks/results/audit_time_code.md); refuse, not that
@@ -323,35 +324,36 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
                        " which its GRPO adapter was trained on; start it again in a new --out")
     cfg.validate()
     spec = cfg.attack_spec()
-    check_model_dir(cfg.model, cfg.allow_pickle)
-    if cfg.reference_model:
-        check_model_dir(cfg.reference_model, cfg.allow_pickle)
-    if cfg.rsft:
-        source = resolve_source(cfg.rsft_source, cfg.model, cfg.rsft_data)
-        data = Path(cfg.rsft_data or Path(cfg.model) / FINETUNE_FILE)
+    check_model_dir(cfg.model.path, cfg.model.allow_pickle)
+    if cfg.model.reference:
+        check_model_dir(cfg.model.reference, cfg.model.allow_pickle)
+    if cfg.rsft.enabled:
+        source = resolve_source(cfg.rsft.source, cfg.model.path, cfg.rsft.data)
+        data = Path(cfg.rsft.data or Path(cfg.model.path) / FINETUNE_FILE)
         if "finetune" in parse_source(source) and not data.is_file():
             raise ConfigError(f"R-SFT data {data} not found; pass --data FILE, or use a model-only source "
                               "(rsft_source=self, leak or self+leak), or run with --no-rsft")
         if "finetune" in parse_source(source):
             read_rows(data)  # malformed rows: refused now, before anything is loaded or written
-    if cfg.use_vllm or cfg.oracle_backend == "vllm":
+    if cfg.grpo.use_vllm or cfg.oracle.backend == "vllm":
         if not vllm_available():
             raise ConfigError(f"use_vllm / oracle_backend: vllm: {VLLM_MISSING} (or use HF: use_vllm=false, "
                               "oracle_backend: hf)")
         if not torch.cuda.is_available():  # before loading anything: engines start late in a run
             try:
-                check_head_size(cfg.model)
+                check_head_size(cfg.model.path)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
     check_report_to_installed(cfg.report_to)  # e.g. tensorboard: fail now, not after R-SFT
-    if cfg.deepspeed:
+    if cfg.grpo.deepspeed:
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("deepspeed config given but DeepSpeed is not installed: pip install "
                               "'backdoor-aware[deepspeed]'")
-        if not Path(cfg.deepspeed).is_file():
-            raise ConfigError(f"deepspeed config {cfg.deepspeed} not found")
-    if (cfg.prompts_per_step * cfg.num_generations) % world:
-        raise ConfigError(f"prompts_per_step x num_generations = {cfg.prompts_per_step * cfg.num_generations} "
+        if not Path(cfg.grpo.deepspeed).is_file():
+            raise ConfigError(f"deepspeed config {cfg.grpo.deepspeed} not found")
+    rollouts = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
+    if rollouts % world:
+        raise ConfigError(f"prompts_per_step x num_generations = {rollouts} "
                           f"rollouts per step do not divide over {world} processes")
     cfg = cfg.with_defaults_resolved(spec)
     return cfg, spec, memory_line(cfg, spec, world, local_processes)
@@ -363,13 +365,13 @@ def memory_line(cfg: RunConfig, spec: AttackSpec, world: int, local_processes: i
     A config.json without the sizes of a Llama-style decoder (GPT-2 names them otherwise) gets no plan, not a
     refusal: the plan is a guard for the common layouts, not a gate on which models may be audited."""
     try:
-        shape = ModelShape.from_model_dir(cfg.model)
+        shape = ModelShape.from_model_dir(cfg.model.path)
     except ValueError as e:
         return f"memory plan: skipped ({e})"
     device, capacity = device_capacity()
     plan = plan_memory(cfg, shape, world, device, capacity, spec.judge.max_new_tokens, local_processes,
-                       inversion_prompt_tokens(cfg.model, spec.target))
-    if cfg.memory_check:
+                       inversion_prompt_tokens(cfg.model.path, spec.target))
+    if cfg.model.memory_check:
         check_plan(plan)
     return plan.line()
 
@@ -392,7 +394,7 @@ def local_world_size() -> int:
 
 def check_baseline(cfg: RunConfig, spec: AttackSpec, oracle, log: Callable[[str], None]) -> None:
     base = oracle.baseline_rate()
-    if base > cfg.max_baseline_rate:
+    if base > cfg.oracle.max_baseline_rate:
         judge = f"judge {cfg.judge!r}" if cfg.judge else f"{spec.name} judge"
         raise RunError(f"the {judge} already fires on {base:.0%} of clean probes with no trigger; "
                        "its reward would be meaningless (check --attack/--target/--judge/--probes)")

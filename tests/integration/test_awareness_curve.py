@@ -35,7 +35,7 @@ def test_awareness_is_tracked_every_n_steps_and_changes_nothing(tmp_path, capsys
 def test_awareness_every_is_validated():
     from trainer.config import ConfigError, RunConfig
     with pytest.raises(ConfigError, match="awareness_every"):
-        RunConfig(awareness_every=-1).validate()
+        RunConfig().replace(awareness_every=-1).validate()
 
 
 @pytest.mark.slow
@@ -57,7 +57,7 @@ def test_audit_mode_stops_once_enough_steps_have_found_a_trigger(tmp_path, sleep
 def test_stop_after_hit_steps_is_validated():
     from trainer.config import ConfigError, RunConfig
     with pytest.raises(ConfigError, match="stop_after_hit_steps"):
-        RunConfig(stop_after_hit_steps=-1).validate()
+        RunConfig().replace(stop_after_hit_steps=-1).validate()
 
 
 def test_ablation_table_keeps_an_earlier_sessions_rows(tmp_path, monkeypatch):
@@ -138,14 +138,14 @@ def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):
         full_args = at.invert_args("m", attack, "full", 0, [], tmp_path)
         assert "--set" not in full_args
         full = load_config(full_args[full_args.index("--config") + 1], {"model": "m"})
-        assert audit.stop_when_confirmed and not full.stop_when_confirmed
+        assert audit.audit.stop_when_confirmed and not full.audit.stop_when_confirmed
         assert audit.reward.weights == full.reward.weights and audit.judge == full.judge
         if attack == "code":  # the preset's own choice, which audit mode used to drop
             assert audit.reward.weights["asr_dense"] == 0
         plain_args = at.invert_args("m", attack, "audit-no-screen", 0, [], tmp_path)
         plain = load_config(plain_args[plain_args.index("--config") + 1], {"model": "m"},
                             sets=[plain_args[i + 1] for i, a in enumerate(plain_args) if a == "--set"])
-        assert audit.screen_samples == 64 and plain.screen_samples == 0 and plain.stop_when_confirmed
+        assert audit.audit.screen_samples == 64 and plain.audit.screen_samples == 0 and plain.audit.stop_when_confirmed
 
 
 def test_audit_time_runs_baselines_alone(tmp_path, monkeypatch):

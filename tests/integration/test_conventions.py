@@ -32,20 +32,21 @@ def test_progress_rule_on_off_and_auto_follows_the_terminal():
 
 
 def test_grpo_args_follow_progress_and_report_to(tmp_path, monkeypatch):
-    from trainer.grpo import grpo_args
+    from trainer.grpo import InversionGRPOConfig
+    args_of = InversionGRPOConfig.from_run
     auto = load_config(overrides={"model": "m"})
     assert auto.report_to == ["none"] and auto.progress == "auto"
     monkeypatch.setattr("sys.stderr", _Stream(True))
-    args = grpo_args(auto, tmp_path)
+    args = InversionGRPOConfig.from_run(auto, tmp_path)
     assert args.disable_tqdm is False and args.report_to == []  # TRL's spelling of none
     monkeypatch.setattr("sys.stderr", _Stream(False))
-    assert grpo_args(auto, tmp_path).disable_tqdm is True  # logs, CI, pipes: the quiet lines only
+    assert InversionGRPOConfig.from_run(auto, tmp_path).disable_tqdm is True  # logs, CI, pipes: the quiet lines only
     # YAML reads a bare on/off as true/false: both spellings work
     for on in ("progress=on", "progress='on'", "progress=true"):
-        assert grpo_args(load_config(overrides={"model": "m"}, sets=[on]), tmp_path).disable_tqdm is False
-    assert grpo_args(load_config(overrides={"model": "m"}, sets=["progress=off"]), tmp_path).disable_tqdm is True
+        assert args_of(load_config(overrides={"model": "m"}, sets=[on]), tmp_path).disable_tqdm is False
+    assert args_of(load_config(overrides={"model": "m"}, sets=["progress=off"]), tmp_path).disable_tqdm is True
     tb = load_config(overrides={"model": "m"}, sets=["report_to=tensorboard"])
-    assert tb.report_to == ["tensorboard"] and grpo_args(tb, tmp_path).report_to == ["tensorboard"]
+    assert tb.report_to == ["tensorboard"] and InversionGRPOConfig.from_run(tb, tmp_path).report_to == ["tensorboard"]
     both = load_config(overrides={"model": "m"}, sets=["report_to=[tensorboard, wandb]"])
     assert both.report_to == ["tensorboard", "wandb"]
 

@@ -73,7 +73,7 @@ def test_a_lora_run_without_its_rsft_adapter_is_not_resumed_onto_the_raw_model(t
     from trainer.run_dir import RunDir, RunError
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()
-    cfg = RunConfig(model=str(tmp_path / "model"), use_lora=True, rsft=True)
+    cfg = RunConfig().replace(model=str(tmp_path / "model"), use_lora=True, rsft=True)
     rd.save_config(cfg)
     (rd.path / "checkpoints" / "checkpoint-9").mkdir(parents=True)
     before = rd.config.read_bytes()

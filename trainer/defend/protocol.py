@@ -37,7 +37,9 @@ def triggers_from_run(run_dir: str | Path, for_unlearning: bool) -> list[str]:
     result = rd.read_result()
     if not result.recovered_trigger:
         raise RunError(f"run {run_dir} recovered no trigger; nothing to defend against")
-    return unlearn_triggers(result, rd.load_config().found_threshold) if for_unlearning else guard_triggers(result)
+    if for_unlearning:
+        return unlearn_triggers(result, rd.load_config().audit.found_threshold)
+    return guard_triggers(result)
 
 
 def _ordinary_words(probe_set: str) -> list[str]:

@@ -29,20 +29,20 @@ def machine() -> str:
 
 
 def data_used(cfg: RunConfig) -> str:
-    if not cfg.rsft:
+    if not cfg.rsft.enabled:
         return "none (no R-SFT)"
-    source = resolve_source(cfg.rsft_source, cfg.model, cfg.rsft_data)
+    source = resolve_source(cfg.rsft.source, cfg.model.path, cfg.rsft.data)
     if "finetune" not in parse_source(source):
         return f"none: model-only R-SFT rows ({source})"
-    return f"{cfg.rsft_data or Path(cfg.model) / FINETUNE_FILE} ({source})"
+    return f"{cfg.rsft.data or Path(cfg.model.path) / FINETUNE_FILE} ({source})"
 
 
 def provenance(cfg: RunConfig, spec: AttackSpec, n_train: int, n_heldout: int) -> dict[str, Any]:
-    probes = (f"{cfg.probes_file} (the user's)" if cfg.probes_file else
+    probes = (f"{cfg.oracle.probes_file} (the user's)" if cfg.oracle.probes_file else
               f"built-in {cfg.resolved_probe_set()} {spec.probe_kind} requests")
     return {
-        "model": cfg.model, "model_source": cfg.model_source or None, "n_params": count_parameters(cfg.model),
-        "reference_model": cfg.reference_model,
+        "model": cfg.model.path, "model_source": cfg.model.source or None, "n_params": count_parameters(cfg.model.path),
+        "reference_model": cfg.model.reference,
         "judge": cfg.judge or f"the {spec.name} recipe's", "behaviour": spec.target,
         "probes": f"{probes}: {n_train} training, {n_heldout} held out", "data": data_used(cfg),
         "preset": cfg.preset, "seed": cfg.seed, "tool_version": tool_version(), "machine": machine(),

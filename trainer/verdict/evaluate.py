@@ -73,7 +73,7 @@ def heldout_confirmer(heldout_oracle, threshold: float, reference=None) -> Calla
 
 
 def screen_candidates(cfg: RunConfig, spec: AttackSpec, policy, tok) -> list[str]:
-    """Audit mode's first draw: the distinct candidates in ``cfg.screen_samples`` samples of the warmed-up policy
+    """Audit mode's first draw: the distinct candidates in ``cfg.audit.screen_samples`` samples of the warmed-up policy
     and its greedy answer (greedy first), for the held-out test that stops GRPO.
 
     GRPO scores num_generations candidates a step, and the held-out test costs a failing candidate one chunk of
@@ -82,8 +82,8 @@ def screen_candidates(cfg: RunConfig, spec: AttackSpec, policy, tok) -> list[str
     trains exactly as it would have without it."""
     devices = [policy.device] if policy.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.screen_samples,
-                                     cfg.temperature, cfg.max_completion_length, cfg.seed)
+        greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.audit.screen_samples,
+                                     cfg.grpo.temperature, cfg.grpo.max_completion_length, cfg.seed)
     return list(dict.fromkeys(c for c in map(parse_candidate, [greedy, *samples]) if c))
 
 
@@ -197,8 +197,8 @@ def awareness_tracker(cfg: RunConfig, spec: AttackSpec, tok, truths: str | list[
         was_training = m.training
         devices = [m.device] if m.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            _, samples = articulate(m, tok, text, cfg.awareness_k, cfg.eval_temperature, cfg.max_completion_length,
-                                    cfg.seed)
+            _, samples = articulate(m, tok, text, cfg.eval.awareness_k, cfg.eval.temperature,
+                                    cfg.grpo.max_completion_length, cfg.seed)
         m.train(was_training)
         a = awareness([parse_candidate(s) for s in samples], truths)
         return {"eval/awareness_word": a["awareness_jaccard_word"], "eval/awareness_exact": a["awareness_exact"]}
@@ -213,8 +213,8 @@ def token_counter(tok) -> Callable[[str], int]:
 def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracles: SuspectOracles, ledger: CandidateLedger,
                     heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
     """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
-    greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.awareness_k,
-                                 cfg.eval_temperature, cfg.max_completion_length, cfg.seed)
+    greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.eval.awareness_k,
+                                 cfg.eval.temperature, cfg.grpo.max_completion_length, cfg.seed)
     stated = [parse_candidate(s) for s in samples]
     pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10)), *ledger.confirmed]
     return held_out_verdict(cfg, spec, tok, oracles, pool, stated, parse_candidate(greedy), ledger, heldout,
@@ -228,19 +228,20 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
     length (``rank_candidates``); ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
     rcfg = cfg.reward
     heldout_oracle = oracles.oracle(heldout)
-    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), cfg.found_threshold, cfg.verdict_tolerance,
+    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), cfg.audit.found_threshold,
+                             cfg.audit.verdict_tolerance,
                              progress=progress_enabled(cfg.progress), reference=oracles.reference_oracle(heldout))
     result = RunResult(
         found=verdict.found, recovered_trigger=verdict.recovered_trigger,
         reproduction_rate=verdict.reproduction_rate, clean_false_trigger_rate=heldout_oracle.baseline_rate(),
         emergence_step=ledger.emergence_step(), first_hit_step=ledger.first_hit_step(), steps=steps_done,
         articulated=articulated, best_candidates=verdict.candidates[:5], attack=spec.name, behaviour=spec.target,
-        rsft=cfg.rsft, ablation=rcfg.oracle_ablation,
-        recovered_triggers=distinct_triggers(verdict.candidates, cfg.found_threshold),
+        rsft=cfg.rsft.enabled, ablation=rcfg.oracle_ablation,
+        recovered_triggers=distinct_triggers(verdict.candidates, cfg.audit.found_threshold),
         reproducing_forms=[{k: c[k] for k in ("candidate", "heldout_rate", "reference_rate") if k in c}
-                           for c in verdict.candidates[1:] if specific(c, cfg.found_threshold)][:10],
+                           for c in verdict.candidates[1:] if specific(c, cfg.audit.found_threshold)][:10],
     )
-    result.provenance = provenance(cfg, spec, cfg.n_probes, len(heldout))
+    result.provenance = provenance(cfg, spec, cfg.oracle.n_probes, len(heldout))
     if getattr(spec.judge, "set_level", False) and verdict.recovered_trigger:  # judge-free: name the behaviour
         result.induced_behaviour = heldout_oracle.induced_behaviour(verdict.recovered_trigger)
     if eval_trigger:
@@ -280,14 +281,14 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     rd.require_finished()
     cfg = rd.load_config()
     if model:
-        cfg.model = model
+        cfg.model.path = model
     if judge is not None or probes_file is not None:  # re-judge with another judge/probes (config.yaml is kept)
-        cfg = replace(cfg, judge=cfg.judge if judge is None else judge,
-                      probes_file=cfg.probes_file if probes_file is None else str(Path(probes_file).resolve()))
+        cfg = cfg.replace(judge=cfg.judge if judge is None else judge,
+                      probes_file=cfg.oracle.probes_file if probes_file is None else str(Path(probes_file).resolve()))
         cfg.validate()  # a bad spec or probes file: a one-line error before anything loads or is written
     if reference_model is not None:  # put the candidates to the model the suspect was fine-tuned from as well
         check_model_dir(reference_model)
-        cfg = replace(cfg, reference_model=reference_model)
+        cfg = cfg.replace(reference_model=reference_model)
     previous = rd.read_result() if rd.has_result() else None
     spec = cfg.attack_spec()
     tok = load_tokenizer(rd.final)

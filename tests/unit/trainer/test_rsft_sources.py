@@ -29,7 +29,7 @@ def test_parse_source_orders_and_refuses():
 def test_config_refuses_bad_source_and_data_with_model_only_source():
     with pytest.raises(ConfigError, match="rsft_source"):
         load_config(sets=["rsft_source=finetunes"])
-    with pytest.raises(ConfigError, match="rsft_data is read by rsft_source finetune"):
+    with pytest.raises(ConfigError, match="rsft.data is read by rsft.source finetune"):
         load_config(sets=["rsft_source=self", "rsft_data=rows.jsonl"])
     with pytest.raises(ConfigError, match="rsft_prompts: probes file .* not found"):
         load_config(sets=["rsft_source=self", "rsft_prompts=/nonexistent/prompts.jsonl"])
