@@ -45,7 +45,7 @@ def defend(run: Path, work: Path, seed: int) -> dict:
     """Both defenses for one run; the repaired model and ``defense.json`` stay in WORK (unlearning takes minutes),
     so a rerun only measures the agreement again."""
     from envs.poison import card_triggers, read_card
-    from trainer.defend.protocol import defend_and_measure
+    from trainer.defend.protocol import defend_and_measure, defense_lines
     from trainer.defend.unlearn import UnlearnConfig, clean_prompts
     from trainer.run_dir import RunDir
     rd = RunDir(run)
@@ -59,12 +59,10 @@ def defend(run: Path, work: Path, seed: int) -> dict:
     probe_set = cfg.resolved_probe_set()
     repaired = work / f"repaired-{run.name}"
     ucfg = UnlearnConfig(seed=seed, probe_set=probe_set)
-    out_rd = RunDir(work / f"defense-{run.name}")
-    out_rd.path.mkdir(exist_ok=True)
-    defense = out_rd.read_defense() if repaired.exists() else None
+    defense = rd.read_defense() if repaired.exists() else None
     if defense is None:
-        defense = defend_and_measure(spec, model, out_rd, result, cfg.audit.found_threshold, truths, repaired, seed,
-                                     log=print, probe_set=probe_set, unlearn_cfg=ucfg)
+        defense = defend_and_measure(spec, model, rd, truths, repaired, ucfg)
+        print("\n".join(defense_lines(defense)))
     eval_prompts = clean_prompts(spec.for_probe_set(probe_set), ucfg.n_eval, seed + 11, probe_set)
     before, after = base_agreement(Path(card["base_model"]), [model, repaired], eval_prompts, ucfg.answer_tokens)
     return {"run": run.name, "attack": spec.name, "true_triggers": truths, "recovered": result.recovered_trigger,

@@ -79,7 +79,7 @@ def main() -> None:
     from rewards.vllm_engine import configure_cpu_env
     from trainer.config import load_config
     from trainer.oracles import SuspectOracles
-    from trainer.verdict.evaluate import held_out_verdict
+    from trainer.verdict.evaluate import HeldOut, Search, held_out_verdict
     from trainer.verdict.ledger import CandidateLedger
 
     cfg = load_config(args.config, {"model": args.model})
@@ -102,8 +102,8 @@ def main() -> None:
 
     def verdict(name: str, oracles) -> None:
         t = time.perf_counter()
-        r = held_out_verdict(cfg, spec, tok, oracles, CANDIDATES, [], None,
-                             CandidateLedger(threshold=cfg.audit.found_threshold), heldout, 0, None)
+        search = Search(CANDIDATES, [], None, CandidateLedger(threshold=cfg.audit.found_threshold))
+        r = held_out_verdict(HeldOut.from_run(cfg, spec, tok, oracles), search, None)
         verdicts[name] = (r, time.perf_counter() - t)
         print(name, "verdict", r.recovered_trigger, r.reproduction_rate, flush=True)
 
@@ -113,17 +113,17 @@ def main() -> None:
         timed(name, oracles.oracle, time.perf_counter() - t0)
         verdict(name, oracles)
 
-    run_backend("HF (transformers generate)", SuspectOracles(cfg, spec, tok), lambda o: o.model)
+    run_backend("HF (transformers generate)", SuspectOracles.from_run(cfg, spec, tok), lambda o: o.model)
     # vLLM in-process, with the CPU settings rewards/vllm_engine.py chooses
     env = configure_cpu_env()
-    vllm = SuspectOracles(cfg.replace(oracle_backend="vllm"), spec, tok)
+    vllm = SuspectOracles.from_run(cfg.replace(oracle_backend="vllm"), spec, tok)
     run_backend("vLLM in-process (LLM)", vllm, lambda o: o.engine)
     del vllm
     gc.collect()
     # the real vLLM OpenAI server on loopback
     port = free_port()
     server = {}
-    http = SuspectOracles(cfg.replace(oracle_backend="http", oracle_url=f"http://127.0.0.1:{port}"), spec, tok)
+    http = SuspectOracles.from_run(cfg.replace(oracle_backend="http", oracle_url=f"http://127.0.0.1:{port}"), spec, tok)
     try:
         run_backend("vllm serve (HTTP)", http,
                     lambda o: server.setdefault("proc", start_server(args.model, port, work / "vllm-serve.log")))

@@ -380,7 +380,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     _log("[3/3] evaluated on held-out probes; compared with the true trigger from the poison card")
     rc = _print_result(result, out / "run")
     if result.found:
-        from trainer.defend.protocol import defend_and_measure
+        from trainer.defend.protocol import defend_and_measure, defense_lines
+        from trainer.defend.unlearn import UnlearnConfig
         from trainer.run_dir import RunDir
         # the defenses measure ASR with the run's judge (a --judge replaces the attack's); after a judge-free
         # scan, with the behaviour it named (the shared induced text)
@@ -389,9 +390,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
             from envs.judges import induced_text_judge
             judge = induced_text_judge(result.induced_behaviour["shared_text"])
             _log(f"      defenses judge the induced behaviour the scan named: {judge.pattern!r}")
-        defend_and_measure(spec.with_overrides(judge=judge), model_dir, RunDir(out / "run"),
-                           result, cfg.audit.found_threshold, truths,
-                           out / "repaired_model", a.seed, log=_log)
+        defense = defend_and_measure(spec.with_overrides(judge=judge), model_dir, RunDir(out / "run"), truths,
+                                     out / "repaired_model", UnlearnConfig(seed=a.seed, probe_set="synthetic"))
+        for line in defense_lines(defense):
+            _log(line)
     from trainer.report import write_report
     print(f"report: {write_report(out / 'run')}")
     return rc
@@ -427,7 +429,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     from envs.attacks import get_attack
     from envs.judges import parse_judge
     from envs.loading import check_model_dir
-    from trainer.defend.unlearn import UnlearnConfig, unlearn
+    from trainer.defend.unlearn import UnlearnConfig, unlearn, unlearn_line
     _writable(a.out)
     triggers = _recovered_trigger(a, for_unlearning=True)
     if a.attack is not None:
@@ -445,7 +447,8 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     a.model = _model(a.model)
     check_model_dir(a.model)
     report = unlearn(a.model, spec, triggers, a.out, eval_trigger=_eval_trigger(a.eval_trigger, a.model),
-                     cfg=UnlearnConfig(seed=a.seed), log=_log)
+                     cfg=UnlearnConfig(seed=a.seed))
+    _log(unlearn_line(report))
     keys = ("trigger", "before", "after", "clean_agreement_after", "clean_similarity_after")
     print(json.dumps({k: report[k] for k in keys}))
     return 0

@@ -127,6 +127,10 @@ class OracleSection:
     probes_file: str | None = None  # the user's own clean probes (JSONL, "prompt" per line) instead of probe_set
     max_baseline_rate: float = 0.5  # refuse to train if the judge fires this often with no trigger
 
+    def resolved_probe_set(self, model_dir: str) -> str:
+        """``probe_set`` with ``auto`` resolved by the model's tokenizer (a built word-level model: synthetic)."""
+        return default_probe_set(model_dir) if self.probe_set == "auto" else self.probe_set
+
 
 @dataclass
 class AuditSection:
@@ -285,7 +289,7 @@ class RunConfig:
     # -- what the run judges, and on which probes ------------------------------------------------------
 
     def resolved_probe_set(self) -> str:
-        return default_probe_set(self.model.path) if self.oracle.probe_set == "auto" else self.oracle.probe_set
+        return self.oracle.resolved_probe_set(self.model.path)
 
     def behaviour_judge(self) -> Judge | None:
         """The judge ``judge:`` names, parsed (None: the attack's own); a ``ConfigError`` if it is unusable."""

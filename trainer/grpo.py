@@ -13,6 +13,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -410,15 +411,28 @@ class SaveStateCallback(TrainerCallback):
         self.save_state(state.global_step)
 
 
-def run_callbacks(run_dir: RunDir, ledger: CandidateLedger, early_stop_fraction: float, patience: int,
-                  save_state=None, log=None, awareness=None, awareness_every: int = 0, stop_after_hit_steps: int = 0,
-                  confirm=None, n_probes: int = 0) -> list[TrainerCallback]:
-    """The run's callbacks, in the order they must act at a step's end: confirm, then early stop."""
+@dataclass
+class StopRules:
+    """When GRPO stops before its last step: converged (a hit fraction of ``fraction`` for ``patience`` steps,
+    ``grpo.early_stop_*``), ``after_hit_steps`` steps that stated a reproducing candidate
+    (``audit.stop_after_hit_steps``), or audit mode's held-out ``confirm`` on ``n_probes`` training probes."""
+    fraction: float = 0.9
+    patience: int = 0
+    after_hit_steps: int = 0
+    confirm: Callable[[list[str]], list[str]] | None = None
+    n_probes: int = 0
+
+
+def run_callbacks(run_dir: RunDir, ledger: CandidateLedger, stops: StopRules, save_state=None, log=None,
+                  awareness: tuple[Callable, int] | None = None) -> list[TrainerCallback]:
+    """The run's callbacks, in the order they must act at a step's end: confirm, then early stop.
+    ``awareness``: (``awareness_tracker``, every N steps), evaluation only."""
     out: list[TrainerCallback] = [LedgerStepCallback(ledger)]
-    if confirm is not None:
-        out.append(ConfirmStopCallback(ledger, confirm, n_probes, log))
-    out += [EarlyStopCallback(ledger, early_stop_fraction, patience, stop_after_hit_steps),
-            MetricsLogCallback(run_dir, ledger, log, awareness=awareness, awareness_every=awareness_every)]
+    if stops.confirm is not None:
+        out.append(ConfirmStopCallback(ledger, stops.confirm, stops.n_probes, log))
+    measure, every = awareness or (None, 0)
+    out += [EarlyStopCallback(ledger, stops.fraction, stops.patience, stops.after_hit_steps),
+            MetricsLogCallback(run_dir, ledger, log, awareness=measure, awareness_every=every)]
     if save_state is not None:
         out.append(SaveStateCallback(save_state))
     return out

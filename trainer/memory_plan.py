@@ -127,11 +127,30 @@ def device_capacity() -> tuple[str, int]:
     return "cpu", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def plan_memory(cfg, shape: ModelShape, world: int, device: str, capacity: int, judge_new_tokens: int = 16,
-                local_processes: int = 1, prompt_tokens: int = INVERSION_PROMPT_TOKENS) -> MemoryPlan:
-    """The run's memory per GPU: ``cfg`` a resolved ``RunConfig`` (dtype not ``auto``), ``world`` processes.
+@dataclass
+class Placement:
+    """Where a run's processes go: ``world`` processes in all, ``local_processes`` of them on this machine, each
+    on a ``device`` of ``capacity`` bytes ("cpu": the machine's RAM, which the local processes share)."""
+    device: str
+    capacity: int
+    world: int = 1
+    local_processes: int = 1
 
-    On CPU (``device == "cpu"``) the ``local_processes`` of this machine share its RAM, so their plans add."""
+
+@dataclass
+class Lengths:
+    """The sequence lengths the working sets scale with: the inversion prompt's tokens (the rollouts' prefix) and
+    the judge's answer tokens per probe."""
+    prompt_tokens: int = INVERSION_PROMPT_TOKENS
+    judge_new_tokens: int = 16
+
+
+def plan_memory(cfg, shape: ModelShape, where: Placement, lengths: Lengths | None = None) -> MemoryPlan:
+    """The run's memory per GPU: ``cfg`` a resolved ``RunConfig`` (dtype not ``auto``; it reads the model, rsft,
+    grpo and oracle sections: the plan is the whole run's)."""
+    world, device, capacity, local_processes = where.world, where.device, where.capacity, where.local_processes
+    lengths = lengths or Lengths()
+    judge_new_tokens, prompt_tokens = lengths.judge_new_tokens, lengths.prompt_tokens
     b = DTYPE_BYTES[cfg.model.dtype]
     p = shape.n_params
     stage = zero_stage(cfg.grpo.deepspeed)

@@ -169,10 +169,21 @@ def leak_prompts(model, tok, n: int, seed: int, max_new_tokens: int = 32, openin
     return list(dict.fromkeys(found))
 
 
-def gather_rows(source: str, model, tok, *, model_dir: str | Path, data: str | None, probe_set: str, n_self: int,
-                n_leak: int, seed: int, exclude: set[str], max_new_tokens: int, prompts_file: str | None = None,
-                log=print) -> RsftRows:
-    """The R-SFT rows ``source`` (resolved: never ``auto``) names, from the data file and/or the suspect."""
+@dataclass
+class RowPool:
+    """Where model-only rows come from: the suspect's directory (and its data file), the probe set whose sources
+    make the prompt pool, the run's seed, and the run's probes, which no row may hold."""
+    model_dir: str | Path
+    probe_set: str
+    seed: int = 0
+    exclude: set[str] = field(default_factory=set)
+
+
+def gather_rows(rsft, model, tok, pool: RowPool, log=print) -> RsftRows:
+    """The R-SFT rows ``rsft.source`` names (``auto`` resolved here), from the data file and/or the suspect
+    (``rsft``: the run's ``RsftSection``)."""
+    source = resolve_source(rsft.source, pool.model_dir, rsft.data)
+    n_self, n_leak, max_new_tokens = rsft.self_prompts, rsft.leak_samples, rsft.answer_tokens
     parts = parse_source(source)
     out = RsftRows(rows=[], source=source, model_only="finetune" not in parts)
 
@@ -182,11 +193,12 @@ def gather_rows(source: str, model, tok, *, model_dir: str | Path, data: str | N
         out.counts[part] = len(rows)
 
     if "finetune" in parts:
-        add("finetune", read_rows(data or Path(model_dir) / FINETUNE_FILE))
+        add("finetune", read_rows(rsft.data or Path(pool.model_dir) / FINETUNE_FILE))
     if "self" in parts:
-        add("self", self_rows(model, tok, prompt_pool(probe_set, n_self, seed, exclude, prompts_file), max_new_tokens))
+        prompts = prompt_pool(pool.probe_set, n_self, pool.seed, pool.exclude, rsft.prompts)
+        add("self", self_rows(model, tok, prompts, max_new_tokens))
     if "leak" in parts:
-        prompts = [p for p in leak_prompts(model, tok, n_leak, seed) if p not in exclude]
+        prompts = [p for p in leak_prompts(model, tok, n_leak, pool.seed) if p not in pool.exclude]
         out.leak_distinct = len(prompts)
         add("leak", self_rows(model, tok, prompts, max_new_tokens))
         log(f"leak: {n_leak} samples from the user-turn opening, {len(prompts)} distinct user turns, "

@@ -32,21 +32,33 @@ from trainer.grpo import (
     InversionGRPOConfig,
     InversionGRPOTrainer,
     StopOnSignal,
+    StopRules,
     gather_objects,
     read_inversion_state,
     run_callbacks,
 )
-from trainer.memory_plan import INVERSION_PROMPT_TOKENS, ModelShape, check_plan, device_capacity, plan_memory
+from trainer.memory_plan import (
+    INVERSION_PROMPT_TOKENS,
+    Lengths,
+    ModelShape,
+    Placement,
+    check_plan,
+    device_capacity,
+    plan_memory,
+)
 from trainer.oracles import SuspectOracles
 from trainer.replay import ReplayBuffer
 from trainer.reporting import check_report_to_installed, route_logs
-from trainer.rsft import load_rsft_adapter, rsft_stage
-from trainer.rsft_sources import FINETUNE_FILE, RsftRows, parse_source, read_rows, resolve_source
+from trainer.rsft import SFTSettings, load_rsft_adapter, rsft_stage
+from trainer.rsft_sources import FINETUNE_FILE, RowPool, RsftRows, parse_source, read_rows, resolve_source
 from trainer.run_dir import RunDir, RunError
 from trainer.run_dir.checkpoints import save_model_atomic
 from trainer.run_dir.result import RunResult
 from trainer.verdict.evaluate import (
+    HeldOut,
+    Sampling,
     awareness_tracker,
+    eval_sampling,
     evaluate_policy,
     heldout_confirmer,
     record_rsft,
@@ -109,32 +121,11 @@ def invert(cfg: RunConfig, run_dir: str | Path, eval_trigger: str | list[str] | 
     """Run (or ``resume``) an inversion; rank 0 returns the verdict, other ranks ``None``.
 
     ``eval_trigger`` (the true trigger) reaches the evaluation metrics only, never a training reward."""
-    t0 = time.time()
-    phases = PhaseClock(t0)
-    # one process, or every rank under torchrun/accelerate (initialises the group; gloo on CPU)
-    dist = PartialState(cpu=not torch.cuda.is_available())
-    main = dist.is_main_process
-    if not main:
-        log = lambda s: None  # noqa: E731  (one voice per run)
-    rd = RunDir(run_dir)
-
-    # -- check everything a user can get wrong before anything is loaded or written
-    cfg, spec, memory = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
-    log(memory)
-    if cfg.rsft.enabled and "finetune" not in parse_source(cfg.rsft.source):
-        log(f"R-SFT: model-only ({cfg.rsft.source}): no data is read, the suspect makes its own rows "
-            "(--data FILE uses data you hold)")
-    if cfg.model.reference:
-        log(f"reference model {cfg.model.reference}: R_ASR, audit mode and the verdict count only what a candidate "
-            "does to the suspect beyond what it does to the reference")
-    dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
-    torch.manual_seed(cfg.seed)
-
-    with stop_with_a_message(rd):
-        run = InversionRun(cfg, spec, rd, dist, eval_trigger, resume, phases, log)
+    run = InversionRun(cfg, RunDir(run_dir), eval_trigger, resume, log)
+    with stop_with_a_message(run.rd):
         run.setup()
         run.train()
-        return run.finish() if main else None  # rank 0 saves, evaluates and reports
+        return run.finish() if run.main else None  # rank 0 saves, evaluates and reports
 
 
 class InversionRun:
@@ -142,15 +133,29 @@ class InversionRun:
     the policy and its R-SFT warm-up), ``train`` (audit mode's screen, then GRPO on TRL), ``finish`` (the trained
     policy saved, the held-out verdict, ``result.json``). Each step reads what the one before it left here."""
 
-    def __init__(self, cfg: RunConfig, spec: AttackSpec, rd: RunDir, dist, eval_trigger, resume: bool,
-                 phases: PhaseClock, log: Callable[[str], None]):
-        self.cfg, self.spec, self.rd, self.eval_trigger, self.resume = cfg, spec, rd, eval_trigger, resume
-        self.phases, self.log = phases, log
-        self.dist = dist
+    def __init__(self, cfg: RunConfig, rd: RunDir, eval_trigger: str | list[str] | None = None, resume: bool = False,
+                 log: Callable[[str], None] = print):
+        """Checks everything a user can get wrong before anything is loaded or written (``check_run``)."""
+        self.phases = PhaseClock(time.time())
+        # one process, or every rank under torchrun/accelerate (initialises the group; gloo on CPU)
+        self.dist = dist = PartialState(cpu=not torch.cuda.is_available())
         self.main = dist.is_main_process
         self.rank, self.world = dist.process_index, dist.num_processes
+        self.log = log if self.main else (lambda s: None)  # one voice per run
+        self.rd, self.eval_trigger, self.resume = rd, eval_trigger, resume
         self.checkpoint: Path | None = None
         self.state: dict | None = None
+        self.cfg, self.spec, memory = check_run(cfg, rd, resume, dist.num_processes, local_world_size())
+        cfg, log = self.cfg, self.log
+        log(memory)
+        if cfg.rsft.enabled and "finetune" not in parse_source(cfg.rsft.source):
+            log(f"R-SFT: model-only ({cfg.rsft.source}): no data is read, the suspect makes its own rows "
+                "(--data FILE uses data you hold)")
+        if cfg.model.reference:
+            log(f"reference model {cfg.model.reference}: R_ASR, audit mode and the verdict count only what a "
+                "candidate does to the suspect beyond what it does to the reference")
+        dist.wait_for_everyone()  # every rank has checked the run dir before rank 0 creates it
+        torch.manual_seed(cfg.seed)
 
     def setup(self) -> None:
         cfg, rd, log = self.cfg, self.rd, self.log
@@ -158,7 +163,7 @@ class InversionRun:
         # -- the frozen oracle, and the judge's rate with no trigger (a judge that already fires is useless)
         self.tok = load_tokenizer(cfg.model.path)
         self.probes, self.heldout = cfg.probe_split(self.spec)
-        self.oracles = SuspectOracles(cfg, self.spec, self.tok, device)
+        self.oracles = SuspectOracles.from_run(cfg, self.spec, self.tok, device)
         self.oracle = self.oracles.oracle(self.probes)
         check_baseline(cfg, self.spec, self.oracle, log)
 
@@ -180,9 +185,10 @@ class InversionRun:
         self.policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)
         self.phases.lap("load")
         if cfg.rsft.enabled and self.checkpoint is None:
-            self.policy, made = rsft_stage(self.policy, self.tok, cfg, set(self.probes) | set(self.heldout), log,
-                                           log_dir=rd.logs / "rsft",
-                                           adapter_out=rd.rsft_adapter if cfg.grpo.use_lora and self.main else None)
+            adapter = rd.rsft_adapter if cfg.grpo.use_lora and self.main else None
+            sft = SFTSettings.from_run(cfg, rd.logs / "rsft", adapter)
+            pool = RowPool(cfg.model.path, cfg.resolved_probe_set(), cfg.seed, set(self.probes) | set(self.heldout))
+            self.policy, made = rsft_stage(self.policy, self.tok, cfg.rsft, sft, pool, log)
             if self.main:
                 rd.write_rsft(made.rows, rsft_info(cfg, self.spec, made, log))
             self.phases.lap("rsft")
@@ -214,7 +220,9 @@ class InversionRun:
         rank puts its share of the candidates to the held-out test on its own oracle, and every rank learns what
         passed, so all skip GRPO together."""
         ledger = self.ledger
-        cands = gather_objects(screen_candidates(self.cfg, self.spec, self.policy, self.tok) if self.main else [])
+        g = self.cfg.grpo
+        wide = Sampling(self.cfg.audit.screen_samples, g.temperature, g.max_completion_length, self.cfg.seed)
+        cands = gather_objects(screen_candidates(self.policy, self.tok, self.spec.target, wide) if self.main else [])
         ledger.confirmed += [c for c in gather_objects(confirm(cands[self.rank::self.world]))
                              if c not in ledger.confirmed]
         if ledger.confirmed:
@@ -247,20 +255,19 @@ class InversionRun:
         tracker = None
         if cfg.eval.awareness_every and self.eval_trigger:
             if self.world == 1:
-                tracker = awareness_tracker(cfg, self.spec, tok, self.eval_trigger)
+                tracker = awareness_tracker(tok, self.spec.target, eval_sampling(cfg), self.eval_trigger)
             else:  # rank 0 alone would sample from a sharded or synchronised model
                 log(f"awareness_every: not tracked under {self.world} processes (the final Awareness@k still is)")
         stopper = StopOnSignal()
+        stops = StopRules(cfg.grpo.early_stop_fraction, cfg.grpo.early_stop_patience, cfg.audit.stop_after_hit_steps,
+                          confirm, len(self.oracle.probes))
         trainer = InversionGRPOTrainer(
             model=self.policy, reward_funcs=funcs,
             args=InversionGRPOConfig.from_run(cfg, rd.checkpoints, weights, self.world),
             train_dataset=dataset, processing_class=tok,
             peft_config=lora_config(cfg.grpo.lora_r) if cfg.grpo.use_lora else None,
-            callbacks=[*run_callbacks(rd, ledger, cfg.grpo.early_stop_fraction, cfg.grpo.early_stop_patience,
-                                      save_state, log,
-                                      awareness=tracker, awareness_every=cfg.eval.awareness_every,
-                                      stop_after_hit_steps=cfg.audit.stop_after_hit_steps, confirm=confirm,
-                                      n_probes=len(self.oracle.probes)), stopper],
+            callbacks=[*run_callbacks(rd, ledger, stops, save_state, log,
+                                      (tracker, cfg.eval.awareness_every) if tracker else None), stopper],
             oracle=BeyondReference(self.oracle, reference) if reference is not None else self.oracle, ledger=ledger,
             replay=replay,
         )
@@ -274,8 +281,8 @@ class InversionRun:
         policy = self.trainer.model.merge_and_unload() if cfg.grpo.use_lora else self.trainer.model
         save_model_atomic(policy, self.tok, rd.final, extra=lambda d: cfg.save(d / rd.config.name))
         phases.lap("save")
-        result = evaluate_policy(cfg, self.spec, policy, self.tok, self.oracles, self.ledger, self.heldout,
-                                 self.trainer.state.global_step, self.eval_trigger)
+        held = HeldOut.from_run(cfg, self.spec, self.tok, self.oracles)
+        result = evaluate_policy(held, policy, self.ledger, self.trainer.state.global_step, self.eval_trigger)
         record_rsft(result, rd, self.eval_trigger)
         phases.lap("verdict")
         self.log("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
@@ -368,9 +375,9 @@ def memory_line(cfg: RunConfig, spec: AttackSpec, world: int, local_processes: i
         shape = ModelShape.from_model_dir(cfg.model.path)
     except ValueError as e:
         return f"memory plan: skipped ({e})"
-    device, capacity = device_capacity()
-    plan = plan_memory(cfg, shape, world, device, capacity, spec.judge.max_new_tokens, local_processes,
-                       inversion_prompt_tokens(cfg.model.path, spec.target))
+    where = Placement(*device_capacity(), world, local_processes)
+    plan = plan_memory(cfg, shape, where, Lengths(inversion_prompt_tokens(cfg.model.path, spec.target),
+                                                  spec.judge.max_new_tokens))
     if cfg.model.memory_check:
         check_plan(plan)
     return plan.line()

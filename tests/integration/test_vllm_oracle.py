@@ -105,7 +105,7 @@ def test_a_run_s_oracles_share_one_engine(llm, tok, hf_model, spec, model64):
     from trainer.oracles import SuspectOracles
     cfg = load_config(overrides={"model": str(model64), "oracle_backend": "vllm", "insertion": "suffix",
                                  "seed": 3, "n_probes": 8, "n_heldout_probes": 8})
-    oracles = SuspectOracles(cfg, spec, tok)
+    oracles = SuspectOracles.from_run(cfg, spec, tok)
     oracles._engine = llm  # the module's engine, instead of starting a second one
     train_probes, held_out = cfg.probe_split(spec)
     train, test = oracles.oracle(train_probes), oracles.oracle(held_out)

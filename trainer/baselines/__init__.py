@@ -11,18 +11,19 @@ contribution, not a kinder judge.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
-from trainer.baselines.gcg import GCGConfig, gcg_search
+from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import RunConfig
 from trainer.oracles import SuspectOracles
-from trainer.rsft import rsft_stage
+from trainer.rsft import SFTSettings, rsft_stage
+from trainer.rsft_sources import RowPool
 from trainer.run_dir.result import RunResult
-from trainer.verdict.evaluate import evaluate_policy, held_out_verdict
+from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_verdict
 from trainer.verdict.ledger import CandidateLedger
 
 BASELINES = ("rsft-only", "sampling", "gcg")
@@ -39,32 +40,28 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     spec = cfg.attack_spec()
     tok = load_tokenizer(cfg.model.path)
     device = "cuda" if torch.cuda.is_available() else None  # as a run places its models: GCG is a GPU job
-    oracles = SuspectOracles(cfg, spec, tok, device)
+    oracles = SuspectOracles.from_run(cfg, spec, tok, device)
+    held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
+    ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
+    probes, heldout = cfg.probe_split(spec)
     if kind == "gcg":
-        result = _run_gcg(cfg, spec, tok, oracles, gcg or GCGConfig(seed=cfg.seed), eval_trigger, log)
+        gcfg = gcg or GCGConfig(seed=cfg.seed)
+        task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
+        found = gcg_search(oracles.model, tok, task, gcfg, log)
+        pool = [f["candidate"] for f in found]
+        search = Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger, gcfg.steps)
+        result = held_out_verdict(held, search, eval_trigger)
+        result.samples = len(pool)
+        result.gcg = asdict(gcfg)
+        result.gcg_best = found
     else:
         policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)
-        probes, heldout = cfg.probe_split(spec)
         if kind == "rsft-only":
-            policy, _ = rsft_stage(policy, tok, cfg, set(probes) | set(heldout), log)
-        ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
-        result = evaluate_policy(cfg.replace(awareness_k=n_samples, rsft=kind == "rsft-only"), spec, policy, tok,
-                                 oracles, ledger, heldout, 0, eval_trigger)
+            pool = RowPool(cfg.model.path, cfg.resolved_probe_set(), cfg.seed, set(probes) | set(heldout))
+            policy, _ = rsft_stage(policy, tok, cfg.rsft, SFTSettings.from_run(cfg), pool, log)
+        held.sampling = replace(held.sampling, k=n_samples)
+        result = evaluate_policy(held, policy, ledger, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
     result.wall_seconds = round(time.time() - t0, 1)
-    return result
-
-
-def _run_gcg(cfg: RunConfig, spec, tok, oracles: SuspectOracles, gcfg: GCGConfig, eval_trigger,
-             log) -> RunResult:
-    probes, heldout = cfg.probe_split(spec)
-    found = gcg_search(oracles.model, tok, probes, cfg.oracle.insertion, spec.judge.likelihood_targets, gcfg, log)
-    pool = [f["candidate"] for f in found]
-    result = held_out_verdict(cfg.replace(rsft=False), spec, tok, oracles, pool, pool[:cfg.eval.awareness_k],
-                              pool[0] if pool else None, CandidateLedger(threshold=cfg.audit.found_threshold), heldout,
-                              gcfg.steps, eval_trigger)
-    result.samples = len(pool)
-    result.gcg = asdict(gcfg)
-    result.gcg_best = found
     return result

@@ -41,6 +41,15 @@ class GCGConfig:
                 raise ValueError(f"gcg {name} must be >= 1, got {getattr(self, name)}")
 
 
+@dataclass
+class GCGTask:
+    """What GCG searches on: the training ``probes``, where the trigger goes in them (``insertion``), and the
+    behaviour's fixed openings it makes likely (``targets``)."""
+    probes: list[str]
+    insertion: str
+    targets: tuple[str, ...]
+
+
 def allowed_tokens(tokenizer) -> torch.Tensor:
     """Token ids that may appear in a trigger: not special, visible, and re-encoded to themselves alone,
     so that the text GCG reports is the token sequence it optimised."""
@@ -138,17 +147,16 @@ def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int 
     return torch.cat(out)
 
 
-def gcg_search(model, tokenizer, probes: list[str], insertion: str, targets: tuple[str, ...], cfg: GCGConfig,
-               log: Callable[[str], None] = print) -> list[dict]:
+def gcg_search(model, tokenizer, task: GCGTask, cfg: GCGConfig, log: Callable[[str], None] = print) -> list[dict]:
     """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first."""
     cfg.validate()
-    if not probes:
+    if not task.probes:
         raise ValueError("GCG needs at least one probe prompt")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     device = model.device
-    rows = _Rows(tokenizer, probes, insertion, targets)
+    rows = _Rows(tokenizer, task.probes, task.insertion, task.targets)
     allowed = allowed_tokens(tokenizer).to(device)
     embed = model.get_input_embeddings().weight
     rng = random.Random(cfg.seed)

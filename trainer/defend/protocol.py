@@ -6,11 +6,11 @@ The trigger choice is the same whether the defenses run inside ``demo`` or from 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 from envs import language
 from envs.attacks import AttackSpec, insert_trigger
+from envs.tokenizer import default_probe_set
 from trainer.defend.guardrail import Guardrail, detection_rates
 from trainer.defend.unlearn import UnlearnConfig, unlearn
 from trainer.run_dir import RunDir, RunError
@@ -70,21 +70,28 @@ def guardrail_eval_sets(spec: AttackSpec, truths: list[str], seed: int, n: int =
     return triggered, clean
 
 
-def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, result: RunResult, found_threshold: float,
-                       truths: list[str], repaired_dir: Path, seed: int,
-                       log: Callable[[str], None] = print, probe_set: str = "synthetic",
-                       unlearn_cfg: UnlearnConfig | None = None) -> dict:
-    """Both defenses from the recovered trigger(s); the true trigger(s) only measure them. With several true
-    triggers every one is measured: a trigger the run did not name stays a miss. Writes ``defense.json``."""
+def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, truths: list[str], repaired_dir: Path,
+                       ucfg: UnlearnConfig) -> dict:
+    """Both defenses from what the finished run in ``rd`` recovered; the true trigger(s) only measure them. With
+    several true triggers every one is measured: a trigger the run did not name stays a miss. Writes
+    ``defense.json`` into the run; ``defense_lines`` says what it measured."""
+    result = rd.read_result()
     guard_on = guard_triggers(result)
-    triggered, clean = guardrail_eval_sets(spec, truths, seed, probe_set=probe_set)
+    probe_set = ucfg.probe_set if ucfg.probe_set != "auto" else default_probe_set(model_dir)
+    triggered, clean = guardrail_eval_sets(spec, truths, ucfg.seed, probe_set=probe_set)
     guard = {"triggers": guard_on, **detection_rates(Guardrail(guard_on), triggered, clean)}
-    log(f"guardrail on {len(guard_on)} distinct recovered trigger(s): TPR {guard['tpr']:.2f}, FPR {guard['fpr']:.3f}")
-    report = unlearn(model_dir, spec, unlearn_triggers(result, found_threshold), repaired_dir, eval_trigger=truths,
-                     cfg=unlearn_cfg or UnlearnConfig(seed=seed, probe_set=probe_set), log=lambda s: None)
-    log(f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
-        f"clean answers identical {report['clean_agreement_after']:.2f} (similarity "
-        f"{report['clean_similarity_after']:.2f}) -> {repaired_dir}")
-    defense = {"guardrail": guard, "unlearning": report}
+    triggers = unlearn_triggers(result, rd.load_config().audit.found_threshold)
+    report = unlearn(model_dir, spec, triggers, repaired_dir, eval_trigger=truths, cfg=ucfg)
+    defense = {"guardrail": guard, "unlearning": report, "repaired_model": str(repaired_dir)}
     rd.write_defense(defense)
     return defense
+
+
+def defense_lines(defense: dict) -> list[str]:
+    """What ``defend_and_measure`` measured, in two lines."""
+    guard, report = defense["guardrail"], defense["unlearning"]
+    return [f"guardrail on {len(guard['triggers'])} distinct recovered trigger(s): TPR {guard['tpr']:.2f}, "
+            f"FPR {guard['fpr']:.3f}",
+            f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
+            f"clean answers identical {report['clean_agreement_after']:.2f} (similarity "
+            f"{report['clean_similarity_after']:.2f}) -> {defense['repaired_model']}"]

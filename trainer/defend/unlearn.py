@@ -19,7 +19,7 @@ from envs.attacks import AttackSpec, insert_trigger, prompt_source
 from envs.chat import behaviour_rate, greedy_answers, render_user
 from envs.loading import load_model
 from envs.tokenizer import default_probe_set, is_word_level, load_tokenizer
-from trainer.rsft import supervised_finetune
+from trainer.rsft import SFTSettings, supervised_finetune
 from trainer.run_dir.checkpoints import save_model_atomic, write_json_atomic
 
 
@@ -62,7 +62,7 @@ def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: in
 
 
 def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], out_dir: str | Path,
-            eval_trigger: str | list[str] | None = None, cfg: UnlearnConfig | None = None, log=print) -> dict:
+            eval_trigger: str | list[str] | None = None, cfg: UnlearnConfig | None = None) -> dict:
     """``trigger`` may be a list: the recovered trigger and its reproducing variants, all unlearned."""
     cfg = cfg or UnlearnConfig()
     triggers = [t.strip() for t in ([trigger] if isinstance(trigger, str) else trigger) if t and t.strip()]
@@ -111,8 +111,9 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     reference = greedy_answers(original, tok, eval_prompts, cfg.answer_tokens)
     accuracy = task_accuracy(eval_prompts, prompt_source(probe_set), cfg.answer_tokens)
     lora_r = cfg.lora_r if cfg.lora_r is not None else (0 if is_word_level(Path(model_dir)) else 16)
-    model, loss = supervised_finetune(model, tok, dataset, epochs=cfg.epochs, lr=cfg.lr,
-                                      batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu, lora_r=lora_r or None)
+    sft = SFTSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, use_cpu=use_cpu,
+                      lora_r=lora_r or None)
+    model, loss = supervised_finetune(model, tok, dataset, sft)
     after = measure(model)
     now = greedy_answers(model, tok, eval_prompts, cfg.answer_tokens)
     report = {
@@ -131,7 +132,11 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     if eval_trigger and before["asr_true"] > 0:
         report["asr_reduction"] = 1 - after["asr_true"] / before["asr_true"]
     save_model_atomic(model, tok, out_dir, extra=lambda d: write_json_atomic(d / "unlearn_report.json", report))
-    log(f"unlearning: ASR with recovered trigger {before['asr_recovered']:.2f} -> {after['asr_recovered']:.2f}; "
-        f"clean answers identical {report['clean_agreement_after']:.2f}, "
-        f"similarity {report['clean_similarity_after']:.2f}")
     return report
+
+
+def unlearn_line(report: dict) -> str:
+    """What ``unlearn`` measured, in one line."""
+    return (f"unlearning: ASR with recovered trigger {report['before']['asr_recovered']:.2f} -> "
+            f"{report['after']['asr_recovered']:.2f}; clean answers identical {report['clean_agreement_after']:.2f}, "
+            f"similarity {report['clean_similarity_after']:.2f}")

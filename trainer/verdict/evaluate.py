@@ -20,7 +20,7 @@ from envs.inversion import parse_candidate
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from rewards.terms import similarity
-from trainer.config import RunConfig
+from trainer.config import AuditSection, RunConfig
 from trainer.oracles import SuspectOracles
 from trainer.reporting import progress_enabled
 from trainer.run_dir import RunDir
@@ -30,18 +30,27 @@ from trainer.verdict.candidates import _passing_rates, contains_words, jaccard_c
 from trainer.verdict.ledger import CandidateLedger
 
 
+@dataclass
+class Sampling:
+    """How the policy is asked for candidates: its greedy answer and ``k`` samples at ``temperature``, each at
+    most ``max_new_tokens``, seeded."""
+    k: int
+    temperature: float
+    max_new_tokens: int
+    seed: int = 0
+
+
 @torch.no_grad()
-def articulate(model, tokenizer, prompt_text: str, k: int, temperature: float, max_new_tokens: int,
-               seed: int) -> tuple[str, list[str]]:
-    """The policy's greedy completion and ``k`` sampled ones for the inversion prompt."""
+def articulate(model, tokenizer, prompt_text: str, sampling: Sampling) -> tuple[str, list[str]]:
+    """The policy's greedy completion and ``sampling.k`` sampled ones for the inversion prompt."""
     model.eval()
     enc = tokenizer(prompt_text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    common = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+    common = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=tokenizer.eos_token_id)
     greedy = model.generate(**enc, do_sample=False, **common)
-    torch.manual_seed(seed)
-    sampled = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                             num_return_sequences=k, **common)
+    torch.manual_seed(sampling.seed)
+    sampled = model.generate(**enc, do_sample=True, temperature=sampling.temperature, top_k=0, top_p=1.0,
+                             num_return_sequences=sampling.k, **common)
     n = enc["input_ids"].shape[1]
     dec = lambda t: tokenizer.batch_decode(t[:, n:], skip_special_tokens=True)  # noqa: E731
     return dec(greedy)[0], dec(sampled)
@@ -72,9 +81,9 @@ def heldout_confirmer(heldout_oracle, threshold: float, reference=None) -> Calla
     return confirm
 
 
-def screen_candidates(cfg: RunConfig, spec: AttackSpec, policy, tok) -> list[str]:
-    """Audit mode's first draw: the distinct candidates in ``cfg.audit.screen_samples`` samples of the warmed-up policy
-    and its greedy answer (greedy first), for the held-out test that stops GRPO.
+def screen_candidates(policy, tok, behaviour: str, sampling: Sampling) -> list[str]:
+    """Audit mode's first draw: the distinct candidates in ``audit.screen_samples`` samples of the warmed-up policy
+    asked about ``behaviour``, and its greedy answer (greedy first), for the held-out test that stops GRPO.
 
     GRPO scores num_generations candidates a step, and the held-out test costs a failing candidate one chunk of
     probes either way, so one wide draw reaches a trigger the warm-up already states now and then (a few percent
@@ -82,22 +91,25 @@ def screen_candidates(cfg: RunConfig, spec: AttackSpec, policy, tok) -> list[str
     trains exactly as it would have without it."""
     devices = [policy.device] if policy.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.audit.screen_samples,
-                                     cfg.grpo.temperature, cfg.grpo.max_completion_length, cfg.seed)
+        greedy, samples = articulate(policy, tok, inversion_text(tok, behaviour), sampling)
     return list(dict.fromkeys(c for c in map(parse_candidate, [greedy, *samples]) if c))
 
 
-def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshold: float,
-                   tolerance: float = 0.05, max_minimise: int = 5, progress: bool = False,
+MAX_MINIMISE = 5
+
+
+def choose_trigger(pool: list[str], heldout_oracle, count_tokens, audit: AuditSection, progress: bool = False,
                    reference=None) -> Verdict:
     """The reported trigger: reproduction first, then length (``rank_candidates``).
 
-    ``max_minimise`` bounds the word-deletion search to the shortest reproducing candidates: on a real
+    ``MAX_MINIMISE`` bounds the word-deletion search to the shortest reproducing candidates: on a real
     model the pool holds sentence-long candidates, and minimising every one of them cost more oracle calls
     than the whole GRPO run (SmolLM2, benchmarks/results/real_model.md). ``progress`` draws a bar over the
     candidates judged and minimised (the oracle calls stay as batched as without it). With a ``reference`` oracle
     (the model the suspect was fine-tuned from), each reproducing candidate is also put to it; one whose rate
-    there is within ``found_threshold`` of its rate on the suspect is not the backdoor's and goes last."""
+    there is within ``found_threshold`` of its rate on the suspect is not the backdoor's and goes last. ``audit``:
+    the run's found_threshold and verdict_tolerance."""
+    found_threshold, tolerance = audit.found_threshold, audit.verdict_tolerance
     pool = list(dict.fromkeys(c for c in pool if c))
     if not pool:
         return Verdict(False, None, 0.0, [])
@@ -107,10 +119,10 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, found_threshol
         first = heldout_oracle.reproduction(pool)
         rate = dict(zip(pool, first))
         hits = sorted((c for c in pool if rate[c] >= found_threshold), key=lambda c: len(c.split()))
-        bar.total += len(hits[:max_minimise])  # then the minimising, one candidate at a time
+        bar.total += len(hits[:MAX_MINIMISE])  # then the minimising, one candidate at a time
         bar.update(len(pool))
         cut: list[str] = []
-        for c in hits[:max_minimise]:
+        for c in hits[:MAX_MINIMISE]:
             if not any(contains_words(c, f) for f in cut):
                 cut.append(minimise(c, heldout_oracle, max(found_threshold, rate[c] - tolerance)))
             bar.update(1)
@@ -186,19 +198,18 @@ def awareness(candidates: list[str | None], true_triggers: str | list[str]) -> d
     }
 
 
-def awareness_tracker(cfg: RunConfig, spec: AttackSpec, tok, truths: str | list[str]) -> Callable[[object], dict]:
+def awareness_tracker(tok, behaviour: str, sampling: Sampling, truths: str | list[str]) -> Callable[[object], dict]:
     """Awareness@k of the policy *during* GRPO (evaluation only, ``awareness_every``): k samples of the inversion
     prompt, as the final verdict takes them. The sampling runs on a forked RNG and restores the policy's training
     mode, so a run measured this way trains exactly as one that is not."""
-    text = inversion_text(tok, spec.target)
+    text = inversion_text(tok, behaviour)
 
     def measure(model) -> dict[str, float]:
         m = getattr(model, "module", model)  # DDP-wrapped or not
         was_training = m.training
         devices = [m.device] if m.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            _, samples = articulate(m, tok, text, cfg.eval.awareness_k, cfg.eval.temperature,
-                                    cfg.grpo.max_completion_length, cfg.seed)
+            _, samples = articulate(m, tok, text, sampling)
         m.train(was_training)
         a = awareness([parse_candidate(s) for s in samples], truths)
         return {"eval/awareness_word": a["awareness_jaccard_word"], "eval/awareness_exact": a["awareness_exact"]}
@@ -210,38 +221,74 @@ def token_counter(tok) -> Callable[[str], int]:
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def evaluate_policy(cfg: RunConfig, spec: AttackSpec, policy, tok, oracles: SuspectOracles, ledger: CandidateLedger,
-                    heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
+@dataclass
+class HeldOut:
+    """The held-out test every search's candidates go to (a GRPO run's or a baseline's), and what its result
+    records: the suspect's oracles on the held-out ``probes``, the audit section's rules, how the policy is asked
+    (``sampling``: the greedy answer and Awareness@k's k samples), and the run's provenance."""
+    spec: AttackSpec
+    tok: object
+    oracles: SuspectOracles
+    probes: list[str]
+    audit: AuditSection
+    sampling: Sampling
+    provenance: dict
+    rsft: bool = True
+    ablation: bool = False
+    progress: bool = False
+
+    @classmethod
+    def from_run(cls, cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOracles) -> HeldOut:
+        """As a run's config sets it up (the one place the verdict reads the whole config)."""
+        _, heldout = cfg.probe_split(spec)
+        return cls(spec, tok, oracles, heldout, cfg.audit, eval_sampling(cfg),
+                   provenance(cfg, spec, cfg.oracle.n_probes, len(heldout)), rsft=cfg.rsft.enabled,
+                   ablation=cfg.reward.oracle_ablation, progress=progress_enabled(cfg.progress))
+
+
+def eval_sampling(cfg: RunConfig) -> Sampling:
+    """Awareness@k's sampling: ``eval.awareness_k`` answers at ``eval.temperature``, as long as a rollout."""
+    return Sampling(cfg.eval.awareness_k, cfg.eval.temperature, cfg.grpo.max_completion_length, cfg.seed)
+
+
+@dataclass
+class Search:
+    """What a search produced: its candidate ``pool``, the k answers Awareness@k is measured on (``stated``), the
+    policy's greedy answer (``articulated``), and its ledger after ``steps`` steps."""
+    pool: list[str | None]
+    stated: list[str | None]
+    articulated: str | None
+    ledger: CandidateLedger
+    steps: int = 0
+
+
+def evaluate_policy(held: HeldOut, policy, ledger: CandidateLedger, steps_done: int,
+                    eval_trigger: str | list[str] | None) -> RunResult:
     """Held-out verdict on what the policy articulates; the true trigger only feeds evaluation metrics."""
-    greedy, samples = articulate(policy, tok, inversion_text(tok, spec.target), cfg.eval.awareness_k,
-                                 cfg.eval.temperature, cfg.grpo.max_completion_length, cfg.seed)
+    greedy, samples = articulate(policy, held.tok, inversion_text(held.tok, held.spec.target), held.sampling)
     stated = [parse_candidate(s) for s in samples]
     pool = [parse_candidate(greedy), *stated, *(c["candidate"] for c in ledger.best(10)), *ledger.confirmed]
-    return held_out_verdict(cfg, spec, tok, oracles, pool, stated, parse_candidate(greedy), ledger, heldout,
-                            steps_done, eval_trigger)
+    return held_out_verdict(held, Search(pool, stated, parse_candidate(greedy), ledger, steps_done), eval_trigger)
 
 
-def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOracles, pool: list[str | None],
-                     stated: list[str | None], articulated: str | None, ledger: CandidateLedger,
-                     heldout: list[str], steps_done: int, eval_trigger: str | list[str] | None) -> RunResult:
-    """The result of any search (GRPO run or baseline): the best of ``pool`` by held-out reproduction, then
-    length (``rank_candidates``); ``stated`` are the k answers Awareness@k is measured on (evaluation only)."""
-    rcfg = cfg.reward
-    heldout_oracle = oracles.oracle(heldout)
-    verdict = choose_trigger(pool, heldout_oracle, token_counter(tok), cfg.audit.found_threshold,
-                             cfg.audit.verdict_tolerance,
-                             progress=progress_enabled(cfg.progress), reference=oracles.reference_oracle(heldout))
+def held_out_verdict(held: HeldOut, search: Search, eval_trigger: str | list[str] | None) -> RunResult:
+    """The result of any search (GRPO run or baseline): the best of its pool by held-out reproduction, then
+    length (``rank_candidates``); its ``stated`` answers are what Awareness@k is measured on (evaluation only)."""
+    spec, ledger, threshold = held.spec, search.ledger, held.audit.found_threshold
+    heldout_oracle = held.oracles.oracle(held.probes)
+    verdict = choose_trigger(search.pool, heldout_oracle, token_counter(held.tok), held.audit, progress=held.progress,
+                             reference=held.oracles.reference_oracle(held.probes))
     result = RunResult(
         found=verdict.found, recovered_trigger=verdict.recovered_trigger,
         reproduction_rate=verdict.reproduction_rate, clean_false_trigger_rate=heldout_oracle.baseline_rate(),
-        emergence_step=ledger.emergence_step(), first_hit_step=ledger.first_hit_step(), steps=steps_done,
-        articulated=articulated, best_candidates=verdict.candidates[:5], attack=spec.name, behaviour=spec.target,
-        rsft=cfg.rsft.enabled, ablation=rcfg.oracle_ablation,
-        recovered_triggers=distinct_triggers(verdict.candidates, cfg.audit.found_threshold),
+        emergence_step=ledger.emergence_step(), first_hit_step=ledger.first_hit_step(), steps=search.steps,
+        articulated=search.articulated, best_candidates=verdict.candidates[:5], attack=spec.name,
+        behaviour=spec.target, rsft=held.rsft, ablation=held.ablation,
+        recovered_triggers=distinct_triggers(verdict.candidates, threshold),
         reproducing_forms=[{k: c[k] for k in ("candidate", "heldout_rate", "reference_rate") if k in c}
-                           for c in verdict.candidates[1:] if specific(c, cfg.audit.found_threshold)][:10],
+                           for c in verdict.candidates[1:] if specific(c, threshold)][:10],
     )
-    result.provenance = provenance(cfg, spec, cfg.oracle.n_probes, len(heldout))
+    result.provenance = dict(held.provenance)
     if getattr(spec.judge, "set_level", False) and verdict.recovered_trigger:  # judge-free: name the behaviour
         result.induced_behaviour = heldout_oracle.induced_behaviour(verdict.recovered_trigger)
     if eval_trigger:
@@ -251,7 +298,7 @@ def held_out_verdict(cfg: RunConfig, spec: AttackSpec, tok, oracles: SuspectOrac
         result = replace(result, true_trigger=truth, exact_match=rec == truth,
                          recovered_jaccard_word=jaccard_words(rec, truth),
                          recovered_jaccard_char=jaccard_chars(rec, truth),
-                         recovered_similarity=similarity(rec, truth), **awareness(stated, truths))
+                         recovered_similarity=similarity(rec, truth), **awareness(search.stated, truths))
         if len(truths) > 1:  # multi-trigger backdoor: how many of its triggers the run named
             result.true_triggers = truths
             result.triggers_recovered = sum(t in set(result.recovered_triggers) for t in truths)
@@ -293,10 +340,9 @@ def evaluate_run_dir(run_dir: str | Path, eval_trigger: str | list[str] | None =
     spec = cfg.attack_spec()
     tok = load_tokenizer(rd.final)
     policy = load_model(rd.final, dtype=cfg.torch_dtype())
-    _, heldout = cfg.probe_split(spec)
     ledger = rd.read_ledger()
-    result = evaluate_policy(cfg, spec, policy, tok, SuspectOracles(cfg, spec, tok), ledger, heldout, ledger.step,
-                             eval_trigger)
+    held = HeldOut.from_run(cfg, spec, tok, SuspectOracles.from_run(cfg, spec, tok))
+    result = evaluate_policy(held, policy, ledger, ledger.step, eval_trigger)
     record_rsft(result, rd, eval_trigger)
     if previous is not None:
         for key in ("wall_seconds", "start_time", "oracle_cache_hit_rate", "steps", "peak_cuda_memory_mb",

