@@ -404,7 +404,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from trainer.verdict.evaluate import evaluate_run_dir
     rd = RunDir(a.run_dir)
     # the suspect model as the run saved it; a Hub snapshot no longer at its saved path is resolved again
-    model_dir = _resolve_run_model(rd.load_config()).model if rd.config.is_file() else ""
+    model_dir = _resolve_run_model(rd.load_config()).model.path if rd.config.is_file() else ""
     result = evaluate_run_dir(a.run_dir, eval_trigger=_eval_trigger(a.eval_trigger, model_dir),
                               model=model_dir or None, judge=a.judge, probes_file=a.probes,
                               reference_model=_model(a.reference))

@@ -284,7 +284,7 @@ class RunConfig:
         data = self.to_dict()
         for key, value in changes.items():
             _set_dotted(data, key, value)
-        return _build(RunConfig, _canonical(data))
+        return _build(RunConfig, canonical(data))
 
     # -- what the run judges, and on which probes ------------------------------------------------------
 
@@ -373,7 +373,7 @@ FLAT_KEYS.update({"model": "model.path", "model_source": "model.source", "refere
                   "rsft": "rsft.enabled", "temperature": "grpo.temperature", "eval_temperature": "eval.temperature"})
 
 
-def _canonical(data: dict[str, Any]) -> dict[str, Any]:
+def canonical(data: dict[str, Any]) -> dict[str, Any]:
     """A config mapping with every flat (pre-section) key moved into its section; a section key holding a plain
     value (``model: DIR``, ``rsft: false``) is the section's main field."""
     out: dict[str, Any] = {}
@@ -524,7 +524,7 @@ def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
     data = loaded or {}
     parent = data.pop("extends", None)
-    data = _canonical(data)
+    data = canonical(data)
     if parent is None:
         return data
     if not isinstance(parent, str):
@@ -544,6 +544,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"--set expects key=value, got {item!r:.80}")
         k, v = item.split("=", 1)
         _set_dotted(data, k.strip(), _safe_yaml(v, f"--set {k.strip()}") if v.strip() else None)
-    cfg = _build(RunConfig, _canonical(data))
+    cfg = _build(RunConfig, canonical(data))
     cfg.validate()
     return cfg

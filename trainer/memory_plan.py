@@ -19,8 +19,8 @@ from pathlib import Path
 from trainer.config import ConfigError
 
 GiB = 2**30
-# the inversion prompt in its chat template when the model's tokenizer cannot say (memory_line measures it:
-# SmolLM2's is 52 tokens); the fallback errs high
+# the inversion prompt in its chat template when the model's tokenizer cannot say (memory_line measures it;
+# a real chat template's is about 50 tokens); the fallback errs high
 INVERSION_PROMPT_TOKENS = 160
 PROBE_TOKENS = 64  # a clean probe in a chat template, before the candidate is inserted
 RSFT_MAX_LENGTH = 256  # trainer/rsft.py's SFT max_length

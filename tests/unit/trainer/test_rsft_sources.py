@@ -31,7 +31,7 @@ def test_config_refuses_bad_source_and_data_with_model_only_source():
         load_config(sets=["rsft_source=finetunes"])
     with pytest.raises(ConfigError, match="rsft.data is read by rsft.source finetune"):
         load_config(sets=["rsft_source=self", "rsft_data=rows.jsonl"])
-    with pytest.raises(ConfigError, match="rsft_prompts: probes file .* not found"):
+    with pytest.raises(ConfigError, match="rsft.prompts: probes file .* not found"):
         load_config(sets=["rsft_source=self", "rsft_prompts=/nonexistent/prompts.jsonl"])
 
 
