@@ -107,7 +107,7 @@ def main() -> None:
                 path = out / f"baseline-{k}.json"
                 if not path.is_file():
                     b = run_baseline(cfg, k, args.samples, eval_trigger=truth, log=lambda s: None,
-                                     gcg=GCGConfig(steps=args.gcg_steps, seed=seed))
+                                     search=GCGConfig(steps=args.gcg_steps, seed=seed))
                     write_json_atomic(path, b.to_dict())
                 base[k] = RunResult.from_dict(json.loads(path.read_text()), str(path))
             recovered, fmt = named(r), lambda b: f"{named(b)} ({b.recovered_jaccard_word:.2f})"  # noqa: E731

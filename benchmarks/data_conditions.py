@@ -35,7 +35,8 @@ NOTES = "## Notes"
 CONDITIONS = {"a": "full fine-tuning set", "b": "clean rows only", "d": "model-only self",
               "e": "model-only leak", "f": "model-only self+leak", "j": "model-only self, judge-free (--judge none)",
               "r": "model-only self, the base model as reference (--reference)",
-              "s": "model-only baseline: 64 samples of the untouched suspect"}
+              "s": "model-only baseline: 64 samples of the untouched suspect",
+              "t": "model-only baseline: greedy token accretion (after BABI; no data, no reference)"}
 SOURCE = {"a": "finetune", "b": "finetune", "d": "self", "e": "leak", "f": "self+leak", "j": "self", "r": "self"}
 
 
@@ -133,19 +134,26 @@ def progress(run: Path) -> str:
            f"{top['rate']:.2f} on the training probes"
 
 
-def sampling(model: Path, work: Path, config: str | None, sets: list[str]) -> dict:
-    """The sampling baseline (no R-SFT, no RL, no data), judged by the same held-out verdict; cached as JSON."""
-    out = work / f"{model.name}-s.json"
+def baseline(model: Path, work: Path, config: str | None, sets: list[str], cond: str, pool: int = 0) -> dict:
+    """A no-RL, no-data baseline judged by the same held-out verdict, cached as JSON: ``s`` sampling (64 answers of
+    the untouched suspect), ``t`` greedy token accretion (``pool`` single tokens scored first; 0: all)."""
+    out = work / f"{model.name}-{cond}.json"
     if not out.is_file():
         from launch.packaged import load_run_config
         from trainer.baselines import run_baseline
+        from trainer.baselines.accretion import AccretionConfig
         c = card(model)
         cfg = load_run_config(config.format(attack=c["attack"]) if config else None,
                               {"model": str(model), "attack": c["attack"]}, sets)
         triggers = c["triggers"] or []
         truth = triggers if len(triggers) > 1 else (triggers[0] if triggers else None)
-        out.write_text(json.dumps(run_baseline(cfg, "sampling", 64, eval_trigger=truth, log=lambda _: None).to_dict()))
-    return {**json.loads(out.read_text()), "cond": "s"}
+        if cond == "s":
+            r = run_baseline(cfg, "sampling", 64, eval_trigger=truth, log=lambda _: None)
+        else:
+            r = run_baseline(cfg, "accretion", eval_trigger=truth, log=print,
+                             search=AccretionConfig(first_pool=pool, seed=cfg.seed))
+        out.write_text(json.dumps(r.to_dict()))
+    return {**json.loads(out.read_text()), "cond": cond}
 
 
 def unlearn(model: Path, run: Path, timeout: float, report_only: bool = False) -> dict | None:
@@ -212,7 +220,7 @@ def row(model: Path, r: dict) -> str:
     if r.get("base_rate") is not None:
         working += f"; on the base model {r['base_rate']:.2f}" + (" (NOT a backdoor)" if r["reproduction_rate"]
                                                                    - r["base_rate"] < 0.8 else "")
-    grpo = "-" if r["cond"] == "s" else "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
+    grpo = "-" if r["cond"] in "st" else "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
     u = r.get("unlearned")
     unlearned = f"{u['before']:.2f} -> {u['after']:.2f}" if u and u["before"] is not None else "-"
     n_rows = sum((r.get("rsft_rows") or {}).values())
@@ -239,6 +247,8 @@ def main() -> None:
                     "the rest as pending")
     ap.add_argument("--unlearn", action="store_true", help="also unlearn with each found trigger and measure the "
                     "planted trigger's ASR after (a repaired model per audit, beside its run directory)")
+    ap.add_argument("--accretion-pool", type=int, default=0, help="condition t: single tokens scored first (a "
+                    "seeded sample; 0: the whole vocabulary, which on a 49k-token model is a GPU job)")
     ap.add_argument("--work", default="runs/data_conditions")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -250,9 +260,10 @@ def main() -> None:
         for cond in a.conditions:
             if cond == "g":
                 results = [scan(m, work, c) for c in "ab"]
-            elif cond == "s":
-                results = [sampling(m, work, a.config, a.set)] if not a.report_only or (
-                    work / f"{m.name}-s.json").is_file() else [{"cond": "s", "error": ["pending"], "minutes": 0.0}]
+            elif cond in "st":
+                done = (work / f"{m.name}-{cond}.json").is_file()
+                results = [baseline(m, work, a.config, a.set, cond, a.accretion_pool)] if not a.report_only or done \
+                    else [{"cond": cond, "error": ["pending"], "minutes": 0.0}]
             else:
                 results = [audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn, a.report_only)]
             for r in results:

