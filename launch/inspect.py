@@ -5,7 +5,6 @@ from pathlib import Path
 
 import yaml
 
-from trainer.config import canonical
 from trainer.run_dir import RunDir, is_complete_checkpoint
 
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, yaml.YAMLError)
@@ -23,11 +22,13 @@ def inspect_run(run_dir: str | Path) -> str:
         raise ValueError(f"{rd.config} cannot be read: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{rd.config} is not a run config (not a mapping)")
-    cfg = canonical(cfg)  # sectioned, whether it was saved so or with the flat names of an older release
-    model, rsft = cfg.get("model") or {}, cfg.get("rsft") or {}
-    source = f"Hub {model['source']} at " if isinstance(model, dict) and model.get("source") else ""
-    lines = [f"run: {rd}", f"model: {source}{model.get('path')}  attack: {cfg.get('attack')}  "
-             f"rsft: {rsft.get('enabled', True)}  seed: {cfg.get('seed')}"]
+    # sectioned, or with the flat names of an older release (read by hand: trainer.config would import torch)
+    model, rsft = cfg.get("model"), cfg.get("rsft")
+    path, hub = ((model.get("path"), model.get("source")) if isinstance(model, dict)
+                 else (model, cfg.get("model_source")))
+    source = f"Hub {hub} at " if hub else ""
+    lines = [f"run: {rd}", f"model: {source}{path}  attack: {cfg.get('attack')}  "
+             f"rsft: {rsft.get('enabled', True) if isinstance(rsft, dict) else rsft}  seed: {cfg.get('seed')}"]
 
     def kind(p: Path) -> str:
         tags = ["DeepSpeed-sharded" if any(p.glob("global_step*")) else "plain"]

@@ -132,3 +132,4 @@ def test_no_trainer_function_takes_more_than_six_parameters():
     wide = {str(p.relative_to(ROOT)): w for p in (ROOT / "trainer").rglob("*.py")
             if (w := wide_functions(p.read_text()))}
     assert wide == {}
+
