@@ -746,11 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.run_dir import RunError  # light: what a run directory holds, no torch
     try:
         return args.func(args)
-    except Exception as e:
+    except BaseException as e:
         run = sys.modules.get("trainer.run")  # imported only by the commands that run, so only they can raise it
         if run is not None and isinstance(e, run.RunInterrupted):
             print(f"backdoor-aware: {e}", file=sys.stderr)
             return 128 + e.signum
+        if not isinstance(e, Exception):  # Ctrl-C outside a run, SystemExit: as before
+            raise
         if isinstance(e, BrokenPipeError):  # `| head`: the reader left, nothing to report
             return 141
         # ValueError covers ConfigError, ModelDirError, ResultError, JudgeError: input the user must fix

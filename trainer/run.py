@@ -83,9 +83,12 @@ class PhaseClock(dict):
         self._last = now
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(BaseException):
     """A signal stopped the run: after a checkpoint was saved (``--resume`` continues it), or before its first
-    checkpoint (``resumable`` False: nothing to continue, the same command starts it again)."""
+    checkpoint (``resumable`` False: nothing to continue, the same command starts it again).
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: raised from a signal handler, it can land inside library code
+    that catches ``Exception`` broadly (a dataset map's fallback), which would swallow it and train on."""
 
     def __init__(self, run_dir: RunDir, step: int | None, signum: int):
         self.resumable = step is not None
