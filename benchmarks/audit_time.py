@@ -42,11 +42,7 @@ def audit_sets() -> list[str]:
     import yaml
     data = yaml.safe_load((REPO / AUDIT).read_text())
     data.pop("extends", None)
-
-    def flat(d: dict, prefix: str = "") -> list[str]:  # a section's keys one by one: the rest of it stays the preset's
-        return [x for k, v in d.items()
-                for x in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"])]
-    return flat(data)
+    return [f"{k}={json.dumps(v)}" for k, v in data.items()]  # a section laid over the preset's, key by key
 
 
 PHASES = ("load", "rsft", "screen", "grpo", "save", "verdict")  # an audit's time (import and poisoning excluded)

@@ -465,7 +465,9 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key}: {p} is not a section")
-    node[parts[-1]] = value
+    last = parts[-1]
+    # a section given whole (`--set grpo={steps: 5}`) changes the keys it names; the rest stay the layer's below
+    node[last] = _merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict) else value
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

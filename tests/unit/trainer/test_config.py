@@ -20,6 +20,8 @@ def test_sections_and_the_flat_names_they_replaced(tmp_path):
     assert (cfg.grpo.steps, cfg.grpo.temperature, cfg.rsft.enabled, cfg.rsft.epochs) == (5, 1.1, True, 0.5)
     assert "grpo:" in cfg.to_yaml() and "steps:" not in cfg.to_yaml().split("grpo:")[0]  # saved in sections
     assert cfg.replace(steps=3, **{"oracle.n_probes": 2}).grpo.steps == 3 and cfg.grpo.steps == 5
+    laid = load_config(new, sets=["grpo={beta: 0.1}"])  # a section given whole changes only the keys it names
+    assert (laid.grpo.beta, laid.grpo.steps, laid.grpo.temperature) == (0.1, 5, 1.2)
     with pytest.raises(ConfigError, match="unknown config key.*grpo.stepz"):
         load_config(sets=["grpo.stepz=1"])
 
