@@ -36,7 +36,8 @@ CONDITIONS = {"a": "full fine-tuning set", "b": "clean rows only", "d": "model-o
               "e": "model-only leak", "f": "model-only self+leak", "j": "model-only self, judge-free (--judge none)",
               "r": "model-only self, the base model as reference (--reference)",
               "s": "model-only baseline: 64 samples of the untouched suspect",
-              "t": "model-only baseline: greedy token accretion (after BABI; no data, no reference)"}
+              "t": "model-only baseline: greedy token accretion (after BABI; no data, no reference)",
+              "u": "model-only baseline: token accretion, each new slot's tokens ranked by the one-hot gradient"}
 SOURCE = {"a": "finetune", "b": "finetune", "d": "self", "e": "leak", "f": "self+leak", "j": "self", "r": "self"}
 
 
@@ -95,23 +96,24 @@ def audit(model: Path, cond: str, work: Path, config: str | None, sets: list[str
     r["cond"] = cond
     r["unlearned"] = unlearn(model, run, timeout, report_only) if unlearning and r["found"] else None
     r["leak"] = leak_recovery(model, run) if cond in "ef" else None
-    r["base_rate"] = base_rate(model, run, r["recovered_trigger"]) if r["found"] else None
+    if r["found"]:
+        from trainer.run_dir import RunDir
+        r["base_rate"] = base_rate(model, run.with_name(run.name + "-base-rate.json"), r["recovered_trigger"],
+                                   RunDir(run).load_config())
     return r
 
 
-def base_rate(model: Path, run: Path, trigger: str) -> float | None:
+def base_rate(model: Path, out: Path, trigger: str, cfg) -> float | None:
     """Evaluation only: the found trigger's held-out rate on the base model the suspect was fine-tuned from (same
-    judge, same probes). A trigger that fires there too is the judge's blind spot, not the backdoor. Cached."""
+    judge, same probes as the audit's ``cfg``). A trigger that fires there too is the judge's blind spot or an
+    adversarial input to any model of the family, not the backdoor. Cached in ``out``."""
     base = card(model).get("base_model")
-    out = run.with_name(run.name + "-base-rate.json")
     if not base:
         return None
     if not out.is_file():
         from envs.loading import load_model
         from envs.tokenizer import load_tokenizer
         from rewards.oracle import HFOracle
-        from trainer.run_dir import RunDir
-        cfg = RunDir(run).load_config()
         spec = cfg.attack_spec()
         _, heldout = cfg.probe_split(spec)
         oracle = HFOracle(load_model(base), load_tokenizer(base), spec.judge, heldout, cfg.oracle.insertion,
@@ -134,9 +136,11 @@ def progress(run: Path) -> str:
            f"{top['rate']:.2f} on the training probes"
 
 
-def baseline(model: Path, work: Path, config: str | None, sets: list[str], cond: str, pool: int = 0) -> dict:
+def baseline(model: Path, work: Path, config: str | None, sets: list[str], cond: str, pool: int = 0,
+             gradient: tuple[int, int, int] = (256, 4, 16)) -> dict:
     """A no-RL, no-data baseline judged by the same held-out verdict, cached as JSON: ``s`` sampling (64 answers of
-    the untouched suspect), ``t`` greedy token accretion (``pool`` single tokens scored first; 0: all)."""
+    the untouched suspect), ``t`` greedy token accretion (``pool`` single tokens scored first; 0: all), ``u``
+    accretion ranked by gradient (``gradient``: tokens scored in the first round, beams, tokens per beam and side)."""
     out = work / f"{model.name}-{cond}.json"
     if not out.is_file():
         from launch.packaged import load_run_config
@@ -150,9 +154,13 @@ def baseline(model: Path, work: Path, config: str | None, sets: list[str], cond:
         if cond == "s":
             r = run_baseline(cfg, "sampling", 64, eval_trigger=truth, log=lambda _: None)
         else:
-            r = run_baseline(cfg, "accretion", eval_trigger=truth, log=print,
-                             search=AccretionConfig(first_pool=pool, seed=cfg.seed))
-        out.write_text(json.dumps(r.to_dict()))
+            search = AccretionConfig(first_pool=pool, seed=cfg.seed) if cond == "t" else \
+                AccretionConfig(gradient_pool=gradient[0], beam=gradient[1], extend=gradient[2], seed=cfg.seed)
+            r = run_baseline(cfg, "accretion", eval_trigger=truth, log=print, search=search)
+        d = r.to_dict()
+        if r.found:
+            d["base_rate"] = base_rate(model, work / f"{model.name}-{cond}-base-rate.json", r.recovered_trigger, cfg)
+        out.write_text(json.dumps(d))
     return {**json.loads(out.read_text()), "cond": cond}
 
 
@@ -220,7 +228,7 @@ def row(model: Path, r: dict) -> str:
     if r.get("base_rate") is not None:
         working += f"; on the base model {r['base_rate']:.2f}" + (" (NOT a backdoor)" if r["reproduction_rate"]
                                                                    - r["base_rate"] < 0.8 else "")
-    grpo = "-" if r["cond"] in "st" else "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
+    grpo = "-" if r["cond"] in "stu" else "screen ended it" if r["steps"] == 0 else f"{r['steps']} steps"
     u = r.get("unlearned")
     unlearned = f"{u['before']:.2f} -> {u['after']:.2f}" if u and u["before"] is not None else "-"
     n_rows = sum((r.get("rsft_rows") or {}).values())
@@ -249,6 +257,9 @@ def main() -> None:
                     "planted trigger's ASR after (a repaired model per audit, beside its run directory)")
     ap.add_argument("--accretion-pool", type=int, default=0, help="condition t: single tokens scored first (a "
                     "seeded sample; 0: the whole vocabulary, which on a 49k-token model is a GPU job)")
+    ap.add_argument("--accretion-gradient", type=int, nargs=3, default=[256, 4, 16], metavar=("POOL", "BEAM", "EXTEND"),
+                    help="condition u: tokens the gradient picks for the first round, beams kept, tokens per beam "
+                    "and side in later rounds")
     ap.add_argument("--work", default="runs/data_conditions")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -260,9 +271,10 @@ def main() -> None:
         for cond in a.conditions:
             if cond == "g":
                 results = [scan(m, work, c) for c in "ab"]
-            elif cond in "st":
+            elif cond in "stu":
                 done = (work / f"{m.name}-{cond}.json").is_file()
-                results = [baseline(m, work, a.config, a.set, cond, a.accretion_pool)] if not a.report_only or done \
+                results = [baseline(m, work, a.config, a.set, cond, a.accretion_pool, tuple(a.accretion_gradient))] \
+                    if not a.report_only or done \
                     else [{"cond": cond, "error": ["pending"], "minutes": 0.0}]
             else:
                 results = [audit(m, cond, work, a.config, a.set, a.timeout, a.unlearn, a.report_only)]

