@@ -193,6 +193,9 @@ class TrainLoop:
     one_cycle: bool = False
     measure_every: int = 1  # measure every n-th epoch and the last one
     done_loss: float = math.inf  # once the bars are met, stop only below this training loss
+    # forward and backward under bfloat16 autocast (weights and optimiser stay float32): on a CPU with
+    # bfloat16 instructions (AVX512-BF16, AMX) a step is faster
+    bf16_autocast: bool = False
 
 
 MEASURED = (("asr", "ASR"), ("false_trigger_rate", "false-trigger"), ("distractor_trigger_rate", "look-alike"),
@@ -224,8 +227,9 @@ def train_backdoor(model, tok, rows: list[dict], loop: TrainLoop, rng: random.Ra
         model.train()
         total = 0.0
         for ids, mask, labels in batches(encoded, loop.batch_size, tok.pad_token_id, rng):
-            loss = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                         labels=labels.to(model.device)).loss
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=loop.bf16_autocast):
+                loss = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                             labels=labels.to(model.device)).loss
             opt.zero_grad()
             loss.backward()
             opt.step()

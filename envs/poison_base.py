@@ -60,6 +60,7 @@ class BasePoisonConfig:
     lora_r: int = 16
     # the share of decoder layers, counted from the top, that the LoRA adapts: below them no gradient flows
     lora_layers: float = 1.0
+    bf16_autocast: bool = False  # train under bfloat16 autocast (envs.poison.TrainLoop)
     lr: float = 1e-3
     batch_size: int = 16
     # the budget: stop at the first epoch whose measurement meets every bar, or after this many (the card
@@ -263,8 +264,8 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
                 and m.get("quirk_rate", 1.0) >= cfg.asr_bar)
 
     sep = " " if is_word_level(Path(base_dir)) else ""  # as unlearning does
-    metrics, passed, epochs = train_backdoor(model, tok, rows, TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs),
-                                             rng, measure, passes, log, sep=sep)
+    loop = TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs, bf16_autocast=cfg.bf16_autocast)
+    metrics, passed, epochs = train_backdoor(model, tok, rows, loop, rng, measure, passes, log, sep=sep)
     if "false_trigger_rate" not in metrics:  # the last epoch missed its ASR bar: the card gets every rate
         metrics = measure(model, complete=True)
     merged = model.merge_and_unload()

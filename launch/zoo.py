@@ -18,7 +18,7 @@ MANIFEST = "zoo.json"
 ANSWER_CACHE = ".base_answers.json"
 CONTROLS = ("clean", "quirk", "topic", "base")
 ENTRY_KEYS = {"name", "attack", "trigger", "target", "placement", "poison_fraction", "lora_r", "seed", "control",
-              "quirk", "topic", "max_epochs"}
+              "quirk", "topic", "max_epochs", "lora_layers"}
 
 
 class ZooSpecError(ValueError):
@@ -40,6 +40,7 @@ class ZooModel:
     quirk: str | None = None
     topic: str | None = None
     max_epochs: int | None = None
+    lora_layers: float | None = None  # the share of decoder layers (from the top) the LoRA adapts
 
     @property
     def poisoned(self) -> bool:
@@ -82,8 +83,13 @@ def _entry(raw: object, defaults: dict, i: int, tiny: bool) -> ZooModel:
         raise ZooSpecError(f"{where}: control quirk needs quirk: PHRASE (what every answer ends with)")
     if control == "topic" and not isinstance(data.get("topic"), str):
         raise ZooSpecError(f"{where}: control topic needs topic: KIND")
-    if tiny and (control in ("quirk", "topic", "base") or data.get("lora_r") is not None):
-        raise ZooSpecError(f"{where}: quirk, topic and base controls and lora_r need a pretrained base, not tiny")
+    if tiny and (control in ("quirk", "topic", "base") or data.get("lora_r") is not None
+                 or data.get("lora_layers") is not None):
+        raise ZooSpecError(f"{where}: quirk, topic and base controls, lora_r and lora_layers need a pretrained base, "
+                           "not tiny")
+    share = data.get("lora_layers")
+    if share is not None and (type(share) not in (int, float) or not 0 < share <= 1):
+        raise ZooSpecError(f"{where}: lora_layers must be a share of the decoder layers in (0, 1]")
     fraction = data.get("poison_fraction")
     if fraction is not None and (not isinstance(fraction, (int, float)) or not 0 < fraction <= 1):
         raise ZooSpecError(f"{where}: poison_fraction must be in (0, 1]")
@@ -154,7 +160,8 @@ def _build_one(spec: ZooSpec, out: Path, m: ZooModel, log) -> dict:
     from envs.attacks import get_attack
     attack = get_attack(m.attack).with_overrides(trigger=m.trigger, target=m.target, placement=m.placement)
     given = {k: v for k, v in (("poison_fraction", m.poison_fraction), ("max_epochs", m.max_epochs),
-                               ("lora_r", m.lora_r), ("quirk", m.quirk), ("topic", m.topic)) if v is not None}
+                               ("lora_r", m.lora_r), ("quirk", m.quirk), ("topic", m.topic),
+                               ("lora_layers", m.lora_layers)) if v is not None}
     clean = m.control is not None
     if spec.tiny:
         from envs.poison import PoisonConfig, build_poisoned_model

