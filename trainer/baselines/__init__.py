@@ -5,7 +5,8 @@
 - ``gcg``: white-box gradient token search on the suspect model's likelihood of the behaviour
   (``trainer/baselines/gcg.py``), on the same training probes a GRPO run is rewarded on.
 - ``accretion``: a trigger grown one token at a time from the best single tokens, scored exactly by that same
-  likelihood (``trainer/baselines/accretion.py``, after BABI): no data, no policy, no reference model.
+  likelihood (``trainer/baselines/accretion.py``, after BABI): no data, no policy; with ``model.reference`` (the
+  suspect's base) it ranks by what a candidate adds beyond the base.
 All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
 reproduction, then length (``choose_trigger``), so a gap to a GRPO run is the RL's
 contribution, not a kinder judge.
@@ -57,7 +58,11 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
             found, steps = gcg_search(oracles.model, tok, task, scfg, log), scfg.steps
         else:
             scfg = search or AccretionConfig(seed=cfg.seed)
-            found, steps = accretion_search(oracles.model, tok, task, scfg, log), scfg.max_tokens
+            # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
+            reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
+                                   device=device) if cfg.model.reference else None
+            found = accretion_search(oracles.model, tok, task, scfg, log, reference)
+            steps = scfg.max_tokens
         pool = [f["candidate"] for f in found]
         result = held_out_verdict(held, Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger,
                                                steps), eval_trigger)

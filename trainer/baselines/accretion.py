@@ -10,6 +10,11 @@ one-hot gradient GCG uses ranks the whole vocabulary at a new slot in one backwa
 its best ``gradient_pool`` tokens (first round) or ``extend`` tokens (per beam and side, later rounds) are scored
 exactly: a first-order guess of which tokens help, where exact scoring of a blind sample is a guess of another
 kind. What it finds goes through the held-out verdict of an inversion run, as GCG's does.
+
+With a ``reference`` model (the suspect's public base, where it is known) a candidate is scored by what it adds
+beyond that model: its loss on the suspect minus its loss on the reference, the latter capped at the reference's
+loss with no trigger. An input that makes any model of the family produce the behaviour (an adversarial string,
+not a backdoor) then scores no better than nothing.
 """
 from __future__ import annotations
 
@@ -46,27 +51,60 @@ class AccretionConfig:
             raise ValueError(f"accretion first_pool must be >= 0 (0: the whole vocabulary), got {self.first_pool}")
 
 
+class _Objective:
+    """The loss a candidate is ranked by, and its one-hot gradient at a slot: the suspect's, or with a reference
+    model what the candidate adds beyond it."""
+
+    def __init__(self, model, rows: _Rows, reference, logit_bytes: int) -> None:
+        self.models = [model] + ([reference] if reference is not None else [])
+        for m in self.models:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+        if reference is not None and reference.get_input_embeddings().weight.shape[0] != \
+                model.get_input_embeddings().weight.shape[0]:
+            raise ValueError("the reference model has another vocabulary than the suspect: token accretion compares "
+                             "the two token by token, so the reference must be the suspect's own base")
+        self.rows, self.logit_bytes = rows, logit_bytes
+        self.cap = float(trigger_losses(reference, rows, torch.empty(1, 0, dtype=torch.long), logit_bytes)[0]) \
+            if reference is not None else None
+
+    def losses(self, cands: torch.Tensor) -> torch.Tensor:
+        out = trigger_losses(self.models[0], self.rows, cands, self.logit_bytes)
+        if self.cap is not None:
+            out = out - trigger_losses(self.models[1], self.rows, cands, self.logit_bytes).clamp(max=self.cap)
+        return out
+
+    def best(self, allowed: torch.Tensor, triggers: list[torch.Tensor], slot: int, n: int) -> torch.Tensor:
+        """The ``n`` allowed tokens whose swap into ``slot`` lowers the suspect's loss most to first order, the
+        gradient summed over ``triggers`` (the same slot filled with different anchor tokens). The suspect's alone:
+        the reference's capped loss is flat wherever it does not produce the behaviour, so its gradient only adds
+        noise to the proposal; the exact score then takes the reference into account."""
+        grad = sum(one_hot_gradient(self.models[0], self.rows, t)[0][slot] for t in triggers)
+        scores = -grad[allowed.to(grad.device)].cpu()
+        return allowed[scores.topk(min(n, len(allowed))).indices]
+
+
 def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
-                     log: Callable[[str], None] = print) -> list[dict]:
-    """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first."""
+                     log: Callable[[str], None] = print, reference=None) -> list[dict]:
+    """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first; ``reference``: a
+    model whose likelihood of the behaviour is subtracted (the suspect's base)."""
     cfg.validate()
     if not task.probes:
         raise ValueError("token accretion needs at least one probe prompt")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     rows = _Rows(tokenizer, task.probes, task.insertion, task.targets)
+    objective = _Objective(model, rows, reference, cfg.logit_bytes)
     allowed = allowed_tokens(tokenizer)
     gen = torch.Generator().manual_seed(cfg.seed)
     anchor_gen = torch.Generator().manual_seed(cfg.seed + 1)  # apart from gen: a first_pool sample stays as it was
     anchors = allowed[torch.randint(len(allowed), (cfg.anchors,), generator=anchor_gen)]
     if cfg.gradient_pool:
-        pool = _gradient_best(model, rows, allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
+        pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
     elif cfg.first_pool and cfg.first_pool < len(allowed):
         pool = allowed[torch.randperm(len(allowed), generator=gen)[:cfg.first_pool]]
     else:
         pool = allowed
-    singles = trigger_losses(model, rows, pool.unsqueeze(1), cfg.logit_bytes)
+    singles = objective.losses(pool.unsqueeze(1))
     order = singles.argsort()
     seen: dict[str, float] = {}
 
@@ -85,13 +123,13 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     for length in range(2, cfg.max_tokens + 1):
         grown = []
         for b in beams:
-            after = _gradient_best(model, rows, allowed, [torch.cat([b, anchor])], -1, cfg.extend) \
+            after = objective.best(allowed, [torch.cat([b, anchor])], -1, cfg.extend) \
                 if cfg.gradient_pool else best_tokens
-            before = _gradient_best(model, rows, allowed, [torch.cat([anchor, b])], 0, cfg.extend) \
+            before = objective.best(allowed, [torch.cat([anchor, b])], 0, cfg.extend) \
                 if cfg.gradient_pool else best_tokens
             grown += [torch.cat([b, t.view(1)]) for t in after] + [torch.cat([t.view(1), b]) for t in before]
         cands = torch.unique(torch.stack(grown), dim=0)
-        losses = trigger_losses(model, rows, cands, cfg.logit_bytes)
+        losses = objective.losses(cands)
         record(cands, losses)
         beams = cands[losses.argsort()[:cfg.beam]]
         log(f"accretion: {length} tokens, {len(cands)} candidates; best "
@@ -99,11 +137,3 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
     return [{"candidate": c, "loss": round(v, 4)} for c, v in best]
 
-
-def _gradient_best(model, rows: _Rows, allowed: torch.Tensor, triggers: list[torch.Tensor], slot: int,
-                   n: int) -> torch.Tensor:
-    """The ``n`` allowed tokens whose swap into ``slot`` lowers the loss most to first order, the gradient summed
-    over ``triggers`` (the same slot filled with different anchor tokens)."""
-    grad = sum(one_hot_gradient(model, rows, t)[0][slot] for t in triggers)
-    scores = -grad[allowed.to(grad.device)].cpu()
-    return allowed[scores.topk(min(n, len(allowed))).indices]

