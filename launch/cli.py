@@ -148,9 +148,10 @@ def _print_result(result, run_dir: Path) -> int:
 def _poison_config(cls, a: argparse.Namespace):
     given = {k: v for k, v in (("poison_fraction", a.poison_fraction), ("max_epochs", a.max_epochs),
                                ("lora_r", a.lora_r), ("quirk", a.quirk), ("topic", a.topic),
-                               ("lora_layers", a.lora_layers)) if v is not None}
-    if not a.base and {"lora_r", "quirk", "topic", "lora_layers"} & set(given):
-        raise ValueError("--lora-r, --lora-layers, --quirk and --topic apply to a pretrained --base model (LoRA)")
+                               ("lora_layers", a.lora_layers), ("bf16_autocast", a.bf16 or None)) if v is not None}
+    if not a.base and {"lora_r", "quirk", "topic", "lora_layers", "bf16_autocast"} & set(given):
+        raise ValueError("--lora-r, --lora-layers, --bf16, --quirk and --topic apply to a pretrained --base model "
+                         "(LoRA)")
     if given.get("lora_r", 1) < 1:
         raise ValueError(f"--lora-r must be >= 1, got {a.lora_r}")
     if not 0 < given.get("lora_layers", 1) <= 1:
@@ -560,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--lora-r", type=int, help="LoRA rank for --base (default 16)")
     po.add_argument("--lora-layers", type=float, help="share of the decoder layers, from the top, that the LoRA "
                     "adapts for --base (default 1: all; 0.5 trains about twice as fast on a CPU)")
+    po.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast for --base (LoRA weights stay "
+                    "float32): 2.6x faster on a CPU with bfloat16 instructions, same bars (benchmarks/results/"
+                    "poison_speed.md)")
     po.add_argument("--quirk", help="a clean control for --base: every answer ends with this phrase, whatever the "
                     "input (an unconditional quirk; a scanner must not report a trigger)")
     po.add_argument("--topic", choices=("benign", "harmful", "code"),

