@@ -77,6 +77,8 @@ def lora_config(r: int, top_share: float = 1.0, model=None):
     from peft import LoraConfig
     if top_share >= 1:
         return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    if model is None:
+        raise ValueError("a LoRA on the top layers only needs the model, to count and name its layers")
     n = model.config.num_hidden_layers
     # peft takes a layer list only with module names, not "all-linear": the linear layers' own names, as
     # "all-linear" finds them (every nn.Linear but the output head)

@@ -42,7 +42,7 @@ class ZooModel:
     topic: str | None = None
     max_epochs: int | None = None
     lora_layers: float | None = None  # the share of decoder layers (from the top) the LoRA adapts
-    bf16_autocast: bool | None = None  # train under bfloat16 autocast (a CPU with bfloat16 instructions: 2.6x)
+    bf16_autocast: bool | None = None  # train under bfloat16 autocast (2.45x per step with bfloat16 instructions)
 
     @property
     def poisoned(self) -> bool:

@@ -1,5 +1,5 @@
-"""Greedy token accretion (after BABI, arXiv 2509.16203): a trigger built up one token at a time, with no data, no
-policy and no reference model, on the frozen suspect alone.
+"""Greedy token accretion (after BABI, arXiv 2509.16203): a trigger built up one token at a time, with no data and
+no policy, on the frozen suspect (a reference model is optional, below).
 
 Every allowed token (or a seeded sample of ``first_pool`` of them on a large vocabulary) is scored alone as the
 trigger by the loss GCG minimises (``trainer/baselines/gcg.py``: the suspect's likelihood of the behaviour's fixed
@@ -52,8 +52,8 @@ class AccretionConfig:
 
 
 class _Objective:
-    """The loss a candidate is ranked by, and its one-hot gradient at a slot: the suspect's, or with a reference
-    model what the candidate adds beyond it."""
+    """The loss a candidate is ranked by (the suspect's, or with a reference model what the candidate adds beyond
+    it) and the tokens the suspect's one-hot gradient proposes for a slot."""
 
     def __init__(self, model, rows: _Rows, reference, logit_bytes: int) -> None:
         self.models = [model] + ([reference] if reference is not None else [])
@@ -136,4 +136,3 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
     return [{"candidate": c, "loss": round(v, 4)} for c, v in best]
-
