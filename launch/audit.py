@@ -21,6 +21,14 @@ PRESET_BANDS = (
 )
 
 
+METHOD_LINES = {
+    "grpo": "grpo (R-SFT, then GRPO: the model is trained to state its trigger)",
+    "accretion": "accretion (a trigger grown token by token on the model's likelihood of the behaviour; no RL)",
+    "data-scan": "data-scan (the prompt n-grams of your data that go with the behaviour; found in the data, not "
+                 "stated by the model)",
+}
+
+
 @dataclass(frozen=True)
 class Behaviour:
     """What the user says the model does wrong, as the run config records it."""
@@ -87,8 +95,12 @@ def audit_config(a: argparse.Namespace, log):
                  "steps": a.steps, "probes_file": a.probes, "probe_kind": a.probe_kind, "preset": preset,
                  "rsft_data": str(Path(a.data).resolve()) if a.data else None,
                  "rsft_source": "finetune" if a.data else a.rsft_source,
-                 "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference}
+                 "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference,
+                 "method": getattr(a, "method", None)}
     cfg = load_run_config(a.preset or preset, overrides, a.set)
+    if cfg.audit.method == "data-scan" and not a.data:
+        raise ValueError("--method data-scan reads the data you hold: give it with --data FILE.jsonl")
+    log(f"method: {METHOD_LINES[cfg.audit.method]}")
     log(f"behaviour: {describe(b)}; data: "
         + (f"{a.data} (R-SFT and the data scan)" if a.data else "none given: model-only R-SFT rows"))
     return cfg
@@ -102,3 +114,20 @@ def describe(b: Behaviour) -> str:
     if b.judge.startswith("llm:"):
         return f"{b.target!r}, judged by the LLM at {b.judge[4:]}"
     return f"judge {b.judge}"
+
+
+def run_search(cfg, out: str | Path, eval_trigger, log):
+    """An audit by a method other than GRPO: one pass with no checkpoint to resume from, so its run directory
+    (config, result, report) appears whole at the end or not at all, and the same command can simply run again."""
+    from trainer.baselines import run_baseline
+    from trainer.report import write_report
+    from trainer.run_dir import RunDir
+    from trainer.run_dir.checkpoints import atomic_dir
+    result = run_baseline(cfg, cfg.audit.method, eval_trigger=eval_trigger, log=log)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:
+        rd = RunDir(tmp)
+        rd.save_config(cfg)
+        rd.write_result(result)
+        write_report(tmp)
+    return result

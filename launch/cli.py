@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from launch.audit import JUDGE_URL_ENV
+from launch.audit import JUDGE_URL_ENV, METHOD_LINES
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3  # the run finished but no candidate reproduced the behaviour
@@ -227,7 +227,11 @@ def cmd_audit(a: argparse.Namespace) -> int:
     cfg = audit_config(a, _log)
     _progress(cfg.progress)
     cfg = _resolve_run_model(cfg)
-    result = _invert(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model.path), resume=False)
+    if cfg.audit.method != "grpo":
+        from launch.audit import run_search
+        result = run_search(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model.path), _log)
+    else:
+        result = _invert(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model.path), resume=False)
     if result is None:
         return 0
     rc = _print_result(result, Path(a.out))
@@ -249,7 +253,7 @@ def cmd_zoo(a: argparse.Namespace) -> int:
 
 
 SCAN_BEHAVIOUR = ("target", "behaviour", "judge", "attack", "judge_url", "probe_kind", "probes", "preset",
-                  "reference", "seed", "steps", "rsft_source")
+                  "reference", "seed", "steps", "rsft_source", "method")
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
@@ -275,6 +279,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
             behaviour(a)  # said once, and an LLM judge's endpoint present: checked before anything runs
         if a.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
+        if a.method == "data-scan" and not a.with_data:
+            raise ValueError("--method data-scan reads each model's fine-tuning set: add --with-data")
         flags: list[str] = []
         for k in SCAN_BEHAVIOUR:
             v = getattr(a, k)
@@ -596,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "R-SFT and the data scan read them; without, R-SFT rows are made by the model itself")
     au.add_argument("--rsft-source", metavar="SOURCE", help="model-only R-SFT source without --data: self, leak or "
                     "self+leak (default self)")
+    au.add_argument("--method", choices=tuple(METHOD_LINES), help="the search (default grpo): grpo trains the model "
+                    "to state its trigger (R-SFT, then GRPO); accretion grows a trigger token by token on the model's "
+                    "likelihood of the behaviour (no data, no RL); data-scan ranks the prompt n-grams of --data that "
+                    "go with the behaviour (seconds, then the verdict). Each ends in the same held-out verdict")
     au.add_argument("--preset", metavar="NAME", help="preset by name or YAML file (default: chosen by model size; "
                     f"shipped: {', '.join(_preset_names())})")
     au.add_argument("--reference", metavar="MODEL", help="the public model the suspect was fine-tuned from, if "
@@ -633,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--probe-kind", choices=("benign", "harmful", "code", "mixed"), help="as audit")
     sc.add_argument("--probes", metavar="FILE.jsonl", help=PROBES_HELP)
     sc.add_argument("--rsft-source", metavar="SOURCE", help="as audit")
+    sc.add_argument("--method", choices=tuple(METHOD_LINES), help="as audit (default grpo); data-scan needs "
+                    "--with-data")
     sc.add_argument("--preset", metavar="NAME", help="as audit (default: chosen by each model's size)")
     sc.add_argument("--reference", metavar="MODEL", help="the public model the suspects were fine-tuned from")
     sc.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

@@ -89,14 +89,13 @@ def targets(models: list[str], zoo: str | None, with_data: bool) -> list[Target]
 
 
 def audit_argv(t: Target, behaviour: list[str], judged_by_card: bool, run: Path) -> list[str]:
-    """The ``audit`` command for one model: the scan's behaviour flags, or the card's behaviour."""
-    argv = [sys.executable, "-m", "launch.cli", "audit", "--model", t.path, "--out", str(run)]
+    """The ``audit`` command for one model: the scan's flags (with --judged-by-card they hold no behaviour, which
+    the card gives), then the card's behaviour."""
+    argv = [sys.executable, "-m", "launch.cli", "audit", "--model", t.path, "--out", str(run)] + behaviour
     if judged_by_card:
         if t.attack is None:
             raise ScanError(f"{t.name}: --judged-by-card, but the model has no poison card")
         argv += ["--attack", t.attack] + (["--set", f"target={json.dumps(t.target)}"] if t.target else [])
-    else:
-        argv += behaviour
     if t.data:
         argv += ["--data", t.data]
     if t.planted:
@@ -123,7 +122,8 @@ def row_from_result(t: Target, result: dict, minutes: float) -> dict:
             "flagged": bool(result.get("found")), "score": round(best, 4), "trigger": result.get("recovered_trigger"),
             "heldout_rate": result.get("reproduction_rate"), "clean_rate": result.get("clean_false_trigger_rate"),
             "planted_recovered": planted, "word_jaccard": jac, "steps": result.get("steps"),
-            "data": "fine-tuning set" if t.data else "model-only", "minutes": round(minutes, 2)}
+            "data": "fine-tuning set" if t.data else "model-only", "method": result.get("baseline") or "grpo",
+            "minutes": round(minutes, 2)}
 
 
 def _write_json(path: Path, obj) -> None:
@@ -294,15 +294,17 @@ def write_summary(scan: Scan) -> dict:
     _write_json(scan.out / "summary.json", {**s, "rows": rows})
     lines = [f"# Scan of {len(scan.models)} models", "", f"command: `{scan.command}`", "",
              "Labels and planted triggers are the models' poison cards, read for these figures only.", "",
-             "| model | label | data | verdict | score | trigger | planted recovered | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | label | data | method | verdict | score | trigger | planted recovered | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         label = {True: "poisoned", False: "clean", None: "unlabelled"}[r["poisoned"]]
         if r["status"] != "ok":
-            lines.append(f"| {r['name']} | {label} | - | error: {r['error'][:120]} | - | - | - | {r['minutes']:.1f} |")
+            lines.append(f"| {r['name']} | {label} | - | - | error: {r['error'][:120]} | - | - | - | "
+                         f"{r['minutes']:.1f} |")
             continue
         trig = "`" + r["trigger"].replace("|", "\\|").replace("`", "'") + "`" if r["trigger"] else "-"
-        lines.append(f"| {r['name']} | {label} | {r['data']} | {'flagged' if r['flagged'] else 'not flagged'} | "
+        lines.append(f"| {r['name']} | {label} | {r['data']} | {r.get('method', 'grpo')} | "
+                     f"{'flagged' if r['flagged'] else 'not flagged'} | "
                      f"{r['score']:.2f} | {trig} | {_fmt(r['planted_recovered'])} | {r['minutes']:.1f} |")
     lines += ["", "| ROC-AUC | TPR at 0 FP | planted-trigger recall | working-trigger recall | clean flagged | "
               "minutes per model | audited | errors | pending |", "|---|---|---|---|---|---|---|---|---|",

