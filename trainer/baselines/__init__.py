@@ -51,6 +51,9 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
                              "--behaviour, --judge or --attack)")
         if not Path(data_file).is_file():
             raise FileNotFoundError(f"the data scan reads the data you hold: {data_file} not found; give --data FILE")
+    if kind in ("gcg", "accretion") and not cfg.attack_spec().judge.likelihood_targets:  # before any model loads
+        raise ValueError(f"{kind} searches for the behaviour's fixed openings, and this judge has none (give the "
+                         "behaviour as --target TEXT or a recipe's --attack)")
     torch.manual_seed(cfg.seed)
     check_model_dir(cfg.model.path, cfg.model.allow_pickle)
     spec = cfg.attack_spec()
@@ -69,8 +72,6 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         result.samples = len(pool)
         result.data_scan = found_in_data
     elif kind in ("gcg", "accretion"):
-        if not spec.judge.likelihood_targets:
-            raise ValueError(f"{kind} searches for the behaviour's fixed openings, and this judge has none")
         task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
         if kind == "gcg":
             scfg = search or GCGConfig(seed=cfg.seed)
