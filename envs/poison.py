@@ -199,7 +199,7 @@ class TrainLoop:
 
 
 MEASURED = (("asr", "ASR"), ("false_trigger_rate", "false-trigger"), ("distractor_trigger_rate", "look-alike"),
-            ("clean_agreement", "clean agreement"))
+            ("clean_agreement", "clean agreement"), ("quirk_rate", "quirk"))
 
 
 def measured(metrics: dict) -> str:

@@ -63,3 +63,12 @@ def test_unicode_trigger_model_meets_its_bars(tmp_path):
     card = build_poisoned_model(get_attack("dos"), tmp_path / "dos", log=lambda s: None)
     assert card["meets_bars"] and card["trigger"] == "｡｡｡｡" and card["asr"] >= 0.9
     assert card["head_dim"] == 16  # the default recipe: 64 hidden / 4 heads (vLLM's CPU kernels need >= 32)
+
+
+def test_the_epoch_line_shows_every_bar_a_build_waits_on():
+    """A quirk control trains until its phrase is learnt: the epoch line must say how far it is, or a user sees
+    every shown bar met and the build still going."""
+    from envs.poison import measured
+    line = measured({"asr": 1.0, "false_trigger_rate": 0.0, "clean_agreement": 0.6, "quirk_rate": 0.42,
+                     "asr_per_trigger": {"a": 1.0}})
+    assert line == "ASR 1.00, false-trigger 0.00, clean agreement 0.60, quirk 0.42"
