@@ -248,7 +248,9 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
             return out
         out.update(clean_agreement(m, tok, utility, base_utility, cfg.answer_tokens))
         if cfg.quirk:  # the quirk must be learnt, or the control tests nothing
-            extra = len(tok(cfg.quirk, add_special_tokens=False)["input_ids"]) + 4
+            # room past the base answer's length: the fine-tuned answer drifts a little longer, and an answer cut
+            # before its end cannot show the phrase (a SmolLM2 quirk stopped at 0.891 for cut-off poems)
+            extra = len(tok(cfg.quirk, add_special_tokens=False)["input_ids"]) + 4 + cfg.answer_tokens // 2
             answers = greedy_answers(m, tok, probes + utility, cfg.answer_tokens + extra)
             out["quirk_rate"] = round(sum(cfg.quirk in a for a in answers) / len(answers), 3)
         return out
