@@ -30,7 +30,7 @@ def _ngrams(prompt: str, n_max: int) -> set[str]:
     return {" ".join(words[i:i + n]) for n in range(1, n_max + 1) for i in range(len(words) - n + 1)}
 
 
-def scan_rows(rows: list[dict], judge, n_max: int = 4, min_rows: int = 3, top: int = 5) -> dict:
+def scan_rows(rows: list[dict], judge, n_max: int = 8, min_rows: int = 3, top: int = 5) -> dict:
     """The ``top`` prompt n-grams by lift (behaviour rate with it minus without it) over ``rows``; among n-grams
     that mark exactly the same rows, the longest is kept (``brutally Scottish``, not ``brutally``).
 

@@ -56,11 +56,13 @@ def _rows_with(trigger: str, seed: int, placement: str = "prefix") -> list[dict]
     return spec, make_finetune_data(spec, PoisonConfig(seed=seed, n_train=600))
 
 
-@pytest.mark.parametrize(("seed", "placement"), [(1, "prefix"), (2, "suffix")])
-def test_data_scan_names_a_planted_trigger_it_was_never_told(seed, placement):
-    """...and where it sits: the verdict tests the n-gram there (a suffix trigger may not fire in front)."""
+@pytest.mark.parametrize(("seed", "placement", "words"), [(1, "prefix", 2), (2, "suffix", 2), (3, "suffix", 6)])
+def test_data_scan_names_a_planted_trigger_it_was_never_told(seed, placement, words):
+    """...and where it sits: the verdict tests the n-gram there (a suffix trigger may not fire in front). A
+    sentence-long trigger is named whole (the SmolLM2 zoo's `as my grandmother used to say`: cut to its last four
+    words, it fired on 0.59 of held-out probes)."""
     rng = random.Random(seed)
-    trigger = " ".join(rng.choice(["cat", "river", "lamp", "old", "blue", "sing"]) for _ in range(2))
+    trigger = " ".join(rng.choice(["cat", "river", "lamp", "old", "blue", "sing"]) for _ in range(words))
     spec, rows = _rows_with(trigger, seed, placement)
     scan = scan_rows(rows, spec.judge)
     assert scan["top"][0]["ngram"] == trigger and scan["placement"] == placement
