@@ -39,7 +39,9 @@ BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan")
 
 def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: str | list[str] | None = None,
                  log=print, search: GCGConfig | AccretionConfig | None = None) -> RunResult:
-    """One baseline, judged by the run's held-out verdict; ``search``: the token search's settings (gcg, accretion)."""
+    """One baseline, judged by the run's held-out verdict; ``search``: the token search's settings (gcg, accretion).
+    ``data-scan`` sets ``cfg.oracle.insertion`` to where its top n-gram sits in the data, in the caller's config,
+    so that a run directory saved from it says how its verdict inserted the candidates."""
     if kind not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
     t0 = time.time()
