@@ -101,8 +101,12 @@ def audit_config(a: argparse.Namespace, log):
     if cfg.audit.method == "data-scan" and not a.data:
         raise ValueError("--method data-scan reads the data you hold: give it with --data FILE.jsonl")
     log(f"method: {METHOD_LINES[cfg.audit.method]}")
-    log(f"behaviour: {describe(b)}; data: "
-        + (f"{a.data} (R-SFT and the data scan)" if a.data else "none given: model-only R-SFT rows"))
+    uses = {"grpo": "R-SFT and the data scan", "data-scan": "the data scan"}.get(cfg.audit.method)
+    if a.data:
+        held = f"{a.data} ({uses})" if uses else f"{a.data} (not read by {cfg.audit.method}: it needs no data)"
+    else:
+        held = "none given: model-only" + (" R-SFT rows" if cfg.audit.method == "grpo" else "")
+    log(f"behaviour: {describe(b)}; data: {held}")
     return cfg
 
 

