@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import cell, header, quiet  # noqa: E402
 
 
-def losses(model_dir: str, base_dir: str | None, config: str, candidates: list[str]) -> tuple[dict, dict]:
-    """{candidate: suspect loss}, {candidate: base loss} ('' is no trigger)."""
+def losses(model_dir: str, base_dir: str | None, config: str, candidates: list[str],
+           insertion: str = "prefix") -> tuple[dict, dict]:
+    """{candidate: suspect loss}, {candidate: base loss} ('' is no trigger), the candidate inserted as ``insertion``."""
     import torch
 
     from envs.loading import load_model
@@ -35,7 +36,7 @@ def losses(model_dir: str, base_dir: str | None, config: str, candidates: list[s
     cfg = load_run_config(config, {"model": model_dir, "attack": card["attack"]}, [])
     spec = cfg.attack_spec()
     tok = load_tokenizer(model_dir)
-    rows = _Rows(tok, cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
+    rows = _Rows(tok, cfg.probe_split(spec)[0], insertion, spec.judge.likelihood_targets)
     out = []
     for path in [model_dir] + ([base_dir] if base_dir else []):
         model = load_model(path, dtype=torch.float32)
@@ -96,6 +97,8 @@ def main() -> int:
     ap.add_argument("--pieces", action="append", default=[], help="a model whose planted trigger is taken apart: "
                     "each contiguous piece's loss, each token's gradient rank")
     ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    ap.add_argument("--insertion", action="append", choices=("prefix", "suffix"), default=None,
+                    help="where candidates are inserted into the probes (repeat for both; default prefix)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     quiet()
@@ -106,7 +109,8 @@ def main() -> int:
                                           .get("gcg_best", [])[:a.top])
     lines = ["# The search objective at the planted trigger and at what the search found", "",
              header("python " + " ".join(sys.argv)), "",
-             "| model | input | kind | suspect loss | base loss | reference score |", "|---|---|---|---|---|---|"]
+             "| model | input | kind | inserted | suspect loss | base loss | reference score |",
+             "|---|---|---|---|---|---|---|"]
     t0 = time.time()
     for m in a.model:
         card = json.loads((Path(m) / "poison_card.json").read_text())
@@ -114,13 +118,13 @@ def main() -> int:
         name = Path(m).name
         cands = [("", "no trigger")] + [(t, "planted (evaluation only)") for t in planted] + \
             [(c, "found by the search") for c in found.get(name, [])]
-        sus, base = losses(m, a.base, a.config, [c for c, _ in cands])
-        cap = base.get("")
-        for c, kind in cands:
-            ref = f"{sus[c] - min(base[c], cap):.3f}" if base else "-"
-            lines.append(f"| {name} | {cell(c) if c else '(none)'} | {kind} | {sus[c]:.3f} | "
-                         f"{base[c]:.3f} | {ref} |" if base else f"| {name} | {cell(c) if c else '(none)'} | {kind} | "
-                         f"{sus[c]:.3f} | - | - |")
+        for where in a.insertion or ["prefix"]:
+            sus, base = losses(m, a.base, a.config, [c for c, _ in cands], where)
+            cap = base.get("")
+            for c, kind in cands:
+                ref = f"{sus[c] - min(base[c], cap):.3f}" if base else "-"
+                lines.append(f"| {name} | {cell(c) if c else '(none)'} | {kind} | {where} | {sus[c]:.3f} | "
+                             + (f"{base[c]:.3f} | {ref} |" if base else "- | - |"))
         print(f"{name}: done ({time.time() - t0:.0f} s)", flush=True)
     for m in a.pieces:
         card = json.loads((Path(m) / "poison_card.json").read_text())

