@@ -104,10 +104,6 @@ class _Rows:
             labels[r, len(row) - t:len(row)] = torch.tensor(row[len(row) - t:])
         return ids, mask, labels, starts
 
-    def width(self, n_tokens: int) -> int:
-        """The longest row a trigger of ``n_tokens`` makes (its padded batch width)."""
-        return max(len(b) + len(a) for b, a in self.parts) + n_tokens + max(map(len, self.targets))
-
     def reduce(self, row_loss: torch.Tensor) -> torch.Tensor:
         """Row losses -> per trigger, the mean over probes of the likeliest target's loss."""
         return row_loss.view(-1, len(self.targets), len(self.parts)).min(1).values.mean(1)
@@ -169,16 +165,17 @@ def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int 
             for k, (row, n) in enumerate(zip(tails, targets)):
                 ids[k, :len(row)] = torch.tensor(row)  # right-padded: no real token attends to a pad
                 labels[k, len(row) - n:len(row)] = torch.tensor(row[len(row) - n:])
-            lo = min(len(row) - n for row, n in zip(tails, targets)) - 1  # logits at lo predict token lo + 1
+            lo = max(0, min(len(row) - n for row, n in zip(tails, targets)) - 1)  # logits at lo predict lo + 1
             kw = {}
             if cache is not None:
                 kw["past_key_values"] = copy.deepcopy(cache)
                 kw["past_key_values"].batch_repeat_interleave(len(part))
             positions = torch.arange(len(before), len(before) + width, device=device).expand(len(part), -1)
             logits = model(input_ids=ids.to(device), position_ids=positions, use_cache=False,
-                           logits_to_keep=torch.arange(max(lo, 0), width - 1, device=device), **kw).logits
-            loss[part] = _per_row_loss(torch.cat([logits, logits[:, :1]], 1), labels[:, max(lo, 0):].to(device)
-                                       ).float().cpu()
+                           logits_to_keep=torch.arange(lo, width - 1, device=device), **kw).logits
+            shifted = labels[:, lo + 1:].to(device)
+            nll = F.cross_entropy(logits.float().transpose(1, 2), shifted, ignore_index=-100, reduction="none")
+            loss[part] = (nll.sum(1) / (shifted != -100).sum(1)).cpu()
     return rows.reduce(loss) if chosen is None else rows.reduce_chosen(loss)
 
 
