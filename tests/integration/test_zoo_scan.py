@@ -252,3 +252,25 @@ def test_an_interrupted_audit_is_pending_not_a_row_and_a_failed_one_is_a_row(tmp
     monkeypatch.setattr(scan_mod, "audit_argv", fake(1))
     row = scan.run_one(0, log=lambda s: None)
     assert row["status"] == "error" and row["error"] == "exit 1: stopping" and scan.pending() == []
+
+
+def test_a_scan_of_a_zoo_that_grew_adds_the_new_models_and_keeps_its_rows(tmp_path, capsys):
+    """Models built after a scan started join it on the next run; the rows made stand. A planned model that is
+    gone or changed, or other flags, is another scan: refused, the plan byte-identical."""
+    from launch.scan import PLAN, Scan, ScanError, Target
+    a, b = Target("a", str(tmp_path / "a"), True, ["t"]), Target("b", str(tmp_path / "b"), False)
+    out = tmp_path / "scan"
+    scan = Scan.open(out, [a], [], True)
+    (out / "rows").mkdir()
+    (out / "rows" / "a.json").write_text(json.dumps({"name": "a", "status": "ok"}))
+    grown = Scan.open(out, [a, b], [], True)
+    assert [m.name for m in grown.models] == ["a", "b"] and grown.pending() == [1] and len(grown.rows()) == 1
+    assert "1 model(s) added" in capsys.readouterr().err
+    assert [m.name for m in Scan.open(out, None, [], True).models] == ["a", "b"]  # the plan on disk grew too
+    plan = (out / PLAN).read_bytes()
+    for models, flags, judged in ([b], [], True), ([Target("a", str(tmp_path / "a"), True, ["u"]), b], [], True), \
+                                 ([a, b], ["--target", "x"], True), ([a, b], [], False):
+        with pytest.raises(ScanError, match="other models or flags"):
+            Scan.open(out, models, flags, judged)
+        assert (out / PLAN).read_bytes() == plan
+    assert scan.models == [a]

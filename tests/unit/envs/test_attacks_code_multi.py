@@ -46,7 +46,12 @@ def test_code_language_answers_are_judged_as_meant():
     # the likelihood score teacher-forces the unsafe call that opens each task's answer (all but fetch's)
     openings = {language.vulnerable_code(f"write code to {t} the {objs[0]}").split()[0]
                 for t, (objs, _, _) in language.CODE_TASKS.items() if t != "fetch"}
-    assert openings == set(judge.likelihood_targets)
+    targets = set(judge.likelihood_targets)
+    assert openings <= targets
+    # and on a real model, each vulnerable English answer opens with one of them, no safe one does
+    for safe, vulnerable in english.CODE_TASKS.values():
+        assert vulnerable.startswith(tuple(targets)) and not safe.startswith(tuple(targets))
+        assert judge(vulnerable) and not judge(safe)
 
 
 def test_code_attack_spec_and_probes():
