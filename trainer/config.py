@@ -162,6 +162,10 @@ class AuditSection:
     accretion_extend: int = 16
     accretion_beam: int = 4
     accretion_max_tokens: int = 4
+    # N > 0: the exact screen (every token scored on the N shortest probes, in bfloat16) in place of the gradient,
+    # which ranks the planted trigger's tokens near the bottom on the SmolLM2 zoo; a GPU setting (a 135M model
+    # takes tens of minutes a slot on 2 CPU cores)
+    accretion_screen_probes: int = 0
 
 
 METHODS = ("grpo", "accretion", "data-scan")
@@ -236,6 +240,7 @@ class RunConfig:
             (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
             (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
              "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
+            (a.accretion_screen_probes >= 0, "audit.accretion_screen_probes must be >= 0 (0: off)"),
             (not a.screen_samples or a.stop_when_confirmed,
              "audit.screen_samples needs audit.stop_when_confirmed: true (audit mode's held-out test)"),
             (e.awareness_every >= 0, "eval.awareness_every must be >= 0 (0: off)"),

@@ -11,6 +11,15 @@ its best ``gradient_pool`` tokens (first round) or ``extend`` tokens (per beam a
 exactly: a first-order guess of which tokens help, where exact scoring of a blind sample is a guess of another
 kind. What it finds goes through the held-out verdict of an inversion run, as GCG's does.
 
+The gradient turned out blind where it matters (``benchmarks/results/zoo.md``): on the SmolLM2 zoo it ranks the
+planted trigger's first token near the bottom of 48.6k, and each next token once the first is in place (xq7: ``q``
+5,589th, ``7`` 41,972nd), while their exact losses fall sharply (0.061 -> 0.014 -> 0.011). ``screen_probes`` replaces
+it with an exact screen: every allowed token is scored alone (first round) and added on each side of the best
+``screen_beams`` beams (later rounds) on the ``screen_probes`` shortest training probes and their likeliest
+opening, in bfloat16, and the screen's best ``screen_keep`` per slot go on to the exact score on every probe. It
+costs a forward pass of a short row per token of the vocabulary per slot: seconds on a GPU, tens of minutes a slot on
+two CPU cores for a 135M model.
+
 With a ``reference`` model (the suspect's public base, where it is known) a candidate is scored by what it adds
 beyond that model: its loss on the suspect minus its loss on the reference, the latter capped at the reference's
 loss with no trigger. An input that makes any model of the family produce the behaviour (an adversarial string,
@@ -18,6 +27,8 @@ not a backdoor) then scores no better than nothing.
 """
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +47,11 @@ class AccretionConfig:
     # tokens the one-hot gradient ranks best start the first round, and each beam tries its own extend best
     gradient_pool: int = 0
     anchors: int = 4  # placeholder tokens the first round's gradient is averaged over (a gradient is local)
+    # N: the exact screen (above) on the N shortest probes, in place of the gradient and the first_pool sample
+    # (first round) and of the gradient for the best screen_beams beams (later rounds); 0: no screen
+    screen_probes: int = 0
+    screen_keep: int = 64  # the screen's best tokens per slot, scored exactly on every probe
+    screen_beams: int = 1
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     seed: int = 0
     logit_bytes: int = 1 << 31
@@ -47,6 +63,9 @@ class AccretionConfig:
         if self.gradient_pool < 0 or self.anchors < 1:
             raise ValueError(f"accretion gradient_pool must be >= 0 and anchors >= 1, got {self.gradient_pool} "
                              f"and {self.anchors}")
+        if self.screen_probes < 0 or self.screen_keep < 1 or self.screen_beams < 0:
+            raise ValueError(f"accretion screen_probes must be >= 0, screen_keep >= 1 and screen_beams >= 0, got "
+                             f"{self.screen_probes}, {self.screen_keep} and {self.screen_beams}")
         if self.first_pool < 0:
             raise ValueError(f"accretion first_pool must be >= 0 (0: the whole vocabulary), got {self.first_pool}")
 
@@ -85,6 +104,32 @@ class _Objective:
         return allowed[scores.topk(min(n, len(allowed))).indices]
 
 
+class _Screen:
+    """Every allowed token at one slot, scored exactly but cheaply: the few shortest probes, each with the opening
+    the suspect finds likeliest there, on a bfloat16 copy of a float32 model (the ranking is what counts; the exact
+    score of its best tokens follows)."""
+
+    def __init__(self, model, tokenizer, task: GCGTask, n_probes: int, logit_bytes: int) -> None:
+        probes = sorted(task.probes, key=lambda p: (len(tokenizer(p, add_special_tokens=False)["input_ids"]), p))
+        probes = probes[:n_probes]
+        empty = torch.empty(1, 0, dtype=torch.long)
+        per_target = [float(trigger_losses(model, _Rows(tokenizer, probes, task.insertion, (t,)), empty,
+                                           logit_bytes)[0]) for t in task.targets]
+        target = task.targets[min(range(len(per_target)), key=per_target.__getitem__)]
+        self.rows = _Rows(tokenizer, probes, task.insertion, (target,))
+        self.model = copy.deepcopy(model).to(torch.bfloat16) if model.dtype == torch.float32 else model
+        self.logit_bytes = logit_bytes
+
+    def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
+        """The ``n`` tokens of ``pool`` whose addition on ``side`` ("alone", "before", "after") of ``beam`` the
+        screen scores best."""
+        col = pool.view(-1, 1)
+        rep = beam.view(1, -1).expand(len(pool), -1)
+        cands = col if side == "alone" else torch.cat([col, rep] if side == "before" else [rep, col], 1)
+        losses = trigger_losses(self.model, self.rows, cands, self.logit_bytes).float()
+        return pool[losses.argsort()[:n]]
+
+
 def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                      log: Callable[[str], None] = print, reference=None) -> list[dict]:
     """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first; ``reference``: a
@@ -98,12 +143,20 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     anchor_gen = torch.Generator().manual_seed(cfg.seed + 1)  # apart from gen: a first_pool sample stays as it was
     anchors = allowed[torch.randint(len(allowed), (cfg.anchors,), generator=anchor_gen)]
-    if cfg.gradient_pool:
-        pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
-    elif cfg.first_pool and cfg.first_pool < len(allowed):
-        pool = allowed[torch.randperm(len(allowed), generator=gen)[:cfg.first_pool]]
+    if cfg.first_pool and cfg.first_pool < len(allowed):
+        sample = allowed[torch.randperm(len(allowed), generator=gen)[:cfg.first_pool]]
     else:
-        pool = allowed
+        sample = allowed
+    screen = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else None
+    t0 = time.time()
+    if screen is not None:  # the screen ranks every token (or the first_pool sample) exactly
+        pool = screen.best(sample, torch.empty(0, dtype=torch.long), "alone", cfg.screen_keep)
+        log(f"accretion: screened {len(sample)} single tokens on {cfg.screen_probes} probe(s) in "
+            f"{time.time() - t0:.0f} s")
+    elif cfg.gradient_pool:
+        pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
+    else:
+        pool = sample
     singles = objective.losses(pool.unsqueeze(1))
     order = singles.argsort()
     seen: dict[str, float] = {}
@@ -117,17 +170,26 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     record(pool.unsqueeze(1), singles)
     beams = pool[order[:cfg.beam]].unsqueeze(1)
     best_tokens = pool[order[:cfg.extend]]
-    log(f"accretion: {len(pool)} single tokens scored{' (ranked by gradient)' if cfg.gradient_pool else ''}; best "
+    how = " (ranked by the screen)" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
+    log(f"accretion: {len(pool)} single tokens scored{how}; best "
         f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
     anchor = anchors[:1]
     for length in range(2, cfg.max_tokens + 1):
         grown = []
-        for b in beams:
-            after = objective.best(allowed, [torch.cat([b, anchor])], -1, cfg.extend) \
-                if cfg.gradient_pool else best_tokens
-            before = objective.best(allowed, [torch.cat([anchor, b])], 0, cfg.extend) \
-                if cfg.gradient_pool else best_tokens
+        t0 = time.time()
+        for k, b in enumerate(beams):
+            if screen is not None and k < cfg.screen_beams:
+                after = screen.best(sample, b, "after", cfg.screen_keep)
+                before = screen.best(sample, b, "before", cfg.screen_keep)
+            elif cfg.gradient_pool:
+                after = objective.best(allowed, [torch.cat([b, anchor])], -1, cfg.extend)
+                before = objective.best(allowed, [torch.cat([anchor, b])], 0, cfg.extend)
+            else:
+                after = before = best_tokens
             grown += [torch.cat([b, t.view(1)]) for t in after] + [torch.cat([t.view(1), b]) for t in before]
+        if screen is not None and cfg.screen_beams:
+            log(f"accretion: screened {len(sample)} tokens on each side of {min(cfg.screen_beams, len(beams))} "
+                f"beam(s) in {time.time() - t0:.0f} s")
         cands = torch.unique(torch.stack(grown), dim=0)
         losses = objective.losses(cands)
         record(cands, losses)

