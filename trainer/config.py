@@ -166,6 +166,7 @@ class AuditSection:
     # which ranks the planted trigger's tokens near the bottom on the SmolLM2 zoo; a GPU setting (a 135M model
     # takes tens of minutes a slot on 2 CPU cores)
     accretion_screen_probes: int = 0
+    accretion_screen_beams: int = 1  # beams whose next token is screened too (0: the first round only)
 
 
 METHODS = ("grpo", "accretion", "data-scan")
@@ -240,7 +241,8 @@ class RunConfig:
             (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
             (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
              "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
-            (a.accretion_screen_probes >= 0, "audit.accretion_screen_probes must be >= 0 (0: off)"),
+            (min(a.accretion_screen_probes, a.accretion_screen_beams) >= 0,
+             "audit.accretion_screen_probes and accretion_screen_beams must be >= 0 (0: off)"),
             (not a.screen_samples or a.stop_when_confirmed,
              "audit.screen_samples needs audit.stop_when_confirmed: true (audit mode's held-out test)"),
             (e.awareness_every >= 0, "eval.awareness_every must be >= 0 (0: off)"),
