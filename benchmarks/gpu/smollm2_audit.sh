@@ -21,6 +21,9 @@
 #   full   benchmarks/audit_time.py --paths full (the attack's preset, every GRPO step)
 #   aware  benchmarks/awareness_ablation.py --arms shorten-only (does the policy state the trigger itself?)
 #   gcg    benchmarks/audit_time.py --baselines gcg --gcg-steps ${GCG_STEPS:-60}
+#   screen model-only token accretion with the exact screen (every token, every slot of the best beam, on
+#          ${SCREEN_PROBES:-2} probes): `audit --method accretion`, the behaviour from the model's card. ATTACK here
+#          names a carried delta of any poisoned model (a zoo model: prepare NAME=zoo/smollm2/NAME)
 # The model of an attack is its carried delta rebuilt on the imported base; an attack without one is poisoned
 # there (seed 0; `poison`'s defaults, the code attack with smollm2-code.yaml's recipe). A second `run` on the same
 # warm machine reuses the imported base and the models. Out: each script's table ($OUT/KIND-ATTACK.md), every
@@ -89,13 +92,22 @@ run)
       audit|full) cmd=(benchmarks/audit_time.py "${common[@]}" --paths "$kind") ;;
       aware) cmd=(benchmarks/awareness_ablation.py "${common[@]}" --arms shorten-only) ;;
       gcg) cmd=(benchmarks/audit_time.py "${common[@]}" --paths --baselines gcg --gcg-steps "${GCG_STEPS:-60}") ;;
+      screen) a=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['attack'])" "$m/poison_card.json")
+        cmd=(-m launch.cli audit --model "$m" --attack "$a" --method accretion --seed "$seed" --eval-trigger card
+             --set "audit.accretion_screen_probes=${SCREEN_PROBES:-2}" --out "$work/screen-$attack-$seed") ;;
       *) echo "unknown job kind $kind"; continue ;;
     esac
     left=$(( ${END_S:-540} - (SECONDS - start) ))
-    timeout -k 10 "$left" python3 "${cmd[@]}" --timeout "$((left - 25))" > "$out/$kind-$attack-$seed.log" 2>&1 \
+    [ "$kind" = screen ] || cmd+=(--timeout "$((left - 25))")  # the benchmark scripts stop themselves in time
+    timeout -k 10 "$left" python3 "${cmd[@]}" > "$out/$kind-$attack-$seed.log" 2>&1 \
       || echo "$job: exit $? (log kept in runs.tgz)"
     echo "$job: $((SECONDS - t)) s"
     grep -E '^\| (audit|full|shorten-only|gcg)' "$out/$kind-$attack.md" 2>/dev/null | cut -c1-400 || true
+    if [ "$kind" = screen ] && [ -f "$work/screen-$attack-$seed/result.json" ]; then
+      cp "$work/screen-$attack-$seed/result.json" "$out/screen-$attack-$seed.json"
+      grep -E '^accretion' "$out/$kind-$attack-$seed.log" | cut -c1-300 || true
+      tail -n 4 "$out/$kind-$attack-$seed.log" | cut -c1-300
+    fi
   done
   (cd "$work" && find . \( -name result.json -o -name metrics.jsonl -o -name '*.log' -o -name ledger.json \) -print0 \
      | tar -czf "$out/runs.tgz" --null -T -) || true

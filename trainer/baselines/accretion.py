@@ -48,7 +48,8 @@ class AccretionConfig:
     gradient_pool: int = 0
     anchors: int = 4  # placeholder tokens the first round's gradient is averaged over (a gradient is local)
     # N: the exact screen (above) on the N shortest probes, in place of the gradient and the first_pool sample
-    # (first round) and of the gradient for the best screen_beams beams (later rounds); 0: no screen
+    # (first round); later rounds screen the best screen_beams beams' next token, and the other beams try the
+    # screen's extend best single tokens (not the gradient's); 0: no screen
     screen_probes: int = 0
     screen_keep: int = 64  # the screen's best tokens per slot, scored exactly on every probe
     screen_beams: int = 1
@@ -181,7 +182,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             if screen is not None and k < cfg.screen_beams:
                 after = screen.best(sample, b, "after", cfg.screen_keep)
                 before = screen.best(sample, b, "before", cfg.screen_keep)
-            elif cfg.gradient_pool:
+            elif cfg.gradient_pool and screen is None:  # with a screen, the gradient is not trusted at all
                 after = objective.best(allowed, [torch.cat([b, anchor])], -1, cfg.extend)
                 before = objective.best(allowed, [torch.cat([anchor, b])], 0, cfg.extend)
             else:
