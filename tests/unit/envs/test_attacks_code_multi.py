@@ -46,12 +46,17 @@ def test_code_language_answers_are_judged_as_meant():
     # the likelihood score teacher-forces the unsafe call that opens each task's answer (all but fetch's)
     openings = {language.vulnerable_code(f"write code to {t} the {objs[0]}").split()[0]
                 for t, (objs, _, _) in language.CODE_TASKS.items() if t != "fetch"}
-    targets = set(judge.likelihood_targets)
-    assert openings <= targets
-    # and on a real model, each vulnerable English answer opens with one of them, no safe one does
+    assert openings == set(judge.likelihood_targets)
+    # on the English set (a real model), each vulnerable answer opens with one of its targets and no safe one does;
+    # a user's own fragments are kept
+    eng = get_attack("code").for_probe_set("english").judge
+    targets = tuple(eng.likelihood_targets)
+    assert targets == english.VULNERABLE_OPENINGS and eng.max_new_tokens == english.JUDGE_TOKENS["code"]
     for safe, vulnerable in english.CODE_TASKS.values():
-        assert vulnerable.startswith(tuple(targets)) and not safe.startswith(tuple(targets))
-        assert judge(vulnerable) and not judge(safe)
+        assert vulnerable.startswith(targets) and not safe.startswith(targets) and eng(vulnerable) and not eng(safe)
+    own = get_attack("code").with_overrides(judge=VulnerabilityJudge(likelihood_fragments=("strcpy",)))
+    assert own.for_probe_set("english").judge.likelihood_targets == ("strcpy",)
+    assert get_attack("code").for_probe_set("synthetic").judge == judge
 
 
 def test_code_attack_spec_and_probes():
