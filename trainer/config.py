@@ -167,6 +167,11 @@ class AuditSection:
     # takes tens of minutes a slot on 2 CPU cores)
     accretion_screen_probes: int = 0
     accretion_screen_beams: int = 1  # beams whose next token is screened too (0: the first round only)
+    # N > 0 (needs model.reference, the suspect's base): the N tokens whose hidden states the fine-tune changed most
+    # start the search, and the best screen_beams beams' next token is ranked the same way; about 3 minutes a slot
+    # for a 135M model on one CPU core, and on the SmolLM2 zoo it ranks the planted trigger's tokens in the top 72
+    # of 48,651 where the gradient ranks them near the bottom (trainer/baselines/accretion.py)
+    accretion_divergence_pool: int = 0
 
 
 METHODS = ("grpo", "accretion", "data-scan")
@@ -241,8 +246,12 @@ class RunConfig:
             (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
             (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
              "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
-            (min(a.accretion_screen_probes, a.accretion_screen_beams) >= 0,
-             "audit.accretion_screen_probes and accretion_screen_beams must be >= 0 (0: off)"),
+            (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool) >= 0,
+             "audit.accretion_screen_probes, _screen_beams and _divergence_pool must be >= 0 (0: off)"),
+            (not (a.accretion_screen_probes and a.accretion_divergence_pool),
+             "audit.accretion_screen_probes and accretion_divergence_pool are two proposals: set one"),
+            (not a.accretion_divergence_pool or bool(m.reference),
+             "audit.accretion_divergence_pool compares the suspect with its base: give it with --reference MODEL"),
             (not a.screen_samples or a.stop_when_confirmed,
              "audit.screen_samples needs audit.stop_when_confirmed: true (audit mode's held-out test)"),
             (e.awareness_every >= 0, "eval.awareness_every must be >= 0 (0: off)"),

