@@ -156,11 +156,12 @@ class _Divergence:
     def __init__(self, model, reference, tokenizer, task: GCGTask, logit_bytes: int) -> None:
         shortest = min(task.probes, key=lambda p: (len(tokenizer(p, add_special_tokens=False)["input_ids"]), p))
         self.before = _Rows(tokenizer, [shortest], task.insertion, task.targets).parts[0][0]
-        self.models = [copy.deepcopy(m).to(torch.bfloat16) if m.dtype == torch.float32 else m
+        # the decoders alone: no logits are needed, and a language-model head over a sliced batch once made torch
+        # ask for 58 GB, fail, and fall back to a slow bfloat16 matmul for the rest of the process
+        self.models = [(copy.deepcopy(m).to(torch.bfloat16) if m.dtype == torch.float32 else m).base_model
                        for m in (model, reference)]
         cfg = model.config
-        width = cfg.hidden_size * (cfg.num_hidden_layers + 1)
-        self.chunk = max(1, min(1024, logit_bytes // (2 * 4 * (width + cfg.vocab_size))))
+        self.chunk = max(1, min(1024, logit_bytes // (2 * 4 * cfg.hidden_size * (cfg.num_hidden_layers + 1))))
 
     def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
         """The ``n`` tokens of ``pool`` whose addition on ``side`` ("alone", "before", "after") of ``beam`` the two
@@ -187,8 +188,7 @@ class _Divergence:
                 if cache is not None:
                     kw["past_key_values"] = copy.deepcopy(cache)
                     kw["past_key_values"].batch_repeat_interleave(len(part))
-                res = m(input_ids=part, position_ids=positions.expand(len(part), -1), output_hidden_states=True,
-                        logits_to_keep=1, **kw)
+                res = m(input_ids=part, position_ids=positions.expand(len(part), -1), output_hidden_states=True, **kw)
                 states.append(torch.stack(res.hidden_states[1:])[:, :, first:].float())  # layers x rows x slots
             dist = (states[0] - states[1]).norm(dim=-1) / states[1].norm(dim=-1).clamp(min=1e-6)
             out[s:s + len(part)] = dist.mean((0, 2)).cpu()

