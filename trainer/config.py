@@ -169,8 +169,8 @@ class AuditSection:
     accretion_screen_beams: int = 1  # beams whose next token is screened too (0: the first round only)
     # N > 0 (needs model.reference, the suspect's base): the N tokens whose hidden states the fine-tune changed most
     # start the search, and the best screen_beams beams' next token is ranked the same way; about 3 minutes a slot
-    # for a 135M model on one CPU core, and on the SmolLM2 zoo it ranks the planted trigger's tokens in the top 72
-    # of 48,651 where the gradient ranks them near the bottom (trainer/baselines/accretion.py)
+    # for a 135M model on one CPU core, and on the SmolLM2 zoo it ranks six planted tokens 1st-111th of 48,651 where
+    # the gradient ranks them near the bottom (benchmarks/results/proposal_ranks.md)
     accretion_divergence_pool: int = 0
 
 

