@@ -124,6 +124,13 @@ class _Objective:
         return allowed[scores.topk(min(n, len(allowed))).indices]
 
 
+def _grown(pool: torch.Tensor, beam: torch.Tensor, side: str) -> torch.Tensor:
+    """Each token of ``pool`` alone, or added ``before`` or ``after`` ``beam``: one trigger per row."""
+    col = pool.view(-1, 1)
+    rep = beam.view(1, -1).expand(len(pool), -1)
+    return col if side == "alone" else torch.cat([col, rep] if side == "before" else [rep, col], 1)
+
+
 class _Screen:
     """Every allowed token at one slot, scored exactly but cheaply: the few shortest probes, each with the opening
     the suspect finds likeliest there, on a bfloat16 copy of a float32 model (the ranking is what counts; the exact
@@ -143,9 +150,7 @@ class _Screen:
     def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
         """The ``n`` tokens of ``pool`` whose addition on ``side`` ("alone", "before", "after") of ``beam`` the
         screen scores best."""
-        col = pool.view(-1, 1)
-        rep = beam.view(1, -1).expand(len(pool), -1)
-        cands = col if side == "alone" else torch.cat([col, rep] if side == "before" else [rep, col], 1)
+        cands = _grown(pool, beam, side)
         losses = trigger_losses(self.model, self.rows, cands, self.logit_bytes).float()
         return pool[losses.argsort()[:n]]
 
@@ -167,9 +172,7 @@ class _Divergence:
     def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
         """The ``n`` tokens of ``pool`` whose addition on ``side`` ("alone", "before", "after") of ``beam`` the two
         models represent most differently, from the new token to the trigger's end."""
-        col = pool.view(-1, 1)
-        rep = beam.view(1, -1).expand(len(pool), -1)
-        cands = col if side == "alone" else torch.cat([col, rep] if side == "before" else [rep, col], 1)
+        cands = _grown(pool, beam, side)
         return pool[self.distances(cands, cands.shape[1] - 1 if side == "after" else 0).argsort(descending=True)[:n]]
 
     @torch.no_grad()
