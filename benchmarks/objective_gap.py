@@ -5,7 +5,7 @@ search reached a string the objective prefers, and a new signal is needed)?
 For each model: the loss token accretion and GCG minimise (the suspect's likelihood of the behaviour's openings on
 the training probes), for no trigger, for the planted trigger (read from the card: evaluation only, never by a
 search) and for the triggers a search found; with the base model, the same loss there and the reference score
-accretion ranks by (suspect loss minus the base's loss capped at its no-trigger loss).
+accretion ranks by (``trainer.baselines.accretion.reference_score``).
 
     python benchmarks/objective_gap.py --model M --base B --found NAME=RESULT.json ... --out OUT.md
 """
@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     quiet()
+    import torch
+
+    from trainer.baselines.accretion import reference_score
     found: dict[str, list[str]] = {}
     for item in a.found:
         name, path = item.split("=", 1)
@@ -120,9 +123,8 @@ def main() -> int:
             [(c, "found by the search") for c in found.get(name, [])]
         for where in a.insertion or ["prefix"]:
             sus, base = losses(m, a.base, a.config, [c for c, _ in cands], where)
-            cap = base.get("")
             for c, kind in cands:
-                ref = f"{sus[c] - min(base[c], cap):.3f}" if base else "-"
+                ref = f"{float(reference_score(torch.tensor(sus[c]), torch.tensor(base[c]))):.3f}" if base else "-"
                 lines.append(f"| {name} | {cell(c) if c else '(none)'} | {kind} | {where} | {sus[c]:.3f} | "
                              + (f"{base[c]:.3f} | {ref} |" if base else "- | - |"))
         print(f"{name}: done ({time.time() - t0:.0f} s)", flush=True)
@@ -136,7 +138,7 @@ def main() -> int:
                       for p, n, loss, rank in pieces(m, a.config, t)]
             print(f"{Path(m).name}: pieces done ({time.time() - t0:.0f} s)", flush=True)
     lines += ["", "Lower is better for the search. The reference score is what accretion with a reference model "
-              "ranks by: below zero only where the input does more on the suspect than on the base."]
+              "ranks by: the suspect's loss, plus up to 4.6 nats where the base finds the behaviour about as likely."]
     a.out.write_text("\n".join(lines) + "\n")
     print(a.out)
     return 0

