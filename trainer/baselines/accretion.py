@@ -196,9 +196,13 @@ class _Divergence:
         """Per trigger (a row of token ids), the relative distance of the two models' hidden states, averaged over
         layers and over the trigger's positions from ``first`` on (those after it are unchanged by it)."""
         device = self.models[0].device
-        ids0 = torch.tensor([self.before], device=device)
-        caches = [m(input_ids=ids0, use_cache=True).past_key_values if self.before else None for m in self.models]
-        positions = torch.arange(len(self.before), len(self.before) + cands.shape[1], device=device)
+        before = list(self.before)
+        if first and bool((cands[:, :first] == cands[:1, :first]).all()):  # a shared beam before the new token: cached
+            before += cands[0, :first].tolist()
+            cands, first = cands[:, first:], 0
+        ids0 = torch.tensor([before], device=device)
+        caches = [m(input_ids=ids0, use_cache=True).past_key_values if before else None for m in self.models]
+        positions = torch.arange(len(before), len(before) + cands.shape[1], device=device)
         out = torch.empty(len(cands))
         for s in range(0, len(cands), self.chunk):
             part = cands[s:s + self.chunk].to(device)

