@@ -23,9 +23,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import cell, header, quiet  # noqa: E402
 
 
-def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4) -> list[tuple[str, str, int, int, float]]:
-    """Per planted token: (its context, the token, gradient rank, divergence rank (1 = best), seconds for the
-    divergence over the whole vocabulary)."""
+def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4,
+          ) -> list[tuple[str, str, int, int, int, float]]:
+    """Per planted token: (its context, the token, gradient rank, divergence rank in context, divergence rank alone
+    (the first round's ranking: could a later round rank only the best single tokens?), seconds for the divergence
+    in context over the whole vocabulary); ranks 1 = best."""
     import torch
 
     from envs.loading import load_model
@@ -48,12 +50,13 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4) -> list[
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # accretion's anchors (trainer/baselines/accretion.py)
     picks = allowed[torch.randint(len(allowed), (anchors,), generator=gen)]
     divergence = _Divergence(model, base, tok, task, 1 << 31)
+    alone = divergence.best(allowed, torch.empty(0, dtype=torch.long), "alone", len(allowed)).tolist()
     out = []
     for trigger in card.get("triggers") or [card["trigger"]]:
         ids = tok(trigger, add_special_tokens=False)["input_ids"]
         for j, planted in enumerate(ids):
             if planted not in allowed.tolist():
-                out.append((tok.decode(ids[:j]), tok.decode([planted]), -1, -1, 0.0))
+                out.append((tok.decode(ids[:j]), tok.decode([planted]), -1, -1, -1, 0.0))
                 continue
             before = torch.tensor(ids[:j], dtype=torch.long)
             anchor_set = picks if j == 0 else picks[:1]  # as the search: 4 anchors alone, one after a beam
@@ -62,7 +65,7 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4) -> list[
             t0 = time.time()
             ranked = divergence.best(allowed, before, "after" if j else "alone", len(allowed)).tolist()
             out.append((tok.decode(ids[:j]), tok.decode([planted]), order.index(planted) + 1,
-                        ranked.index(planted) + 1, time.time() - t0))
+                        ranked.index(planted) + 1, alone.index(planted) + 1, time.time() - t0))
             print(f"{Path(model_dir).name}: {out[-1]}", flush=True)
     return out
 
@@ -77,23 +80,24 @@ def main() -> int:
     quiet()
     lines = ["# Where accretion's proposals rank the planted trigger's tokens", "",
              header("python " + " ".join(sys.argv)), "",
-             "| model | trigger so far | planted token | gradient rank | divergence rank | of | divergence s |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | trigger so far | planted token | gradient rank | divergence rank | divergence rank alone | of "
+             "| divergence s |", "|---|---|---|---|---|---|---|---|"]
+    notes = ["", "Ranks are 1-based among the tokens a trigger may hold (`allowed_tokens`). The gradient is the "
+             "suspect's alone; the divergence needs the base; \"alone\" is the token's rank in the first round's "
+             "ranking of single tokens. A byte of a character that the tokenizer splits (such as an enclosed letter) "
+             "is no searchable token: no token search can find it."]
     from envs.tokenizer import load_tokenizer
     from trainer.baselines.gcg import allowed_tokens
     for m in a.model:
         n = len(allowed_tokens(load_tokenizer(m)))
-        for before, token, g, d, secs in ranks(m, a.base, a.config):
+        for before, token, g, d, solo, secs in ranks(m, a.base, a.config):
             if g < 0:
                 lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | not a "
-                             f"searchable token | - | {n} | - |")
+                             f"searchable token | - | - | {n} | - |")
                 continue
             lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | {g} | {d} | "
-                         f"{n} | {secs:.0f} |")
-    lines += ["", "Ranks are 1-based among the tokens a trigger may hold (`allowed_tokens`). The gradient is the "
-              "suspect's alone; the divergence needs the base. A byte of a character that the tokenizer splits "
-              "(such as an enclosed letter) is no searchable token: no token search can find it."]
-    a.out.write_text("\n".join(lines) + "\n")
+                         f"{solo} | {n} | {secs:.0f} |")
+        a.out.write_text("\n".join(lines + notes) + "\n")  # after each model: a stopped run keeps what it measured
     print(a.out)
     return 0
 
