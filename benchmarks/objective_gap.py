@@ -52,6 +52,27 @@ def losses(model_dir: str, base_dir: str | None, config: str, candidates: list[s
     return out[0], (out[1] if base_dir else {})
 
 
+def divergences(model_dir: str, base_dir: str, config: str, candidates: list[str]) -> dict[str, float]:
+    """{candidate: the relative hidden-state distance of suspect and base over the whole candidate}, as the
+    divergence proposal measures a slot (chat opening before it; no probe)."""
+    import torch
+
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    from launch.packaged import load_run_config
+    from trainer.baselines.accretion import _Divergence
+    from trainer.baselines.gcg import GCGTask
+    card = json.loads((Path(model_dir) / "poison_card.json").read_text())
+    cfg = load_run_config(config, {"model": model_dir, "attack": card["attack"]}, [])
+    spec = cfg.attack_spec()
+    tok = load_tokenizer(model_dir)
+    task = GCGTask(cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
+    div = _Divergence(load_model(model_dir, dtype=torch.float32), load_model(base_dir, dtype=torch.float32), tok,
+                      task, 1 << 31)
+    return {c: float(div.distances(torch.tensor([tok(c, add_special_tokens=False)["input_ids"]]), 0)[0])
+            for c in candidates}
+
+
 def pieces(model_dir: str, config: str, trigger: str, anchors: int = 4) -> list[tuple[str, int, float, int | None]]:
     """Every contiguous piece of the planted trigger's tokens: (text, tokens, suspect loss, and for a single token
     its rank in the one-hot gradient ranking accretion's first round draws its pool from, 0 = best)."""
@@ -99,6 +120,10 @@ def main() -> int:
     ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
     ap.add_argument("--insertion", action="append", choices=("prefix", "suffix"), default=None,
                     help="where candidates are inserted into the probes (repeat for both; default prefix)")
+    ap.add_argument("--divergence", action="store_true", help="with --base: each input's divergence from the base "
+                    "(the proposal's measure over the whole input, accretion's _Divergence), beside its losses")
+    ap.add_argument("--extra", action="append", default=[], help="another input to score (for example one a search's "
+                    "log shows among its beams)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     quiet()
@@ -112,21 +137,23 @@ def main() -> int:
                                           .get("gcg_best", [])[:a.top])
     lines = ["# The search objective at the planted trigger and at what the search found", "",
              header("python " + " ".join(sys.argv)), "",
-             "| model | input | kind | inserted | suspect loss | base loss | reference score |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | input | kind | inserted | suspect loss | base loss | reference score |"
+             + (" divergence |" if a.divergence else ""), "|---|---|---|---|---|---|---|" + ("---|" if a.divergence else "")]
     t0 = time.time()
     for m in a.model:
         card = json.loads((Path(m) / "poison_card.json").read_text())
         planted = card.get("triggers") or [card["trigger"]]
         name = Path(m).name
         cands = [("", "no trigger")] + [(t, "planted (evaluation only)") for t in planted] + \
-            [(c, "found by the search") for c in found.get(name, [])]
+            [(c, "found by the search") for c in found.get(name, [])] + [(c, "given") for c in a.extra]
+        div = divergences(m, a.base, a.config, [c for c, _ in cands if c]) if a.divergence and a.base else {}
         for where in a.insertion or ["prefix"]:
             sus, base = losses(m, a.base, a.config, [c for c, _ in cands], where)
             for c, kind in cands:
                 ref = f"{float(reference_score(torch.tensor(sus[c]), torch.tensor(base[c]))):.3f}" if base else "-"
                 lines.append(f"| {name} | {cell(c) if c else '(none)'} | {kind} | {where} | {sus[c]:.3f} | "
-                             + (f"{base[c]:.3f} | {ref} |" if base else "- | - |"))
+                             + (f"{base[c]:.3f} | {ref} |" if base else "- | - |")
+                             + (f" {div[c]:.4f} |" if c in div else " - |" if div else ""))
         print(f"{name}: done ({time.time() - t0:.0f} s)", flush=True)
     for m in a.pieces:
         card = json.loads((Path(m) / "poison_card.json").read_text())
