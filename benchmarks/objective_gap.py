@@ -138,7 +138,8 @@ def main() -> int:
     lines = ["# The search objective at the planted trigger and at what the search found", "",
              header("python " + " ".join(sys.argv)), "",
              "| model | input | kind | inserted | suspect loss | base loss | reference score |"
-             + (" divergence |" if a.divergence else ""), "|---|---|---|---|---|---|---|" + ("---|" if a.divergence else "")]
+             + (" divergence |" if a.divergence else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if a.divergence else "")]
     t0 = time.time()
     for m in a.model:
         card = json.loads((Path(m) / "poison_card.json").read_text())
