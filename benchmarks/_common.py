@@ -70,3 +70,20 @@ def write_with_notes(out: Path, lines: list[str], notes_heading: str) -> None:
     old = out.read_text() if out.is_file() else ""
     notes = ["", old[old.index(notes_heading):].rstrip()] if notes_heading in old else []
     write_text_atomic(out, "\n".join(lines + notes) + "\n")
+
+
+def zoo_task(model_dir: str, config: str):
+    """A poisoned model's tokenizer and the token-search task its card's behaviour gives (training probes, the
+    run's insertion, the judge's likelihood openings): what accretion searches on, for the benchmarks that measure
+    its pieces."""
+    import json
+    from pathlib import Path
+
+    from envs.tokenizer import load_tokenizer
+    from launch.packaged import load_run_config
+    from trainer.baselines.gcg import GCGTask
+    card = json.loads((Path(model_dir) / "poison_card.json").read_text())
+    cfg = load_run_config(config, {"model": model_dir, "attack": card["attack"]}, [])
+    spec = cfg.attack_spec()
+    return load_tokenizer(model_dir), GCGTask(cfg.probe_split(spec)[0], cfg.oracle.insertion,
+                                              spec.judge.likelihood_targets)

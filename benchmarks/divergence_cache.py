@@ -9,7 +9,6 @@ vocabulary after a beam of ``--beam`` tokens, in the same process; the two ranki
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import header, quiet  # noqa: E402
+from benchmarks._common import header, quiet, zoo_task  # noqa: E402
 
 
 def main() -> int:
@@ -33,15 +32,9 @@ def main() -> int:
     import torch
 
     from envs.loading import load_model
-    from envs.tokenizer import load_tokenizer
-    from launch.packaged import load_run_config
     from trainer.baselines.accretion import _Divergence
-    from trainer.baselines.gcg import GCGTask, allowed_tokens
-    card = json.loads((Path(a.model) / "poison_card.json").read_text())
-    cfg = load_run_config(a.config, {"model": a.model, "attack": card["attack"]}, [])
-    spec = cfg.attack_spec()
-    tok = load_tokenizer(a.model)
-    task = GCGTask(cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
+    from trainer.baselines.gcg import allowed_tokens
+    tok, task = zoo_task(a.model, a.config)
     div = _Divergence(load_model(a.model, dtype=torch.float32), load_model(a.base, dtype=torch.float32), tok, task,
                       1 << 31)
     pool = allowed_tokens(tok)

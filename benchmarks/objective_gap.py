@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_task  # noqa: E402
 
 
 def losses(model_dir: str, base_dir: str | None, config: str, candidates: list[str],
@@ -58,15 +58,8 @@ def divergences(model_dir: str, base_dir: str, config: str, candidates: list[str
     import torch
 
     from envs.loading import load_model
-    from envs.tokenizer import load_tokenizer
-    from launch.packaged import load_run_config
     from trainer.baselines.accretion import _Divergence
-    from trainer.baselines.gcg import GCGTask
-    card = json.loads((Path(model_dir) / "poison_card.json").read_text())
-    cfg = load_run_config(config, {"model": model_dir, "attack": card["attack"]}, [])
-    spec = cfg.attack_spec()
-    tok = load_tokenizer(model_dir)
-    task = GCGTask(cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
+    tok, task = zoo_task(model_dir, config)
     div = _Divergence(load_model(model_dir, dtype=torch.float32), load_model(base_dir, dtype=torch.float32), tok,
                       task, 1 << 31)
     return {c: float(div.distances(torch.tensor([tok(c, add_special_tokens=False)["input_ids"]]), 0)[0])
