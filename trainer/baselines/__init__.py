@@ -15,6 +15,7 @@ contribution, not a kinder judge.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
-from trainer.baselines.accretion import AccretionConfig, accretion_search
+from trainer.baselines.accretion import AccretionConfig, SearchProgress, accretion_search
 from trainer.baselines.data_scan import scan_data
 from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import RunConfig
@@ -31,15 +32,19 @@ from trainer.oracles import SuspectOracles
 from trainer.rsft import SFTSettings, rsft_stage
 from trainer.rsft_sources import FINETUNE_FILE, RowPool, read_rows
 from trainer.run_dir.result import RunResult
-from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_verdict
+from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_verdict, heldout_confirmer
 from trainer.verdict.ledger import CandidateLedger
 
 BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan")
 
 
 def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: str | list[str] | None = None,
-                 log=print, search: GCGConfig | AccretionConfig | None = None) -> RunResult:
-    """One baseline, judged by the run's held-out verdict; ``search``: the token search's settings (gcg, accretion).
+                 log=print, search: GCGConfig | AccretionConfig | None = None,
+                 progress: str | Path | None = None) -> RunResult:
+    """One baseline, judged by the run's held-out verdict; ``search``: the token search's settings (gcg, accretion);
+    ``progress``: a file where accretion keeps its finished rounds and resumes from (the caller removes it once the
+    result is safe). In audit mode (``audit.stop_when_confirmed``) accretion stops at the first round whose best
+    trigger the held-out test confirms, as GRPO stops at the first confirmed candidate.
     ``data-scan`` sets ``cfg.oracle.insertion`` to where its top n-gram sits in the data, in the caller's config,
     so that a run directory saved from it says how its verdict inserted the candidates."""
     if kind not in BASELINES:
@@ -56,7 +61,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     if kind in ("gcg", "accretion") and not cfg.attack_spec().judge.likelihood_targets:  # before any model loads
         raise ValueError(f"{kind} searches for the behaviour's fixed openings, and this judge has none (give the "
                          "behaviour as --target TEXT or a recipe's --attack)")
-    found_in_data = None
+    found_in_data, earlier = None, 0.0  # earlier: search seconds of an earlier, resumed run
     if kind == "data-scan":  # no model needed; its n-grams are tested where the data places them
         found_in_data = scan_data(read_rows(data_file), cfg.attack_spec(), cfg.resolved_probe_set())
         if found_in_data["placement"] and found_in_data["placement"] != cfg.oracle.insertion:
@@ -95,8 +100,12 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
             reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
                                    device=device) if cfg.model.reference else None
-            found = accretion_search(oracles.model, tok, task, scfg, log, reference)
-            steps = scfg.max_tokens
+            keep = SearchProgress(Path(progress), json.dumps([cfg.model.path, cfg.model.reference])) \
+                if progress is not None else None
+            confirm = heldout_confirmer(oracles.oracle(held.probes), a.found_threshold,
+                                        oracles.reference_oracle(held.probes)) if a.stop_when_confirmed else None
+            found = accretion_search(oracles.model, tok, task, scfg, log, reference, keep, confirm)
+            steps, earlier = scfg.max_tokens, keep.earlier_seconds if keep is not None else 0.0
         pool = [f["candidate"] for f in found]
         result = held_out_verdict(held, Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger,
                                                steps), eval_trigger)
@@ -112,5 +121,5 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         result = evaluate_policy(held, policy, ledger, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
-    result.wall_seconds = round(time.time() - t0, 1)
+    result.wall_seconds = round(time.time() - t0 + earlier, 1)
     return result

@@ -44,9 +44,13 @@ finds they prime the base as much.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -140,6 +144,38 @@ class _Objective:
         return allowed[scores.topk(min(n, len(allowed))).indices]
 
 
+@dataclass
+class SearchProgress:
+    """Where a search keeps its finished rounds, so that a killed audit resumes after the last of them (a SmolLM2
+    round costs tens of minutes on a CPU): one JSON file, written whole after each round. ``key`` says what the
+    rounds belong to (the models, with the settings and probes the search adds): a file of another search is
+    started over, never resumed. ``earlier_seconds``: the search time the file already holds, once loaded."""
+    path: Path
+    key: str
+    earlier_seconds: float = field(default=0.0, init=False)
+
+    def load(self, key: str, log: Callable[[str], None]) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            state = None
+        if not isinstance(state, dict) or state.get("key") != key:
+            log(f"accretion: {self.path} holds another search's rounds (or is unreadable); starting over")
+            return None
+        self.earlier_seconds = float(state["seconds"])
+        return state
+
+    def save(self, state: dict) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, ensure_ascii=False))
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _grown(pool: torch.Tensor, beam: torch.Tensor, side: str) -> torch.Tensor:
     """Each token of ``pool`` alone, or added ``before`` or ``after`` ``beam``: one trigger per row."""
     col = pool.view(-1, 1)
@@ -220,9 +256,13 @@ class _Divergence:
 
 
 def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
-                     log: Callable[[str], None] = print, reference=None) -> list[dict]:
+                     log: Callable[[str], None] = print, reference=None, progress: SearchProgress | None = None,
+                     confirm: Callable[[list[str]], list[str]] | None = None) -> list[dict]:
     """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first; ``reference``: a
-    model whose likelihood of the behaviour is subtracted (the suspect's base)."""
+    model whose likelihood of the behaviour is subtracted (the suspect's base). ``progress``: where finished rounds
+    are kept and resumed from. ``confirm`` (audit mode, as GRPO's ``stop_when_confirmed``): each round's best
+    trigger is put to it (the held-out test), and the search stops at the first it returns; that trigger is among
+    those returned."""
     cfg.validate()
     if not task.probes:
         raise ValueError("token accretion needs at least one probe prompt")
@@ -241,16 +281,10 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     screen = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else \
         _Divergence(model, reference, tokenizer, task, cfg.logit_bytes) if cfg.divergence_pool else None
     what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
-    t0 = time.time()
-    if screen is not None:  # every token (or the first_pool sample) is ranked, exactly or by divergence
-        pool = screen.best(sample, torch.empty(0, dtype=torch.long), "alone", cfg.divergence_pool or cfg.screen_keep)
-        log(f"accretion: ranked {len(sample)} single tokens {what} in {time.time() - t0:.0f} s")
-    elif cfg.gradient_pool:
-        pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
-    else:
-        pool = sample
-    singles = objective.losses(pool.unsqueeze(1))
-    order = singles.argsort()
+    key = hashlib.sha256(json.dumps([progress.key if progress else "", asdict(cfg), list(task.probes),
+                                     task.insertion, list(task.targets)]).encode()).hexdigest()
+    state = progress.load(key, log) if progress is not None else None
+    started = time.time()
     seen: dict[str, float] = {}
 
     def record(cands: torch.Tensor, losses: torch.Tensor) -> None:
@@ -259,14 +293,48 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             if text:
                 seen[text] = min(loss, seen.get(text, float("inf")))
 
-    record(pool.unsqueeze(1), singles)
-    beams = pool[order[:cfg.beam]].unsqueeze(1)
-    best_tokens = pool[order[:cfg.extend]]
-    how = f" (ranked {what})" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
-    log(f"accretion: {len(pool)} single tokens scored{how}; best "
-        f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
+    def finish_round(length: int) -> str | None:
+        """Keep the round (``progress``) and put its best trigger to ``confirm``; the trigger confirmed, if any."""
+        text = tokenizer.decode(beams[0].tolist()).strip()
+        passed = confirm([text]) if confirm is not None and text else []
+        if passed:
+            log(f"accretion: {text!r} ({length} token(s)) reproduces on the held-out probes; the search stops "
+                "(audit mode)")
+        if progress is not None:
+            progress.save({"key": key, "length": length, "beams": beams.tolist(), "best_tokens": best_tokens.tolist(),
+                           "seen": seen, "confirmed": passed[0] if passed else None,
+                           "seconds": round(progress.earlier_seconds + time.time() - started, 1)})
+        return passed[0] if passed else None
+
+    if state is not None:
+        done, confirmed = state["length"], state["confirmed"]
+        beams, best_tokens = torch.tensor(state["beams"]), torch.tensor(state["best_tokens"])
+        seen.update(state["seen"])
+        log(f"accretion: resumed after {done} of {cfg.max_tokens} rounds ({len(seen)} triggers scored, "
+            f"{state['seconds']:.0f} s of search before); best {tokenizer.decode(beams[0].tolist()).strip()!r}")
+    else:
+        t0 = time.time()
+        if screen is not None:  # every token (or the first_pool sample) is ranked, exactly or by divergence
+            pool = screen.best(sample, torch.empty(0, dtype=torch.long), "alone",
+                               cfg.divergence_pool or cfg.screen_keep)
+            log(f"accretion: ranked {len(sample)} single tokens {what} in {time.time() - t0:.0f} s")
+        elif cfg.gradient_pool:
+            pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
+        else:
+            pool = sample
+        singles = objective.losses(pool.unsqueeze(1))
+        order = singles.argsort()
+        record(pool.unsqueeze(1), singles)
+        beams = pool[order[:cfg.beam]].unsqueeze(1)
+        best_tokens = pool[order[:cfg.extend]]
+        how = f" (ranked {what})" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
+        log(f"accretion: {len(pool)} single tokens scored{how}; best "
+            f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
+        done, confirmed = 1, finish_round(1)
     anchor = anchors[:1]
-    for length in range(2, cfg.max_tokens + 1):
+    for length in range(done + 1, cfg.max_tokens + 1):
+        if confirmed:
+            break
         grown = []
         t0 = time.time()
         for k, b in enumerate(beams):
@@ -288,5 +356,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         beams = cands[losses.argsort()[:cfg.beam]]
         log(f"accretion: {length} tokens, {len(cands)} candidates; best "
             f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
+        confirmed = finish_round(length)
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
+    if confirmed and confirmed not in dict(best):
+        best.append((confirmed, seen[confirmed]))
     return [{"candidate": c, "loss": round(v, 4)} for c, v in best]

