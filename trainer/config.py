@@ -172,6 +172,9 @@ class AuditSection:
     # for a 135M model on one CPU core, and on the SmolLM2 zoo it ranks six planted tokens 1st-111th of 48,651 where
     # the gradient ranks them near the bottom (benchmarks/results/proposal_ranks.md)
     accretion_divergence_pool: int = 0
+    # the divergence over the first N decoder layers only (0: all), at N / (all layers) of the cost
+    # (benchmarks/results/divergence_layers.md)
+    accretion_divergence_layers: int = 0
 
 
 METHODS = ("grpo", "accretion", "data-scan")
@@ -246,8 +249,10 @@ class RunConfig:
             (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
             (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
              "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
-            (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool) >= 0,
-             "audit.accretion_screen_probes, _screen_beams and _divergence_pool must be >= 0 (0: off)"),
+            (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool,
+                 a.accretion_divergence_layers) >= 0,
+             "audit.accretion_screen_probes, _screen_beams, _divergence_pool and _divergence_layers must be >= 0 "
+             "(0: off, or all layers)"),
             (not (a.accretion_screen_probes and a.accretion_divergence_pool),
              "audit.accretion_screen_probes and accretion_divergence_pool are two proposals: set one"),
             (not a.accretion_divergence_pool or bool(m.reference),

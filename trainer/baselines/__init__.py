@@ -96,7 +96,8 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
                                              beam=a.accretion_beam, max_tokens=a.accretion_max_tokens, seed=cfg.seed,
                                              screen_probes=a.accretion_screen_probes,
                                              screen_beams=a.accretion_screen_beams,
-                                             divergence_pool=a.accretion_divergence_pool)
+                                             divergence_pool=a.accretion_divergence_pool,
+                                             divergence_layers=a.accretion_divergence_layers)
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
             reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
                                    device=device) if cfg.model.reference else None

