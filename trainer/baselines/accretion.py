@@ -169,10 +169,12 @@ class SearchProgress:
     """Where a search keeps its finished rounds, so that a killed audit resumes after the last of them (a SmolLM2
     round costs tens of minutes on a CPU): one JSON file, written whole after each round. ``key`` says what the
     rounds belong to (the models, with the settings and probes the search adds): a file of another search is
-    started over, never resumed. ``earlier_seconds``: the search time the file already holds, once loaded."""
+    started over, never resumed. ``earlier_seconds``: the search time the file already holds, once loaded;
+    ``rounds``: the rounds finished so far (fewer than ``max_tokens`` where audit mode stopped the search)."""
     path: Path
     key: str
     earlier_seconds: float = field(default=0.0, init=False)
+    rounds: int = field(default=0, init=False)
 
     def load(self, key: str, log: Callable[[str], None]) -> dict | None:
         if not self.path.is_file():
@@ -184,10 +186,11 @@ class SearchProgress:
         if not isinstance(state, dict) or state.get("key") != key:
             log(f"accretion: {self.path} holds another search's rounds (or is unreadable); starting over")
             return None
-        self.earlier_seconds = float(state["seconds"])
+        self.earlier_seconds, self.rounds = float(state["seconds"]), state["length"]
         return state
 
     def save(self, state: dict) -> None:
+        self.rounds = state["length"]
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, ensure_ascii=False))
         os.replace(tmp, self.path)

@@ -377,7 +377,7 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
     assert accretion_search(model, tok, task, cfg, lines.append, progress=keep) == whole
     assert lines[0].startswith("accretion: resumed after 1 of 3 rounds") and keep.earlier_seconds > 0
     assert not any("single tokens scored" in line for line in lines)  # round 1 was not redone
-    assert json.loads(state.read_text())["length"] == 3
+    assert json.loads(state.read_text())["length"] == 3 == keep.rounds
     for other in (SearchProgress(state, "model-b"), SearchProgress(tmp_path / "garbled.json", "model-a")):
         (tmp_path / "garbled.json").write_text("{not json")
         lines.clear()
