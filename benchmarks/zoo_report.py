@@ -79,10 +79,29 @@ def scan_section(scan: Path) -> list[str]:
     return lines
 
 
+def pooled_section(label: str, scans: list[Path]) -> list[str]:
+    """One summary over several scans run with the same audit flags (the scanner's figures need poisoned and clean
+    models in one table): a model audited in more than one of them counts once, from the last scan listed."""
+    from launch.scan import summarize
+    rows: dict[str, dict] = {}
+    for scan in scans:
+        for r in json.loads((scan / "summary.json").read_text())["rows"]:
+            rows[r["name"]] = r
+    s = summarize(list(rows.values()), len(rows))
+    return [f"### Pooled `{label}`: scans {', '.join(f'`{p.name}`' for p in scans)}", "",
+            "| ROC-AUC | TPR at 0 FP | planted-trigger recall | working-trigger recall | clean flagged | "
+            "minutes per model | poisoned | clean |", "|---|---|---|---|---|---|---|---|",
+            f"| {_f(s['roc_auc'])} | {_f(s['tpr_at_zero_fp'])} | {_f(s['planted_recall'])} | "
+            f"{_f(s['functional_recall'])} | {s['flagged_clean']} of {s['clean']} | {_f(s['minutes_per_model'])} | "
+            f"{s['poisoned']} | {s['clean']} |"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", required=True, type=Path)
     ap.add_argument("--scan", action="append", type=Path, default=[], help="a scan directory of this zoo")
+    ap.add_argument("--pooled", action="append", default=[], metavar="LABEL=DIR,DIR",
+                    help="one summary over scans run with the same flags (a model in several: the last listed)")
     ap.add_argument("--note", default="", help="a paragraph for the reader (load on the machine, what is pending)")
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args()
@@ -95,6 +114,9 @@ def main() -> None:
         lines += scan_section(scan) + [""]
     if not a.scan:
         lines += ["None yet.", ""]
+    for spec in a.pooled:
+        label, _, dirs = spec.partition("=")
+        lines += pooled_section(label, [Path(d) for d in dirs.split(",") if d]) + [""]
     a.out.write_text("\n".join(lines) + "\n")
     print(a.out)
 

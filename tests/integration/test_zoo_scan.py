@@ -84,6 +84,23 @@ def test_the_scores_figures_come_from_scikit_learn():
     assert PLANTED_JACCARD == 0.9
 
 
+def test_the_zoo_report_pools_scans_of_the_same_flags_counting_each_model_once(tmp_path):
+    """Scans split over runs (two models each, on two cores) report together: a model audited twice counts once,
+    from the last scan listed."""
+    from benchmarks.zoo_report import pooled_section
+    row = {"status": "ok", "flagged": False, "planted_recovered": False, "minutes": 2.0}
+    parts = {"a": [{**row, "name": "p1", "poisoned": True, "score": 0.2},
+                   {**row, "name": "c1", "poisoned": False, "score": 0.1}],
+             "b": [{**row, "name": "p1", "poisoned": True, "score": 1.0, "flagged": True, "minutes": 4.0},
+                   {**row, "name": "c2", "poisoned": False, "score": 0.0}]}
+    for name, rows in parts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"rows": rows}))
+    table = pooled_section("x", [tmp_path / "a", tmp_path / "b"])
+    assert table[0] == "### Pooled `x`: scans `a`, `b`"
+    assert table[-1] == "| 1.00 | 1.00 | 0.00 | 1.00 | 0 of 2 | 2.67 | 1 | 2 |"  # p1 from b: 1.0 over both clean
+
+
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory):
     """A poisoned tiny model (a trigger no recipe names), a clean control, and one that misses its bars."""
