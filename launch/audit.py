@@ -109,13 +109,13 @@ def audit_config(a: argparse.Namespace, log):
             cfg.audit.accretion_divergence_pool = REFERENCE_PROPOSAL["pool"]
         if cfg.audit.accretion_divergence_pool and not _given(a.set, "audit.accretion_divergence_layers"):
             cfg.audit.accretion_divergence_layers = REFERENCE_PROPOSAL["layers"]
+    if cfg.audit.method == "data-scan" and not a.data:
+        raise ValueError("--method data-scan reads the data you hold: give it with --data FILE.jsonl")
+    log(f"method: {METHOD_LINES[cfg.audit.method]}")
     if cfg.audit.method == "accretion" and cfg.audit.accretion_divergence_pool:
         log(f"accretion: each slot's tokens ranked by how far the fine-tune moved them from --reference "
             f"(audit.accretion_divergence_pool={cfg.audit.accretion_divergence_pool}, "
             f"audit.accretion_divergence_layers={cfg.audit.accretion_divergence_layers})")
-    if cfg.audit.method == "data-scan" and not a.data:
-        raise ValueError("--method data-scan reads the data you hold: give it with --data FILE.jsonl")
-    log(f"method: {METHOD_LINES[cfg.audit.method]}")
     uses = {"grpo": "R-SFT and the data scan", "data-scan": "the data scan"}.get(cfg.audit.method)
     if a.data:
         held = f"{a.data} ({uses})" if uses else f"{a.data} (not read by {cfg.audit.method}: it needs no data)"
