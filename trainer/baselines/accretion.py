@@ -331,7 +331,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                 seen[text] = min(loss, seen.get(text, float("inf")))
 
     def vs_reference() -> str:
-        return f" ({objective.reference_scored} against the reference)" if reference is not None else ""
+        return f"{objective.reference_scored} put to the reference" if reference is not None else ""
 
     def finish_round(length: int) -> str | None:
         """Keep the round (``progress``) and put its best trigger to ``confirm``; the trigger confirmed, if any."""
@@ -368,8 +368,10 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         record(pool.unsqueeze(1), singles)
         beams = pool[order[:cfg.beam]].unsqueeze(1)
         best_tokens = pool[order[:cfg.extend]]
-        how = f" (ranked {what})" if screen is not None else " (ranked by gradient)" if cfg.gradient_pool else ""
-        log(f"accretion: {len(pool)} single tokens scored in {time.time() - t0:.0f} s{how}{vs_reference()}; best "
+        how = f"ranked {what}" if screen is not None else "ranked by gradient" if cfg.gradient_pool else ""
+        how = "; ".join(filter(None, [how, vs_reference()]))
+        how = f" ({how})" if how else ""
+        log(f"accretion: {len(pool)} single tokens scored in {time.time() - t0:.0f} s{how}; best "
             f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
         done, confirmed = 1, finish_round(1)
     anchor = anchors[:1]
@@ -396,7 +398,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         losses = objective.losses(cands, max(cfg.beam, cfg.keep))
         record(cands, losses)
         beams = cands[losses.argsort()[:cfg.beam]]
-        log(f"accretion: {length} tokens, {len(cands)} candidates scored in {time.time() - t0:.0f} s{vs_reference()}; "
+        log(f"accretion: {length} tokens, {len(cands)} candidates scored in {time.time() - t0:.0f} s"
+            f"{f' ({vs_reference()})' if reference is not None else ''}; "
             f"best {tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
         confirmed = finish_round(length)
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
