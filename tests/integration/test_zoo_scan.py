@@ -266,6 +266,22 @@ def test_an_interrupted_audit_is_pending_not_a_row_and_a_failed_one_is_a_row(tmp
     assert scan.pending() == [0] and scan.rows() == []
     import shutil
     shutil.rmtree(run)
+
+    def search(t, behaviour, judged, run_dir):  # a search audit writes its run directory only at the end
+        return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]
+    monkeypatch.setattr(scan_mod, "audit_argv", search)
+    assert scan.run_one(0, log=lambda s: None)["status"] == "interrupted" and scan.pending() == [0]
+
+    def resumed(t, behaviour, judged, run_dir):  # it resumed 90 s of an earlier attempt's search: counted
+        result = json.dumps({"found": False, "resumed_seconds": 90.0, "wall_seconds": 95.0})
+        code = f"import os; os.makedirs({str(run_dir)!r}); open(os.path.join({str(run_dir)!r}, 'result.json'), 'w')" \
+               f".write({result!r})"
+        return [sys.executable, "-c", code]
+    monkeypatch.setattr(scan_mod, "audit_argv", resumed)
+    row = scan.run_one(0, log=lambda s: None)
+    assert row["status"] == "ok" and 1.5 <= row["minutes"] < 2.5
+    shutil.rmtree(run)
+    (tmp_path / "scan" / "rows" / "m.json").unlink()
     monkeypatch.setattr(scan_mod, "audit_argv", fake(1))
     row = scan.run_one(0, log=lambda s: None)
     assert row["status"] == "error" and row["error"] == "exit 1: stopping" and scan.pending() == []

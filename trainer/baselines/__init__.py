@@ -123,4 +123,5 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         result.samples = n_samples
     result.baseline = kind
     result.wall_seconds = round(time.time() - t0 + earlier, 1)
+    result.resumed_seconds = round(earlier, 1) if earlier else None
     return result

@@ -69,6 +69,7 @@ class RunResult:
     samples: int | None = None
     gcg: dict[str, Any] | None = None
     gcg_best: list[dict[str, Any]] | None = None
+    resumed_seconds: float | None = None  # search time of earlier, stopped attempts this one resumed (in wall_seconds)
     schema_version: int = SCHEMA_VERSION
 
     @property
