@@ -106,8 +106,8 @@ def main() -> None:
             for k in ("rsft-only", "sampling", "gcg"):  # cached beside the demo: a rerun only re-tabulates
                 path = out / f"baseline-{k}.json"
                 if not path.is_file():
-                    b = run_baseline(cfg, k, args.samples, eval_trigger=truth, log=lambda s: None,
-                                     search=GCGConfig(steps=args.gcg_steps, seed=seed))
+                    b = run_baseline(cfg, k, eval_trigger=truth, log=lambda s: None,
+                                     search=GCGConfig(steps=args.gcg_steps, seed=seed) if k == "gcg" else args.samples)
                     write_json_atomic(path, b.to_dict())
                 base[k] = RunResult.from_dict(json.loads(path.read_text()), str(path))
             recovered, fmt = named(r), lambda b: f"{named(b)} ({b.recovered_jaccard_word:.2f})"  # noqa: E731

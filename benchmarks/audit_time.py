@@ -135,8 +135,8 @@ def baseline_row(work: Path, model: str, attack: str, kind: str, seed: int, budg
         from trainer.config import load_config
         cfg = load_config(REPO / PRESET.format(attack=attack), {"model": model, "attack": attack, "seed": seed},
                           sets=sets)
-        r = run_baseline(cfg, kind, budget, eval_trigger=_card_truth(model), log=print,
-                         search=GCGConfig(steps=budget, seed=seed))
+        r = run_baseline(cfg, kind, eval_trigger=_card_truth(model), log=print,
+                         search=GCGConfig(steps=budget, seed=seed) if kind == "gcg" else budget)
         write_json_atomic(path, r.to_dict())
     r = RunResult.from_dict(json.loads(path.read_text()), str(path))
     return (f"| {kind} ({what}) | {seed} | - | - | - | - | - | {r.wall_seconds / 60:.1f} min (whole) | "

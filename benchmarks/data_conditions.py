@@ -152,7 +152,7 @@ def baseline(model: Path, work: Path, config: str | None, sets: list[str], cond:
         triggers = c["triggers"] or []
         truth = triggers if len(triggers) > 1 else (triggers[0] if triggers else None)
         if cond == "s":
-            r = run_baseline(cfg, "sampling", 64, eval_trigger=truth, log=lambda _: None)
+            r = run_baseline(cfg, "sampling", eval_trigger=truth, log=lambda _: None, search=64)
         else:
             search = AccretionConfig(first_pool=pool, seed=cfg.seed) if cond == "t" else \
                 AccretionConfig(gradient_pool=gradient[0], beam=gradient[1], extend=gradient[2], seed=cfg.seed)

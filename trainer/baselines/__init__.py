@@ -24,7 +24,7 @@ import torch
 
 from envs.loading import check_model_dir, load_model
 from envs.tokenizer import load_tokenizer
-from trainer.baselines.accretion import AccretionConfig, SearchProgress, accretion_search
+from trainer.baselines.accretion import AccretionConfig, SearchContext, SearchProgress, accretion_search
 from trainer.baselines.data_scan import scan_data
 from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import RunConfig
@@ -36,15 +36,17 @@ from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_
 from trainer.verdict.ledger import CandidateLedger
 
 BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan")
+DEFAULT_SAMPLES = 64  # answers drawn from the policy by sampling and rsft-only
 
 
-def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: str | list[str] | None = None,
-                 log=print, search: GCGConfig | AccretionConfig | None = None,
+def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None = None, log=print,
+                 search: int | GCGConfig | AccretionConfig | None = None,
                  progress: str | Path | None = None) -> RunResult:
-    """One baseline, judged by the run's held-out verdict; ``search``: the token search's settings (gcg, accretion);
-    ``progress``: a file where accretion keeps its finished rounds and resumes from (the caller removes it once the
-    result is safe). In audit mode (``audit.stop_when_confirmed``) accretion stops at the first round whose best
-    trigger the held-out test confirms, as GRPO stops at the first confirmed candidate.
+    """One baseline, judged by the run's held-out verdict. ``search``: the baseline's own settings, the samples
+    drawn (sampling, rsft-only; default 64) or the token search's config (gcg, accretion; default from the run's
+    audit section); ``progress``: a file where accretion keeps its finished rounds and resumes from (the caller
+    removes it once the result is safe). In audit mode (``audit.stop_when_confirmed``) accretion stops at the first
+    round whose best trigger the held-out test confirms, as GRPO stops at the first confirmed candidate.
     ``data-scan`` sets ``cfg.oracle.insertion`` to where its top n-gram sits in the data, in the caller's config,
     so that a run directory saved from it says how its verdict inserted the candidates."""
     if kind not in BASELINES:
@@ -88,16 +90,15 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
     elif kind in ("gcg", "accretion"):
         task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
         if kind == "gcg":
-            scfg = search or GCGConfig(seed=cfg.seed)
+            scfg = search if isinstance(search, GCGConfig) else GCGConfig(seed=cfg.seed)
             found, steps = gcg_search(oracles.model, tok, task, scfg, log), scfg.steps
         else:
             a = cfg.audit
-            scfg = search or AccretionConfig(gradient_pool=a.accretion_pool, extend=a.accretion_extend,
-                                             beam=a.accretion_beam, max_tokens=a.accretion_max_tokens, seed=cfg.seed,
-                                             screen_probes=a.accretion_screen_probes,
-                                             screen_beams=a.accretion_screen_beams,
-                                             divergence_pool=a.accretion_divergence_pool,
-                                             divergence_layers=a.accretion_divergence_layers)
+            scfg = search if isinstance(search, AccretionConfig) else AccretionConfig(
+                gradient_pool=a.accretion_pool, extend=a.accretion_extend, beam=a.accretion_beam,
+                max_tokens=a.accretion_max_tokens, seed=cfg.seed, screen_probes=a.accretion_screen_probes,
+                screen_beams=a.accretion_screen_beams, divergence_pool=a.accretion_divergence_pool,
+                divergence_layers=a.accretion_divergence_layers)
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
             reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
                                    device=device) if cfg.model.reference else None
@@ -105,7 +106,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
                 if progress is not None else None
             confirm = heldout_confirmer(oracles.oracle(held.probes), a.found_threshold,
                                         oracles.reference_oracle(held.probes)) if a.stop_when_confirmed else None
-            found = accretion_search(oracles.model, tok, task, scfg, log, reference, keep, confirm)
+            found = accretion_search(oracles.model, tok, task, scfg, log, SearchContext(reference, keep, confirm))
             steps, earlier = (keep.rounds, keep.earlier_seconds) if keep is not None else (scfg.max_tokens, 0.0)
         pool = [f["candidate"] for f in found]
         result = held_out_verdict(held, Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger,
@@ -118,6 +119,7 @@ def run_baseline(cfg: RunConfig, kind: str, n_samples: int = 64, eval_trigger: s
         if kind == "rsft-only":
             pool = RowPool(cfg.model.path, cfg.resolved_probe_set(), cfg.seed, set(probes) | set(heldout))
             policy, _ = rsft_stage(policy, tok, cfg.rsft, SFTSettings.from_run(cfg), pool, log)
+        n_samples = search if isinstance(search, int) else DEFAULT_SAMPLES
         held.sampling = replace(held.sampling, k=n_samples)
         result = evaluate_policy(held, policy, ledger, 0, eval_trigger)
         result.samples = n_samples

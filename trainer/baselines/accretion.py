@@ -291,14 +291,23 @@ class _Divergence:
         return out
 
 
+@dataclass
+class SearchContext:
+    """What a search runs beside the suspect: ``reference``, a model whose likelihood of the behaviour is
+    subtracted (the suspect's base); ``progress``, where finished rounds are kept and resumed from; ``confirm``
+    (audit mode, as GRPO's ``stop_when_confirmed``), the held-out test each round's best trigger is put to, the
+    search stopping at the first it returns."""
+    reference: object = None
+    progress: SearchProgress | None = None
+    confirm: Callable[[list[str]], list[str]] | None = None
+
+
 def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
-                     log: Callable[[str], None] = print, reference=None, progress: SearchProgress | None = None,
-                     confirm: Callable[[list[str]], list[str]] | None = None) -> list[dict]:
-    """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first; ``reference``: a
-    model whose likelihood of the behaviour is subtracted (the suspect's base). ``progress``: where finished rounds
-    are kept and resumed from. ``confirm`` (audit mode, as GRPO's ``stop_when_confirmed``): each round's best
-    trigger is put to it (the held-out test), and the search stops at the first it returns; that trigger is among
-    those returned."""
+                     log: Callable[[str], None] = print, context: SearchContext | None = None) -> list[dict]:
+    """The ``keep`` lowest-loss distinct triggers found, as {"candidate", "loss"}, best first (with a trigger
+    ``context.confirm`` confirmed among them)."""
+    context = context or SearchContext()
+    reference, progress, confirm = context.reference, context.progress, context.confirm
     cfg.validate()
     if not task.probes:
         raise ValueError("token accretion needs at least one probe prompt")

