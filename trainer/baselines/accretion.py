@@ -181,12 +181,14 @@ class SearchProgress:
             return None
         try:
             state = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            state = None
-        if not isinstance(state, dict) or state.get("key") != key:
+            ours = state["key"] == key
+            earlier, rounds = float(state["seconds"]), int(state["length"])
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
             log(f"accretion: {self.path} holds another search's rounds (or is unreadable); starting over")
             return None
-        self.earlier_seconds, self.rounds = float(state["seconds"]), state["length"]
+        self.earlier_seconds, self.rounds = earlier, rounds
         return state
 
     def save(self, state: dict) -> None:
@@ -194,9 +196,6 @@ class SearchProgress:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, ensure_ascii=False))
         os.replace(tmp, self.path)
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _grown(pool: torch.Tensor, beam: torch.Tensor, side: str) -> torch.Tensor:

@@ -379,8 +379,10 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
     assert lines[0].startswith("accretion: resumed after 1 of 3 rounds") and keep.earlier_seconds > 0
     assert not any("single tokens scored" in line for line in lines)  # round 1 was not redone
     assert json.loads(state.read_text())["length"] == 3 == keep.rounds
-    for other in (SearchProgress(state, "model-b"), SearchProgress(tmp_path / "garbled.json", "model-a")):
+    for other in (SearchProgress(state, "model-b"), SearchProgress(tmp_path / "garbled.json", "model-a"),
+                  SearchProgress(tmp_path / "list.json", "model-a")):
         (tmp_path / "garbled.json").write_text("{not json")
+        (tmp_path / "list.json").write_text("[1, 2]")
         lines.clear()
         assert accretion_search(model, tok, task, cfg, lines.append, SearchContext(progress=other)) == whole
         assert "starting over" in lines[0] and "single tokens scored" in lines[1]
