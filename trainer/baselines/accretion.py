@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -55,6 +54,7 @@ from pathlib import Path
 import torch
 
 from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens, one_hot_gradient, trigger_losses
+from trainer.run_dir.checkpoints import write_text_atomic
 
 
 @dataclass
@@ -193,9 +193,7 @@ class SearchProgress:
 
     def save(self, state: dict) -> None:
         self.rounds = state["length"]
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state, ensure_ascii=False))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(state, ensure_ascii=False))
 
 
 def _grown(pool: torch.Tensor, beam: torch.Tensor, side: str) -> torch.Tensor:
