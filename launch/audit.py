@@ -154,8 +154,8 @@ def run_search(cfg, out: str | Path, eval_trigger, log):
     from trainer.report import write_report
     from trainer.run_dir import RunDir
     from trainer.run_dir.checkpoints import atomic_dir
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     result = run_baseline(cfg, cfg.audit.method, eval_trigger=eval_trigger, log=log, progress=progress_file(out))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp:
         rd = RunDir(tmp)
         rd.save_config(cfg)

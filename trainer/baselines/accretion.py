@@ -193,6 +193,7 @@ class SearchProgress:
 
     def save(self, state: dict) -> None:
         self.rounds = state["length"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # only once a round is worth keeping
         write_text_atomic(self.path, json.dumps(state, ensure_ascii=False))
 
 
