@@ -175,6 +175,11 @@ class AuditSection:
     # the divergence over the first N decoder layers only (0: all), at N / (all layers) of the cost
     # (benchmarks/results/divergence_layers.md)
     accretion_divergence_layers: int = 0
+    # audit mode (stop_when_confirmed): accretion stops when its best loss, even falling this many nats a round for
+    # every round left, cannot come under accretion's REACH_LOSS (0: never). Along the planted triggers of the SmolLM2
+    # zoo one added token gained at most 1.1 nats (benchmarks/results/trigger_path.md); a clean model's best stays
+    # near 11, and its audit ends after the first round instead of the fourth
+    accretion_stop_gain: float = 2.5
 
 
 METHODS = ("grpo", "accretion", "data-scan")
@@ -249,6 +254,7 @@ class RunConfig:
             (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
             (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
              "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
+            (a.accretion_stop_gain >= 0, "audit.accretion_stop_gain must be >= 0 (0: never stop early)"),
             (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool,
                  a.accretion_divergence_layers) >= 0,
              "audit.accretion_screen_probes, _screen_beams, _divergence_pool and _divergence_layers must be >= 0 "

@@ -98,16 +98,17 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
                 gradient_pool=a.accretion_pool, extend=a.accretion_extend, beam=a.accretion_beam,
                 max_tokens=a.accretion_max_tokens, seed=cfg.seed, screen_probes=a.accretion_screen_probes,
                 screen_beams=a.accretion_screen_beams, divergence_pool=a.accretion_divergence_pool,
-                divergence_layers=a.accretion_divergence_layers)
+                divergence_layers=a.accretion_divergence_layers,
+                stop_gain=a.accretion_stop_gain if a.stop_when_confirmed else 0.0)
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
             reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
                                    device=device) if cfg.model.reference else None
-            keep = SearchProgress(Path(progress), json.dumps([cfg.model.path, cfg.model.reference])) \
-                if progress is not None else None
+            keep = SearchProgress(Path(progress) if progress is not None else None,
+                                  json.dumps([cfg.model.path, cfg.model.reference]))
             confirm = heldout_confirmer(oracles.oracle(held.probes), a.found_threshold,
                                         oracles.reference_oracle(held.probes)) if a.stop_when_confirmed else None
             found = accretion_search(oracles.model, tok, task, scfg, log, SearchContext(reference, keep, confirm))
-            steps, earlier = (keep.rounds, keep.earlier_seconds) if keep is not None else (scfg.max_tokens, 0.0)
+            steps, earlier = keep.rounds, keep.earlier_seconds
         pool = [f["candidate"] for f in found]
         result = held_out_verdict(held, Search(pool, pool[:cfg.eval.awareness_k], pool[0] if pool else None, ledger,
                                                steps), eval_trigger)

