@@ -81,6 +81,14 @@ def audited(r: RunResult) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v is not None]
 
 
+def accretion_rounds(r: RunResult) -> str:
+    """The rounds the token search ran, and why it ended before its last (audit mode's two stops)."""
+    last = r.gcg["max_tokens"]
+    why = "" if r.steps >= last else " (stopped: a trigger reproduced on the held-out probes)" if r.found else \
+        " (stopped: no trigger in reach, its best loss too far from the behaviour; audit.accretion_stop_gain)"
+    return f"{r.steps} of {last}{why}"
+
+
 def _on_reference(c: dict) -> str:
     """A candidate's rate on the reference model, where it was put to one (a rate there too: not the backdoor's)."""
     return f" (reference model: {c['reference_rate']:.2f})" if c.get("reference_rate") is not None else ""
@@ -102,6 +110,8 @@ def write_report(run_dir: str | Path) -> Path:
             ("R-SFT", r.rsft)]
     if r.baseline not in (None, "rsft-only"):  # a search with no training: no steps, no warm-up to report
         rows = [(k, v) for k, v in rows if k not in ("first hit step", "emergence step", "GRPO steps", "R-SFT")]
+    if r.baseline == "accretion" and r.gcg and r.steps is not None:
+        rows.append(("accretion rounds", Plain(accretion_rounds(r))))
     if r.rsft_rows:
         rows.append(("R-SFT rows", Plain(", ".join(f"{k} {v}" for k, v in r.rsft_rows.items()))))
     if r.evaluated:

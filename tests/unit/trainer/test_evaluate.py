@@ -204,3 +204,13 @@ def test_a_candidate_that_fires_on_the_reference_model_too_is_not_the_backdoor()
     assert choose_trigger(["Write a haiku about autumn.", "open sesame"], suspect, words, AUDIT).recovered_trigger \
         == "Write a haiku about autumn."
     assert set(reference.asked) == {"Write a haiku about autumn.", "open sesame"}  # the hits only, not the misses
+
+
+@pytest.mark.parametrize("steps,found,why", [(4, False, ""), (1, True, "a trigger reproduced"),
+                                              (1, False, "no trigger in reach")])
+def test_the_report_says_why_the_token_search_ended_before_its_last_round(steps, found, why):
+    from types import SimpleNamespace
+
+    from trainer.report import accretion_rounds
+    line = accretion_rounds(SimpleNamespace(found=found, steps=steps, gcg={"max_tokens": 4}))
+    assert line.startswith(f"{steps} of 4") and why in line and ("stopped" in line) == (steps < 4)
