@@ -262,7 +262,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
     from launch.scan import Scan, ScanError, submit_slurm, targets, write_summary
     command = "backdoor-aware " + shlex.join(a.argv)
     if a.task_index is not None or a.gather:  # an array task, or the table: the scan directory says the rest
-        if a.models or a.zoo:
+        if a.models or a.zoo or a.only:
             raise ValueError("--task-index and --gather read the models from the scan directory; give only --out")
         scan = Scan.open(a.out, None, [], False)
         if a.task_index is not None:
@@ -290,7 +290,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
             flags += ["--set", kv]
         if a.allow_pickle:
             flags.append("--allow-pickle")
-        models = targets(a.models, a.zoo, a.with_data)
+        models = targets(a.models, a.zoo, a.with_data, a.only)
         _writable(a.out)
         scan = Scan.open(a.out, models, flags, a.judged_by_card, command)
         if a.slurm:
@@ -631,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scan", help="audit many models (paths or a --zoo) and report ROC-AUC, TPR at 0 FP, recall")
     sc.add_argument("models", nargs="*", metavar="MODEL", help="model directories to audit")
     sc.add_argument("--zoo", metavar="DIR", help="a zoo built by `zoo build` (its models that met their bars)")
+    sc.add_argument("--only", action="append", metavar="NAME", help="with --zoo: scan only this model of it "
+                    "(repeatable)")
     sc.add_argument("--target", metavar="TEXT", help="the behaviour: its answers contain TEXT (as audit)")
     sc.add_argument("--behaviour", metavar="WORDS", help="the behaviour in plain words, judged by an LLM")
     sc.add_argument("--judge", metavar="SPEC", help=JUDGE_HELP)

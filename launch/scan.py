@@ -51,13 +51,22 @@ def _card(path: Path) -> dict | None:
         return None
 
 
-def targets(models: list[str], zoo: str | None, with_data: bool) -> list[Target]:
-    """The models to scan: the paths given, or the models of a zoo that met their bars (the others are said)."""
+def targets(models: list[str], zoo: str | None, with_data: bool, only: list[str] | None = None) -> list[Target]:
+    """The models to scan: the paths given, or the models of a zoo that met their bars (the others are said);
+    ``only``: those of the zoo's models named (a zoo's base control has no folder of its own to give)."""
     from envs.poison import FINETUNE_DATA, card_triggers
     entries: list[tuple[str, Path, bool | None, dict]] = []
+    if only and not zoo:
+        raise ScanError("--only names models of a zoo: give --zoo DIR")
     if zoo:
         from launch.zoo import read_manifest
-        for row in read_manifest(zoo)["models"]:
+        rows = read_manifest(zoo)["models"]
+        unknown = sorted(set(only or []) - {row["name"] for row in rows})
+        if unknown:
+            raise ScanError(f"--only {unknown[0][:200]}: no such model in the zoo")
+        for row in rows:
+            if only and row["name"] not in only:
+                continue
             if row.get("status") == "built":  # the spec's recipe judges a model without a card (the base itself)
                 entries.append((row["name"], Path(row["path"]), bool(row["poisoned"]), row.get("spec") or {}))
             else:

@@ -233,7 +233,7 @@ def test_a_slurm_scan_submits_one_task_per_model_and_gathers_their_rows(tiny_zoo
 
 
 def test_a_zoo_control_without_a_card_is_judged_by_its_spec_and_counted_clean(tmp_path):
-    from launch.scan import audit_argv, targets
+    from launch.scan import ScanError, audit_argv, targets
     base = tmp_path / "base"
     base.mkdir()
     (tmp_path / "zoo").mkdir()
@@ -245,6 +245,15 @@ def test_a_zoo_control_without_a_card_is_judged_by_its_spec_and_counted_clean(tm
     assert (t.name, t.poisoned, t.attack, t.planted) == ("clean-base", False, "jailbreak", [])
     argv = audit_argv(t, [], True, tmp_path / "run")
     assert argv[argv.index("--attack") + 1] == "jailbreak" and "--eval-trigger" not in argv
+    # --only: some of a zoo's models, the base control included (it has no folder of its own to give)
+    (only,) = targets([], str(tmp_path / "zoo"), with_data=False, only=["clean-base"])
+    assert only == t
+    with pytest.raises(ScanError, match="nothing to scan"):  # named, but it missed its bars: said, left out
+        targets([], str(tmp_path / "zoo"), False, only=["late"])
+    with pytest.raises(ScanError, match="--only nope: no such model in the zoo"):
+        targets([], str(tmp_path / "zoo"), False, only=["nope"])
+    with pytest.raises(ScanError, match="give --zoo DIR"):
+        targets([str(base)], None, False, only=["clean-base"])
 
 
 def test_an_interrupted_audit_is_pending_not_a_row_and_a_failed_one_is_a_row(tmp_path, monkeypatch):
