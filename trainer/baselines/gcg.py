@@ -137,6 +137,8 @@ def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int 
     holds the target tokens. Batches are cut so that their float32 logits, and the loss's copy of them, fit in
     ``logit_bytes`` (one trigger's rows at the least): a real vocabulary's logits for 512 whole rows took 18 GB.
     """
+    if chosen is None and len(rows.targets) > 1:
+        return rows.reduce(_shared_prompt_losses(model, rows, triggers, logit_bytes))
     specs = [(i, t, p) for i in range(len(triggers)) for t in range(len(rows.targets)) for p in range(len(rows.parts))
              if chosen is None or chosen[p] == t]
     loss = torch.empty(len(specs))
@@ -177,6 +179,58 @@ def trigger_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int 
             nll = F.cross_entropy(logits.float().transpose(1, 2), shifted, ignore_index=-100, reduction="none")
             loss[part] = (nll.sum(1) / (shifted != -100).sum(1)).cpu()
     return rows.reduce(loss) if chosen is None else rows.reduce_chosen(loss)
+
+
+@torch.no_grad()
+def _shared_prompt_losses(model, rows: _Rows, triggers: torch.Tensor, logit_bytes: int) -> torch.Tensor:
+    """Row losses (trigger x target x probe, ``rows.reduce``'s order) for a behaviour of several openings, each
+    prompt (the text before the slot, the trigger, the probe's rest) run once for all of them: its last position
+    predicts every target's first token, and its key/value cache, repeated once per target, carries the targets'
+    other tokens. Whole rows ran the prompt once per target: the code recipe's seven openings paid for seven."""
+    n, k, p_count = len(triggers), len(rows.targets), len(rows.parts)
+    loss = torch.empty(n, k, p_count)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    longest = max(map(len, rows.targets))
+    chunk = max(1, min(512 // k, logit_bytes // (2 * 4 * vocab * longest * k)))
+    tgt = torch.full((k, longest), rows.pad)
+    labels = torch.full((k, longest), -100)
+    for t, ids in enumerate(rows.targets):
+        tgt[t, :len(ids)] = labels[t, :len(ids)] = torch.tensor(ids)
+    lengths = (labels != -100).sum(1)
+    device = model.device
+    trig = triggers.tolist()
+    before_caches: dict[tuple[int, ...], object] = {}
+    for p, (before, after) in enumerate(rows.parts):
+        key = tuple(before)
+        if key not in before_caches:
+            before_caches[key] = model(input_ids=torch.tensor([before], device=device),
+                                       use_cache=True).past_key_values if before else None
+        cache = before_caches[key]
+        for s in range(0, n, chunk):
+            part = trig[s:s + chunk]
+            prompt = torch.tensor([t + after for t in part], device=device)  # one length: triggers share theirs
+            kw = {}
+            if cache is not None:
+                kw["past_key_values"] = copy.deepcopy(cache)
+                kw["past_key_values"].batch_repeat_interleave(len(part))
+            at = len(before)
+            out = model(input_ids=prompt, position_ids=torch.arange(at, at + prompt.shape[1], device=device).expand(
+                len(part), -1), use_cache=True, logits_to_keep=1, **kw)
+            first = F.cross_entropy(out.logits[:, -1].float().repeat_interleave(k, 0), labels[:, 0].repeat(
+                len(part)).to(device), reduction="none")  # row r: trigger r // k, target r % k
+            nll = first.view(len(part), k).cpu()
+            if longest > 1:
+                cache2 = out.past_key_values
+                cache2.batch_repeat_interleave(k)
+                at += prompt.shape[1]
+                logits = model(input_ids=tgt.repeat(len(part), 1).to(device), past_key_values=cache2,
+                               position_ids=torch.arange(at, at + longest, device=device).expand(len(part) * k, -1),
+                               use_cache=False, logits_to_keep=torch.arange(0, longest - 1, device=device)).logits
+                rest = F.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:].repeat(len(part), 1).to(device),
+                                       ignore_index=-100, reduction="none").sum(1)
+                nll = nll + rest.view(len(part), k).cpu()
+            loss[s:s + len(part), :, p] = nll / lengths
+    return loss.view(-1)
 
 
 def one_hot_gradient(model, rows: _Rows, trigger: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

