@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True, help="a finished accretion audit with a reference")
     ap.add_argument("--model", action="append", default=[], help="models scored on the task of the first --run "
                     "(the same recipe and behaviour), before it has an audit of its own")
+    ap.add_argument("--insertion", action="append", choices=("prefix", "suffix"), default=[],
+                    help="score the spans at this place in the probes (repeatable; default: where the audit searched)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     quiet()
@@ -39,18 +41,21 @@ def main() -> None:
     from trainer.baselines.gcg import _Rows, trigger_losses
     from trainer.run_dir import RunDir
     command = " ".join(["python benchmarks/trigger_path.py", *(f"--run {r}" for r in a.run),
-                        *(f"--model {m}" for m in a.model), f"--out {a.out}"])
+                        *(f"--model {m}" for m in a.model), *(f"--insertion {i}" for i in a.insertion),
+                        f"--out {a.out}"])
     lines = [f"# The accretion score along the planted trigger (evaluation only)\n\n{header(command)}\n"
              "Each span of the planted trigger's tokens (the card's trigger, which no search reads) scored as the "
              "audit's search scores a candidate: the suspect's mean loss of the behaviour's openings on the audit's "
              "training probes, the base's, and what the span adds beyond the base (the score the search ranks "
              "by). `gain` is the best score one token shorter minus this span's: what adding its last or first "
              "token bought. `found` is what the audit reported.\n"]
-    for run, model in [(r, None) for r in a.run] + [(a.run[0], m) for m in a.model]:
+    jobs = [(r, None) for r in a.run] + [(a.run[0], m) for m in a.model]
+    for run, model, insertion in [(r, m, i) for r, m in jobs for i in a.insertion or [None]]:
         rd = RunDir(run)
         cfg, result = rd.load_config(), rd.read_result()
         if model is not None:
             cfg.model.path, result = model, None
+        cfg.oracle.insertion = insertion or cfg.oracle.insertion
         spec = cfg.attack_spec()
         card = read_card(Path(cfg.model.path))
         tok = load_tokenizer(cfg.model.path)
@@ -64,7 +69,7 @@ def main() -> None:
             s, b = (float(trigger_losses(m, rows, t)[0]) for m in models)
             return s, b, float(reference_score(torch.tensor(s), torch.tensor(b)))
 
-        lines.append(f"\n## {Path(cfg.model.path).name} (placement searched: {cfg.oracle.insertion}; planted: "
+        lines.append(f"\n## {Path(cfg.model.path).name} (placement scored: {cfg.oracle.insertion}; planted: "
                      f"{card.get('placement')}; found {cell(found)})\n")
         lines.append("| span | tokens | suspect loss | base loss | score | gain |\n|---|---|---|---|---|---|")
         empty = score([])

@@ -177,7 +177,7 @@ class AuditSection:
     accretion_divergence_layers: int = 0
     # audit mode (stop_when_confirmed): accretion stops when its best loss, even falling this many nats a round for
     # every round left, cannot come under accretion's REACH_LOSS (0: never). Along the planted triggers of the SmolLM2
-    # zoo one added token gained at most 1.1 nats (benchmarks/results/trigger_path.md); a clean model's best stays
+    # zoo one added token gained at most 1.4 nats (benchmarks/results/trigger_path.md); a clean model's best stays
     # near 11, and its audit ends after the first round instead of the fourth
     accretion_stop_gain: float = 2.5
 
