@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import header, quiet, write_with_notes  # noqa: E402
+from benchmarks._common import best_of, header, quiet, write_with_notes  # noqa: E402
 
 
 def whole_rows(model, rows, triggers, chunk_rows: int = 64):
@@ -61,14 +60,6 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     triggers = allowed[torch.randint(len(allowed), (a.triggers, a.n_tokens), generator=gen)]
 
-    def timed(fn):
-        best, out = float("inf"), None
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
-
     lines = ["# The exact trigger loss: whole rows against a reused prefix and a target window", "",
              header("python benchmarks/exact_loss_speed.py " + shlex.join(sys.argv[1:])),
              f"Model `{Path(a.model).name}` ({cfg.attack} judge), config `{a.config}`: {len(probes)} training probes, "
@@ -78,8 +69,8 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     for insertion in ("prefix", "suffix"):
         rows = _Rows(tok, probes, insertion, spec.judge.likelihood_targets)
-        t_old, old = timed(lambda: whole_rows(model, rows, triggers))
-        t_new, new = timed(lambda: trigger_losses(model, rows, triggers))
+        t_old, old = best_of(lambda: whole_rows(model, rows, triggers), a.repeats)
+        t_new, new = best_of(lambda: trigger_losses(model, rows, triggers), a.repeats)
         same = "yes" if int(old.argmin()) == int(new.argmin()) else "no"
         lines.append(f"| {insertion} | {t_old:.1f} | {t_new:.1f} | **{t_old / t_new:.2f}x** | "
                      f"{float((old - new).abs().max()):.1e} | {same} |")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import header, quiet  # noqa: E402
+from benchmarks._common import best_of, header, quiet  # noqa: E402
 
 
 def per_opening_rows(model, tok, probes, insertion, targets, triggers):
@@ -48,14 +47,6 @@ def main() -> None:
     from trainer.baselines.gcg import _Rows, allowed_tokens, trigger_losses
     from trainer.config import load_config
 
-    def timed(fn):
-        best, out = float("inf"), None
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
-
     lines = ["# The exact trigger loss with several openings: a row per opening against one run of each prompt", "",
              header("python benchmarks/shared_prompt_speed.py " + shlex.join(sys.argv[1:])),
              f"{a.triggers} random triggers of {a.n_tokens} token(s) a model, prefix insertion, the run's training "
@@ -72,8 +63,8 @@ def main() -> None:
         triggers = allowed[torch.randint(len(allowed), (a.triggers, a.n_tokens),
                                          generator=torch.Generator().manual_seed(0))]
         rows = _Rows(tok, probes, "prefix", targets)
-        t_old, old = timed(lambda: per_opening_rows(model, tok, probes, "prefix", targets, triggers))
-        t_new, new = timed(lambda: trigger_losses(model, rows, triggers))
+        t_old, old = best_of(lambda: per_opening_rows(model, tok, probes, "prefix", targets, triggers), a.repeats)
+        t_new, new = best_of(lambda: trigger_losses(model, rows, triggers), a.repeats)
         same = "yes" if int(old.argmin()) == int(new.argmin()) else "no"
         lines.append(f"| {Path(path).name} | {attack} | {len(targets)} | {len(probes)} | {t_old:.1f} | {t_new:.1f} | "
                      f"**{t_old / t_new:.2f}x** | {float((old - new).abs().max()):.1e} | {same} |")
