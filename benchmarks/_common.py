@@ -98,3 +98,11 @@ def best_of(fn, repeats: int):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def loss_speed_args(ap) -> None:
+    """The flags the exact-loss timings share: random triggers drawn, their length, rounds timed, the table."""
+    ap.add_argument("--triggers", type=int, default=32)
+    ap.add_argument("--n-tokens", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)

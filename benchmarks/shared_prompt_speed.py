@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import best_of, header, quiet  # noqa: E402
+from benchmarks._common import best_of, header, loss_speed_args, quiet  # noqa: E402
 
 
 def per_opening_rows(model, tok, probes, insertion, targets, triggers):
@@ -34,10 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--attack", action="append", required=True, help="each --model's recipe (its judge's openings)")
-    ap.add_argument("--triggers", type=int, default=32)
-    ap.add_argument("--n-tokens", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
+    loss_speed_args(ap)
     a = ap.parse_args()
     quiet()
     import torch
