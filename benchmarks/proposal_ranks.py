@@ -23,11 +23,14 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import cell, header, quiet  # noqa: E402
 
 
-def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4,
-          ) -> list[tuple[str, str, int, int, int, float]]:
+def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: int = 0, side: str = "after",
+          tail: int = 0, gradient: bool = True) -> list[tuple[str, str, int, int, int, float]]:
     """Per planted token: (its context, the token, gradient rank, divergence rank in context, divergence rank alone
     (the first round's ranking: could a later round rank only the best single tokens?), seconds for the divergence
-    in context over the whole vocabulary); ranks 1 = best."""
+    in context over the whole vocabulary); ranks 1 = best. ``side``: "after", each token with the trigger's earlier
+    tokens in place (a search that grows the trigger from its first token); "before", with its later tokens in place
+    (one that grows it from its last). ``layers``: the divergence over the first N decoder layers (0: all); ``tail``:
+    over the first N tokens after the trigger too. ``gradient``: False skips the gradient's rank (-1)."""
     import torch
 
     from envs.loading import load_model
@@ -49,22 +52,30 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4,
     allowed = allowed_tokens(tok)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # accretion's anchors (trainer/baselines/accretion.py)
     picks = allowed[torch.randint(len(allowed), (anchors,), generator=gen)]
-    divergence = _Divergence(model, base, tok, task, 1 << 31)
+    divergence = _Divergence(model, base, tok, task, 1 << 31, layers, tail)
     alone = divergence.best(allowed, torch.empty(0, dtype=torch.long), "alone", len(allowed)).tolist()
     out = []
     for trigger in card.get("triggers") or [card["trigger"]]:
         ids = tok(trigger, add_special_tokens=False)["input_ids"]
-        for j, planted in enumerate(ids):
+        steps = range(len(ids)) if side == "after" else range(len(ids) - 1, -1, -1)
+        for j in steps:
+            planted = ids[j]
+            context = ids[:j] if side == "after" else ids[j + 1:]
             if planted not in allowed.tolist():
-                out.append((tok.decode(ids[:j]), tok.decode([planted]), -1, -1, -1, 0.0))
+                out.append((tok.decode(context), tok.decode([planted]), -1, -1, -1, 0.0))
                 continue
-            before = torch.tensor(ids[:j], dtype=torch.long)
-            anchor_set = picks if j == 0 else picks[:1]  # as the search: 4 anchors alone, one after a beam
-            grad = sum(one_hot_gradient(model, rows, torch.cat([before, a.view(1)]))[0][j] for a in anchor_set)
-            order = allowed[(-grad[allowed]).argsort()].tolist()
+            ctx = torch.tensor(context, dtype=torch.long)
+            anchor_set = picks if not context else picks[:1]  # as the search: 4 anchors alone, one beside a beam
+            slot = len(context) if side == "after" else 0
+            if gradient:
+                grad = sum(one_hot_gradient(model, rows, torch.cat([ctx, a.view(1)] if side == "after" else
+                                                                    [a.view(1), ctx]))[0][slot] for a in anchor_set)
+                g_rank = allowed[(-grad[allowed]).argsort()].tolist().index(planted) + 1
+            else:
+                g_rank = 0
             t0 = time.time()
-            ranked = divergence.best(allowed, before, "after" if j else "alone", len(allowed)).tolist()
-            out.append((tok.decode(ids[:j]), tok.decode([planted]), order.index(planted) + 1,
+            ranked = divergence.best(allowed, ctx, side, len(allowed)).tolist() if context else alone
+            out.append((tok.decode(context), tok.decode([planted]), g_rank,
                         ranked.index(planted) + 1, alone.index(planted) + 1, time.time() - t0))
             print(f"{Path(model_dir).name}: {out[-1]}", flush=True)
     return out
@@ -75,11 +86,20 @@ def main() -> int:
     ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
     ap.add_argument("--base", required=True, help="the models' base (the reference)")
     ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    ap.add_argument("--layers", type=int, default=0, help="the divergence over the first N decoder layers (0: all; "
+                    "the audit's default with a reference is 8)")
+    ap.add_argument("--side", choices=("after", "before"), default="after",
+                    help="each planted token with the trigger's earlier (after) or later (before) tokens in place")
+    ap.add_argument("--tail", type=int, default=0, help="compare the first N tokens after the trigger too (0: the "
+                    "trigger's own tokens, as the audit)")
+    ap.add_argument("--no-gradient", action="store_true", help="skip the gradient's rank (one backward pass a token)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     quiet()
     lines = ["# Where accretion's proposals rank the planted trigger's tokens", "",
              header("python " + " ".join(sys.argv)), "",
+             f"divergence over {a.layers or 'all'} decoder layers and {a.tail} token(s) after the trigger; each token "
+             f"{a.side} the trigger's {'earlier' if a.side == 'after' else 'later'} tokens", "",
              "| model | trigger so far | planted token | gradient rank | divergence rank | divergence rank alone | of "
              "| divergence s |", "|---|---|---|---|---|---|---|---|"]
     notes = ["", "Ranks are 1-based among the tokens a trigger may hold (`allowed_tokens`). The gradient is the "
@@ -90,13 +110,14 @@ def main() -> int:
     from trainer.baselines.gcg import allowed_tokens
     for m in a.model:
         n = len(allowed_tokens(load_tokenizer(m)))
-        for before, token, g, d, solo, secs in ranks(m, a.base, a.config):
+        for before, token, g, d, solo, secs in ranks(m, a.base, a.config, layers=a.layers, side=a.side, tail=a.tail,
+                                                       gradient=not a.no_gradient):
             if g < 0:
                 lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | not a "
                              f"searchable token | - | - | {n} | - |")
                 continue
-            lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | {g} | {d} | "
-                         f"{solo} | {n} | {secs:.0f} |")
+            lines.append(f"| {Path(m).name} | {cell(before) if before else '(none)'} | {cell(token)} | {g or '-'} | "
+                         f"{d} | {solo} | {n} | {secs:.0f} |")
         a.out.write_text("\n".join(lines + notes) + "\n")  # after each model: a stopped run keeps what it measured
     print(a.out)
     return 0
