@@ -23,7 +23,11 @@
 #   gcg    benchmarks/audit_time.py --baselines gcg --gcg-steps ${GCG_STEPS:-60}
 #   screen model-only token accretion with the exact screen (every token, every slot of the best beam, on
 #          ${SCREEN_PROBES:-2} probes): `audit --method accretion`, the behaviour from the model's card. ATTACK here
-#          names a carried delta of any poisoned model (a zoo model: prepare NAME=zoo/smollm2/NAME)
+#          names a carried delta of any poisoned model (a zoo model: prepare NAME=zoo/smollm2/NAME).
+#          SCREEN_REFERENCE=1 scores against the imported base (--reference); SCREEN_SET="KEY=VALUE ..." adds --set
+#          flags, e.g. the wide search the CPU could not afford (benchmarks/results/proposal_ranks_words.md: a trigger
+#          whose first token is common needs it among the beams, and every beam's next token screened):
+#          SCREEN_REFERENCE=1 SCREEN_SET="audit.accretion_beam=16 audit.accretion_screen_beams=16"
 # The model of an attack is its carried delta rebuilt on the imported base; an attack without one is poisoned
 # there (seed 0; `poison`'s defaults, the code attack with smollm2-code.yaml's recipe). A second `run` on the same
 # warm machine reuses the imported base and the models. Out: each script's table ($OUT/KIND-ATTACK.md), every
@@ -94,7 +98,9 @@ run)
       gcg) cmd=(benchmarks/audit_time.py "${common[@]}" --paths --baselines gcg --gcg-steps "${GCG_STEPS:-60}") ;;
       screen) a=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['attack'])" "$m/poison_card.json")
         cmd=(-m launch.cli audit --model "$m" --attack "$a" --method accretion --seed "$seed" --eval-trigger card
-             --set "audit.accretion_screen_probes=${SCREEN_PROBES:-2}" --out "$work/screen-$attack-$seed") ;;
+             --set "audit.accretion_screen_probes=${SCREEN_PROBES:-2}" --out "$work/screen-$attack-$seed")
+        [ -n "${SCREEN_REFERENCE:-}" ] && cmd+=(--reference "$work/base")
+        for kv in ${SCREEN_SET:-}; do cmd+=(--set "$kv"); done ;;
       *) echo "unknown job kind $kind"; continue ;;
     esac
     left=$(( ${END_S:-540} - (SECONDS - start) ))
