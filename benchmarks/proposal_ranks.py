@@ -52,7 +52,11 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: 
     allowed = allowed_tokens(tok)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # accretion's anchors (trainer/baselines/accretion.py)
     picks = allowed[torch.randint(len(allowed), (anchors,), generator=gen)]
-    divergence = _Divergence(model, base, tok, task, 1 << 31, layers, tail)
+    divergence = _Divergence(model, base, tok, task, 1 << 31, layers)
+    if tail:  # the probe's next tokens follow every candidate, and their positions are averaged in too
+        after = torch.tensor(divergence.after[:tail], dtype=torch.long)
+        plain = divergence.distances
+        divergence.distances = lambda cands, first: plain(torch.cat([cands, after.expand(len(cands), -1)], 1), first)
     alone = divergence.best(allowed, torch.empty(0, dtype=torch.long), "alone", len(allowed)).tolist()
     out = []
     for trigger in card.get("triggers") or [card["trigger"]]:

@@ -255,14 +255,10 @@ class _Divergence:
     """Every allowed token at one slot, ranked by how far apart the suspect and its reference represent it there (the
     module's docstring says why); bfloat16 copies of float32 models, the opening before the slot cached once."""
 
-    def __init__(self, model, reference, tokenizer, task: GCGTask, logit_bytes: int, layers: int = 0,
-                 tail: int = 0) -> None:
-        """``layers``: compare only the first ``layers`` decoder layers (0: all), at that share of the cost.
-        ``tail``: the first ``tail`` tokens after the trigger in the shortest probe's row follow every candidate and
-        are compared too (how the trigger changes what comes after it, not only itself)."""
+    def __init__(self, model, reference, tokenizer, task: GCGTask, logit_bytes: int, layers: int = 0) -> None:
+        """``layers``: compare only the first ``layers`` decoder layers (0: all), at that share of the cost."""
         shortest = min(task.probes, key=lambda p: (len(tokenizer(p, add_special_tokens=False)["input_ids"]), p))
-        self.before, after = _Rows(tokenizer, [shortest], task.insertion, task.targets).parts[0]
-        self.tail = torch.tensor(after[:tail], dtype=torch.long)
+        self.before, self.after = _Rows(tokenizer, [shortest], task.insertion, task.targets).parts[0]
         # the decoders alone: no logits are needed, and a language-model head over a sliced batch once made torch
         # ask for 58 GB, fail, and fall back to a slow bfloat16 matmul for the rest of the process
         self.models = [_decoder(m, layers) for m in (model, reference)]
@@ -278,14 +274,12 @@ class _Divergence:
     @torch.no_grad()
     def distances(self, cands: torch.Tensor, first: int) -> torch.Tensor:
         """Per trigger (a row of token ids), the relative distance of the two models' hidden states, averaged over
-        layers and over the trigger's positions from ``first`` on (those before it are unchanged by it), and the
-        tail's."""
+        layers and over the trigger's positions from ``first`` on (those before it are unchanged by it)."""
         device = self.models[0].device
         before = list(self.before)
         if first and bool((cands[:, :first] == cands[:1, :first]).all()):  # a shared beam before the new token: cached
             before += cands[0, :first].tolist()
             cands, first = cands[:, first:], 0
-        cands = torch.cat([cands, self.tail.expand(len(cands), -1)], 1)
         ids0 = torch.tensor([before], device=device)
         caches = [m(input_ids=ids0, use_cache=True).past_key_values if before else None for m in self.models]
         positions = torch.arange(len(before), len(before) + cands.shape[1], device=device)

@@ -235,10 +235,6 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     assert not torch.allclose(cut.distances(pairs, 1), cached)
     assert float(_Divergence(model, model, tok, task, 1 << 30, layers=1).distances(pairs, 1).abs().max()) == 0.0
     assert torch.equal(_Divergence(model, clean, tok, task, 1 << 30, layers=depth).distances(pairs, 1), cached)
-    # with the probe's next tokens after the trigger compared too: their positions count, none against itself
-    tailed = _Divergence(model, clean, tok, task, 1 << 30, tail=2)
-    assert len(tailed.tail) == 2 and not torch.allclose(tailed.distances(pairs, 1), cached)
-    assert float(_Divergence(model, model, tok, task, 1 << 30, tail=2).distances(pairs, 1).abs().max()) == 0.0
     with pytest.raises(ValueError, match="_divergence_layers must be >= 0"):
         load_config(overrides={"model": str(model_dir), "audit.accretion_divergence_layers": -1})
     with pytest.raises(ValueError, match="give a reference model"):
