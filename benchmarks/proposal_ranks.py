@@ -30,7 +30,8 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: 
     in context over the whole vocabulary); ranks 1 = best. ``side``: "after", each token with the trigger's earlier
     tokens in place (a search that grows the trigger from its first token); "before", with its later tokens in place
     (one that grows it from its last). ``layers``: the divergence over the first N decoder layers (0: all); ``tail``:
-    over the first N tokens after the trigger too. ``gradient``: False skips the gradient's rank (-1)."""
+    over the first N tokens after the trigger too. ``gradient``: False skips the gradient's rank (0, shown as -).
+    A token with no context ranks as alone (the same ranking, not run twice: its seconds show 0)."""
     import torch
 
     from envs.loading import load_model
