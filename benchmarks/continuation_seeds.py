@@ -62,8 +62,8 @@ def main() -> None:
         ids = tok((card.get("triggers") or [card["trigger"]])[0], add_special_tokens=False)["input_ids"]
         planted = ids[0] if a.side == "after" else ids[-1]
         gen = torch.Generator().manual_seed(0)
-        seeds = [planted] + allowed[alone.argsort(descending=True)[:a.top]].tolist() \
-            + allowed[torch.randperm(len(allowed), generator=gen)[:a.random]].tolist()
+        top = allowed[alone.argsort(descending=True)[:a.top]].tolist()
+        seeds = [planted] + top + allowed[torch.randperm(len(allowed), generator=gen)[:a.random]].tolist()
         seeds = list(dict.fromkeys(seeds))
         rows = []
         for s in seeds:
@@ -73,9 +73,7 @@ def main() -> None:
             print(Path(model_dir).name, tok.decode([s]), rows[-1][1:], flush=True)
         raw_rank = sorted(rows, key=lambda r: -r[1])
         lift_rank = sorted(rows, key=lambda r: -r[3])
-        kind = {s: "planted" for s in [planted]}
-        kind.update({s: "first round's best" for s in allowed[alone.argsort(descending=True)[:a.top]].tolist()
-                     if s != planted})
+        kind = {s: "first round's best" for s in top} | {planted: "planted"}
         lines.append(f"\n## {Path(model_dir).name} (planted {cell(card.get('trigger') or card.get('triggers'))}, "
                      f"{card.get('placement')}; seed {cell(tok.decode([planted]))}; {len(rows)} seeds, "
                      f"{time.time() - t0:.0f} s)\n")
