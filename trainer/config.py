@@ -167,9 +167,8 @@ class AuditSection:
     # takes tens of minutes a slot on 2 CPU cores)
     accretion_screen_probes: int = 0
     accretion_screen_beams: int = 1  # beams whose next token is screened too (0: the first round only)
-    # the screen's (or the divergence's) best tokens kept per slot and side, then scored exactly: the planted phrase of
-    # the SmolLM2 SHIP model needs a few hundred (` my` before ` grandmother` ranks 324th by divergence;
-    # benchmarks/results/exact_ranks.md)
+    # the screen's (or the divergence's) best tokens kept per slot and side, then scored exactly; a phrase trigger's
+    # next word can rank in the hundreds by divergence (benchmarks/results/path_ranks_ship.md)
     accretion_screen_keep: int = 64
     # N > 0 (needs model.reference, the suspect's base): the N tokens whose hidden states the fine-tune changed most
     # start the search, and the best screen_beams beams' next token is ranked the same way; about 3 minutes a slot
