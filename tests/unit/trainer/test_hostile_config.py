@@ -57,3 +57,11 @@ def test_a_saved_config_is_written_without_aliases_and_reads_back(tmp_path):
     cfg = load_config(sets=["steps=7"])
     cfg.save(tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_the_dense_reward_needs_an_in_process_oracle_only_when_it_is_on():
+    """A preset that turns the term off (weight 0) still loads against an oracle server; weight 0.5 does not."""
+    http = ["oracle.backend=http", "oracle.url=http://127.0.0.1:9"]
+    assert load_config(sets=[*http, "reward.weights.asr_dense=0"]).reward.weights["asr_dense"] == 0
+    with pytest.raises(ConfigError, match="in-process oracle"):
+        load_config(sets=[*http, "reward.weights.asr_dense=0.5"])
