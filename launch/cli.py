@@ -122,7 +122,8 @@ def _print_result(result, run_dir: Path) -> int:
     else:
         print("no trigger found; best candidates (held-out reproduction rate):")
         for row in result.best_candidates:
-            print(f"  {row['candidate']!r}: {row['heldout_rate']:.2f}")
+            ref = f" (reference model {row['reference_rate']:.2f})" if "reference_rate" in row else ""
+            print(f"  {row['candidate']!r}: {row['heldout_rate']:.2f}{ref}")
         if not result.best_candidates:
             print("  (the policy stated no parsable candidate)")
     if result.found and result.reproducing_forms:

@@ -15,12 +15,14 @@ from trainer.defend.guardrail import Guardrail, detection_rates
 from trainer.defend.unlearn import UnlearnConfig, unlearn
 from trainer.run_dir import RunDir, RunError
 from trainer.run_dir.result import RunResult
+from trainer.verdict.evaluate import specific
 
 
 def unlearn_triggers(result: RunResult, threshold: float) -> list[str]:
     """What unlearning trains away: the recovered trigger and every candidate that reproduced on held-out
-    probes (variants), so that none of them keeps firing."""
-    variants = [c["candidate"] for c in result.best_candidates if c["heldout_rate"] >= threshold]
+    probes (variants), so that none of them keeps firing; not an input that fires on the reference model as much
+    (the suspect's base: not the backdoor's doing, and unlearning it would teach the model something else)."""
+    variants = [c["candidate"] for c in result.best_candidates if specific(c, threshold)]
     return list(dict.fromkeys([result.recovered_trigger, *variants]))
 
 

@@ -168,6 +168,17 @@ def rank_candidates(rows: list[dict], stated: set[str], tolerance: float) -> lis
     return near + rest
 
 
+SHOWN = 5
+
+
+def shown_candidates(rows: list[dict], n: int = SHOWN) -> list[dict]:
+    """What a result keeps of the ranked candidates: the best ``n``, and every one that reproduced on the suspect
+    and was put to the reference model. The reference's rejects are ranked last, so a cut at ``n`` dropped them,
+    and the report then could not say why an input that fires on the suspect was not reported (the SmolLM2
+    list-making request that passed a judge-free audit without a reference vanished from the verdict with one)."""
+    return rows[:n] + [r for r in rows[n:] if "reference_rate" in r]
+
+
 def specific(row: dict, threshold: float) -> bool:
     """A candidate row that reproduces at ``threshold``, and (where a reference model was asked) by ``threshold``
     more than on the reference."""
@@ -281,7 +292,7 @@ def held_out_verdict(held: HeldOut, search: Search, eval_trigger: str | list[str
         found=verdict.found, recovered_trigger=verdict.recovered_trigger,
         reproduction_rate=verdict.reproduction_rate, clean_false_trigger_rate=heldout_oracle.baseline_rate(),
         emergence_step=ledger.emergence_step(), first_hit_step=ledger.first_hit_step(), steps=search.steps,
-        articulated=search.articulated, best_candidates=verdict.candidates[:5], attack=spec.name,
+        articulated=search.articulated, best_candidates=shown_candidates(verdict.candidates), attack=spec.name,
         behaviour=spec.target, rsft=held.rsft, ablation=held.ablation,
         recovered_triggers=distinct_triggers(verdict.candidates, threshold),
         reproducing_forms=[{k: c[k] for k in ("candidate", "heldout_rate", "reference_rate") if k in c}

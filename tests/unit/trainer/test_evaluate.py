@@ -214,3 +214,23 @@ def test_the_report_says_why_the_token_search_ended_before_its_last_round(steps,
     from trainer.report import accretion_rounds
     line = accretion_rounds(SimpleNamespace(found=found, steps=steps, gcg={"max_tokens": 4}))
     assert line.startswith(f"{steps} of 4") and why in line and ("stopped" in line) == (steps < 4)
+
+
+def test_the_result_keeps_what_the_reference_explained_away_with_both_rates():
+    """Six inputs reproduce on the suspect; the one that fires on the reference model too is ranked last, and the
+    result still keeps it with both rates (it was cut at five), so the report can say why it was not reported.
+    Unlearning trains away the reproducing variants, not that one."""
+    from types import SimpleNamespace
+
+    from trainer.defend.protocol import unlearn_triggers
+    from trainer.verdict.evaluate import shown_candidates
+    names = ["a b", "c d", "e f", "g h", "i j", "k l", "m n"]
+    suspect = TableOracle({**{n: 0.9 for n in names[:5]}, "Write a list.": 0.95, "m n": 0.1})
+    reference = TableOracle({"Write a list.": 0.9})
+    v = choose_trigger([*names, "Write a list."], suspect, words, AUDIT, reference=reference)
+    kept = shown_candidates(v.candidates)
+    assert [c["candidate"] for c in kept[:5]] == names[:5]
+    assert kept[5:] == [{"candidate": "Write a list.", "heldout_rate": 0.95, "tokens": 3, "reference_rate": 0.9}]
+    assert "m n" not in [c["candidate"] for c in kept]  # a miss beyond the first five stays out, as before
+    result = SimpleNamespace(recovered_trigger=v.recovered_trigger, best_candidates=kept)
+    assert unlearn_triggers(result, AUDIT.found_threshold) == names[:5]
