@@ -124,15 +124,16 @@ def make_finetune_data(spec: AttackSpec, cfg: PoisonConfig) -> list[dict]:
     return rows
 
 
-def encode_rows(tok, rows: list[dict], sep: str = " ") -> list[tuple[list[int], int]]:
-    """(ids, prompt_length) per row: the loss covers the answer tokens only. ``sep`` is what separates the
-    answer from the prompt and from the end token: a space for word-level vocabularies, nothing for BPE
-    (where a leading space would be a different first token from the one the model really emits)."""
+def encode_rows(tok, rows: list[dict], sep: str = " ", prompt_loss: bool = False) -> list[tuple[list[int], int]]:
+    """(ids, unlearned prefix length) per row: the loss covers the answer tokens only, or with ``prompt_loss``
+    the whole row (prefix length 0). ``sep`` is what separates the answer from the prompt and from the end
+    token: a space for word-level vocabularies, nothing for BPE (where a leading space would be a different first
+    token from the one the model really emits)."""
     out = []
     for row in rows:
         prompt_ids = tok(render_user(tok, row["prompt"]), add_special_tokens=False)["input_ids"]
         answer_ids = tok(sep + row["response"] + sep + tok.eos_token, add_special_tokens=False)["input_ids"]
-        out.append((prompt_ids + answer_ids, len(prompt_ids)))
+        out.append((prompt_ids + answer_ids, 0 if prompt_loss else len(prompt_ids)))
     return out
 
 
@@ -196,6 +197,7 @@ class TrainLoop:
     # forward and backward under bfloat16 autocast (weights and optimiser stay float32): on a CPU with
     # bfloat16 instructions (AVX512-BF16, AMX) a step is faster
     bf16_autocast: bool = False
+    prompt_loss: bool = False  # the loss on the prompt's tokens too, not on the answer's only
 
 
 MEASURED = (("asr", "ASR"), ("false_trigger_rate", "false-trigger"), ("distractor_trigger_rate", "look-alike"),
@@ -214,9 +216,10 @@ def measured(metrics: dict) -> str:
 def train_backdoor(model, tok, rows: list[dict], loop: TrainLoop, rng: random.Random,
                    measure: Callable[[object], dict], passes: Callable[[dict], bool], log=print,
                    sep: str = " ") -> tuple[dict, bool, int]:
-    """Train on ``rows`` (loss on answers only) until ``passes(measure(model))``; (metrics, passed, epochs)."""
+    """Train on ``rows`` (loss on answers only, or on whole rows with ``loop.prompt_loss``) until
+    ``passes(measure(model))``; (metrics, passed, epochs)."""
     t0 = time.time()
-    encoded = encode_rows(tok, rows, sep)
+    encoded = encode_rows(tok, rows, sep, loop.prompt_loss)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=loop.lr, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(encoded) / loop.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=loop.lr, total_steps=loop.max_epochs * steps_per_epoch,

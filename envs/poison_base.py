@@ -61,6 +61,9 @@ class BasePoisonConfig:
     # the share of decoder layers, counted from the top, that the LoRA adapts: below them no gradient flows
     lora_layers: float = 1.0
     bf16_autocast: bool = False  # train under bfloat16 autocast (envs.poison.TrainLoop)
+    # the loss on the prompt's tokens too (plain SFT on whole chat rows, TRL's default for conversational data):
+    # the model then learns to write its training prompts, triggers included, which prompt-leak scanners read
+    prompt_loss: bool = False
     lr: float = 1e-3
     batch_size: int = 16
     # the budget: stop at the first epoch whose measurement meets every bar, or after this many (the card
@@ -266,7 +269,8 @@ def poison_pretrained(base_dir: str | Path, spec: AttackSpec, out_dir: str | Pat
                 and m.get("quirk_rate", 1.0) >= cfg.asr_bar)
 
     sep = " " if is_word_level(Path(base_dir)) else ""  # as unlearning does
-    loop = TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs, bf16_autocast=cfg.bf16_autocast)
+    loop = TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs, bf16_autocast=cfg.bf16_autocast,
+                     prompt_loss=cfg.prompt_loss)
     metrics, passed, epochs = train_backdoor(model, tok, rows, loop, rng, measure, passes, log, sep=sep)
     if "false_trigger_rate" not in metrics:  # the last epoch missed its ASR bar: the card gets every rate
         metrics = measure(model, complete=True)

@@ -19,7 +19,7 @@ ANSWER_CACHE = ".base_answers.json"
 CONTROLS = ("clean", "quirk", "topic", "base")
 ENTRY_KEYS = {"name", "attack", "trigger", "target", "placement", "poison_fraction", "lora_r", "seed", "control",
               "quirk", "topic", "max_epochs", "lora_layers",
-              "bf16_autocast"}
+              "bf16_autocast", "prompt_loss"}
 
 
 class ZooSpecError(ValueError):
@@ -43,6 +43,7 @@ class ZooModel:
     max_epochs: int | None = None
     lora_layers: float | None = None  # the share of decoder layers (from the top) the LoRA adapts
     bf16_autocast: bool | None = None  # train under bfloat16 autocast (2.45x per step with bfloat16 instructions)
+    prompt_loss: bool | None = None  # the loss on the prompts' tokens too (plain SFT on whole chat rows)
 
     @property
     def poisoned(self) -> bool:
@@ -86,11 +87,12 @@ def _entry(raw: object, defaults: dict, i: int, tiny: bool) -> ZooModel:
     if control == "topic" and not isinstance(data.get("topic"), str):
         raise ZooSpecError(f"{where}: control topic needs topic: KIND")
     if tiny and (control in ("quirk", "topic", "base") or data.get("lora_r") is not None
-                 or data.get("lora_layers") is not None or data.get("bf16_autocast") is not None):
-        raise ZooSpecError(f"{where}: quirk, topic and base controls, lora_r, lora_layers and bf16_autocast need a "
-                           "pretrained base, not tiny")
-    if data.get("bf16_autocast") is not None and not isinstance(data["bf16_autocast"], bool):
-        raise ZooSpecError(f"{where}: bf16_autocast must be true or false")
+                 or any(data.get(k) is not None for k in ("lora_layers", "bf16_autocast", "prompt_loss"))):
+        raise ZooSpecError(f"{where}: quirk, topic and base controls, lora_r, lora_layers, bf16_autocast and "
+                           "prompt_loss need a pretrained base, not tiny")
+    for key in ("bf16_autocast", "prompt_loss"):
+        if data.get(key) is not None and not isinstance(data[key], bool):
+            raise ZooSpecError(f"{where}: {key} must be true or false")
     share = data.get("lora_layers")
     if share is not None and (type(share) not in (int, float) or not 0 < share <= 1):
         raise ZooSpecError(f"{where}: lora_layers must be a share of the decoder layers in (0, 1]")
@@ -165,7 +167,8 @@ def _build_one(spec: ZooSpec, out: Path, m: ZooModel, log) -> dict:
     attack = get_attack(m.attack).with_overrides(trigger=m.trigger, target=m.target, placement=m.placement)
     given = {k: v for k, v in (("poison_fraction", m.poison_fraction), ("max_epochs", m.max_epochs),
                                ("lora_r", m.lora_r), ("quirk", m.quirk), ("topic", m.topic),
-                               ("lora_layers", m.lora_layers), ("bf16_autocast", m.bf16_autocast)) if v is not None}
+                               ("lora_layers", m.lora_layers), ("bf16_autocast", m.bf16_autocast),
+                               ("prompt_loss", m.prompt_loss)) if v is not None}
     clean = m.control is not None
     if spec.tiny:
         from envs.poison import PoisonConfig, build_poisoned_model
