@@ -268,7 +268,8 @@ class RunConfig:
              "audit.accretion_screen_probes and accretion_divergence_pool are two proposals: set one"),
             (not a.accretion_divergence_pool or bool(m.reference),
              "audit.accretion_divergence_pool compares the suspect with its base: give it with --reference MODEL"),
-            (not a.screen_samples or a.stop_when_confirmed,
+            # the screen draws from GRPO's warmed-up policy: the other methods have none, and ignore it
+            (not a.screen_samples or a.stop_when_confirmed or a.method != "grpo",
              "audit.screen_samples needs audit.stop_when_confirmed: true (audit mode's held-out test)"),
             (e.awareness_every >= 0, "eval.awareness_every must be >= 0 (0: off)"),
             (r.epochs > 0, "rsft.epochs must be > 0"),

