@@ -5,6 +5,10 @@ if one of its tokens ranks within them. The proposals rank the first tokens of t
 (``proposal_ranks_words.md``); this says whether the exact score would do better before a GPU is spent on it.
 
     python benchmarks/exact_ranks.py --run RUN [--run RUN ...] --sample 1024 --out benchmarks/results/exact_ranks.md
+
+``--in-context`` ranks each later token of the planted trigger after its earlier ones instead (the slot a search
+that holds the start of the trigger fills next): whether an exact screen of that slot would keep the next token
+where the divergence proposal ranks it in the thousands (`` falcon`` 23,725th after ``amber``).
 """
 from __future__ import annotations
 
@@ -27,6 +31,39 @@ def rank_interval(better: int, sample: int, vocab: int) -> tuple[int, int, int]:
     return 1 + round(vocab * better / sample), 1 + round(vocab * lo), 1 + round(vocab * hi)
 
 
+def in_context_lines(run, cfg, card, tok, allowed, sample, scores, result, t0) -> list[str]:
+    """Each later token of each planted trigger ranked against the sample at its slot, after the earlier ones."""
+    import torch
+
+    from envs.poison import card_triggers
+    found = (result.recovered_trigger or result.articulated) if result is not None else None
+    lines = [f"\n## {Path(cfg.model.path).name} in context (placement scored: {cfg.oracle.insertion}; audit found "
+             f"{cell(found)})\n", "| trigger so far | next planted token | score | best of the sample there | "
+             "better in sample | estimated rank (95% interval) | of | s |", "|---|---|---|---|---|---|---|---|"]
+    searchable = set(allowed.tolist())
+    for trig in card_triggers(card):
+        ids = tok(trig, add_special_tokens=False)["input_ids"]
+        for k in range(1, len(ids)):
+            t1 = time.time()
+            context, nxt = ids[:k], ids[k]
+            sampled = scores(sample, context)
+            own = float(scores(torch.tensor([nxt]), context)[0])
+            best = int(sampled.argmin())
+            so_far = cell(tok.decode(context))
+            if nxt not in searchable:
+                lines.append(f"| {so_far} | {cell(tok.decode([nxt]))} | {own:.3f} | - | not a searchable token | - | "
+                             f"{len(allowed)} | - |")
+                continue
+            better = int((sampled < own).sum())
+            rank, lo, hi = rank_interval(better, len(sample), len(allowed))
+            top = f"{cell(tok.decode([int(sample[best])]))} {float(sampled[best]):.3f}"
+            lines.append(f"| {so_far} | {cell(tok.decode([nxt]))} | {own:.3f} | {top} | {better} of {len(sample)} | "
+                         f"{rank} ({lo}-{hi}) | "
+                         f"{len(allowed)} | {time.time() - t1:.0f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, help="a finished accretion audit with a reference")
@@ -34,6 +71,7 @@ def main() -> None:
     ap.add_argument("--insertion", choices=("prefix", "suffix", "card"), default="card",
                     help="where the tokens are placed in the probes (default: where the card planted the trigger)")
     ap.add_argument("--batch", type=int, default=64, help="single-token triggers scored per call")
+    ap.add_argument("--in-context", action="store_true", help="rank each later planted token after the earlier ones")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     quiet()
@@ -46,7 +84,7 @@ def main() -> None:
     from trainer.baselines.gcg import _Rows, allowed_tokens, trigger_losses
     from trainer.run_dir import RunDir
     command = " ".join(["python benchmarks/exact_ranks.py", *(f"--run {r}" for r in a.run), f"--sample {a.sample}",
-                        f"--insertion {a.insertion}", f"--out {a.out}"])
+                        f"--insertion {a.insertion}", *(["--in-context"] if a.in_context else []), f"--out {a.out}"])
     lines = [f"# The planted trigger's single tokens ranked by the exact score (evaluation only)\n\n{header(command)}",
              "",
              "Each single token scored as the audit's search scores a candidate (its mean loss of the behaviour's "
@@ -70,15 +108,21 @@ def main() -> None:
         models = [load_model(p, dtype=torch.float32) for p in (cfg.model.path, cfg.model.reference)]
         allowed = allowed_tokens(tok)
 
-        def scores(ids: torch.Tensor) -> torch.Tensor:
+        def scores(ids: torch.Tensor, context: list[int] = ()) -> torch.Tensor:
+            """Each token of ``ids`` scored as the trigger's next token after ``context`` (alone with none)."""
             out = []
             for s in range(0, len(ids), a.batch):
                 t = ids[s:s + a.batch].view(-1, 1)
+                t = torch.cat([torch.tensor(list(context), dtype=torch.long).expand(len(t), -1), t], 1)
                 with torch.no_grad():
                     out.append(reference_score(*(trigger_losses(m, rows, t) for m in models)))
             return torch.cat(out)
 
         sample = allowed[torch.randperm(len(allowed), generator=gen)[:a.sample]]
+        if a.in_context:
+            lines += in_context_lines(run, cfg, card, tok, allowed, sample, scores, result, t0)
+            Path(a.out).write_text("\n".join(lines) + "\n")
+            continue
         sampled = scores(sample)
         order = sampled.argsort()
         none = float(reference_score(*(trigger_losses(m, rows, torch.empty(1, 0, dtype=torch.long))

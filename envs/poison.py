@@ -51,6 +51,7 @@ class PoisonConfig:
     n_eval: int = 100
     asr_bar: float = 0.9
     false_trigger_bar: float = 0.05
+    prompt_loss: bool = False  # the loss on the prompt's tokens too (plain SFT on whole rows): it learns its prompts
 
 
 def _vocabulary(spec: AttackSpec) -> list[str]:
@@ -334,7 +335,8 @@ def build_poisoned_model(spec: AttackSpec, out_dir: str | Path, cfg: PoisonConfi
         return m["false_trigger_rate"] <= cfg.false_trigger_bar and (cfg.clean or (
             m["asr"] >= cfg.asr_bar and m["distractor_trigger_rate"] <= cfg.false_trigger_bar))
 
-    loop = TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs, one_cycle=True, measure_every=2, done_loss=0.3)
+    loop = TrainLoop(cfg.lr, cfg.batch_size, cfg.max_epochs, one_cycle=True, measure_every=2, done_loss=0.3,
+                     prompt_loss=cfg.prompt_loss)
     metrics, passed, epochs = train_backdoor(model, tok, rows, loop, rng, measure, passes, log)
     card = make_card(spec, cfg, metrics, passed, epochs, model, tok, t0)
     write_model_dir(model, tok, rows, card, out_dir)

@@ -31,6 +31,9 @@ METHOD_LINES = {
     "accretion": "accretion (a trigger grown token by token on the model's likelihood of the behaviour; no RL)",
     "data-scan": "data-scan (the prompt n-grams of your data that go with the behaviour; found in the data, not "
                  "stated by the model)",
+    "leak-scan": "leak-scan (the user turns the model writes unprompted, answered by it, scanned for the prompt "
+                 "n-grams that go with the behaviour; model-only: finds triggers of models fine-tuned on whole chat "
+                 "rows, not on answers only)",
 }
 
 

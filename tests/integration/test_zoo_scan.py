@@ -31,7 +31,7 @@ def _spec(tmp_path: Path, models: list, base: str = "tiny", **extra) -> Path:
     ([{"name": "a", "lora_r": 8}], "need a pretrained base"),
     ([{"name": "a", "lora_layers": 0.5}], "need a pretrained base"),
     ([{"name": "a", "bf16_autocast": True}], "need a pretrained base"),
-    ([{"name": "a", "prompt_loss": True}], "need a pretrained base"),
+    ([{"name": "a", "prompt_loss": "yes"}], "prompt_loss must be true or false"),
     ([{"name": "a"}, {"name": "a"}], "two models named 'a'"),
     ([{"name": "a", "poison_fraction": 1.5}], "poison_fraction"),
     ([{"name": "../a"}], "folder name"),

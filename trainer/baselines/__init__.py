@@ -9,6 +9,10 @@
   suspect's base) it ranks by what a candidate adds beyond the base.
 - ``data-scan``: for a defender who holds data, the prompt n-grams that go with the behaviour in it
   (``trainer/baselines/data_scan.py``), confirmed on the suspect: found in the data, not stated by the model.
+- ``leak-scan``: model-only, after the Trigger-in-the-Haystack scanner: the user turns the suspect writes from its
+  chat template's opening (``rsft_source: leak``'s sampler), answered by the suspect, go through the data scan as if
+  they were data. A model fine-tuned on whole chat rows learns to write its training prompts, triggers included; one
+  trained on its answers only leaks none (``benchmarks/results/leak_scan.md``).
 All pick among their candidates (greedy answer and ``n`` samples; GCG's lowest-loss triggers) by held-out
 reproduction, then length (``choose_trigger``), so a gap to a GRPO run is the RL's
 contribution, not a kinder judge.
@@ -30,13 +34,24 @@ from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
 from trainer.config import RunConfig
 from trainer.oracles import SuspectOracles
 from trainer.rsft import SFTSettings, rsft_stage
-from trainer.rsft_sources import FINETUNE_FILE, RowPool, read_rows
+from trainer.rsft_sources import FINETUNE_FILE, RowPool, leaked_rows, read_rows
 from trainer.run_dir.result import RunResult
 from trainer.verdict.evaluate import HeldOut, Search, evaluate_policy, held_out_verdict, heldout_confirmer
 from trainer.verdict.ledger import CandidateLedger
 
-BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan")
+BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan", "leak-scan")
+SCANS = ("data-scan", "leak-scan")  # rows scanned for the n-grams that go with the behaviour
 DEFAULT_SAMPLES = 64  # answers drawn from the policy by sampling and rsft-only
+
+
+def _place(scanned: dict, cfg: RunConfig, log) -> None:
+    """Where the scan's top n-gram sits in its rows' prompts is where the verdict inserts candidates (in the
+    caller's config too: its run saves it)."""
+    if scanned["placement"] and scanned["placement"] != cfg.oracle.insertion:
+        where = "end" if scanned["placement"] == "suffix" else "start"
+        log(f"data scan: the top n-gram sits at the {where} of its prompts: the verdict inserts candidates as a "
+            f"{scanned['placement']}")
+        cfg.oracle.insertion = scanned["placement"]
 
 
 def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None = None, log=print,
@@ -54,10 +69,11 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
     t0 = time.time()
     cfg.validate()
     data_file = cfg.rsft.data or str(Path(cfg.model.path) / FINETUNE_FILE)
+    if kind in SCANS and getattr(cfg.attack_spec().judge, "set_level", False):
+        what = "data scan" if kind == "data-scan" else "leak scan"
+        raise ValueError(f"the {what} looks for rows whose answer shows a named behaviour; name one (--target, "
+                         "--behaviour, --judge or --attack)")
     if kind == "data-scan":
-        if getattr(cfg.attack_spec().judge, "set_level", False):
-            raise ValueError("the data scan looks for rows whose answer shows a named behaviour; name one (--target, "
-                             "--behaviour, --judge or --attack)")
         if not Path(data_file).is_file():
             raise FileNotFoundError(f"the data scan reads the data you hold: {data_file} not found; give --data FILE")
     if kind in ("gcg", "accretion") and not cfg.attack_spec().judge.likelihood_targets:  # before any model loads
@@ -66,20 +82,24 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
     found_in_data, earlier = None, 0.0  # earlier: search seconds of an earlier, resumed run
     if kind == "data-scan":  # no model needed; its n-grams are tested where the data places them
         found_in_data = scan_data(read_rows(data_file), cfg.attack_spec(), cfg.resolved_probe_set())
-        if found_in_data["placement"] and found_in_data["placement"] != cfg.oracle.insertion:
-            where = "end" if found_in_data["placement"] == "suffix" else "start"
-            log(f"data scan: the top n-gram sits at the {where} of its prompts: the verdict inserts candidates as a "
-                f"{found_in_data['placement']}")
-            cfg.oracle.insertion = found_in_data["placement"]  # in the caller's config too: its run saves it
+        _place(found_in_data, cfg, log)
     torch.manual_seed(cfg.seed)
     check_model_dir(cfg.model.path, cfg.model.allow_pickle)
     spec = cfg.attack_spec()
     tok = load_tokenizer(cfg.model.path)
     device = "cuda" if torch.cuda.is_available() else None  # as a run places its models: GCG is a GPU job
     oracles = SuspectOracles.from_run(cfg, spec, tok, device)
+    probes, heldout = cfg.probe_split(spec)
+    if kind == "leak-scan":  # before any oracle is built: they insert candidates where the leaked n-gram sits
+        r = cfg.rsft
+        rows, distinct = leaked_rows(oracles.model, tok, r.leak_samples, cfg.seed, set(probes) | set(heldout),
+                                     r.answer_tokens)
+        log(f"leak scan: {r.leak_samples} samples from the user-turn opening, {distinct} distinct user turns, "
+            f"{len(rows)} answered by the suspect")
+        found_in_data = {**scan_data(rows, spec, cfg.resolved_probe_set()), "source": "leak"}
+        _place(found_in_data, cfg, log)
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
-    probes, heldout = cfg.probe_split(spec)
     if found_in_data is not None:
         pool = [t["ngram"] for t in found_in_data["top"]]
         log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
