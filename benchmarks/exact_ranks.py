@@ -85,7 +85,8 @@ def main() -> None:
     from trainer.run_dir import RunDir
     command = " ".join(["python benchmarks/exact_ranks.py", *(f"--run {r}" for r in a.run), f"--sample {a.sample}",
                         f"--insertion {a.insertion}", *(["--in-context"] if a.in_context else []), f"--out {a.out}"])
-    lines = [f"# The planted trigger's single tokens ranked by the exact score (evaluation only)\n\n{header(command)}",
+    what = "each next token, after its earlier ones," if a.in_context else "single tokens"
+    lines = [f"# The planted trigger's {what} ranked by the exact score (evaluation only)\n\n{header(command)}",
              "",
              "Each single token scored as the audit's search scores a candidate (its mean loss of the behaviour's "
              "openings on the audit's training probes, less what the base explains: `reference_score`; lower is "
