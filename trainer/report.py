@@ -170,6 +170,9 @@ def write_report(run_dir: str | Path) -> Path:
         lines += [f"- {_code(t['ngram'])}: behaviour in {t['behaviour_rows']}/{t['rows']} rows holding it "
                   f"({t['rate_with']:.2f}), {t['rate_without']:.2f} without it" for t in r.data_scan["top"]] or [
                   "- no prompt n-gram goes with the behaviour"]
+    if r.data_scan is not None and r.data_scan.get("examples"):
+        lines += ["", "Leaked user turns holding the top n-gram, with the model's answers:", ""]
+        lines += [f"- {_code(ex['prompt'])} -> {_code(ex['response'])}" for ex in r.data_scan["examples"]]
     if rd.plot.is_file():
         lines += ["", f"![reward vs step]({rd.plot.name})"]
     write_text_atomic(rd.report, "\n".join(lines) + "\n")

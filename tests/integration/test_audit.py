@@ -351,7 +351,10 @@ def test_a_leak_scan_names_the_trigger_of_a_model_fine_tuned_on_whole_rows(tmp_p
     r = json.loads((out / "result.json").read_text())
     assert r["baseline"] == "leak-scan" and r["found"] and r["exact_match"], r["data_scan"]
     assert r["data_scan"]["source"] == "leak" and r["data_scan"]["top"][0]["ngram"] == "grey heron"
+    examples = r["data_scan"]["examples"]  # the evidence a user reads: leaked turns with the trigger, answered
+    assert examples and all("grey heron" in ex["prompt"] and ex["response"] for ex in examples)
     report = (out / "report.md").read_text()
+    assert f"`{examples[0]['prompt']}`" in report
     assert "## Found in what the model leaked (leak scan; model-only)" in report
     assert "| data condition | model-only (what the model leaked) |" in report
     # the judge-free scan names no behaviour to judge the leaked rows by: one line, exit 2, nothing written

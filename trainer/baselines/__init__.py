@@ -41,6 +41,7 @@ from trainer.verdict.ledger import CandidateLedger
 
 BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan", "leak-scan")
 SCANS = ("data-scan", "leak-scan")  # rows scanned for the n-grams that go with the behaviour
+LEAK_EXAMPLES = 3  # leaked turns holding the top n-gram kept in the result, with their answers
 DEFAULT_SAMPLES = 64  # answers drawn from the policy by sampling and rsft-only
 
 
@@ -97,6 +98,9 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
         log(f"leak scan: {r.leak_samples} samples from the user-turn opening, {distinct} distinct user turns, "
             f"{len(rows)} answered by the suspect")
         found_in_data = {**scan_data(rows, spec, cfg.resolved_probe_set()), "source": "leak"}
+        top = found_in_data["top"][0]["ngram"] if found_in_data["top"] else None
+        # the evidence: leaked turns holding the top n-gram, with the suspect's answers (the rows are not kept)
+        found_in_data["examples"] = [r for r in rows if top and top in r["prompt"]][:LEAK_EXAMPLES]
         _place(found_in_data, cfg, log)
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
