@@ -66,8 +66,9 @@ def ranks(model_dir: str, base_dir: str, config: str, probes: int) -> list[tuple
                 continue
             t0 = time.time()
             s, b = logp(suspect, context), logp(base, context)
-            by_s = allowed[(-s[allowed]).argsort()].tolist()
-            by_shift = allowed[(-(s - b)[allowed]).argsort()].tolist()
+            shared = allowed[allowed < min(len(s), len(b))]  # the vocabulary both models have (all, on one base)
+            by_s = shared[(-s[shared]).argsort()].tolist()
+            by_shift = shared[(-(s[shared] - b[shared])).argsort()].tolist()
             out.append((Path(model_dir).name, tok.decode(context), tok.decode([planted]), by_s.index(planted) + 1,
                         by_shift.index(planted) + 1, tok.decode([by_shift[0]])))
             print(f"{out[-1]} {time.time() - t0:.1f} s", flush=True)

