@@ -216,7 +216,8 @@ def build_zoo(spec: ZooSpec, out: str | Path, log=print, only: list[str] | None 
             rows[m.name] = {**row, "status": "built", "note": "the base model itself"}
         elif (path / CARD).is_file():
             card = json.loads((path / CARD).read_text())
-            rows[m.name] = {**row, **_card_row(card), "status": old.get(m.name, {}).get("status") or _status(card)}
+            known = old.get(m.name, {}).get("status") if card.get("meets_bars") is None else None  # the card says
+            rows[m.name] = {**row, **_card_row(card), "status": known or _status(card)}
             log(f"[{i}/{len(spec.models)}] {m.name}: already built ({rows[m.name]['status']})")
         else:
             log(f"[{i}/{len(spec.models)}] {m.name}: building ({m.control or 'poisoned'}, {m.attack})")

@@ -133,6 +133,10 @@ def test_two_builds_of_one_zoo_side_by_side_keep_each_others_models(tmp_path, mo
     rows = build_zoo(spec, out, log=beside, only=["a"])
     on_disk = {r["name"]: r["status"] for r in json.loads((out / MANIFEST).read_text())["models"]}
     assert done and on_disk == {"a": "built", "b": "built"} == {n: r["status"] for n, r in rows.items()}
+    stale = json.loads((out / MANIFEST).read_text())  # as such a race left it before: b built, its row not
+    stale["models"][1]["status"] = "not built"
+    (out / MANIFEST).write_text(json.dumps(stale))
+    assert build_zoo(spec, out, log=lambda s: None, only=["b"])["b"]["status"] == "built"  # its card says so
 
 
 @pytest.fixture(scope="module")
