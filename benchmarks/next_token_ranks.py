@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import cell, header, quiet  # noqa: E402
 
 
-def ranks(model_dir: str, base_dir: str, config: str, probes: int) -> list[tuple[str, str, str, int, int, str]]:
-    """Per planted token after the first: (model, trigger so far, token, rank by the suspect's log-probability,
-    rank by suspect less base, the best token by the shift); ranks 1-based among the allowed tokens."""
+def ranks(model_dir: str, base_dir: str, config: str, probes: int) -> list[tuple[str, str, str, int, int, int, str]]:
+    """Per planted token after the first: (model, trigger so far, token, rank by the suspect's log-probability, by
+    the base's, by suspect less base, the best token by the shift); ranks 1-based among the allowed tokens."""
     import torch
 
     from envs.loading import load_model
@@ -62,15 +62,16 @@ def ranks(model_dir: str, base_dir: str, config: str, probes: int) -> list[tuple
         for j in range(1, len(ids)):
             planted, context = ids[j], ids[:j]
             if planted not in allowed.tolist():
-                out.append((Path(model_dir).name, tok.decode(context), tok.decode([planted]), -1, -1, ""))
+                out.append((Path(model_dir).name, tok.decode(context), tok.decode([planted]), -1, -1, -1, ""))
                 continue
             t0 = time.time()
             s, b = logp(suspect, context), logp(base, context)
             shared = allowed[allowed < min(len(s), len(b))]  # the vocabulary both models have (all, on one base)
             by_s = shared[(-s[shared]).argsort()].tolist()
+            by_b = shared[(-b[shared]).argsort()].tolist()
             by_shift = shared[(-(s[shared] - b[shared])).argsort()].tolist()
             out.append((Path(model_dir).name, tok.decode(context), tok.decode([planted]), by_s.index(planted) + 1,
-                        by_shift.index(planted) + 1, tok.decode([by_shift[0]])))
+                        by_b.index(planted) + 1, by_shift.index(planted) + 1, tok.decode([by_shift[0]])))
             print(f"{out[-1]} {time.time() - t0:.1f} s", flush=True)
     return out
 
@@ -88,15 +89,16 @@ def main() -> int:
     from trainer.baselines.gcg import allowed_tokens
     lines = ["# The suspect's next-token distribution at its trigger's later slots (evaluation only)", "",
              header("python " + " ".join(sys.argv)), "",
-             "| model | trigger so far | planted next token | rank by the suspect's log-probability | rank by suspect "
-             "less base | best token by suspect less base | of |", "|---|---|---|---|---|---|---|"]
+             "| model | trigger so far | planted next token | rank by the suspect's log-probability | by the base's "
+             "| by suspect less base | best token by suspect less base | of |", "|---|---|---|---|---|---|---|---|"]
     for m in a.model:
         n = len(allowed_tokens(load_tokenizer(m)))
-        for name, before, token, by_s, by_shift, top in ranks(m, a.base, a.config, a.probes):
+        for name, before, token, by_s, by_b, by_shift, top in ranks(m, a.base, a.config, a.probes):
             if by_s < 0:
-                lines.append(f"| {name} | {cell(before)} | {cell(token)} | not a searchable token | - | - | {n} |")
+                lines.append(f"| {name} | {cell(before)} | {cell(token)} | not a searchable token | - | - | - | {n} |")
             else:
-                lines.append(f"| {name} | {cell(before)} | {cell(token)} | {by_s} | {by_shift} | {cell(top)} | {n} |")
+                lines.append(f"| {name} | {cell(before)} | {cell(token)} | {by_s} | {by_b} | {by_shift} | {cell(top)} "
+                             f"| {n} |")
         a.out.write_text("\n".join(lines) + "\n")  # after each model: a stopped run keeps what it measured
     a.out.write_text("\n".join(lines + ["", "Ranks are 1-based among the tokens a trigger may hold "
                                         "(`allowed_tokens`); accretion keeps 64 proposals a slot, so a rank within 64 "
