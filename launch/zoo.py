@@ -161,7 +161,7 @@ def _write_manifest(out: Path, spec: ZooSpec, rows: dict[str, dict], mine: set[s
     same zoo with different ``--only`` (one per core) each keep the other's models, where a manifest read at the
     start and written whole would drop the rows the other build wrote since."""
     import fcntl
-    with open(out / f".{MANIFEST}.lock", "w") as lock:
+    with open(out / f".{MANIFEST}.lock", "a") as lock:  # "a": opening it changes no byte and no mtime
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             disk = {r["name"]: r for r in read_manifest(out).get("models", [])}
