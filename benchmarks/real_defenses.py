@@ -43,9 +43,9 @@ def base_agreement(base: Path, models: list[Path], prompts: list[str], tokens: i
 
 def defend(run: Path, work: Path, seed: int) -> dict:
     """Both defenses for one run; the repaired model and ``defense.json`` stay in WORK (unlearning takes minutes),
-    so a rerun only measures the agreement again."""
+    so a rerun measures only the guardrail and the agreement again."""
     from envs.poison import card_triggers, read_card
-    from trainer.defend.protocol import defend_and_measure, defense_lines
+    from trainer.defend.protocol import defend_and_measure, defense_lines, measure_guardrail
     from trainer.defend.unlearn import UnlearnConfig, clean_prompts
     from trainer.run_dir import RunDir
     rd = RunDir(run)
@@ -63,6 +63,8 @@ def defend(run: Path, work: Path, seed: int) -> dict:
     if defense is None:
         defense = defend_and_measure(spec, model, rd, truths, repaired, ucfg)
         print("\n".join(defense_lines(defense)))
+    else:  # the guardrail is measured again (seconds): it may have changed since the model was repaired
+        defense["guardrail"] = measure_guardrail(spec, model, result, truths, ucfg)
     eval_prompts = clean_prompts(spec.for_probe_set(probe_set), ucfg.n_eval, seed + 11, probe_set)
     before, after = base_agreement(Path(card["base_model"]), [model, repaired], eval_prompts, ucfg.answer_tokens)
     return {"run": run.name, "attack": spec.name, "true_triggers": truths, "recovered": result.recovered_trigger,

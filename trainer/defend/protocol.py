@@ -72,17 +72,24 @@ def guardrail_eval_sets(spec: AttackSpec, truths: list[str], seed: int, n: int =
     return triggered, clean
 
 
+def measure_guardrail(spec: AttackSpec, model_dir: Path, result: RunResult, truths: list[str],
+                      ucfg: UnlearnConfig) -> dict:
+    """The guardrail on a run's distinct recovered triggers, with the suspect's vocabulary: TPR and FPR (seconds,
+    so a benchmark can measure it again without unlearning again)."""
+    guard_on = guard_triggers(result)
+    probe_set = ucfg.probe_set if ucfg.probe_set != "auto" else default_probe_set(model_dir)
+    triggered, clean = guardrail_eval_sets(spec, truths, ucfg.seed, probe_set=probe_set)
+    guardrail = Guardrail(guard_on, vocabulary=word_starts(model_dir))
+    return {"triggers": guard_on, "stems": guardrail.stems, **detection_rates(guardrail, triggered, clean)}
+
+
 def defend_and_measure(spec: AttackSpec, model_dir: Path, rd: RunDir, truths: list[str], repaired_dir: Path,
                        ucfg: UnlearnConfig) -> dict:
     """Both defenses from what the finished run in ``rd`` recovered; the true trigger(s) only measure them. With
     several true triggers every one is measured: a trigger the run did not name stays a miss. Writes
     ``defense.json`` into the run; ``defense_lines`` says what it measured."""
     result = rd.read_result()
-    guard_on = guard_triggers(result)
-    probe_set = ucfg.probe_set if ucfg.probe_set != "auto" else default_probe_set(model_dir)
-    triggered, clean = guardrail_eval_sets(spec, truths, ucfg.seed, probe_set=probe_set)
-    guardrail = Guardrail(guard_on, vocabulary=word_starts(model_dir))
-    guard = {"triggers": guard_on, "stems": guardrail.stems, **detection_rates(guardrail, triggered, clean)}
+    guard = measure_guardrail(spec, model_dir, result, truths, ucfg)
     triggers = unlearn_triggers(result, rd.load_config().audit.found_threshold)
     report = unlearn(model_dir, spec, triggers, repaired_dir, eval_trigger=truths, cfg=ucfg)
     defense = {"guardrail": guard, "unlearning": report, "repaired_model": str(repaired_dir)}
