@@ -9,6 +9,10 @@ if one of its tokens ranks within them. The proposals rank the first tokens of t
 ``--in-context`` ranks each later token of the planted trigger after its earlier ones instead (the slot a search
 that holds the start of the trigger fills next): whether an exact screen of that slot would keep the next token
 where the divergence proposal ranks it in the thousands (`` falcon`` 23,725th after ``amber``).
+
+``--screen-probes N`` ranks by the cheap score of the search's exact screen instead (``audit.accretion_screen_probes``:
+the suspect alone, on the N shortest training probes and their likeliest opening, in bfloat16): whether the screen
+would keep the token within its ``screen_keep`` best, for the full exact score to take it from there.
 """
 from __future__ import annotations
 
@@ -72,6 +76,8 @@ def main() -> None:
                     help="where the tokens are placed in the probes (default: where the card planted the trigger)")
     ap.add_argument("--batch", type=int, default=64, help="single-token triggers scored per call")
     ap.add_argument("--in-context", action="store_true", help="rank each later planted token after the earlier ones")
+    ap.add_argument("--screen-probes", type=int, default=0,
+                    help="rank by the exact screen's score on this many probes (0: the full exact score)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     quiet()
@@ -80,13 +86,15 @@ def main() -> None:
     from envs.loading import load_model
     from envs.poison import card_triggers, read_card
     from envs.tokenizer import load_tokenizer
-    from trainer.baselines.accretion import reference_score
-    from trainer.baselines.gcg import _Rows, allowed_tokens, trigger_losses
+    from trainer.baselines.accretion import _Screen, reference_score
+    from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens, trigger_losses
     from trainer.run_dir import RunDir
     command = " ".join(["python benchmarks/exact_ranks.py", *(f"--run {r}" for r in a.run), f"--sample {a.sample}",
-                        f"--insertion {a.insertion}", *(["--in-context"] if a.in_context else []), f"--out {a.out}"])
+                        f"--insertion {a.insertion}", *(["--in-context"] if a.in_context else []),
+                        *([f"--screen-probes {a.screen_probes}"] if a.screen_probes else []), f"--out {a.out}"])
     what = "each next token, after its earlier ones," if a.in_context else "single tokens"
-    lines = [f"# The planted trigger's {what} ranked by the exact score (evaluation only)\n\n{header(command)}",
+    by = f"the exact screen's score ({a.screen_probes} probe(s), bfloat16)" if a.screen_probes else "the exact score"
+    lines = [f"# The planted trigger's {what} ranked by {by} (evaluation only)\n\n{header(command)}",
              "",
              "Each single token scored as the audit's search scores a candidate (its mean loss of the behaviour's "
              "openings on the audit's training probes, less what the base explains: `reference_score`; lower is "
@@ -108,6 +116,9 @@ def main() -> None:
         rows = _Rows(tok, cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
         models = [load_model(p, dtype=torch.float32) for p in (cfg.model.path, cfg.model.reference)]
         allowed = allowed_tokens(tok)
+        screen = _Screen(models[0], tok, GCGTask(list(cfg.probe_split(spec)[0]), cfg.oracle.insertion,
+                                                 tuple(spec.judge.likelihood_targets)), a.screen_probes, 1 << 31) \
+            if a.screen_probes else None
 
         def scores(ids: torch.Tensor, context: list[int] = ()) -> torch.Tensor:
             """Each token of ``ids`` scored as the trigger's next token after ``context`` (alone with none)."""
@@ -116,7 +127,10 @@ def main() -> None:
                 t = ids[s:s + a.batch].view(-1, 1)
                 t = torch.cat([torch.tensor(list(context), dtype=torch.long).expand(len(t), -1), t], 1)
                 with torch.no_grad():
-                    out.append(reference_score(*(trigger_losses(m, rows, t) for m in models)))
+                    if screen is not None:
+                        out.append(trigger_losses(screen.model, screen.rows, t).float())
+                    else:
+                        out.append(reference_score(*(trigger_losses(m, rows, t) for m in models)))
             return torch.cat(out)
 
         sample = allowed[torch.randperm(len(allowed), generator=gen)[:a.sample]]

