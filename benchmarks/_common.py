@@ -72,6 +72,13 @@ def write_with_notes(out: Path, lines: list[str], notes_heading: str) -> None:
     write_text_atomic(out, "\n".join(lines + notes) + "\n")
 
 
+def zoo_args(ap, base_required: bool = True) -> None:
+    """The arguments the zoo benchmarks share: poisoned models (each with its card), their base, the audit config."""
+    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
+    ap.add_argument("--base", required=base_required, help="the models' base (the reference)")
+    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+
+
 def zoo_task(model_dir: str, config: str):
     """A poisoned model's tokenizer and the token-search task its card's behaviour gives (training probes, the
     run's insertion, the judge's likelihood openings): what accretion searches on, for the benchmarks that measure

@@ -19,14 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_args  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
-    ap.add_argument("--base", required=True, help="the models' base (the reference)")
-    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    zoo_args(ap)
     ap.add_argument("--side", choices=("after", "before"), default="after")
     ap.add_argument("--layers", type=int, default=8, help="decoder layers compared (the audit's default: 8)")
     ap.add_argument("--random", type=int, default=32, help="random seeds beside the planted one")

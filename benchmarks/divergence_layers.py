@@ -17,15 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet, zoo_task  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_args, zoo_task  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
-    ap.add_argument("--base", required=True, help="the models' base (the reference)")
+    zoo_args(ap)
     ap.add_argument("--layers", type=int, nargs="+", required=True, help="layer counts to compare (0: all)")
-    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     quiet()

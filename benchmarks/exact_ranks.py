@@ -101,7 +101,10 @@ def main() -> None:
              "better). A uniform sample of the allowed vocabulary gives each planted token's rank: `better` of the "
              "sample score lower, so its rank among all allowed tokens is about `better / sample` of them (95% "
              "interval). A first round that scored every token exactly and kept its best `beam` would keep the token "
-             "only with a rank within the beam.\n"]
+             "only with a rank within the beam."
+             + (f" Here the score is the screen's instead: the suspect's loss alone on the {a.screen_probes} shortest "
+                "probe(s) and their likeliest opening, in bfloat16 (no reference)." if a.screen_probes else "")
+             + "\n"]
     gen = torch.Generator().manual_seed(0)
     for run in a.run:
         t0 = time.time()

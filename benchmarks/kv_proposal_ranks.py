@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_args  # noqa: E402
 
 
 def ranks(model_dir: str, base_dir: str, layers: int, config: str) -> tuple[list[tuple[str, int, int]], float]:
@@ -71,10 +71,8 @@ def ranks(model_dir: str, base_dir: str, layers: int, config: str) -> tuple[list
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
-    ap.add_argument("--base", required=True, help="the models' base (the reference)")
+    zoo_args(ap)
     ap.add_argument("--layers", type=int, default=8, help="the first N decoder layers (the audit's default: 8)")
-    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     quiet()

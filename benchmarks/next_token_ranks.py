@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_args  # noqa: E402
 
 
 def ranks(model_dir: str, base_dir: str, config: str, probes: int) -> list[tuple[str, str, str, int, int, int, str]]:
@@ -78,9 +78,7 @@ def ranks(model_dir: str, base_dir: str, config: str, probes: int) -> list[tuple
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
-    ap.add_argument("--base", required=True, help="the models' base (the reference)")
-    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    zoo_args(ap)
     ap.add_argument("--probes", type=int, default=16, help="training probes the log-probabilities are averaged over")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()

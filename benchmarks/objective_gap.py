@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet, zoo_task  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_args, zoo_task  # noqa: E402
 
 
 def losses(model_dir: str, base_dir: str | None, config: str, candidates: list[str],
@@ -103,14 +103,12 @@ def pieces(model_dir: str, config: str, trigger: str, anchors: int = 4) -> list[
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
-    ap.add_argument("--base", help="the models' base (the reference)")
+    zoo_args(ap, base_required=False)
     ap.add_argument("--found", action="append", default=[], help="MODEL_NAME=RESULT.json of a search on it "
                     "(its gcg_best triggers, best first)")
     ap.add_argument("--top", type=int, default=3, help="found triggers per search")
     ap.add_argument("--pieces", action="append", default=[], help="a model whose planted trigger is taken apart: "
                     "each contiguous piece's loss, each token's gradient rank")
-    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
     ap.add_argument("--insertion", action="append", choices=("prefix", "suffix"), default=None,
                     help="where candidates are inserted into the probes (repeat for both; default prefix)")
     ap.add_argument("--divergence", action="store_true", help="with --base: each input's divergence from the base "

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet  # noqa: E402
+from benchmarks._common import cell, header, quiet, zoo_args  # noqa: E402
 
 
 def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: int = 0, side: str = "after",
@@ -88,9 +88,7 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a poisoned model with its card")
-    ap.add_argument("--base", required=True, help="the models' base (the reference)")
-    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    zoo_args(ap)
     ap.add_argument("--layers", type=int, default=0, help="the divergence over the first N decoder layers (0: all; "
                     "the audit's default with a reference is 8)")
     ap.add_argument("--side", choices=("after", "before"), default="after",
