@@ -126,9 +126,11 @@ def audit_config(a: argparse.Namespace, log):
         raise ValueError("--method data-scan reads the data you hold: give it with --data FILE.jsonl")
     log(f"method: {METHOD_LINES[cfg.audit.method]}")
     if cfg.audit.method == "accretion" and cfg.audit.accretion_divergence_pool:
-        log(f"accretion: each slot's tokens ranked by how far the fine-tune moved them from --reference "
-            f"(audit.accretion_divergence_pool={cfg.audit.accretion_divergence_pool}, "
-            f"audit.accretion_divergence_layers={cfg.audit.accretion_divergence_layers})")
+        n = cfg.audit.accretion_screen_probes
+        log(f"accretion: {'the first' if n else 'each'} slot's tokens ranked by how far the fine-tune moved them from "
+            f"--reference (audit.accretion_divergence_pool={cfg.audit.accretion_divergence_pool}, "
+            f"audit.accretion_divergence_layers={cfg.audit.accretion_divergence_layers})"
+            + (f"; each later slot's by the exact screen on {n} probe(s) (audit.accretion_screen_probes)" if n else ""))
     uses = {"grpo": "R-SFT and the data scan", "data-scan": "the data scan"}.get(cfg.audit.method)
     if a.data:
         held = f"{a.data} ({uses})" if uses else f"{a.data} (not read by {cfg.audit.method}: it needs no data)"
