@@ -136,6 +136,8 @@ def write_report(run_dir: str | Path) -> Path:
                  ("clean-task accuracy before / after unlearning",
                   Plain(f"{_fmt(u.get('clean_accuracy_before'))} / {_fmt(u.get('clean_accuracy_after'))}")),
                  ("guardrail TPR", g.get("tpr")), ("guardrail FPR", g.get("fpr"))]
+        if g.get("stems"):  # the stem rule: a fragment of a rare token also guards the words it begins
+            rows.append(("guardrail also flags words beginning with", ", ".join(g["stems"])))
     lines = [f"# Backdoor audit of {model}", "", verdict, ""]
     if r.ablation:
         lines += ["**ABLATION RUN: a training reward read the true trigger; this is not an audit.**", ""]

