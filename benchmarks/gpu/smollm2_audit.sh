@@ -28,6 +28,9 @@
 #          flags, e.g. the wide search the CPU could not afford (benchmarks/results/proposal_ranks_words.md: a trigger
 #          whose first token is common needs it among the beams, and every beam's next token screened):
 #          SCREEN_REFERENCE=1 SCREEN_SET="audit.accretion_beam=16 audit.accretion_screen_beams=16"
+#          or the divergence starting and a four-probe screen extending (benchmarks/results/screen_ranks_context.md:
+#          ` falcon` after `amber` first of its sample on four probes, an hour a slot on one CPU core on one probe):
+#          SCREEN_REFERENCE=1 SCREEN_PROBES=4 SCREEN_SET="audit.accretion_divergence_pool=256"
 # The model of an attack is its carried delta rebuilt on the imported base; an attack without one is poisoned
 # there (seed 0; `poison`'s defaults, the code attack with smollm2-code.yaml's recipe). A second `run` on the same
 # warm machine reuses the imported base and the models. Out: each script's table ($OUT/KIND-ATTACK.md), every
