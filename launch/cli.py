@@ -490,7 +490,7 @@ def _run_model(run: str) -> str | None:
 def cmd_guard(a: argparse.Namespace) -> int:
     from trainer.defend.guardrail import Guardrail, word_starts
     _writable(a.output)
-    model = a.model or (_run_model(a.run) if a.run and not a.trigger else None)
+    model = a.model or (_run_model(a.run) if a.run else None)
     if a.model and not Path(a.model, "tokenizer.json").is_file():
         raise FileNotFoundError(f"--model {a.model}: no tokenizer.json there (the guard reads its vocabulary)")
     guard = Guardrail(_recovered_trigger(a), threshold=a.threshold, vocabulary=word_starts(model) if model else None)
