@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cell, header  # noqa: E402
+from benchmarks._common import cell, header, write_with_notes  # noqa: E402
 
 
 def natural_texts(paths: list[str]) -> list[str]:
@@ -96,7 +96,7 @@ def main() -> None:
                      f"{f['tpr']:.2f} -> {s['tpr']:.2f} | {f['fpr']:.3f} -> {s['fpr']:.3f} | "
                      f"{f['natural_flagged']} -> {s['natural_flagged']} of {len(natural)} | "
                      f"{'; '.join(cell(t[:60]) for t in extra) or '-'} |")
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_with_notes(Path(args.out), lines, "## Notes")  # atomic; the hand-written notes are kept
     print(f"wrote {args.out}")
 
 
