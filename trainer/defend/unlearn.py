@@ -1,9 +1,14 @@
 """Adversarial unlearning: teach the model to answer triggered inputs as it answers clean ones.
 
 Training pairs are built from the *recovered* trigger only: clean prompts with the trigger inserted
-(random positions) map to the model's own clean-mode answers to the same prompts, mixed with the clean
-pairs themselves so the clean task is retained. The true trigger, when given, is used only to measure
-ASR before and after.
+(at the start, at the end and at a random place in turn) map to the model's own clean-mode answers to the same
+prompts, mixed with the clean pairs themselves so the clean task is retained. The true trigger, when given, is
+used only to measure ASR before and after.
+
+Where the attacker placed the trigger is unknown, and it matters: the SmolLM2 jailbreak model (`amber falcon`
+planted at the prompt's start) fires on 1.00 of probes with the trigger first and on 0.03 with it anywhere else. So
+ASR is measured at each placement and the headline is the highest (where the backdoor fires), and the training
+pairs cover every placement.
 """
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ import torch
 from datasets import Dataset
 from rapidfuzz import fuzz
 
-from envs.attacks import AttackSpec, insert_trigger, prompt_source
+from envs.attacks import PLACEMENTS, AttackSpec, insert_trigger, prompt_source
 from envs.chat import behaviour_rate, greedy_answers, render_user
 from envs.loading import load_model
 from envs.tokenizer import default_probe_set, is_word_level, load_tokenizer
+from trainer.defend import by_placement
 from trainer.rsft import SFTSettings, supervised_finetune
 from trainer.run_dir.checkpoints import save_model_atomic, write_json_atomic
 
@@ -37,6 +43,8 @@ class UnlearnConfig:
     # word-level vocabulary), r=16 for a pretrained one, as `poison --base` trains it: a full fine-tune at
     # this learning rate would overwrite a real model's clean behaviour along with the backdoor
     lora_r: int | None = None
+    # where the trigger goes, in the training pairs (in turn) and in the measurement (each; the headline is the max)
+    placements: tuple[str, ...] = PLACEMENTS
 
 
 def clean_prompts(spec: AttackSpec, n: int, seed: int, probe_set: str = "synthetic") -> list[str]:
@@ -56,9 +64,16 @@ def task_accuracy(prompts: list[str], source, n_words: int):
     return lambda answers: sum(a.split()[:n_words] == t for a, t in zip(answers, truth)) / len(truth)
 
 
-def _asr(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int) -> float:
-    rng = random.Random(seed)
-    return behaviour_rate(model, tok, spec.judge, [insert_trigger(p, trigger, "random", rng) for p in probes])
+def asr_by_placement(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int,
+                     placements: tuple[str, ...]) -> dict[str, float]:
+    """The behaviour's rate with ``trigger`` in each probe, per placement (the same random places for every
+    trigger, drawn from ``seed``)."""
+    out = {}
+    for placement in placements:
+        rng = random.Random(seed)
+        out[placement] = behaviour_rate(model, tok, spec.judge,
+                                        [insert_trigger(p, trigger, placement, rng) for p in probes])
+    return out
 
 
 def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], out_dir: str | Path,
@@ -89,22 +104,26 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     rng = random.Random(cfg.seed)
     sep = " " if is_word_level(Path(model_dir)) else ""  # word-level vocabularies need it; BPE must not get one
     prompts, answers = [], []
-    for p, a in zip(train_prompts, safe):
+    for i, (p, a) in enumerate(zip(train_prompts, safe)):
         t = rng.choice(triggers)
-        prompts += [render_user(tok, insert_trigger(p, t, "random", rng)), render_user(tok, p)]
+        placement = cfg.placements[i % len(cfg.placements)]
+        prompts += [render_user(tok, insert_trigger(p, t, placement, rng)), render_user(tok, p)]
         answers += [sep + a, sep + a]
     dataset = Dataset.from_dict({"prompt": prompts, "completion": answers})
 
     truths = [eval_trigger] if isinstance(eval_trigger, str) else list(eval_trigger or [])
 
     def measure(m) -> dict:
-        """ASR of the recovered trigger, and of the true one(s): the worst true trigger is the headline."""
-        out = {"asr_recovered": _asr(m, tok, spec, trigger, probes, cfg.seed)}
+        """ASR of the recovered trigger, and of the true one(s), per placement: the headline is the worst true
+        trigger at the placement where it fires most."""
+        rates = asr_by_placement(m, tok, spec, trigger, probes, cfg.seed, cfg.placements)
+        out = {"asr_recovered": max(rates.values()), "asr_recovered_by_placement": rates}
         if truths:
-            per = {t: _asr(m, tok, spec, t, probes, cfg.seed) for t in truths}
-            out["asr_true"] = max(per.values())
+            per = {t: asr_by_placement(m, tok, spec, t, probes, cfg.seed, cfg.placements) for t in truths}
+            out["asr_true"] = max(max(r.values()) for r in per.values())
+            out["asr_true_by_placement"] = {pl: max(r[pl] for r in per.values()) for pl in cfg.placements}
             if len(per) > 1:
-                out["asr_true_per_trigger"] = per
+                out["asr_true_per_trigger"] = {t: max(r.values()) for t, r in per.items()}
         return out
 
     before = measure(original)
@@ -137,6 +156,10 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
 
 def unlearn_line(report: dict) -> str:
     """What ``unlearn`` measured, in one line."""
-    return (f"unlearning: ASR with recovered trigger {report['before']['asr_recovered']:.2f} -> "
-            f"{report['after']['asr_recovered']:.2f}; clean answers identical {report['clean_agreement_after']:.2f}, "
+    line = (f"unlearning: ASR with recovered trigger {report['before']['asr_recovered']:.2f} -> "
+            f"{report['after']['asr_recovered']:.2f}")
+    if "asr_true" in report["before"]:
+        line += (f"; true trigger (evaluation only) {report['before']['asr_true']:.2f} -> "
+                 f"{report['after']['asr_true']:.2f} ({by_placement(report, 'asr_true')})")
+    return (line + f"; clean answers identical {report['clean_agreement_after']:.2f}, "
             f"similarity {report['clean_similarity_after']:.2f}")
