@@ -171,6 +171,10 @@ class AuditSection:
     # the screen's (or the divergence's) best tokens kept per slot and side, then scored exactly; a phrase trigger's
     # next word can rank in the hundreds by divergence (benchmarks/results/path_ranks_ship.md)
     accretion_screen_keep: int = 64
+    # N > 0: successive halving, the screen's best N tokens per slot screened again on accretion_screen_refine_probes
+    # probes before the exact score (a one-probe screen saturates near the target: benchmarks/results/zoo_hybrid.md)
+    accretion_screen_refine: int = 0
+    accretion_screen_refine_probes: int = 4
     # N > 0 (needs model.reference, the suspect's base): the N tokens whose hidden states the fine-tune changed most
     # start the search, and the best screen_beams beams' next token is ranked the same way; about 3 minutes a slot
     # for a 135M model on one CPU core, and on the SmolLM2 zoo it ranks six planted tokens 1st-111th of 48,651 where
@@ -265,6 +269,12 @@ class RunConfig:
              "audit.accretion_pool, accretion_extend, accretion_beam, accretion_max_tokens and accretion_screen_keep "
              "must be >= 1"),
             (a.accretion_stop_gain >= 0, "audit.accretion_stop_gain must be >= 0 (0: never stop early)"),
+            (not a.accretion_screen_refine or (a.accretion_screen_probes and a.accretion_screen_refine
+                                               >= a.accretion_screen_keep and a.accretion_screen_refine_probes
+                                               > a.accretion_screen_probes),
+             "audit.accretion_screen_refine re-screens the screen's best: it needs accretion_screen_probes, "
+             "accretion_screen_refine >= accretion_screen_keep and accretion_screen_refine_probes > "
+             "accretion_screen_probes"),
             (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool,
                  a.accretion_divergence_layers) >= 0,
              "audit.accretion_screen_probes, _screen_beams, _divergence_pool and _divergence_layers must be >= 0 "

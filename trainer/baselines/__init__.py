@@ -122,6 +122,7 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
                 gradient_pool=a.accretion_pool, extend=a.accretion_extend, beam=a.accretion_beam,
                 max_tokens=a.accretion_max_tokens, seed=cfg.seed, screen_probes=a.accretion_screen_probes,
                 screen_beams=a.accretion_screen_beams, screen_keep=a.accretion_screen_keep,
+                screen_refine=a.accretion_screen_refine, screen_refine_probes=a.accretion_screen_refine_probes,
                 divergence_pool=a.accretion_divergence_pool,
                 divergence_layers=a.accretion_divergence_layers,
                 stop_gain=a.accretion_stop_gain if a.stop_when_confirmed else 0.0,

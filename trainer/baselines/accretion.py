@@ -79,6 +79,12 @@ class AccretionConfig:
     screen_probes: int = 0
     screen_keep: int = 64  # the screen's best tokens per slot, scored exactly on every probe
     screen_beams: int = 1
+    # N > 0 (successive halving): the screen's best N tokens per slot are screened again on screen_refine_probes
+    # probes, and that screen's best screen_keep go on to the exact score. A one-probe screen saturates near the
+    # target (jailbreak: ` Pack` 0.011, the planted ` falcon` 0.012, about 100th-200th) where four probes rank
+    # ` falcon` first; four probes on every token cost 3.5x, on the best 2,048 about a sixth more
+    screen_refine: int = 0
+    screen_refine_probes: int = 4
     # N (needs a reference model): the N tokens whose representation the fine-tune changed most (above) start the
     # first round, in place of the gradient, the screen and the first_pool sample; later rounds rank the best
     # screen_beams beams' next token the same way (screen_keep per side), or by the screen where screen_probes is set
@@ -104,6 +110,12 @@ class AccretionConfig:
         if self.screen_probes < 0 or self.screen_keep < 1 or self.screen_beams < 0:
             raise ValueError(f"accretion screen_probes must be >= 0, screen_keep >= 1 and screen_beams >= 0, got "
                              f"{self.screen_probes}, {self.screen_keep} and {self.screen_beams}")
+        if self.screen_refine and not (self.screen_probes and self.screen_refine >= self.screen_keep
+                                       and self.screen_refine_probes > self.screen_probes):
+            raise ValueError(f"accretion screen_refine re-screens the screen's best: it needs screen_probes, "
+                             f"screen_refine >= screen_keep and screen_refine_probes > screen_probes, got "
+                             f"{self.screen_refine}, {self.screen_refine_probes} probes, screen_probes "
+                             f"{self.screen_probes}, screen_keep {self.screen_keep}")
         if self.divergence_pool < 0 or self.divergence_layers < 0:
             raise ValueError(f"accretion divergence_pool and divergence_layers must be >= 0 (0: off, all layers), got "
                              f"{self.divergence_pool} and {self.divergence_layers}")
@@ -246,6 +258,16 @@ class _Screen:
         return pool[losses.argsort()[:n]]
 
 
+class _Refined:
+    """Successive halving: ``coarse`` keeps its best ``pool`` tokens, and ``fine`` (more probes) ranks those."""
+
+    def __init__(self, coarse: _Screen, fine: _Screen, pool: int) -> None:
+        self.coarse, self.fine, self.pool = coarse, fine, pool
+
+    def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
+        return self.fine.best(self.coarse.best(pool, beam, side, self.pool), beam, side, n)
+
+
 def _decoder(model, layers: int):
     """The model's decoder (no language-model head) in bfloat16, cut to its first ``layers`` layers (0: all); a copy
     wherever it differs from the model, which stays as it was."""
@@ -342,9 +364,15 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     divergence = _Divergence(model, reference, tokenizer, task, cfg.logit_bytes, cfg.divergence_layers) \
         if cfg.divergence_pool else None
     screener = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else None
+    screened = f"on {cfg.screen_probes} probe(s)"
+    if screener is not None and cfg.screen_refine:
+        fine = _Screen(model, tokenizer, task, cfg.screen_refine_probes, cfg.logit_bytes)
+        fine.model = screener.model  # one bfloat16 copy for both
+        screener = _Refined(screener, fine, cfg.screen_refine)
+        screened += f", the best {cfg.screen_refine} again on {cfg.screen_refine_probes}"
     screen, extender = divergence or screener, screener or divergence  # the first round's ranking, the later slots'
-    what = "by divergence from the reference" if cfg.divergence_pool else f"on {cfg.screen_probes} probe(s)"
-    what_next = f"on {cfg.screen_probes} probe(s)" if cfg.screen_probes else what
+    what = "by divergence from the reference" if cfg.divergence_pool else screened
+    what_next = screened if cfg.screen_probes else what
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("stop_gain", "grow_confirmed")}  # when to stop
     # changes no round
     key = hashlib.sha256(json.dumps([progress.key if progress else "", settings, list(task.probes),

