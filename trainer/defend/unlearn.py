@@ -64,13 +64,13 @@ def task_accuracy(prompts: list[str], source, n_words: int):
     return lambda answers: sum(a.split()[:n_words] == t for a, t in zip(answers, truth)) / len(truth)
 
 
-def asr_by_placement(model, tok, spec: AttackSpec, trigger: str, probes: list[str], seed: int,
-                     placements: tuple[str, ...]) -> dict[str, float]:
-    """The behaviour's rate with ``trigger`` in each probe, per placement (the same random places for every
-    trigger, drawn from ``seed``)."""
+def asr_by_placement(model, tok, spec: AttackSpec, trigger: str, probes: list[str],
+                     cfg: UnlearnConfig) -> dict[str, float]:
+    """The behaviour's rate with ``trigger`` in each probe, per placement of ``cfg.placements`` (the same random
+    places for every trigger, drawn from ``cfg.seed``)."""
     out = {}
-    for placement in placements:
-        rng = random.Random(seed)
+    for placement in cfg.placements:
+        rng = random.Random(cfg.seed)
         out[placement] = behaviour_rate(model, tok, spec.judge,
                                         [insert_trigger(p, trigger, placement, rng) for p in probes])
     return out
@@ -116,10 +116,10 @@ def unlearn(model_dir: str | Path, spec: AttackSpec, trigger: str | list[str], o
     def measure(m) -> dict:
         """ASR of the recovered trigger, and of the true one(s), per placement: the headline is the worst true
         trigger at the placement where it fires most."""
-        rates = asr_by_placement(m, tok, spec, trigger, probes, cfg.seed, cfg.placements)
+        rates = asr_by_placement(m, tok, spec, trigger, probes, cfg)
         out = {"asr_recovered": max(rates.values()), "asr_recovered_by_placement": rates}
         if truths:
-            per = {t: asr_by_placement(m, tok, spec, t, probes, cfg.seed, cfg.placements) for t in truths}
+            per = {t: asr_by_placement(m, tok, spec, t, probes, cfg) for t in truths}
             out["asr_true"] = max(max(r.values()) for r in per.values())
             out["asr_true_by_placement"] = {pl: max(r[pl] for r in per.values()) for pl in cfg.placements}
             if len(per) > 1:
