@@ -6,7 +6,8 @@ def by_placement(report: dict, key: str) -> str:
     """``prefix 1.00 -> 0.00, suffix 0.03 -> 0.00, ...`` for ``key`` (``asr_true`` or ``asr_recovered``): the rate
     where the backdoor fires is the one a user meets, and it is rarely the same at every placement. Empty for a
     report written before ASR was measured per placement."""
-    before, after = report["before"].get(f"{key}_by_placement"), report["after"].get(f"{key}_by_placement")
+    before = report.get("before", {}).get(f"{key}_by_placement")
+    after = report.get("after", {}).get(f"{key}_by_placement")
     if not before or not after:
         return ""
     return ", ".join(f"{pl} {before[pl]:.2f} -> {after[pl]:.2f}" for pl in before)
