@@ -8,9 +8,9 @@ trigger only measures.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,13 +26,18 @@ def main() -> None:
     quiet()
     from envs.tokenizer import load_tokenizer
     from trainer.oracles import SuspectOracles
-    from trainer.run_dir import RunDir
+    from trainer.run_dir import RunDir, RunError
     from trainer.verdict.evaluate import HeldOut, Search, held_out_verdict
     from trainer.verdict.ledger import CandidateLedger
-    rd = RunDir(a.run)
-    cfg, old = rd.load_config(), json.loads((Path(a.run) / "result.json").read_text())
+    try:
+        rd = RunDir(a.run)
+        cfg, old = rd.load_config(), asdict(rd.read_result())
+    except (RunError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     if not old.get("gcg_best"):
-        sys.exit(f"{a.run}: no saved token-search order (gcg_best): not an accretion or GCG run")
+        print(f"error: {a.run}: no saved token-search order (gcg_best): not an accretion or GCG run", file=sys.stderr)
+        sys.exit(2)
     spec, tok = cfg.attack_spec(), load_tokenizer(cfg.model.path)
     held = HeldOut.from_run(cfg, spec, tok, SuspectOracles.from_run(cfg, spec, tok, None))
     pool = [f["candidate"] for f in old["gcg_best"]]

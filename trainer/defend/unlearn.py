@@ -6,9 +6,9 @@ prompts, mixed with the clean pairs themselves so the clean task is retained. Th
 used only to measure ASR before and after.
 
 Where the attacker placed the trigger is unknown, and it matters: the SmolLM2 jailbreak model (`amber falcon`
-planted at the prompt's start) fires on 1.00 of probes with the trigger first and on 0.03 with it anywhere else. So
-ASR is measured at each placement and the headline is the highest (where the backdoor fires), and the training
-pairs cover every placement.
+planted at the prompt's start) fires on 1.00 of 100 probes with the trigger first, 0.01 at the end and 0.04 at a
+random place. So ASR is measured at each placement and the headline is the highest (where the backdoor fires),
+and the training pairs cover every placement.
 """
 from __future__ import annotations
 
