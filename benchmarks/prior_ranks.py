@@ -1,0 +1,84 @@
+"""Where the search's language-model prior (``audit.accretion_prior_pool``) ranks each planted token beside each span
+of its trigger (evaluation only: the trigger is read from the card to place and rank its tokens, never by a search).
+
+Token accretion holds a span of the trigger and must propose the token on either side of it. The prior ranks every
+allowed token after a span by the suspect's log-probability that it follows, and before a span by the log-probability
+that the span's first token follows it (``trainer/baselines/accretion.py: _Prior``, exactly as the search calls it,
+on the shortest training probe with the audit's insertion). A rank within the prior pool keeps the token.
+
+    python benchmarks/prior_ranks.py --model ZOO/ship-sentence --out OUT.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import cell, header, quiet  # noqa: E402
+
+
+def ranks(model_dir: str, config: str, insertion: str | None) -> list[tuple[str, str, str, str, int]]:
+    """Per span of each planted trigger and side: (model, span, side, planted token there, its 1-based rank)."""
+    import torch
+
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    from launch.packaged import load_run_config
+    from trainer.baselines.accretion import _Prior
+    from trainer.baselines.gcg import GCGTask, allowed_tokens
+    card = json.loads((Path(model_dir) / "poison_card.json").read_text())
+    cfg = load_run_config(config, {"model": model_dir, "attack": card["attack"]}, [])
+    spec = cfg.attack_spec()
+    tok = load_tokenizer(model_dir)
+    task = GCGTask(cfg.probe_split(spec)[0], insertion or cfg.oracle.insertion, spec.judge.likelihood_targets)
+    prior = _Prior(load_model(model_dir, dtype=torch.float32), tok, task, 1 << 31)
+    allowed = allowed_tokens(tok)
+    out = []
+    for trigger in card.get("triggers") or [card["trigger"]]:
+        ids = tok(trigger, add_special_tokens=False)["input_ids"]
+        for i in range(len(ids)):
+            for j in range(i + 1, len(ids) + 1):
+                span = torch.tensor(ids[i:j])
+                beside = (("before", ids[i - 1] if i else None), ("after", ids[j] if j < len(ids) else None))
+                for side, planted in beside:
+                    if planted is None:
+                        continue
+                    t0 = time.time()
+                    order = allowed[prior.scores(allowed, span, side).argsort(descending=True)].tolist()
+                    rank = order.index(planted) + 1 if planted in order else -1
+                    out.append((Path(model_dir).name, tok.decode(span.tolist()), side, tok.decode([planted]), rank))
+                    print(f"{out[-1]} {time.time() - t0:.1f} s", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="poisoned model directory (repeatable)")
+    ap.add_argument("--config", default="launch/configs/smollm2-audit.yaml")
+    ap.add_argument("--insertion", choices=("prefix", "suffix", "random"), default=None,
+                    help="where the trigger is placed (default: the config's)")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    quiet()
+    from envs.tokenizer import load_tokenizer
+    from trainer.baselines.gcg import allowed_tokens
+    lines = ["# The language-model prior's rank of each planted token beside each span of its trigger (evaluation "
+             "only)", "", header("python " + " ".join(sys.argv)), "",
+             "| model | span held | side | planted token there | rank by the prior | of |", "|---|---|---|---|---|---|"]
+    for m in a.model:
+        n = len(allowed_tokens(load_tokenizer(m)))
+        for name, span, side, token, rank in ranks(m, a.config, a.insertion):
+            shown = rank if rank > 0 else "not a searchable token"
+            lines.append(f"| {name} | {cell(span)} | {side} | {cell(token)} | {shown} | {n} |")
+        a.out.write_text("\n".join(lines) + "\n")  # after each model: a stopped run keeps what it measured
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
