@@ -132,10 +132,7 @@ def audit_config(a: argparse.Namespace, log):
             f"audit.accretion_divergence_layers={cfg.audit.accretion_divergence_layers})"
             + (f"; each later slot's by the exact screen on {n} probe(s) (audit.accretion_screen_probes)" if n else "")
             + (f", its best {cfg.audit.accretion_screen_refine} again on {cfg.audit.accretion_screen_refine_probes} "
-               "(audit.accretion_screen_refine)" if n and cfg.audit.accretion_screen_refine else "")
-            + (f"; every beam's next token on each side by the suspect's own language model too "
-               f"(audit.accretion_prior_pool={cfg.audit.accretion_prior_pool})" if cfg.audit.accretion_prior_pool
-               else ""))
+               "(audit.accretion_screen_refine)" if n and cfg.audit.accretion_screen_refine else ""))
     uses = {"grpo": "R-SFT and the data scan", "data-scan": "the data scan"}.get(cfg.audit.method)
     if a.data:
         held = f"{a.data} ({uses})" if uses else f"{a.data} (not read by {cfg.audit.method}: it needs no data)"

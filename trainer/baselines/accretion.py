@@ -46,11 +46,6 @@ The two proposals fail in opposite places. The divergence finds a trigger's firs
 about the second word's representation), while the exact score ranks that next token near the top once the first is in
 place (``benchmarks/results/exact_ranks_context.md``) but cannot afford the first round on a CPU. With both set, the
 divergence starts the search (first round) and the screen ranks the best ``screen_beams`` beams' next token.
-
-Neither follows a natural-language phrase: its later words rank in the thousands by divergence and are not worth
-much alone by the exact score, while the suspect's own language model puts them at the top (after `as my
-grandmother`, ` used` 4th and then ` to` and ` say` 1st: ``benchmarks/results/prior_ranks.md``). ``prior_pool`` adds
-that model's best tokens on each side of every beam, read from the suspect alone, for a forward pass a beam.
 """
 from __future__ import annotations
 
@@ -96,10 +91,6 @@ class AccretionConfig:
     # too, and the other beams try the best singles
     divergence_pool: int = 0
     divergence_layers: int = 0  # the divergence over the first N decoder layers (0: all), at that share of the cost
-    # N > 0: every beam also tries, on each side, the N tokens the suspect's own language model ranks likeliest there
-    # (``_Prior``): a natural-language trigger's next word is what any model predicts, where the divergence and the
-    # screen rank it in the thousands; one forward pass of the vocabulary a search and one per beam and round
-    prior_pool: int = 0
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     # N > 0: stop once the best loss, falling N nats for every round left, could not come under REACH_LOSS (0: never)
     stop_gain: float = 0.0
@@ -125,8 +116,6 @@ class AccretionConfig:
                              f"screen_refine >= screen_keep and screen_refine_probes > screen_probes, got "
                              f"{self.screen_refine}, {self.screen_refine_probes} probes, screen_probes "
                              f"{self.screen_probes}, screen_keep {self.screen_keep}")
-        if self.prior_pool < 0:
-            raise ValueError(f"accretion prior_pool must be >= 0 (0: off), got {self.prior_pool}")
         if self.divergence_pool < 0 or self.divergence_layers < 0:
             raise ValueError(f"accretion divergence_pool and divergence_layers must be >= 0 (0: off, all layers), got "
                              f"{self.divergence_pool} and {self.divergence_layers}")
@@ -279,67 +268,6 @@ class _Refined:
         return self.fine.best(self.coarse.best(pool, beam, side, self.pool), beam, side, n)
 
 
-class _Prior:
-    """Tokens at a slot ranked by the suspect's own language model, the trigger in the shortest probe: after a beam
-    by the probability that the token follows it, before a beam by the probability that the beam's first token
-    follows the token. Why: a phrase trigger's later words are what any language model predicts (on the SmolLM2 zoo,
-    after `as my grandmother` the planted ` used` ranks 3rd, ` to` and ` say` 1st: next_token_ranks.md), while the
-    divergence ranks them 8,276th-18,931st (path_ranks_ship.md). It reads nothing but the suspect. The left side
-    conditions on the beam's first token only, so that one forward pass of the vocabulary (kept for the search)
-    serves every beam and round."""
-
-    def __init__(self, model, tokenizer, task: GCGTask, logit_bytes: int) -> None:
-        shortest = min(task.probes, key=lambda p: (len(tokenizer(p, add_special_tokens=False)["input_ids"]), p))
-        self.before = _Rows(tokenizer, [shortest], task.insertion, task.targets).parts[0][0]
-        self.model = copy.deepcopy(model).to(torch.bfloat16) if model.dtype == torch.float32 else model
-        self.head = self.model.get_output_embeddings()
-        self.chunk = max(1, min(1024, logit_bytes // (4 * self.head.weight.shape[0])))
-        self._states: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # pool, hidden, log-normaliser
-
-    def best(self, pool: torch.Tensor, beam: torch.Tensor, side: str, n: int) -> torch.Tensor:
-        """The ``n`` tokens of ``pool`` the language model finds likeliest ``before`` or ``after`` ``beam``."""
-        return pool[self.scores(pool, beam, side).argsort(descending=True)[:n]]
-
-    def scores(self, pool: torch.Tensor, beam: torch.Tensor, side: str) -> torch.Tensor:
-        """Per token of ``pool``: the log-probability that it follows ``beam`` (``after``), or that the beam's first
-        token follows it (``before``)."""
-        if side == "after":
-            with torch.no_grad():
-                ids = torch.tensor([list(self.before) + beam.tolist()], device=self.model.device)
-                return self.model(input_ids=ids).logits[0, -1].float().log_softmax(-1)[pool.to(ids.device)].cpu()
-        if side == "before":
-            hidden, norm = self._vocabulary(pool)
-            first = int(beam[0])
-            w = self.head.weight[first].float().cpu()
-            bias = float(self.head.bias[first]) if getattr(self.head, "bias", None) is not None else 0.0
-            return hidden @ w + bias - norm
-        raise ValueError(f"the language-model prior ranks a token before or after a beam, not {side!r}")
-
-    @torch.no_grad()
-    def _vocabulary(self, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per token of ``pool`` after the probe's opening: the last hidden state and the log of the softmax's
-        normaliser (once per pool; the opening's keys and values computed once)."""
-        if self._states is not None and torch.equal(self._states[0], pool):
-            return self._states[1:]
-        device = self.model.device
-        body = self.model.base_model
-        cache = body(input_ids=torch.tensor([list(self.before)], device=device), use_cache=True).past_key_values \
-            if self.before else None
-        position = torch.tensor([[len(self.before)]], device=device)
-        hidden, norm = [], []
-        for s in range(0, len(pool), self.chunk):
-            part = pool[s:s + self.chunk].view(-1, 1).to(device)
-            kw = {}
-            if cache is not None:
-                kw["past_key_values"] = copy.deepcopy(cache)
-                kw["past_key_values"].batch_repeat_interleave(len(part))
-            h = body(input_ids=part, position_ids=position.expand(len(part), -1), **kw).last_hidden_state[:, -1]
-            hidden.append(h.float().cpu())
-            norm.append(self.head(h).float().logsumexp(-1).cpu())  # bfloat16 logits: within 0.05 of float32
-        self._states = (pool.clone(), torch.cat(hidden), torch.cat(norm))
-        return self._states[1:]
-
-
 def _decoder(model, layers: int):
     """The model's decoder (no language-model head) in bfloat16, cut to its first ``layers`` layers (0: all); a copy
     wherever it differs from the model, which stays as it was."""
@@ -442,7 +370,6 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         screener = _Refined(screener, fine, cfg.screen_refine)  # copy: one for both
         screened += f", the best {cfg.screen_refine} again on {cfg.screen_refine_probes}"
     screen, extender = divergence or screener, screener or divergence  # the first round's ranking, the later slots'
-    prior = _Prior(model, tokenizer, task, cfg.logit_bytes) if cfg.prior_pool else None
     what = "by divergence from the reference" if cfg.divergence_pool else screened
     what_next = screened if cfg.screen_probes else what
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("stop_gain", "grow_confirmed", "max_tokens")}
@@ -540,15 +467,10 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                 before = objective.best(allowed, [torch.cat([anchor, b])], 0, cfg.extend)
             else:
                 after = before = best_tokens
-            if prior is not None:
-                after = torch.cat([after, prior.best(sample, b, "after", cfg.prior_pool)])
-                before = torch.cat([before, prior.best(sample, b, "before", cfg.prior_pool)])
             grown += [torch.cat([b, t.view(1)]) for t in after] + [torch.cat([t.view(1), b]) for t in before]
-        if screen is not None and cfg.screen_beams or prior is not None:
-            ranked = [f"{what_next} on each side of {min(cfg.screen_beams, len(beams))} beam(s)"] \
-                if screen is not None and cfg.screen_beams else []
-            ranked += [f"by the language model on each side of all {len(beams)}"] if prior is not None else []
-            log(f"accretion: ranked {len(sample)} tokens {' and '.join(ranked)} in {time.time() - t0:.0f} s")
+        if screen is not None and cfg.screen_beams:
+            log(f"accretion: ranked {len(sample)} tokens {what_next} on each side of "
+                f"{min(cfg.screen_beams, len(beams))} beam(s) in {time.time() - t0:.0f} s")
         cands = torch.unique(torch.stack(grown), dim=0)
         t0 = time.time()
         losses = objective.losses(cands, max(cfg.beam, cfg.keep))

