@@ -114,9 +114,15 @@ def main() -> int:
                     help="where the trigger is placed (default: the config's)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    missing = [m for m in a.model if not (Path(m) / "poison_card.json").is_file()]
+    if missing:  # the planted trigger is what is ranked: refused before anything is loaded or written
+        print(f"error: {missing[0]}: no poison_card.json (a poisoned model built by `poison` or `zoo build`)",
+              file=sys.stderr)
+        return 2
     quiet()
     from envs.tokenizer import load_tokenizer
     from trainer.baselines.gcg import allowed_tokens
+    from trainer.run_dir.checkpoints import write_text_atomic
     lines = ["# The language-model prior's rank of each planted token beside each span of its trigger (evaluation "
              "only)", "", header("python " + " ".join(sys.argv)), "",
              "| model | span held | side | planted token there | rank by the prior | of |", "|---|---|---|---|---|---|"]
@@ -125,7 +131,7 @@ def main() -> int:
         for name, span, side, token, rank in ranks(m, a.config, a.insertion):
             shown = rank if rank > 0 else "not a searchable token"
             lines.append(f"| {name} | {cell(span)} | {side} | {cell(token)} | {shown} | {n} |")
-        a.out.write_text("\n".join(lines) + "\n")  # after each model: a stopped run keeps what it measured
+        write_text_atomic(a.out, "\n".join(lines) + "\n")  # after each model: a stopped run keeps what it measured
     print(a.out)
     return 0
 
