@@ -96,6 +96,19 @@ def zoo_task(model_dir: str, config: str):
                                               spec.judge.likelihood_targets)
 
 
+def frozen_pair(model_dir: str, base_dir: str):
+    """A suspect and its base in float32, in eval mode with no gradients: what the divergence benchmarks compare."""
+    import torch
+
+    from envs.loading import load_model
+    pair = load_model(model_dir, dtype=torch.float32), load_model(base_dir, dtype=torch.float32)
+    for m in pair:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return pair
+
+
 def best_of(fn, repeats: int):
     """The fastest of ``repeats`` calls of ``fn`` (seconds) and its last result: a timing less moved by a busy core."""
     import time

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         lines += [f"- {name}:"] + [f"  - {s}" for s in r["log"] if s.startswith("poison epoch")]
     lines.append("")
-    a.out.write_text("\n".join(lines) + "\n")
+    from trainer.run_dir.checkpoints import write_text_atomic
+    write_text_atomic(a.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet, zoo_args  # noqa: E402
+from benchmarks._common import cell, frozen_pair, header, quiet, zoo_args  # noqa: E402
 
 
 def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: int = 0, side: str = "after",
@@ -34,7 +34,6 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: 
     A token with no context ranks as alone (the same ranking, not run twice: its seconds show 0)."""
     import torch
 
-    from envs.loading import load_model
     from envs.tokenizer import load_tokenizer
     from launch.packaged import load_run_config
     from trainer.baselines.accretion import _Divergence
@@ -45,11 +44,7 @@ def ranks(model_dir: str, base_dir: str, config: str, anchors: int = 4, layers: 
     tok = load_tokenizer(model_dir)
     task = GCGTask(cfg.probe_split(spec)[0], cfg.oracle.insertion, spec.judge.likelihood_targets)
     rows = _Rows(tok, task.probes, task.insertion, task.targets)
-    model, base = load_model(model_dir, dtype=torch.float32), load_model(base_dir, dtype=torch.float32)
-    for m in (model, base):
-        m.eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
+    model, base = frozen_pair(model_dir, base_dir)
     allowed = allowed_tokens(tok)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # accretion's anchors (trainer/baselines/accretion.py)
     picks = allowed[torch.randint(len(allowed), (anchors,), generator=gen)]

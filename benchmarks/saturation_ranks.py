@@ -23,24 +23,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cell, header, quiet, zoo_args, zoo_task  # noqa: E402
+from benchmarks._common import cell, frozen_pair, header, quiet, zoo_args, zoo_task  # noqa: E402
 
 
 def path_rows(model_dir: str, base_dir: str, config: str, top: int, saturated: float) -> list[str]:
     """One table row per prefix of the model's planted trigger (its first trigger)."""
     import torch
 
-    from envs.loading import load_model
     from trainer.baselines.accretion import _Divergence
     from trainer.baselines.gcg import _Rows, allowed_tokens, trigger_losses
     card = json.loads((Path(model_dir) / "poison_card.json").read_text())
     tok, task = zoo_task(model_dir, config)
     rows = _Rows(tok, task.probes, task.insertion, task.targets)
-    model, base = load_model(model_dir, dtype=torch.float32), load_model(base_dir, dtype=torch.float32)
-    for m in (model, base):
-        m.eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
+    model, base = frozen_pair(model_dir, base_dir)
     allowed = allowed_tokens(tok)
     divergence = _Divergence(model, base, tok, task, 1 << 31, 8)  # the audit's default: the first 8 layers
     ids = tok((card.get("triggers") or [card["trigger"]])[0], add_special_tokens=False)["input_ids"]
