@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._common import header  # noqa: E402
+from trainer.run_dir.checkpoints import write_text_atomic  # noqa: E402
 
 EPOCH = re.compile(r"poison epoch (\d+): .*\((\d+) s; measuring (\d+) s\)")
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "baseline" and cache.exists():
             cache.unlink()  # the baseline computes every answer, as a model built alone does
         rows[name] = build(a.base, a.attack, a.trigger, a.work / name, cache, measure_all, **recipe)
-        done.write_text(json.dumps(rows[name], default=str))
+        write_text_atomic(done, json.dumps(rows[name], default=str))  # a killed run resumes from whole files
     b = next(iter(rows.values()))
     bars = ("asr", "false_trigger_rate", "distractor_trigger_rate", "clean_agreement", "meets_bars", "epochs")
     lines = [header("python benchmarks/poison_speed.py " + " ".join(
@@ -112,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         lines += [f"- {name}:"] + [f"  - {s}" for s in r["log"] if s.startswith("poison epoch")]
     lines.append("")
-    from trainer.run_dir.checkpoints import write_text_atomic
     write_text_atomic(a.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
