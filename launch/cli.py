@@ -661,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--probe-kind", choices=("benign", "harmful", "code", "mixed"), help="as audit")
     sc.add_argument("--probes", metavar="FILE.jsonl", help=PROBES_HELP)
     sc.add_argument("--rsft-source", metavar="SOURCE", help="as audit")
-    sc.add_argument("--method", choices=tuple(METHOD_LINES), help="as audit (default: as audit's); data-scan needs "
+    sc.add_argument("--method", choices=tuple(METHOD_LINES), help="as audit (and its default); data-scan needs "
                     "--with-data")
     sc.add_argument("--preset", metavar="NAME", help="as audit (default: chosen by each model's size)")
     sc.add_argument("--reference", metavar="MODEL", help="the public model the suspects were fine-tuned from")
