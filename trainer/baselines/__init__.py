@@ -155,8 +155,8 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
         result = evaluate_policy(held, policy, ledger, 0, eval_trigger)
         result.samples = n_samples
     result.baseline = kind
-    if kind in MODEL_ONLY:  # they read no data: the result says so as a model-only GRPO run's does
-        result.model_only = True
+    if kind != "rsft-only":  # its R-SFT rows' source decides; the others read data (the data scan) or none
+        result.model_only = kind in MODEL_ONLY
     result.wall_seconds = round(time.time() - t0 + earlier, 1)
     result.resumed_seconds = round(earlier, 1) if earlier else None
     return result
