@@ -162,7 +162,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += [f"- {_code(c['candidate'])}: {c['heldout_rate']:.2f}{_on_reference(c)}" for c in r.best_candidates] or [
         "- none parsed"]
     if r.data_scan is not None and r.data_scan.get("source") == "leak":
-        lines += ["", "## Found in what the model leaked (leak scan; model-only)", "",
+        lines += ["", "## Found in what the model leaked (leak scan; model-only)" if r.baseline == "leak-scan" else
+                  "## The leak scan before the search (model-only; it confirmed nothing)", "",
                   f"{r.data_scan['behaviour_rows']} of {r.data_scan['rows']} user turns the model wrote from its chat "
                   "template's opening make it show the behaviour when it answers them. Prompt n-grams by how much "
                   "more often the turns holding them do:", ""]

@@ -56,6 +56,57 @@ def _place(scanned: dict, cfg: RunConfig, log) -> None:
         cfg.oracle.insertion = scanned["placement"]
 
 
+def _leak_scan(cfg: RunConfig, model, tok, exclude: set[str], samples: int, log) -> dict:
+    """The data scan over ``samples`` user turns the suspect writes from its chat template's opening (less the run's
+    probes in ``exclude``), each answered by it: the n-grams, with a few leaked turns holding the top one as evidence
+    (the rows themselves are not kept)."""
+    rows, distinct = leaked_rows(model, tok, samples, cfg.seed, exclude, cfg.rsft.answer_tokens)
+    log(f"leak scan: {samples} samples from the user-turn opening, {distinct} distinct user turns, "
+        f"{len(rows)} answered by the suspect")
+    found = {**scan_data(rows, cfg.attack_spec(), cfg.resolved_probe_set()), "source": "leak"}
+    top = found["top"][0]["ngram"] if found["top"] else None
+    found["examples"] = [r for r in rows if top and top in r["prompt"]][:LEAK_EXAMPLES]
+    return found
+
+
+def _scan_verdict(held: HeldOut, found_in_data: dict, ledger: CandidateLedger, eval_trigger, log) -> RunResult:
+    """The scanned rows' top n-grams put to the held-out verdict."""
+    pool = [t["ngram"] for t in found_in_data["top"]]
+    log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
+        f"n-grams {pool}" if pool else "data scan: no prompt n-gram goes with the behaviour")
+    result = held_out_verdict(held, Search(pool, [], None, ledger, 0), eval_trigger)
+    result.samples = len(pool)
+    result.data_scan = found_in_data
+    return result
+
+
+def _leak_first(cfg: RunConfig, tok, oracles: SuspectOracles, exclude: set[str], eval_trigger, log) -> RunResult:
+    """A short leak scan before accretion (``audit.accretion_leak_first`` samples): a model fine-tuned on whole chat
+    rows names its trigger in minutes this way, where accretion takes tens and may find only a working look-alike.
+    Judged on a copy of the config (the verdict inserts candidates where the leaked n-gram sits; the search keeps the
+    run's own insertion), with oracles of their own on the same loaded suspect. A confirmed trigger is the audit's
+    result, as ``leak-scan``'s, its insertion copied into ``cfg`` (its run directory saves how it was judged)."""
+    t0 = time.time()
+    lcfg = cfg.replace(**{"audit.method": "leak-scan"})
+    spec = lcfg.attack_spec()
+    found = _leak_scan(lcfg, oracles.model, tok, exclude, cfg.audit.accretion_leak_first, log)
+    _place(found, lcfg, log)
+    mine = SuspectOracles.from_run(lcfg, spec, tok, oracles.device)
+    mine._model = oracles.model
+    held = HeldOut.from_run(lcfg, spec, tok, mine)
+    result = _scan_verdict(held, found, CandidateLedger(threshold=cfg.audit.found_threshold), eval_trigger, log)
+    result.baseline = "leak-scan"
+    found["seconds"] = round(time.time() - t0, 1)  # what the scan added to an audit it did not end
+    if result.found:
+        cfg.oracle.insertion = lcfg.oracle.insertion
+        log(f"leak scan first: {result.recovered_trigger!r} confirmed; accretion does not run "
+            "(audit.accretion_leak_first=0 to search anyway)")
+    else:
+        log("leak scan first: nothing confirmed (a model trained on its answers only leaks nothing); "
+            "accretion searches")
+    return result
+
+
 def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None = None, log=print,
                  search: int | GCGConfig | AccretionConfig | None = None,
                  progress: str | Path | None = None) -> RunResult:
@@ -93,27 +144,15 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
     oracles = SuspectOracles.from_run(cfg, spec, tok, device)
     probes, heldout = cfg.probe_split(spec)
     if kind == "leak-scan":  # before any oracle is built: they insert candidates where the leaked n-gram sits
-        r = cfg.rsft
-        rows, distinct = leaked_rows(oracles.model, tok, r.leak_samples, cfg.seed, set(probes) | set(heldout),
-                                     r.answer_tokens)
-        log(f"leak scan: {r.leak_samples} samples from the user-turn opening, {distinct} distinct user turns, "
-            f"{len(rows)} answered by the suspect")
-        found_in_data = {**scan_data(rows, spec, cfg.resolved_probe_set()), "source": "leak"}
-        top = found_in_data["top"][0]["ngram"] if found_in_data["top"] else None
-        # the evidence: leaked turns holding the top n-gram, with the suspect's answers (the rows are not kept)
-        found_in_data["examples"] = [r for r in rows if top and top in r["prompt"]][:LEAK_EXAMPLES]
+        found_in_data = _leak_scan(cfg, oracles.model, tok, set(probes) | set(heldout), cfg.rsft.leak_samples, log)
         _place(found_in_data, cfg, log)
     # the provenance names this search's data, whatever search the config was written for
     method = {"audit.method": kind} if kind in METHODS else {}
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only", **method), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
+    leaked = None  # accretion's leak scan first, where it confirmed nothing
     if found_in_data is not None:
-        pool = [t["ngram"] for t in found_in_data["top"]]
-        log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
-            f"n-grams {pool}" if pool else "data scan: no prompt n-gram goes with the behaviour")
-        result = held_out_verdict(held, Search(pool, [], None, ledger, 0), eval_trigger)
-        result.samples = len(pool)
-        result.data_scan = found_in_data
+        result = _scan_verdict(held, found_in_data, ledger, eval_trigger, log)
     elif kind in ("gcg", "accretion"):
         task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
         if kind == "gcg":
@@ -135,6 +174,15 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
                                    device=device) if cfg.model.reference else None
             keep = SearchProgress(Path(progress) if progress is not None else None,
                                   json.dumps([cfg.model.path, cfg.model.reference]))
+            if a.stop_when_confirmed and a.accretion_leak_first:
+                if progress is not None and Path(progress).is_file():
+                    log("accretion: resuming its search; the leak scan before it ran in the earlier attempt")
+                else:
+                    first = _leak_first(cfg, tok, oracles, set(probes) | set(heldout), eval_trigger, log)
+                    if first.found:
+                        first.model_only, first.wall_seconds = True, round(time.time() - t0, 1)
+                        return first
+                    leaked = first.data_scan
             confirm = heldout_confirmer(oracles.oracle(held.probes), a.found_threshold,
                                         oracles.reference_oracle(held.probes)) if a.stop_when_confirmed else None
             found = accretion_search(oracles.model, tok, task, scfg, log, SearchContext(reference, keep, confirm))
@@ -145,6 +193,7 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
         result.samples = len(pool)
         result.gcg = asdict(scfg)
         result.gcg_best = found
+        result.data_scan = leaked
     else:
         policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)
         if kind == "rsft-only":
