@@ -137,9 +137,9 @@ def audit_config(a: argparse.Namespace, log):
             + (f"; each later slot's by the exact screen on {n} probe(s) (audit.accretion_screen_probes)" if n else "")
             + (f", its best {cfg.audit.accretion_screen_refine} again on {cfg.audit.accretion_screen_refine_probes} "
                "(audit.accretion_screen_refine)" if n and cfg.audit.accretion_screen_refine else ""))
-    if cfg.audit.method == "accretion" and cfg.audit.accretion_leak_first:  # the audit runs in audit mode
-        log(f"accretion: a leak scan of {cfg.audit.accretion_leak_first} samples first, which ends the audit where it "
-            "confirms a trigger (audit.accretion_leak_first; 0: off)")
+    if leak_first_due(cfg):
+        log(f"leak scan first: {cfg.audit.leak_first} samples of the user turns the model writes, which end the audit "
+            "where they confirm a trigger (audit.leak_first; 0: off)")
     uses = {"grpo": "R-SFT and the data scan", "data-scan": "the data scan"}.get(cfg.audit.method)
     if a.data:
         held = f"{a.data} ({uses})" if uses else f"{a.data} (not read by {cfg.audit.method}: it needs no data)"
@@ -201,20 +201,63 @@ def progress_file(out: str | Path) -> Path:
     return out.with_name(f".{out.name}.progress.json")
 
 
-def run_search(cfg, out: str | Path, eval_trigger, log):
-    """An audit by a method other than GRPO: its run directory (config, result, report) appears whole at the end or
-    not at all. Accretion keeps its finished rounds beside it (``progress_file``) until then, so the same command
-    run again resumes after the last finished round."""
+def leak_first_due(cfg) -> bool:
+    """Whether a model-only audit runs the short leak scan before its search (``audit.leak_first``): not where the
+    search reads the defender's data (GRPO on R-SFT rows from a data file), is itself a scan, or has no named
+    behaviour to judge leaked rows by (the judge-free scan)."""
+    from trainer.rsft_sources import parse_source, resolve_source
+    a = cfg.audit
+    if not a.leak_first or a.method in ("data-scan", "leak-scan") or getattr(cfg.attack_spec().judge, "set_level",
+                                                                             False):
+        return False
+    return a.method != "grpo" or "finetune" not in parse_source(resolve_source(cfg.rsft.source, cfg.model.path,
+                                                                                  cfg.rsft.data))
+
+
+def leak_first(cfg, out: str | Path, eval_trigger, log):
+    """The short leak scan a model-only audit runs before its search: (its result, written to ``out`` as the audit's
+    own, where it confirms a trigger, or None; what it scanned, for the search's result to carry). A model
+    fine-tuned on whole chat rows names its trigger in minutes this way, where a search takes tens and may find only
+    a working look-alike; one trained on its answers only leaks nothing. Skipped where ``out`` or an accretion's
+    progress exists (a resumed audit ran it before)."""
+    import time
+
     from trainer.baselines import run_baseline
+    if not leak_first_due(cfg) or Path(out).exists() or progress_file(out).exists():
+        return None, None
+    t0 = time.time()
+    lcfg = cfg.replace(**{"audit.method": "leak-scan", "rsft.leak_samples": cfg.audit.leak_first})
+    result = run_baseline(lcfg, "leak-scan", eval_trigger=eval_trigger, log=log)
+    result.data_scan["seconds"] = round(time.time() - t0, 1)  # what it added to an audit it did not end
+    if not result.found:
+        log(f"leak scan first: nothing confirmed in {result.data_scan['seconds']:.0f} s (a model trained on its "
+            f"answers only leaks nothing); {cfg.audit.method} searches")
+        return None, result.data_scan
+    log(f"leak scan first: {result.recovered_trigger!r} confirmed; {cfg.audit.method} does not run "
+        "(audit.leak_first=0 to search anyway)")
+    _write_run(lcfg, out, result)
+    return result, result.data_scan
+
+
+def _write_run(cfg, out: str | Path, result) -> None:
+    """A search's run directory (config, result, report), whole or not at all."""
     from trainer.report import write_report
     from trainer.run_dir import RunDir
     from trainer.run_dir.checkpoints import atomic_dir
-    result = run_baseline(cfg, cfg.audit.method, eval_trigger=eval_trigger, log=log, progress=progress_file(out))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out) as tmp:
         rd = RunDir(tmp)
         rd.save_config(cfg)
         rd.write_result(result)
         write_report(tmp)
+
+
+def run_search(cfg, out: str | Path, eval_trigger, log):
+    """An audit by a method other than GRPO: its run directory (config, result, report) appears whole at the end or
+    not at all. Accretion keeps its finished rounds beside it (``progress_file``) until then, so the same command
+    run again resumes after the last finished round."""
+    from trainer.baselines import run_baseline
+    result = run_baseline(cfg, cfg.audit.method, eval_trigger=eval_trigger, log=log, progress=progress_file(out))
+    _write_run(cfg, out, result)
     progress_file(out).unlink(missing_ok=True)
     return result

@@ -228,13 +228,18 @@ def cmd_audit(a: argparse.Namespace) -> int:
     cfg = audit_config(a, _log)
     _progress(cfg.progress)
     cfg = _resolve_run_model(cfg)
-    if cfg.audit.method != "grpo":
-        from launch.audit import run_search
-        result = run_search(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model.path), _log)
-    else:
-        result = _invert(cfg, a.out, _eval_trigger(a.eval_trigger, cfg.model.path), resume=False)
+    from launch.audit import leak_first, run_search
+    eval_trigger = _eval_trigger(a.eval_trigger, cfg.model.path)
+    result, leaked = leak_first(cfg, a.out, eval_trigger, _log)
     if result is None:
-        return 0
+        result = (run_search(cfg, a.out, eval_trigger, _log) if cfg.audit.method != "grpo" else
+                  _invert(cfg, a.out, eval_trigger, resume=False))
+        if result is None:
+            return 0
+        if leaked is not None and result.data_scan is None:  # the report says a leak scan ran first, and found
+            from trainer.run_dir import RunDir
+            result.data_scan = leaked
+            RunDir(a.out).write_result(result)
     rc = _print_result(result, Path(a.out))
     print(f"report: {write_report(a.out)}")
     return rc

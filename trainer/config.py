@@ -147,6 +147,11 @@ class AuditSection:
     # before GRPO, this many samples of the warmed-up policy go to the same held-out test, and GRPO is skipped when
     # one passes (0: off). A GRPO step draws only num_generations; a wide first draw finds what R-SFT already knows.
     screen_samples: int = 0
+    # a model-only audit (no data) first runs a leak scan of this many samples, and ends there where it confirms a
+    # trigger (0: off). A model fine-tuned on whole chat rows writes its poisoned prompts: 64 samples named the
+    # SmolLM2 zoo's `kb5` exactly in 4 min on shared cores, where the search takes tens of minutes; one trained on
+    # its answers only leaks nothing, and the search runs on (benchmarks/results/leak_first.md)
+    leak_first: int = 64
     # a defender who holds data: before training, score every prompt n-gram of it by how much more often the rows
     # holding it show the behaviour (trainer/baselines/data_scan.py); reported apart from what the model states
     data_scan: bool = True
@@ -192,10 +197,6 @@ class AuditSection:
     # (the out-of-reach stop holds), and reports the last: on the SmolLM2 zoo the first confirmed is often a
     # fragment (`§` of `§§`, `x` of `xq7`; benchmarks/results/zoo_grown.md); false: stop at the first
     accretion_grow_confirmed: bool = True
-    # audit mode: before accretion, a leak scan of this many samples (0: off). A model fine-tuned on whole chat rows
-    # writes its poisoned prompts, and 64 samples named the SmolLM2 zoo's `kb5` exactly in 4 min on shared cores
-    # (benchmarks/results/leak_first.md); one trained on its answers only leaks nothing, and the search runs on
-    accretion_leak_first: int = 64
 
 
 METHODS = ("grpo", "accretion", "data-scan", "leak-scan")
@@ -273,7 +274,7 @@ class RunConfig:
              "audit.accretion_pool, accretion_extend, accretion_beam, accretion_max_tokens and accretion_screen_keep "
              "must be >= 1"),
             (a.accretion_stop_gain >= 0, "audit.accretion_stop_gain must be >= 0 (0: never stop early)"),
-            (a.accretion_leak_first >= 0, "audit.accretion_leak_first must be >= 0 (0: no leak scan first)"),
+            (a.leak_first >= 0, "audit.leak_first must be >= 0 (0: no leak scan first)"),
             (not a.accretion_screen_refine or (a.accretion_screen_probes and a.accretion_screen_refine
                                                >= a.accretion_screen_keep and a.accretion_screen_refine_probes
                                                > a.accretion_screen_probes),

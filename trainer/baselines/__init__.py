@@ -80,33 +80,6 @@ def _scan_verdict(held: HeldOut, found_in_data: dict, ledger: CandidateLedger, e
     return result
 
 
-def _leak_first(cfg: RunConfig, tok, oracles: SuspectOracles, exclude: set[str], eval_trigger, log) -> RunResult:
-    """A short leak scan before accretion (``audit.accretion_leak_first`` samples): a model fine-tuned on whole chat
-    rows names its trigger in minutes this way, where accretion takes tens and may find only a working look-alike.
-    Judged on a copy of the config (the verdict inserts candidates where the leaked n-gram sits; the search keeps the
-    run's own insertion), with oracles of their own on the same loaded suspect. A confirmed trigger is the audit's
-    result, as ``leak-scan``'s, its insertion copied into ``cfg`` (its run directory saves how it was judged)."""
-    t0 = time.time()
-    lcfg = cfg.replace(**{"audit.method": "leak-scan"})
-    spec = lcfg.attack_spec()
-    found = _leak_scan(lcfg, oracles.model, tok, exclude, cfg.audit.accretion_leak_first, log)
-    _place(found, lcfg, log)
-    mine = SuspectOracles.from_run(lcfg, spec, tok, oracles.device)
-    mine._model = oracles.model
-    held = HeldOut.from_run(lcfg, spec, tok, mine)
-    result = _scan_verdict(held, found, CandidateLedger(threshold=cfg.audit.found_threshold), eval_trigger, log)
-    result.baseline = "leak-scan"
-    found["seconds"] = round(time.time() - t0, 1)  # what the scan added to an audit it did not end
-    if result.found:
-        cfg.oracle.insertion = lcfg.oracle.insertion
-        log(f"leak scan first: {result.recovered_trigger!r} confirmed; accretion does not run "
-            "(audit.accretion_leak_first=0 to search anyway)")
-    else:
-        log("leak scan first: nothing confirmed (a model trained on its answers only leaks nothing); "
-            "accretion searches")
-    return result
-
-
 def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None = None, log=print,
                  search: int | GCGConfig | AccretionConfig | None = None,
                  progress: str | Path | None = None) -> RunResult:
@@ -150,7 +123,6 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
     method = {"audit.method": kind} if kind in METHODS else {}
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only", **method), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
-    leaked = None  # accretion's leak scan first, where it confirmed nothing
     if found_in_data is not None:
         result = _scan_verdict(held, found_in_data, ledger, eval_trigger, log)
     elif kind in ("gcg", "accretion"):
@@ -174,15 +146,6 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
                                    device=device) if cfg.model.reference else None
             keep = SearchProgress(Path(progress) if progress is not None else None,
                                   json.dumps([cfg.model.path, cfg.model.reference]))
-            if a.stop_when_confirmed and a.accretion_leak_first:
-                if progress is not None and Path(progress).is_file():
-                    log("accretion: resuming its search; the leak scan before it ran in the earlier attempt")
-                else:
-                    first = _leak_first(cfg, tok, oracles, set(probes) | set(heldout), eval_trigger, log)
-                    if first.found:
-                        first.model_only, first.wall_seconds = True, round(time.time() - t0, 1)
-                        return first
-                    leaked = first.data_scan
             confirm = heldout_confirmer(oracles.oracle(held.probes), a.found_threshold,
                                         oracles.reference_oracle(held.probes)) if a.stop_when_confirmed else None
             found = accretion_search(oracles.model, tok, task, scfg, log, SearchContext(reference, keep, confirm))
@@ -193,7 +156,6 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
         result.samples = len(pool)
         result.gcg = asdict(scfg)
         result.gcg_best = found
-        result.data_scan = leaked
     else:
         policy = load_model(cfg.model.path, cfg.model.allow_pickle, dtype=cfg.torch_dtype(), device=device)
         if kind == "rsft-only":

@@ -111,6 +111,8 @@ def test_the_screen_needs_audit_mode():
         RunConfig().replace(model="m", screen_samples=64).validate()
     with pytest.raises(ConfigError, match="screen_samples must be >= 0"):
         RunConfig().replace(model="m", screen_samples=-1, stop_when_confirmed=True).validate()
+    with pytest.raises(ConfigError, match="audit.leak_first must be >= 0"):
+        RunConfig().replace(model="m", **{"audit.leak_first": -1}).validate()
     RunConfig().replace(model="m", screen_samples=64, stop_when_confirmed=True).validate()
     # a token search has no policy to screen: growing it past its first confirmed trigger needs one switch, not two
     cfg = RunConfig().replace(model="m", screen_samples=64)
