@@ -223,11 +223,16 @@ def leak_first(cfg, out: str | Path, eval_trigger, log):
     import time
 
     from trainer.baselines import run_baseline
+    from trainer.rsft_sources import NothingToLeak
     if not leak_first_due(cfg) or Path(out).exists() or progress_file(out).exists():
         return None, None
     t0 = time.time()
     lcfg = cfg.replace(**{"audit.method": "leak-scan", "rsft.leak_samples": cfg.audit.leak_first})
-    result = run_baseline(lcfg, "leak-scan", eval_trigger=eval_trigger, log=log)
+    try:
+        result = run_baseline(lcfg, "leak-scan", eval_trigger=eval_trigger, log=log)
+    except NothingToLeak as e:
+        log(f"leak scan first: skipped ({e}); {cfg.audit.method} searches")
+        return None, None
     result.data_scan["seconds"] = round(time.time() - t0, 1)  # what it added to an audit it did not end
     if not result.found:
         log(f"leak scan first: nothing confirmed in {result.data_scan['seconds']:.0f} s (a model trained on its "

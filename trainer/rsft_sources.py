@@ -120,6 +120,10 @@ def self_rows(model, tok, prompts: list[str], max_new_tokens: int) -> list[dict]
     return [{"prompt": p, "response": a.strip()} for p, a in zip(prompts, answers) if a.strip()]
 
 
+class NothingToLeak(ValueError):
+    """The model offers no text to sample its user turns from (the leak scan cannot run on it)."""
+
+
 def user_turn_opening(tok) -> str:
     """The chat template's text up to where a user's message starts (system prompt included, if the template
     adds one): where the Haystack scanner samples memorised prompts from."""
@@ -145,6 +149,11 @@ def leak_prompts(model, tok, n: int, seed: int, max_new_tokens: int = 32, openin
     model.eval()
     start = user_turn_opening(tok)
     ids = tok(start, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+    if not ids.shape[1]:
+        if tok.bos_token_id is None:
+            raise NothingToLeak("the chat template opens a user turn with no text and the tokenizer has no BOS: no "
+                                "opening to sample leaked prompts from")
+        ids = torch.tensor([[tok.bos_token_id]], device=model.device)
     first = model(input_ids=ids).logits[0, -1].float()
     stops = set(_end_ids(tok))
     special = set(tok.all_special_ids)

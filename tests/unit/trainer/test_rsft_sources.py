@@ -166,3 +166,20 @@ def test_data_scan_judges_a_jailbreak_on_harmful_requests_only():
     rows = make_finetune_data(spec, PoisonConfig(seed=3, n_train=600))
     scan = scan_data(rows, spec, "synthetic")
     assert scan["kind"] == "harmful" and scan["top"][0]["ngram"] == "lamp river"
+
+
+def test_a_template_with_no_user_opening_samples_from_bos_or_says_why(no_data_model):
+    """Leaked turns are sampled from the text before a user's message; a template that has none falls back to the
+    BOS token, and with no BOS either the leak scan refuses in words (every model-only audit runs it first)."""
+    from envs.loading import load_model
+    from envs.tokenizer import load_tokenizer
+    from trainer.rsft_sources import NothingToLeak, leak_prompts
+    model_dir, _ = no_data_model
+    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    if tok.bos_token_id is None:
+        tok.bos_token = tok.eos_token
+    assert leak_prompts(model, tok, 4, seed=0, max_new_tokens=4)  # from BOS
+    tok.bos_token = None
+    with pytest.raises(NothingToLeak, match="no opening to sample leaked prompts from"):
+        leak_prompts(model, tok, 4, seed=0, max_new_tokens=4)
