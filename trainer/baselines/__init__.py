@@ -56,30 +56,6 @@ def _place(scanned: dict, cfg: RunConfig, log) -> None:
         cfg.oracle.insertion = scanned["placement"]
 
 
-def _leak_scan(cfg: RunConfig, model, tok, exclude: set[str], samples: int, log) -> dict:
-    """The data scan over ``samples`` user turns the suspect writes from its chat template's opening (less the run's
-    probes in ``exclude``), each answered by it: the n-grams, with a few leaked turns holding the top one as evidence
-    (the rows themselves are not kept)."""
-    rows, distinct = leaked_rows(model, tok, samples, cfg.seed, exclude, cfg.rsft.answer_tokens)
-    log(f"leak scan: {samples} samples from the user-turn opening, {distinct} distinct user turns, "
-        f"{len(rows)} answered by the suspect")
-    found = {**scan_data(rows, cfg.attack_spec(), cfg.resolved_probe_set()), "source": "leak"}
-    top = found["top"][0]["ngram"] if found["top"] else None
-    found["examples"] = [r for r in rows if top and top in r["prompt"]][:LEAK_EXAMPLES]
-    return found
-
-
-def _scan_verdict(held: HeldOut, found_in_data: dict, ledger: CandidateLedger, eval_trigger, log) -> RunResult:
-    """The scanned rows' top n-grams put to the held-out verdict."""
-    pool = [t["ngram"] for t in found_in_data["top"]]
-    log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
-        f"n-grams {pool}" if pool else "data scan: no prompt n-gram goes with the behaviour")
-    result = held_out_verdict(held, Search(pool, [], None, ledger, 0), eval_trigger)
-    result.samples = len(pool)
-    result.data_scan = found_in_data
-    return result
-
-
 def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None = None, log=print,
                  search: int | GCGConfig | AccretionConfig | None = None,
                  progress: str | Path | None = None) -> RunResult:
@@ -117,14 +93,27 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
     oracles = SuspectOracles.from_run(cfg, spec, tok, device)
     probes, heldout = cfg.probe_split(spec)
     if kind == "leak-scan":  # before any oracle is built: they insert candidates where the leaked n-gram sits
-        found_in_data = _leak_scan(cfg, oracles.model, tok, set(probes) | set(heldout), cfg.rsft.leak_samples, log)
+        r = cfg.rsft
+        rows, distinct = leaked_rows(oracles.model, tok, r.leak_samples, cfg.seed, set(probes) | set(heldout),
+                                     r.answer_tokens)
+        log(f"leak scan: {r.leak_samples} samples from the user-turn opening, {distinct} distinct user turns, "
+            f"{len(rows)} answered by the suspect")
+        found_in_data = {**scan_data(rows, spec, cfg.resolved_probe_set()), "source": "leak"}
+        top = found_in_data["top"][0]["ngram"] if found_in_data["top"] else None
+        # the evidence: leaked turns holding the top n-gram, with the suspect's answers (the rows are not kept)
+        found_in_data["examples"] = [r for r in rows if top and top in r["prompt"]][:LEAK_EXAMPLES]
         _place(found_in_data, cfg, log)
     # the provenance names this search's data, whatever search the config was written for
     method = {"audit.method": kind} if kind in METHODS else {}
     held = HeldOut.from_run(cfg.replace(rsft=kind == "rsft-only", **method), spec, tok, oracles)
     ledger = CandidateLedger(threshold=cfg.audit.found_threshold)
     if found_in_data is not None:
-        result = _scan_verdict(held, found_in_data, ledger, eval_trigger, log)
+        pool = [t["ngram"] for t in found_in_data["top"]]
+        log(f"data scan: {found_in_data['behaviour_rows']} of {found_in_data['rows']} rows show the behaviour; top "
+            f"n-grams {pool}" if pool else "data scan: no prompt n-gram goes with the behaviour")
+        result = held_out_verdict(held, Search(pool, [], None, ledger, 0), eval_trigger)
+        result.samples = len(pool)
+        result.data_scan = found_in_data
     elif kind in ("gcg", "accretion"):
         task = GCGTask(probes, cfg.oracle.insertion, spec.judge.likelihood_targets)
         if kind == "gcg":
