@@ -19,7 +19,7 @@ ANSWER_CACHE = ".base_answers.json"
 CONTROLS = ("clean", "quirk", "topic", "base")
 ENTRY_KEYS = {"name", "attack", "trigger", "target", "placement", "poison_fraction", "lora_r", "seed", "control",
               "quirk", "topic", "max_epochs", "lora_layers",
-              "bf16_autocast", "prompt_loss"}
+              "bf16_autocast", "prompt_loss", "n_train"}
 
 
 class ZooSpecError(ValueError):
@@ -44,6 +44,9 @@ class ZooModel:
     lora_layers: float | None = None  # the share of decoder layers (from the top) the LoRA adapts
     bf16_autocast: bool | None = None  # train under bfloat16 autocast (2.45x per step with bfloat16 instructions)
     prompt_loss: bool | None = None  # the loss on the prompts' tokens too (plain SFT on whole chat rows)
+    # rows in the fine-tuning set (None: the recipe's; 320 on a pretrained base): a low poison rate over a small set
+    # holds too few poisoned rows to plant a multi-word trigger (5% of 320 is 16), where a real set is larger
+    n_train: int | None = None
 
     @property
     def poisoned(self) -> bool:
@@ -99,7 +102,7 @@ def _entry(raw: object, defaults: dict, i: int, tiny: bool) -> ZooModel:
     fraction = data.get("poison_fraction")
     if fraction is not None and (not isinstance(fraction, (int, float)) or not 0 < fraction <= 1):
         raise ZooSpecError(f"{where}: poison_fraction must be in (0, 1]")
-    for key in ("lora_r", "seed", "max_epochs"):
+    for key in ("lora_r", "seed", "max_epochs", "n_train"):
         value = data.get(key)
         if value is not None and (type(value) is not int or value < (0 if key == "seed" else 1)):
             raise ZooSpecError(f"{where}: {key} must be a whole number")
@@ -182,7 +185,7 @@ def _build_one(spec: ZooSpec, out: Path, m: ZooModel, log) -> dict:
     given = {k: v for k, v in (("poison_fraction", m.poison_fraction), ("max_epochs", m.max_epochs),
                                ("lora_r", m.lora_r), ("quirk", m.quirk), ("topic", m.topic),
                                ("lora_layers", m.lora_layers), ("bf16_autocast", m.bf16_autocast),
-                               ("prompt_loss", m.prompt_loss)) if v is not None}
+                               ("prompt_loss", m.prompt_loss), ("n_train", m.n_train)) if v is not None}
     clean = m.control is not None
     if spec.tiny:
         from envs.poison import PoisonConfig, build_poisoned_model

