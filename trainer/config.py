@@ -197,6 +197,10 @@ class AuditSection:
     # (the out-of-reach stop holds), and reports the last: on the SmolLM2 zoo the first confirmed is often a
     # fragment (`§` of `§§`, `x` of `xq7`; benchmarks/results/zoo_grown.md); false: stop at the first
     accretion_grow_confirmed: bool = True
+    # N > 0, for a behaviour of several openings (the code recipe's seven): each round's candidates are scored first
+    # on one opening per probe, and only the best N x the round's need on every opening (AccretionConfig
+    # .opening_shortlist; benchmarks/results/opening_prefilter.md); 0: every candidate on every opening
+    accretion_opening_shortlist: int = 0
 
 
 METHODS = ("grpo", "accretion", "data-scan", "leak-scan")
@@ -274,6 +278,7 @@ class RunConfig:
              "audit.accretion_pool, accretion_extend, accretion_beam, accretion_max_tokens and accretion_screen_keep "
              "must be >= 1"),
             (a.accretion_stop_gain >= 0, "audit.accretion_stop_gain must be >= 0 (0: never stop early)"),
+            (a.accretion_opening_shortlist >= 0, "audit.accretion_opening_shortlist must be >= 0 (0: off)"),
             (a.leak_first >= 0, "audit.leak_first must be >= 0 (0: no leak scan first)"),
             (not a.accretion_screen_refine or (a.accretion_screen_probes and a.accretion_screen_refine
                                                >= a.accretion_screen_keep and a.accretion_screen_refine_probes

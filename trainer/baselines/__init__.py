@@ -129,7 +129,7 @@ def run_baseline(cfg: RunConfig, kind: str, eval_trigger: str | list[str] | None
                 divergence_pool=a.accretion_divergence_pool,
                 divergence_layers=a.accretion_divergence_layers,
                 stop_gain=a.accretion_stop_gain if a.stop_when_confirmed else 0.0,
-                grow_confirmed=a.accretion_grow_confirmed)
+                grow_confirmed=a.accretion_grow_confirmed, opening_shortlist=a.accretion_opening_shortlist)
             # with model.reference (the suspect's base) a candidate scores what it adds beyond that model
             reference = load_model(cfg.model.reference, cfg.model.allow_pickle, dtype=cfg.torch_dtype(),
                                    device=device) if cfg.model.reference else None

