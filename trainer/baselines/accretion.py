@@ -423,8 +423,8 @@ def accretion_search(model, tokenizer, task: GCGTask, cfg: AccretionConfig,
     what = "by divergence from the reference" if cfg.divergence_pool else screened
     what_next = screened if cfg.screen_probes else what
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("stop_gain", "grow_confirmed", "max_tokens")}
-    if not cfg.opening_shortlist:  # off, as before the setting existed: a search saved then still resumes
-        del settings["opening_shortlist"]
+    if not (cfg.opening_shortlist and objective.prefilter_pays()):  # no prefilter, as before the setting existed:
+        del settings["opening_shortlist"]  # a search saved then still resumes
     # when to stop changes no round: a search resumes with a longer max_tokens from where a shorter one ended
     key = hashlib.sha256(json.dumps([progress.key if progress else "", settings, list(task.probes),
                                      task.insertion, list(task.targets)]).encode()).hexdigest()

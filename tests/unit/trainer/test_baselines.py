@@ -495,6 +495,14 @@ def test_accretion_resumes_after_its_last_finished_round_and_stops_where_audit_m
     assert accretion_search(model, tok, task, cfg, lines.append,
                             SearchContext(progress=SearchProgress(shorter, "model-a"))) == whole
     assert lines[0].startswith("accretion: resumed after 2 of 3 rounds") and lines[1].startswith("accretion: 3 tokens")
+    # the audit's one-opening prefilter (on by default) cannot act on a behaviour of one opening: a search saved
+    # before it existed resumes as it was
+    lines.clear()
+    prefiltered = AccretionConfig(max_tokens=3, beam=2, extend=4, opening_shortlist=4)
+    assert accretion_search(model, tok, task, prefiltered, lines.append,
+                            SearchContext(progress=SearchProgress(shorter, "model-a"))) == whole
+    assert lines[0].startswith("accretion: resumed after 3 of 3 rounds")
+    assert load_config(overrides={"model": str(model_dir)}).audit.accretion_opening_shortlist == 4
     for other in (SearchProgress(state, "model-b"), SearchProgress(tmp_path / "garbled.json", "model-a"),
                   SearchProgress(tmp_path / "list.json", "model-a")):
         (tmp_path / "garbled.json").write_text("{not json")
