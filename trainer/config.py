@@ -199,8 +199,8 @@ class AuditSection:
     accretion_grow_confirmed: bool = True
     # N > 0, for a behaviour of several openings where scoring them all costs twice one (the code recipe's seven):
     # each round's candidates are scored first on one opening per probe, and only the best N x the round's need on
-    # every opening (AccretionConfig.opening_shortlist). On the SmolLM2 code model, two rounds: the same best and the
-    # same four best as scoring every candidate, 3.6x and 2.5x less time (benchmarks/results/opening_prefilter.md);
+    # every opening (AccretionConfig.opening_shortlist). On two SmolLM2 code models, two rounds each: the same best as
+    # scoring every candidate, 4 and 3 of its four best, 2.5-3.6x less time (benchmarks/results/opening_prefilter.md);
     # 0: every candidate on every opening
     accretion_opening_shortlist: int = 4
 
