@@ -100,9 +100,10 @@ class AccretionConfig:
     divergence_layers: int = 0  # the divergence over the first N decoder layers (0: all), at that share of the cost
     keep: int = 8  # distinct lowest-loss triggers handed to the verdict
     # N > 0, for a behaviour of several openings whose every-opening score costs at least PREFILTER_GAIN times one
-    # opening's (the code recipe's seven: 3.3x): each round's candidates are first scored on one opening per probe,
-    # the one the round's best beam (the first round: no trigger) finds likeliest, and only the best N x the round's
-    # need go on to the score on every opening; the rest are not kept (0: every candidate on every opening)
+    # opening's (the code recipe's seven: 3.4x by token count): each round's candidates are first scored on one
+    # opening per probe, the one the round's best beam (the first round: no trigger) finds likeliest, and only the
+    # best N x the round's need go on to the score on every opening; the rest are not kept (0: every candidate on
+    # every opening)
     opening_shortlist: int = 0
     # N > 0: stop once the best loss, falling N nats for every round left, could not come under REACH_LOSS (0: never)
     stop_gain: float = 0.0
@@ -179,7 +180,7 @@ class _Objective:
     def prefilter_pays(self) -> bool:
         """Whether scoring every opening costs PREFILTER_GAIN times one opening's, by tokens run per probe (the
         text after the slot once, then the openings: each padded to the longest): the code recipe's seven openings
-        of up to 15 tokens 3.4x (3.3x measured), the jailbreak's two of one and two tokens 1.1x."""
+        of up to 15 tokens 3.4x, the jailbreak's two of one and two tokens 1.1x."""
         after = sum(len(a) for _, a in self.rows.parts) / len(self.rows.parts) + 1
         longest = max(map(len, self.rows.targets))
         return (after + len(self.rows.targets) * longest) / (after + longest) >= PREFILTER_GAIN
