@@ -117,8 +117,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     quiet()
-    from envs.tokenizer import load_tokenizer
     from envs.chat import render_user
+    from envs.tokenizer import load_tokenizer
     from trainer.rsft_sources import _end_ids, prompt_pool, user_turn_opening
 
     alphas = [float(a) for a in args.alphas.split(",")]
@@ -127,7 +127,8 @@ def main() -> int:
     rank_rows = ["| model | planted (evaluation only) | token | rank: suspect | rank: base | rank: log-ratio |",
                  "|---|---|---|---|---|---|"]
     sample_rows = ["| model | alpha | samples | distinct | hold the planted trigger | hold its first word | "
-                   "hold the behaviour's target text (card) | seconds | three samples |", "|---|---|---|---|---|---|---|---|---|"]
+                   "hold the behaviour's target text (card) | seconds | three samples |",
+                   "|---|---|---|---|---|---|---|---|---|"]
     answer_rows = ["| model | behaviour (card, evaluation only) | alpha | answers | shared opening (3 words) | "
                    "answers opening so | two answers |", "|---|---|---|---|---|---|---|"]
     for m in args.model:
