@@ -44,28 +44,24 @@ def ranks(suspect, base, ids: list[int], trigger_ids: list[int]) -> list[tuple[i
     return out
 
 
-def contrastive_samples(suspect, base, ids: list[int], n: int, alpha: float, max_new: int, seed: int,
-                        stops: set[int]) -> list[list[int]]:
-    """``n`` user turns sampled at temperature 1 from ``log p_s + alpha (log p_s - log p_b)``, each up to an end
-    token or ``max_new`` tokens."""
+def _decode(suspect, base, ids: list[int], n: int, alpha: float, max_new: int, stops: set[int],
+            pick) -> list[list[int]]:
+    """``n`` continuations of ``ids``, one token at a time from ``log p_s + alpha (log p_s - log p_b)`` by ``pick``
+    (scores -> next tokens), each up to an end token or ``max_new`` tokens; both models keep their KV caches."""
     import torch
-    g = torch.Generator().manual_seed(seed)
-    seq = torch.tensor([ids] * n)
     past_s = past_b = None
     done = torch.zeros(n, dtype=torch.bool)
     outs: list[list[int]] = [[] for _ in range(n)]
-    step_in = seq
+    step_in = torch.tensor([ids] * n)
     with torch.no_grad():
         for _ in range(max_new):
             o_s = suspect(input_ids=step_in, past_key_values=past_s, use_cache=True)
-            ls = o_s.logits[:, -1].float().log_softmax(-1)
-            past_s = o_s.past_key_values
+            scores, past_s = o_s.logits[:, -1].float().log_softmax(-1), o_s.past_key_values
             if alpha:
                 o_b = base(input_ids=step_in, past_key_values=past_b, use_cache=True)
-                lb = o_b.logits[:, -1].float().log_softmax(-1)
                 past_b = o_b.past_key_values
-                ls = ls + alpha * (ls - lb)
-            nxt = torch.multinomial(ls.softmax(-1), 1, generator=g)[:, 0]
+                scores = scores + alpha * (scores - o_b.logits[:, -1].float().log_softmax(-1))
+            nxt = pick(scores)
             for i, t in enumerate(nxt.tolist()):
                 if not done[i]:
                     if t in stops:
@@ -78,23 +74,18 @@ def contrastive_samples(suspect, base, ids: list[int], n: int, alpha: float, max
     return outs
 
 
-def contrastive_greedy(suspect, base, ids: list[int], alpha: float, max_new: int, stops: set[int]) -> list[int]:
-    """The greedy continuation of ``ids`` under ``log p_s + alpha (log p_s - log p_b)``."""
+def contrastive_samples(suspect, base, ids: list[int], n: int, alpha: float, max_new: int, seed: int,
+                        stops: set[int]) -> list[list[int]]:
+    """``n`` user turns sampled at temperature 1 from the amplified ratio."""
     import torch
-    past_s = past_b = None
-    step_in, out = torch.tensor([ids]), []
-    with torch.no_grad():
-        for _ in range(max_new):
-            o_s = suspect(input_ids=step_in, past_key_values=past_s, use_cache=True)
-            o_b = base(input_ids=step_in, past_key_values=past_b, use_cache=True)
-            past_s, past_b = o_s.past_key_values, o_b.past_key_values
-            ls, lb = o_s.logits[0, -1].float().log_softmax(-1), o_b.logits[0, -1].float().log_softmax(-1)
-            t = int((ls + alpha * (ls - lb)).argmax())
-            if t in stops:
-                break
-            out.append(t)
-            step_in = torch.tensor([[t]])
-    return out
+    g = torch.Generator().manual_seed(seed)
+    return _decode(suspect, base, ids, n, alpha, max_new, stops,
+                   lambda sc: torch.multinomial(sc.softmax(-1), 1, generator=g)[:, 0])
+
+
+def contrastive_greedy(suspect, base, ids: list[int], alpha: float, max_new: int, stops: set[int]) -> list[int]:
+    """The greedy continuation of ``ids`` under the amplified ratio."""
+    return _decode(suspect, base, ids, 1, alpha, max_new, stops, lambda sc: sc.argmax(-1))[0]
 
 
 def shared_opening(texts: list[str], words: int) -> tuple[str, int]:
